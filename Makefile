@@ -1,0 +1,47 @@
+# Quick start: `make run` (the main job on embedded local defaults) and `make test` (the test suite).
+# Both set up what they need first: system packages (Debian), the virtualenv, jars from Maven Central.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+GWTEL := $(VENV)/bin/gwtel
+export GWTEL_HOME ?= $(CURDIR)/.gwtel
+export GWTEL_TEST_DATA ?= $(abspath $(CURDIR)/../shared/data)
+
+.PHONY: setup run test lint up down status bench clean
+
+$(VENV)/.installed: pyproject.toml deploy/local/system-packages.sh
+	bash deploy/local/system-packages.sh
+	python3 -c 'import sys; assert sys.version_info[:2] == (3, 11), "gateway-telemetry needs Python 3.11 as python3"'
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(GWTEL) run
+
+up: setup
+	$(GWTEL) up
+
+down:
+	$(GWTEL) down
+
+status:
+	$(GWTEL) status
+
+test: setup
+	$(GWTEL) up
+	$(VENV)/bin/pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: setup
+	$(PY) bench/run.py
+
+clean: down
+	rm -rf $(GWTEL_HOME)

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Debian packages the local services need: Java for Kafka and Flink, Maven to gather jars, Prometheus.
+# Installs only what is missing; needs root (or sudo) the first time.
+set -euo pipefail
+need=()
+command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || need+=(maven)
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v tshark >/dev/null 2>&1 || need+=(tshark)
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+    echo "missing Debian packages: ${need[*]}; install them as root: apt-get install ${need[*]}" >&2
+    exit 1
+  fi
+fi
+echo "installing Debian packages: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+# policy-rc.d stops the packages from starting their own daemons: gwtel runs its own Prometheus.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+  $sudo chmod +x /usr/sbin/policy-rc.d
+  trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
+fi
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# Debian's prometheus.service would hold port 9090 at the next boot.
+$sudo systemctl disable --now prometheus >/dev/null 2>&1 || true

@@ -1,0 +1,162 @@
+"""One HTTP request's statement, run on the engine: query text + body + parameters -> a reply.
+
+Kept apart from the HTTP plumbing so the rules (INSERT data splitting, per-request settings, sessions,
+GET is read-only) are in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+from gwtel.chserver.encoding import decode_body
+from gwtel.chserver.engine import Engine, Result
+from gwtel.chserver.errors import ChError, Codes
+from gwtel.chserver.params import RequestParams, settings_clause
+from gwtel.chserver.sessions import Session, Sessions
+from gwtel.chserver.sqltext import MODIFYING_HEADS, Kind, classify, lex, parse_set, parse_use, plan_insert, render
+
+log = logging.getLogger("gwtel.chserver")
+
+DEFAULT_FORMAT = "TabSeparated"
+
+
+@dataclass(frozen=True)
+class Reply:
+    kind: str  # metrics label: select | insert | command
+    body: bytes
+    fmt: str | None  # output format, only for statements that return a result set
+    result: Result
+
+
+def _concat(*parts: Iterator[bytes] | bytes) -> Iterator[bytes]:
+    for part in parts:
+        if isinstance(part, bytes):
+            if part:
+                yield part
+        else:
+            yield from part
+
+
+class Executor:
+    def __init__(self, engine: Engine, sessions: Sessions) -> None:
+        self.engine = engine
+        self.sessions = sessions
+
+    def execute(self, rp: RequestParams, body: bytes, content_encoding: str | None, method: str) -> Reply:
+        if rp.compress or rp.decompress:
+            raise ChError(
+                Codes.NOT_IMPLEMENTED,
+                "compress=1 / decompress=1 (ClickHouse native block compression) is not supported by this "
+                "server; use HTTP compression instead (Content-Encoding / enable_http_compression=1)",
+            )
+        ctx: AbstractContextManager[Session | None] = (
+            self.sessions.use(rp.session_id, rp.session_timeout_s, rp.session_check) if rp.session_id else nullcontext()
+        )
+        with ctx as sess:
+            return self._run(rp, body, content_encoding, method, sess)
+
+    def _run(self, rp: RequestParams, body: bytes, encoding: str | None, method: str, sess: Session | None) -> Reply:
+        settings: dict[str, str] = dict(sess.settings) if sess else {}
+        settings.update(rp.settings)
+        database = rp.database or (sess.database if sess else None)
+        clause = settings_clause(settings)
+
+        if rp.query is not None and rp.query.strip():
+            kind, head = classify(rp.query)
+            if kind == Kind.INSERT:
+                self._check_method(method, head)
+                plan = plan_insert(rp.query, clause)
+                inline = rp.query[plan.data_start :].encode()
+                return self._insert(
+                    plan.header, plan.fmt, plan.statement, _concat(inline, decode_body(body, encoding)), database, rp
+                )
+            text = rp.query + b"".join(decode_body(body, encoding)).decode("utf-8", errors="strict")
+        else:
+            raw = b"".join(decode_body(body, encoding))
+            if not raw.strip():
+                raise ChError(Codes.SYNTAX_ERROR, "Empty query")
+            # Lex as latin-1 so string offsets are byte offsets: INSERT data after the header may be binary.
+            kind, head = classify(raw.decode("latin-1"))
+            if kind == Kind.INSERT:
+                self._check_method(method, head)
+                located = plan_insert(raw.decode("latin-1"), "")
+                if located.fmt is None:
+                    text = raw.decode("utf-8")
+                else:
+                    header_text = raw[: located.data_start].decode("utf-8")
+                    plan = plan_insert(header_text, clause)
+                    return self._insert(
+                        plan.header, plan.fmt, plan.statement, _concat(raw[located.data_start :]), database, rp
+                    )
+                kind, head = classify(text)
+            else:
+                text = raw.decode("utf-8")
+        self._check_method(method, head)
+        return self._statement(text, kind, head, clause, database, rp, sess)
+
+    @staticmethod
+    def _check_method(method: str, head: str) -> None:
+        if method == "GET" and head in MODIFYING_HEADS:
+            raise ChError(
+                Codes.READONLY,
+                "Cannot execute query in readonly mode. For queries over HTTP, method GET implies readonly. "
+                "You should use method POST for modifying queries",
+            )
+
+    def _insert(
+        self,
+        header: str,
+        fmt: str | None,
+        statement: str,
+        data: Iterator[bytes],
+        database: str | None,
+        rp: RequestParams,
+    ) -> Reply:
+        if fmt is None:  # INSERT ... SELECT: a plain statement, no data
+            for _ in data:
+                pass
+            res = self.engine.query(statement, DEFAULT_FORMAT, database, rp.bind)
+        else:
+            res = self.engine.insert(header, fmt, data, database)
+        return Reply("insert", b"", None, res)
+
+    def _statement(
+        self,
+        text: str,
+        kind: Kind,
+        head: str,
+        clause: str,
+        database: str | None,
+        rp: RequestParams,
+        sess: Session | None,
+    ) -> Reply:
+        if kind == Kind.SET:
+            pairs = parse_set(text)
+            # Validate names and values in the engine without keeping them on its connection.
+            probe = "SELECT 1 FORMAT Null SETTINGS " + ", ".join(f"{k} = {v}" for k, v in pairs)
+            self.engine.query(probe, "Null", database)
+            if sess is not None:
+                sess.settings.update(pairs)
+            return Reply("command", b"", None, Result(b""))
+        if kind == Kind.USE:
+            db = parse_use(text)
+            self.engine.check_database(db)
+            if sess is not None:
+                sess.database = db
+            return Reply("command", b"", None, Result(b""))
+        toks = [t.upper for t, _ in zip(lex(text), range(3), strict=False)]
+        if head == "CREATE" and "TEMPORARY" in toks[1:3]:
+            raise ChError(
+                Codes.NOT_IMPLEMENTED,
+                "Temporary tables are not supported by this server (its engine connection is shared by all "
+                "clients); create a regular table in a per-client database instead",
+            )
+        if kind == Kind.BARE and clause:
+            log.debug("settings not applicable to %s statements are ignored", head)
+            clause = ""
+        rendered = render(text, kind, rp.default_format or DEFAULT_FORMAT, clause)
+        res = self.engine.query(rendered.sql, rendered.fmt or DEFAULT_FORMAT, database, rp.bind)
+        return Reply("select" if kind == Kind.RESULT else "command", res.body, rendered.fmt, res)

@@ -1,0 +1,1 @@
+"""Local services for development, tests and the embedded default deployment (`gwtel up|down|status`)."""

@@ -1,0 +1,66 @@
+"""Flink runtime: not a process. Jobs run on a MiniCluster inside the `gwtel aggregate` process (PyFlink
+starts its JVM), or on a remote cluster in deployment. What this "service" owns is the Kafka SQL connector
+jar under `<GWTEL_HOME>/lib/flink/` and the checks that a job can start here.
+
+It has the same interface as the process services so `gwtel up/status` can list it next to them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from gwtel.config import GwtelConfig
+from gwtel.errors import ServiceError
+from gwtel.services.base import Health
+from gwtel.services.java import DEPLOY_LOCAL, jars_present, java_version, maven_copy_dependencies
+
+CONNECTOR_VERSION = "5.0.0-2.2"
+CONNECTOR_JAR = f"flink-sql-connector-kafka-{CONNECTOR_VERSION}.jar"
+_POM = DEPLOY_LOCAL / "flink" / "pom.xml"
+_PROPS = {"flink.kafka.connector.version": CONNECTOR_VERSION}
+
+
+class FlinkRuntime:
+    name = "flink"
+
+    def __init__(self, cfg: GwtelConfig, home: Path) -> None:
+        self.cfg = cfg
+        self.home = home
+        self.lib_dir = home / "lib" / "flink"
+
+    def fetch(self) -> None:
+        maven_copy_dependencies(_POM, self.lib_dir, _PROPS)
+
+    def connector_jar(self) -> Path:
+        return self.lib_dir / CONNECTOR_JAR
+
+    def jars(self) -> list[Path]:
+        """Every jar a job needs on `pipeline.jars` (today: the Kafka SQL connector)."""
+        return [self.connector_jar()]
+
+    def endpoint(self) -> str:
+        return "local MiniCluster (in process)"
+
+    def running(self) -> bool:
+        return self.connector_jar().is_file() and jars_present(self.lib_dir, _POM, _PROPS)
+
+    def health(self) -> Health:
+        if importlib.util.find_spec("pyflink") is None:
+            return Health(False, "pyflink is not importable: install the project's dependencies (apache-flink)")
+        try:
+            java = java_version()
+        except ServiceError as exc:
+            return Health(False, str(exc))
+        if not self.running():
+            return Health(False, f"{self.connector_jar()} is missing: run `gwtel up` to fetch it")
+        return Health(True, f"PyFlink with {CONNECTOR_JAR} on {java}")
+
+    def start(self) -> None:
+        self.fetch()
+        h = self.health()
+        if not h.ok:
+            raise ServiceError(f"flink: {h.detail}")
+
+    def stop(self) -> None:
+        """Nothing runs between jobs."""

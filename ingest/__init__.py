@@ -1,0 +1,1 @@
+"""Packets -> flow records: packet sources, decoder, flow meter, latency, enrichment, Kafka producer."""

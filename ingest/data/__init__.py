@@ -1,0 +1,1 @@
+"""Packaged data files (default partner groups), read through importlib.resources."""

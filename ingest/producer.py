@@ -1,0 +1,483 @@
+"""FlowProducer: FlowRecords to Kafka (idempotent, acks=all), spilling to a disk spool while Kafka is away.
+
+Two modes:
+- direct: the spool is empty and Kafka answers; ``send`` hands the record to the Kafka client, which keeps
+  it (and retries it) until the broker acknowledges it.
+- spooling: Kafka failed a send, refused one, or left the oldest unacknowledged record waiting longer than
+  ``spill_after_s``, or more than ``max_in_flight`` records are waiting. On entering it, every record not
+  yet acknowledged is written to the spool in send order, and from then on ``send`` appends to the spool.
+  A background thread replays the spool in order, batch by batch, once the records already handed to the
+  client are resolved; a record leaves the spool only after Kafka acknowledged it. When the spool is empty
+  the producer returns to direct mode.
+So records reach Kafka in the order ``send`` saw them, across outages and agent restarts (a spool left by a
+previous run is replayed before anything new). A record whose fate is unknown (a definitive send failure
+after the broker may have written it, or ``close`` before an acknowledgement) is sent again: duplicates are
+possible in those cases, losses are not, and ``agent_id`` + ``seq`` identify duplicates downstream.
+
+Key: the flow's 5-tuple (``src/sport>dst/dport/proto``). The Flink job re-keys by partner x direction x
+link anyway, so the Kafka key only decides partition balance and per-partition event-time order. Keying by
+partner or link would put most traffic (Japan) on one partition and leave partitions idle, and an idle
+partition holds back Flink's per-partition watermark for every window. Hashing the 5-tuple spreads records
+evenly, so every partition carries the agent's export stream at about the same event time and watermarks
+advance together; successive slices of one long flow (active timeout) stay in one partition, in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from kafka import KafkaProducer
+from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from ingest.spool import Pos, Spool
+from schemas import codec
+from schemas.flow_record import FlowRecord
+
+log = logging.getLogger(__name__)
+
+_PENDING: Final = 0
+_ACKED: Final = 1
+_FAILED: Final = 2
+# Produce latency buckets, seconds: sub-ms when healthy up to minutes while spooled.
+LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+def flow_key(rec: FlowRecord) -> bytes:
+    """Kafka key of a record: its 5-tuple (see the module docstring for why)."""
+    return f"{rec.src_ip}/{rec.src_port}>{rec.dst_ip}/{rec.dst_port}/{rec.protocol}".encode()
+
+
+@dataclass(slots=True)
+class _Pending:
+    key: bytes
+    value: bytes
+    t0: float | None  # monotonic time send() saw it; None when read from a previous run's spool
+    pos: Pos | None = None  # where it sits in the spool, None while only in memory
+    state: int = _PENDING
+
+
+class _RateLimitedLog:
+    """At most one message per ``interval_s`` per kind, with the number of suppressed ones."""
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        self.interval_s = interval_s
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warning(self, kind: str, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last.get(kind, -1e9) < self.interval_s:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+            return
+        n = self._suppressed.pop(kind, 0)
+        self._last[kind] = now
+        log.warning(msg + (f" ({n} similar messages suppressed)" if n else ""), *args)
+
+
+@dataclass
+class _Latency:
+    buckets: Sequence[float] = LATENCY_BUCKETS
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        i = 0
+        while i < len(self.buckets) and seconds > self.buckets[i]:
+            i += 1
+        self.counts[i] += 1
+        self.total += seconds
+
+
+class FlowProducer:
+    """Send FlowRecords to ``topic``; never blocks on Kafka for long and never loses a record silently.
+
+    Counters (ints, also exported as ``gwtel_producer_*`` metrics when ``registry`` is given):
+    ``produced`` (records given to ``send``), ``acked`` (acknowledged by Kafka), ``spooled`` (written to the
+    spool), ``replayed`` (left the spool after an acknowledgement), ``dropped`` (spool full), ``send_errors``
+    (sends Kafka refused or failed). At rest: produced == acked + dropped + records still pending.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        spool_dir: str | Path,
+        spool_max_bytes: int,
+        compression: str | None = "lz4",
+        linger_ms: int = 20,
+        batch_size: int = 256 * 1024,
+        spill_after_s: float = 2.0,
+        max_in_flight: int = 20_000,
+        replay_batch: int = 1000,
+        delivery_timeout_ms: int = 120_000,
+        connect_timeout_s: float = 5.0,
+        client_id: str = "gwtel-agent",
+        registry: CollectorRegistry | None = None,
+        extra_kafka: dict[str, Any] | None = None,
+        client_factory: Callable[..., Any] | None = None,
+    ) -> None:
+        """``extra_kafka`` adds or overrides kafka-python ``KafkaProducer`` settings; ``client_factory``
+        replaces ``KafkaProducer`` itself (tests)."""
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.spill_after_s = spill_after_s
+        self.max_in_flight = max_in_flight
+        self.replay_batch = replay_batch
+        self._kafka_config: dict[str, Any] = {
+            "bootstrap_servers": bootstrap.split(","),
+            "client_id": client_id,
+            "acks": "all",
+            "enable_idempotence": True,
+            "compression_type": compression,
+            "linger_ms": linger_ms,
+            "batch_size": batch_size,
+            "delivery_timeout_ms": delivery_timeout_ms,
+            "request_timeout_ms": min(30_000, delivery_timeout_ms - linger_ms),
+            # send() must not stall the flow meter: a missing broker shows up as a spill, not a hang.
+            "max_block_ms": 2_000,
+            "bootstrap_timeout_ms": int(connect_timeout_s * 1000),
+            "reconnect_backoff_max_ms": 2_000,
+            **(extra_kafka or {}),
+        }
+        self.produced = 0
+        self.acked = 0
+        self.spooled = 0
+        self.replayed = 0
+        self.dropped = 0
+        self.send_errors = 0
+        self.latency = _Latency()
+        self._stats_lock = threading.Lock()  # counters touched from the Kafka client's I/O thread
+        self._lock = threading.Lock()  # mode, spool and the queues below
+        self._spool = Spool(spool_dir, spool_max_bytes)
+        self.spool_corrupt_tails = self._spool.corrupt_tails
+        if self._spool.corrupt_tails:
+            log.warning(
+                "spool %s: %d corrupt tail(s), %d bytes, cut off at start-up (an interrupted write)",
+                spool_dir,
+                self._spool.corrupt_tails,
+                self._spool.corrupt_bytes,
+            )
+        self._direct: deque[_Pending] = deque()  # handed to Kafka in direct mode, not in the spool
+        self._head: list[_Pending] = []  # spool records handed to Kafka, in spool order
+        self._acked_ahead: set[Pos] = set()  # acknowledged but behind an unacknowledged one: skip on replay
+        self._orphans: list[_Pending] = []  # could not be spilled (spool full); still with the client
+        self._spooling = not self._spool.empty()  # a spool left by a previous run goes first
+        self._closed = False
+        self._rlog = _RateLimitedLog()
+        self._producer: Any = None
+        self._client_factory = client_factory
+        self._connect()
+        if self._producer is None:
+            self._spooling = True
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._pump = threading.Thread(target=self._run, name="gwtel-producer-spool", daemon=True)
+        self._pump.start()
+        if registry is not None:
+            registry.register(_ProducerCollector(self))
+
+    # -- public ---------------------------------------------------------------------------------------
+    def send(self, rec: FlowRecord) -> None:
+        self.send_raw(flow_key(rec), codec.encode(rec))
+
+    def send_raw(self, key: bytes, value: bytes) -> None:
+        """Send an already encoded record (replay tools, tests)."""
+        p = _Pending(key, value, time.monotonic())
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("FlowProducer is closed")
+            with self._stats_lock:
+                self.produced += 1
+            self._prune_direct()
+            if not self._spooling:
+                self._check_direct(full=False)
+            if self._spooling or self._producer is None:
+                self._to_spool(p)
+                return
+            try:
+                self._hand_to_kafka(p)
+            except Exception as exc:  # the client refused (buffer full, no metadata): spill
+                self._rlog.warning("send", "Kafka refused a record (%s); spooling", exc)
+                p.state = _FAILED
+                with self._stats_lock:
+                    self.send_errors += 1
+            self._direct.append(p)
+            if p.state == _FAILED:
+                self._enter_spooling("Kafka refused a record")
+
+    @property
+    def spool_pending(self) -> int:
+        return self._spool.pending_records
+
+    @property
+    def spool_bytes(self) -> int:
+        return self._spool.size_bytes
+
+    @property
+    def spooling(self) -> bool:
+        return self._spooling
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Deliver what can be delivered within ``timeout`` s; keep the rest in the spool for the next run."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self._idle():
+            self._wake.set()
+            time.sleep(0.02)
+        self._stop.set()
+        self._wake.set()
+        self._pump.join(max(0.1, deadline - time.monotonic()))
+        with self._lock:
+            self._closed = True
+            self._prune_direct()
+            self._resolve_head()
+            # Not acknowledged yet: keep them for the next run (may duplicate if Kafka wrote them).
+            for p in [*self._direct, *self._orphans]:
+                if p.state != _ACKED:
+                    self._to_spool(p)
+            self._direct.clear()
+            self._orphans.clear()
+            self._spool.close()
+        if self._producer is not None:
+            _close_client(self._producer)
+            self._producer = None
+
+    def __enter__(self) -> FlowProducer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- Kafka ----------------------------------------------------------------------------------------
+    def _connect(self) -> None:
+        factory = self._client_factory or KafkaProducer
+        try:
+            self._producer = factory(**self._kafka_config)
+        except Exception as exc:  # no broker yet: spool and retry in the background
+            self._rlog.warning("connect", "Kafka at %s unreachable (%s); spooling", self.bootstrap, exc)
+            self._producer = None
+
+    def _hand_to_kafka(self, p: _Pending) -> None:
+        fut = self._producer.send(self.topic, key=p.key, value=p.value)
+        fut.add_callback(self._on_ack, p)
+        fut.add_errback(self._on_error, p)
+
+    def _on_ack(self, p: _Pending, _meta: object) -> None:
+        # Runs on the client's I/O thread: no self._lock here (send() may hold it while the client works).
+        if p.state == _ACKED:
+            return
+        p.state = _ACKED
+        with self._stats_lock:
+            self.acked += 1
+            if p.t0 is not None:
+                self.latency.observe(time.monotonic() - p.t0)
+        self._wake.set()
+
+    def _on_error(self, p: _Pending, exc: BaseException) -> None:
+        if self._closed:
+            return
+        p.state = _FAILED
+        with self._stats_lock:
+            self.send_errors += 1
+        self._rlog.warning("send", "Kafka send failed (%s); the record is kept for replay", exc)
+        self._wake.set()
+
+    # -- bookkeeping (caller holds self._lock) ---------------------------------------------------------
+    def _prune_direct(self) -> None:
+        while self._direct and self._direct[0].state == _ACKED:
+            self._direct.popleft()
+
+    def _check_direct(self, full: bool) -> None:
+        """Spill when Kafka failed or stalls; ``full`` also looks past the oldest record (the pump does)."""
+        if not self._direct:
+            return
+        first = self._direct[0]
+        if first.state == _FAILED or (full and any(p.state == _FAILED for p in self._direct)):
+            self._enter_spooling("a send failed")
+        elif first.t0 is not None and time.monotonic() - first.t0 > self.spill_after_s:
+            self._enter_spooling(f"no acknowledgement for {self.spill_after_s:.1f}s")
+        elif len(self._direct) >= self.max_in_flight:
+            self._enter_spooling(f"{len(self._direct)} records waiting for Kafka")
+
+    def _enter_spooling(self, why: str) -> None:
+        self._spooling = True
+        self._rlog.warning("spool", "Kafka at %s: %s; spooling to %s", self.bootstrap, why, self._spool.dir)
+        for p in self._direct:
+            if p.state == _ACKED:
+                continue
+            pos = self._spool.append(p.key, p.value)
+            if pos is None:
+                self._orphans.append(p)  # still with the client; dropped only if it fails
+                continue
+            p.pos = pos
+            self._head.append(p)
+            with self._stats_lock:
+                self.spooled += 1
+        self._direct.clear()
+
+    def _to_spool(self, p: _Pending) -> None:
+        pos = self._spool.append(p.key, p.value)
+        with self._stats_lock:
+            if pos is None:
+                self.dropped += 1
+            else:
+                self.spooled += 1
+        if pos is None:
+            self._rlog.warning(
+                "dropped",
+                "spool %s is full (%d bytes): record dropped, %d dropped so far",
+                self._spool.dir,
+                self._spool.max_bytes,
+                self.dropped,
+            )
+
+    def _resolve_head(self) -> None:
+        """Commit the acknowledged prefix of the spool; remember acknowledged records past a gap."""
+        done = 0
+        last: Pos | None = None
+        gap = False
+        for p in self._head:
+            assert p.pos is not None
+            if p.state == _ACKED and not gap:
+                done += 1
+                last = p.pos
+            elif p.state == _ACKED:
+                self._acked_ahead.add(p.pos)
+            else:
+                gap = True
+        if last is not None:
+            self._spool.commit(last, done)
+            with self._stats_lock:
+                self.replayed += done
+        self._head.clear()
+
+    def _handle_orphans(self) -> None:
+        keep = []
+        for p in self._orphans:
+            if p.state == _FAILED:
+                self._to_spool(p)
+            elif p.state == _PENDING:
+                keep.append(p)
+        self._orphans = keep
+
+    def _advance(self) -> None:
+        """Spooling mode: once the records handed to Kafka are resolved, commit and send the next batch."""
+        if any(p.state == _PENDING for p in self._head):
+            return
+        self._resolve_head()
+        if self._spool.empty():
+            if not self._direct and not self._orphans:
+                self._spooling = False
+                self._acked_ahead.clear()
+                log.info("Kafka at %s: spool drained, back to direct sends", self.bootstrap)
+            return
+        for r in self._spool.read(self.replay_batch):
+            p = _Pending(r.key, r.value, None, r.pos)
+            self._head.append(p)
+            if r.pos in self._acked_ahead:
+                self._acked_ahead.discard(r.pos)
+                p.state = _ACKED
+                continue
+            try:
+                self._hand_to_kafka(p)
+            except Exception as exc:
+                p.state = _FAILED
+                with self._stats_lock:
+                    self.send_errors += 1
+                self._rlog.warning("send", "replay from the spool refused (%s); will retry", exc)
+                break
+
+    def _idle(self) -> bool:
+        with self._lock:
+            self._prune_direct()
+            return not self._spooling and not self._direct and not self._head
+
+    # -- background -----------------------------------------------------------------------------------
+    def _run(self) -> None:
+        backoff = 0.2
+        while not self._stop.is_set():
+            self._wake.wait(0.05)
+            self._wake.clear()
+            if self._producer is None:
+                self._connect()
+                if self._producer is None:
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                backoff = 0.2
+            try:
+                with self._lock:
+                    if self._closed:
+                        return
+                    self._prune_direct()
+                    self._handle_orphans()
+                    if not self._spooling:
+                        self._check_direct(full=True)
+                    if self._spooling:
+                        self._advance()
+            except Exception:  # keep the pump alive; the next round retries
+                log.exception("spool pump error")
+                self._stop.wait(1.0)
+
+
+def _close_client(client: Any) -> None:
+    """Close the Kafka client now; what it still holds is in the spool already."""
+    try:
+        client.close(timeout=0)
+    except Exception:
+        # kafka-python's close() flushes first and raises when batches are still incomplete, leaving its
+        # I/O thread running: stop that thread by force, then close again.
+        sender = getattr(client, "_sender", None)
+        if sender is not None:
+            with contextlib.suppress(Exception):
+                sender.force_close()
+                sender.join(5)
+        with contextlib.suppress(Exception):
+            client.close(timeout=0)
+
+
+class _ProducerCollector(Collector):
+    """Exports a FlowProducer's counters as Prometheus metrics, read at scrape time."""
+
+    def __init__(self, producer: FlowProducer) -> None:
+        self._p = producer
+
+    def collect(self) -> Iterator[Any]:
+        p = self._p
+        counters = (
+            ("produced", p.produced, "records given to the producer"),
+            ("acked", p.acked, "records acknowledged by Kafka"),
+            ("spooled", p.spooled, "records written to the disk spool"),
+            ("replayed", p.replayed, "records that left the spool after Kafka acknowledged them"),
+            ("dropped", p.dropped, "records dropped because the spool was full"),
+            ("send_errors", p.send_errors, "sends that Kafka refused or failed"),
+            ("spool_corrupt_tails", p.spool_corrupt_tails, "corrupt spool tails cut off at start-up"),
+        )
+        for name, value, doc in counters:
+            c = CounterMetricFamily(f"gwtel_producer_{name}", doc)
+            c.add_metric([], value)
+            yield c
+        g = GaugeMetricFamily("gwtel_producer_spool_records", "records waiting in the spool")
+        g.add_metric([], p.spool_pending)
+        yield g
+        g = GaugeMetricFamily("gwtel_producer_spool_bytes", "bytes of spool segment files on disk")
+        g.add_metric([], p.spool_bytes)
+        yield g
+        lat = p.latency
+        cumulative = []
+        running = 0
+        for bound, n in zip([*lat.buckets, float("inf")], lat.counts, strict=True):
+            running += n
+            cumulative.append((str(bound) if bound != float("inf") else "+Inf", running))
+        h = HistogramMetricFamily("gwtel_producer_latency_seconds", "time from send() to Kafka's acknowledgement")
+        h.add_metric([], cumulative, lat.total)
+        yield h

@@ -1,0 +1,247 @@
+"""The aggregation logic of the Flink job: pure ``Table -> Table`` functions, the same in batch and streaming.
+
+Input tables have the FlowRecord columns plus ``rowtime`` (the flow's ``last_ns`` as TIMESTAMP_LTZ(3)), as
+the source DDL in ``processors.ddl`` declares them. Every window is a tumbling event-time window keyed by
+``rowtime``: a flow record (one slice of a flow, at most the agent's active timeout long) counts in the
+window of its last packet, so the sum over windows equals the sum over records exactly.
+
+Bandwidth rows are per window x partner x direction x link x sampling rate, where a flow gives its
+initiator's counters to its own ``direction`` and its responder's counters to the opposite one (egress <->
+ingress; other directions map to themselves). Latency rows are per window x partner x direction (the
+flow's) x link x metric. See docs/processors.md for the reasons.
+
+The functions build SQL over the input table's inline name, so they run on any TableEnvironment.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from schemas.aggregate import (
+    AGGREGATE_FIELDS,
+    AGGREGATE_SCHEMA_VERSION,
+    HISTOGRAM_METRICS,
+    SINGLE_VALUE_METRICS,
+    Kind,
+)
+from schemas.flow_record import FLOW_RECORD_FIELDS, FLOW_SCHEMA_VERSION
+from schemas.histogram import MAX_BUCKET, RTT_GAMMA
+
+Table = Any  # pyflink.table.Table (pyflink ships no type information)
+
+_KEYS = "`partner`, `direction`, `link_id`"
+# Fields a FlowRecord must carry (not null, of the column's type): every non-nullable one except
+# remote_asn, which the codec defaults to 0. Both the dead-letter check and `valid` use this list.
+REQUIRED_FIELDS: tuple[str, ...] = tuple(
+    f.name
+    for f in FLOW_RECORD_FIELDS
+    if not f.clickhouse.startswith("Nullable(") and f.name != "remote_asn"
+)
+_FLINK_TYPE = {f.name: f.flink for f in FLOW_RECORD_FIELDS}
+# The same double as schemas.histogram divides by.
+_LOG_GAMMA = math.log(RTT_GAMMA)
+
+
+def _query(like: Table, sql: str) -> Table:
+    # pyflink keeps the owning environment on the table; str(table) registers it under an inline name.
+    return like._t_env.sql_query(sql)
+
+
+def _double(x: float) -> str:
+    """A DOUBLE literal (a plain decimal literal would be DECIMAL in Flink SQL)."""
+    text = repr(x)
+    return text if "e" in text.lower() else f"{text}E0"
+
+
+def bucket_sql(value: str) -> str:
+    """SQL for ``schemas.histogram.bucket_of_us(value)`` on a non-null BIGINT expression.
+
+    Same float steps as the Python function (log, floor, then the power-of-gamma guard), so the index is
+    the same; the unit tests check it on the integers either side of every bucket boundary.
+    """
+    gamma = _double(RTT_GAMMA)
+    raw = f"CAST(1 + FLOOR(LN(CAST({value} AS DOUBLE)) / {_double(_LOG_GAMMA)}) AS INT)"
+    guarded = (
+        f"CASE WHEN POWER({gamma}, {raw} - 1) > {value} THEN {raw} - 1 "
+        f"WHEN POWER({gamma}, {raw}) <= {value} THEN {raw} + 1 ELSE {raw} END"
+    )
+    return f"CASE WHEN {value} <= 0 THEN 0 ELSE LEAST({guarded}, {MAX_BUCKET}) END"
+
+
+def _window(source: Table, window_s: int) -> str:
+    return f"TABLE(TUMBLE(TABLE {source}, DESCRIPTOR(`rowtime`), INTERVAL '{int(window_s)}' SECOND))"
+
+
+def _window_cols(window_s: int) -> str:
+    # window_start is wall-clock time in the session time zone; the job pins the zone to UTC.
+    return (
+        f"CAST({int(window_s)} AS INT) AS `window_s`, "
+        "UNIX_TIMESTAMP(CAST(`window_start` AS STRING)) * 1000 AS `window_start_ms`"
+    )
+
+
+def valid(flows: Table) -> Table:
+    """Rows that are FlowRecord v1 with every required field present; ``malformed`` counts the others."""
+    checks = " AND ".join(f"`{name}` IS NOT NULL" for name in REQUIRED_FIELDS)
+    return _query(flows, f"SELECT * FROM {flows} WHERE `schema_version` = {FLOW_SCHEMA_VERSION} AND {checks}")
+
+
+def on_time(flows: Table) -> Table:
+    """Rows after the watermark (streaming only: needs ``rowtime`` to be a rowtime attribute).
+
+    Exactly the complement of ``late``. Windows read only these rows, so no window operator ever drops a
+    row as late: its watermark is never ahead of the one this filter saw.
+    """
+    return _query(
+        flows,
+        f"SELECT * FROM {flows} WHERE CURRENT_WATERMARK(`rowtime`) IS NULL "
+        "OR `rowtime` > CURRENT_WATERMARK(`rowtime`)",
+    )
+
+
+def late(flows: Table) -> Table:
+    """FlowRecords whose end time is at or behind the watermark on arrival (streaming only)."""
+    cols = ", ".join(f"`{f.name}`" for f in FLOW_RECORD_FIELDS)
+    return _query(flows, f"SELECT {cols} FROM {flows} WHERE `rowtime` <= CURRENT_WATERMARK(`rowtime`)")
+
+
+def _sides(flows: Table) -> Table:
+    """Each flow as one row per direction of travel: initiator's counters, then the responder's."""
+    remote = "CASE WHEN `direction` = 'ingress' THEN `src_ip` ELSE `dst_ip` END"
+    opposite = (
+        "CAST(CASE `direction` WHEN 'egress' THEN 'ingress' WHEN 'ingress' THEN 'egress' "
+        "ELSE `direction` END AS STRING)"
+    )
+    common = "`rowtime`, `partner`, `link_id`, `sampling_rate`"
+    return _query(
+        flows,
+        f"SELECT {common}, `direction`, `bytes_fwd` AS `bytes`, `packets_fwd` AS `packets`, "
+        "`retrans_fwd` AS `retrans`, CAST(1 AS BIGINT) AS `flows`, "
+        "CAST(CASE WHEN `end_reason` = 'active' THEN 0 ELSE 1 END AS BIGINT) AS `flows_ended`, "
+        f"CASE WHEN `packets_fwd` > 0 THEN {remote} END AS `remote` FROM {flows} "
+        f"UNION ALL SELECT {common}, {opposite}, `bytes_rev`, `packets_rev`, `retrans_rev`, "
+        f"CAST(0 AS BIGINT), CAST(0 AS BIGINT), {remote} FROM {flows} WHERE `packets_rev` > 0",
+    )
+
+
+def bandwidth(flows: Table, window_s: int) -> Table:
+    """Per window x partner x direction x link x sampling rate: counters, scaled totals and rates."""
+    sides = _sides(flows)
+    w = int(window_s)
+    return _query(
+        flows,
+        f"SELECT {_window_cols(w)}, {_KEYS}, `sampling_rate`, "
+        "SUM(`bytes`) AS `bytes`, SUM(`packets`) AS `packets`, SUM(`retrans`) AS `retrans`, "
+        "SUM(`flows`) AS `flows`, SUM(`flows_ended`) AS `flows_ended`, "
+        "COUNT(DISTINCT `remote`) AS `remote_hosts`, "
+        "SUM(`bytes` * `sampling_rate`) AS `bytes_scaled`, "
+        "SUM(`packets` * `sampling_rate`) AS `packets_scaled`, "
+        "SUM(`retrans` * `sampling_rate`) AS `retrans_scaled`, "
+        f"CAST(SUM(`bytes` * `sampling_rate`) AS DOUBLE) * 8 / {w} AS `bits_per_s`, "
+        f"CAST(SUM(`packets` * `sampling_rate`) AS DOUBLE) / {w} AS `packets_per_s` "
+        f"FROM {_window(sides, w)} "
+        f"GROUP BY `window_start`, `window_end`, {_KEYS}, `sampling_rate`",
+    )
+
+
+def _metric(name: str) -> str:
+    return f"CAST('{name}' AS STRING) AS `metric`"
+
+
+def latency(flows: Table, window_s: int) -> Table:
+    """Per window x partner x direction x link x metric: samples, min_us, max_us, sum_us."""
+    common = f"`rowtime`, {_KEYS}"
+    parts = [
+        f"SELECT {common}, {_metric(m)}, CAST(1 AS BIGINT) AS `n`, `{m}_us` AS `lo`, `{m}_us` AS `hi`, "
+        f"`{m}_us` AS `total` FROM {flows} WHERE `{m}_us` IS NOT NULL"
+        for m in SINGLE_VALUE_METRICS
+    ] + [
+        f"SELECT {common}, {_metric(m)}, `{m}_count`, `{m}_min_us`, `{m}_max_us`, `{m}_sum_us` "
+        f"FROM {flows} WHERE `{m}_count` > 0"
+        for m in HISTOGRAM_METRICS
+    ]
+    samples = _query(flows, " UNION ALL ".join(parts))
+    w = int(window_s)
+    return _query(
+        flows,
+        f"SELECT {_window_cols(w)}, {_KEYS}, `metric`, SUM(`n`) AS `samples`, MIN(`lo`) AS `min_us`, "
+        f"MAX(`hi`) AS `max_us`, SUM(`total`) AS `sum_us` FROM {_window(samples, w)} "
+        f"GROUP BY `window_start`, `window_end`, {_KEYS}, `metric`",
+    )
+
+
+def latency_buckets(flows: Table, window_s: int) -> Table:
+    """Per window x partner x direction x link x metric x bucket: the number of samples (long format)."""
+    common = f"`rowtime`, {_KEYS}"
+    parts = [
+        f"SELECT {common}, {_metric(m)}, {bucket_sql(f'`{m}_us`')} AS `bucket`, CAST(1 AS BIGINT) AS `n` "
+        f"FROM {flows} WHERE `{m}_us` IS NOT NULL"
+        for m in SINGLE_VALUE_METRICS
+    ] + [
+        f"SELECT {common}, {_metric(m)}, `h`.`b`, `h`.`c` FROM {flows} "
+        f"CROSS JOIN UNNEST(`{m}_hist`) AS `h` (`b`, `c`)"
+        for m in HISTOGRAM_METRICS
+    ]
+    samples = _query(flows, " UNION ALL ".join(parts))
+    w = int(window_s)
+    return _query(
+        flows,
+        f"SELECT {_window_cols(w)}, {_KEYS}, `metric`, `bucket`, SUM(`n`) AS `samples` "
+        f"FROM {_window(samples, w)} "
+        f"GROUP BY `window_start`, `window_end`, {_KEYS}, `metric`, `bucket`",
+    )
+
+
+def as_records(table: Table, kind: Kind) -> Table:
+    """The rows of ``bandwidth``/``latency``/``latency_buckets`` in the aggregate sink's column order."""
+    present = set(table.get_schema().get_field_names())
+    cols = []
+    for f in AGGREGATE_FIELDS:
+        if f.name == "schema_version":
+            expr = str(AGGREGATE_SCHEMA_VERSION)
+        elif f.name == "kind":
+            expr = f"'{kind}'"
+        elif f.name in present:
+            expr = f"`{f.name}`"
+        else:
+            expr = "NULL"
+        cols.append(f"CAST({expr} AS {f.flink}) AS `{f.name}`")
+    return _query(table, f"SELECT {', '.join(cols)} FROM {table}")
+
+
+def _field_is_bad(name: str) -> str:
+    kind = _FLINK_TYPE[name]
+    if kind.startswith("ARRAY"):
+        # Items are not checked here; the agent's codec validates them before they are sent.
+        query = f"JSON_QUERY(`value`, '$.{name}' NULL ON EMPTY NULL ON ERROR)"
+        return f"NOT COALESCE({query} IS JSON ARRAY, FALSE)"
+    # JSON_VALUE has no BIGINT, and its INT fails at run time on some inputs: check numbers as DOUBLE.
+    returning = "STRING" if kind == "STRING" else "DOUBLE"
+    return f"JSON_VALUE(`value`, '$.{name}' RETURNING {returning} NULL ON EMPTY NULL ON ERROR) IS NULL"
+
+
+def malformed(raw: Table) -> Table:
+    """Kafka values (column ``value`` STRING) that are not a valid FlowRecord v1, with the first reason.
+
+    The JSON format of the main source skips values it cannot parse (so one bad record cannot stop the
+    job); this side path reads the same topic as text and makes each of them a dead-letter record.
+    """
+    version = (
+        "JSON_VALUE(`value`, '$.schema_version' RETURNING DOUBLE NULL ON EMPTY NULL ON ERROR)"
+    )
+    first_bad = " ".join(f"WHEN {_field_is_bad(n)} THEN '{n}'" for n in REQUIRED_FIELDS)
+    checked = _query(
+        raw,
+        "SELECT `value`, CASE WHEN `value` IS NULL OR NOT (`value` IS JSON OBJECT) THEN 'not_json' "
+        f"WHEN {version} IS NULL OR {version} <> {_double(float(FLOW_SCHEMA_VERSION))} THEN 'wrong_version' END AS `early`, "
+        f"CASE {first_bad} END AS `bad_field` FROM {raw}",
+    )
+    return _query(
+        raw,
+        "SELECT CAST('aggregate' AS STRING) AS `stage`, "
+        "CAST(COALESCE(`early`, 'bad_field') AS STRING) AS `reason`, "
+        "CAST(CASE WHEN `early` IS NULL THEN `bad_field` ELSE '' END AS STRING) AS `field`, "
+        f"COALESCE(`value`, '') AS `value` FROM {checked} "
+        "WHERE `early` IS NOT NULL OR `bad_field` IS NOT NULL",
+    )

@@ -1,0 +1,88 @@
+"""Flink job and loader settings (the `job:` and `loader:` sections)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Kafka brokers refuse producer transactions longer than transaction.max.timeout.ms (15 min by default).
+BROKER_MAX_TRANSACTION_MS = 15 * 60 * 1000
+
+
+class JobConfig(BaseModel):
+    """The aggregation job. Times are event time unless named otherwise."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Tumbling window lengths; each divides a day so windows of every size share UTC day boundaries and
+    # the shorter ones roll up exactly into the longer ones.
+    window_sizes_s: tuple[int, ...] = (10, 60)
+    # Records arrive up to the agent's idle timeout (30 s) after their last packet: the bound must
+    # exceed it, or idle-ended flows land in the late topic instead of their window.
+    watermark_bound_ms: int = Field(default=45_000, ge=0)
+    # A Kafka partition with no records for this long stops holding back the watermark.
+    idle_timeout_ms: int = Field(default=30_000, ge=1)
+    parallelism: int = Field(default=1, ge=1)
+    checkpoint_interval_ms: int = Field(default=10_000, ge=100)
+    # Relative paths are resolved under the local services home (GWTEL_HOME).
+    checkpoint_dir: str = "flink/checkpoints"
+    group_id: str = "gwtel-aggregate"
+    # Must be unique per job on a cluster: Flink fences (aborts) open transactions with this prefix.
+    transactional_id_prefix: str = "gwtel-aggregate"
+    transaction_timeout_ms: int = Field(default=600_000, ge=1_000, le=BROKER_MAX_TRANSACTION_MS)
+    # `earliest-offset` on the first run; afterwards state comes from checkpoints.
+    startup_mode: str = Field(default="earliest-offset", pattern="^(earliest-offset|latest-offset|group-offsets)$")
+
+    @field_validator("window_sizes_s")
+    @classmethod
+    def _windows(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v:
+            raise ValueError("give at least one window size, e.g. [10, 60]")
+        for size in v:
+            if size < 1 or 86_400 % size:
+                raise ValueError(f"window size {size} s must be >= 1 and divide 86400 (a day)")
+        if len(set(v)) != len(v):
+            raise ValueError(f"window sizes {list(v)} repeat a value")
+        return tuple(sorted(v))
+
+    @model_validator(mode="after")
+    def _txn_outlives_checkpoint(self) -> JobConfig:
+        # A transaction stays open from one checkpoint to the next commit; shorter timeouts abort it.
+        if self.transaction_timeout_ms < 3 * self.checkpoint_interval_ms:
+            raise ValueError(
+                f"transaction_timeout_ms ({self.transaction_timeout_ms}) must be at least 3x "
+                f"checkpoint_interval_ms ({self.checkpoint_interval_ms})"
+            )
+        return self
+
+
+class LoaderConfig(BaseModel):
+    """Kafka -> ClickHouse loader: batching, retries, metrics, and the retention of the tables it fills.
+
+    TTLs are applied by `gwtel migrate` (and the loader at start): changing one here alters the table.
+    The 5-minute rollup keeps more than a year by default because monthly 95th-percentile billing reads it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batch_rows: int = Field(default=50_000, ge=1)
+    batch_seconds: float = Field(default=2.0, gt=0)
+    group_id: str = Field(default="gwtel-loader", min_length=1)
+    retry_initial_s: float = Field(default=0.5, gt=0)
+    retry_max_s: float = Field(default=30.0, gt=0)
+    lag_interval_s: float = Field(default=5.0, gt=0)
+    metrics_port: int = Field(default=9473, ge=0, le=65535)
+    # The job emits several window sizes; the 5 min / 1 h / 1 day rollups read exactly one of them
+    # (summing two sizes would count traffic twice). Fixed when the rollup views are created.
+    rollup_window_s: int = Field(default=60, ge=1)
+    ttl_flows_raw_days: int = Field(default=15, ge=1)
+    ttl_window_days: int = Field(default=15, ge=1)
+    ttl_5m_days: int = Field(default=400, ge=1)
+    ttl_1h_days: int = Field(default=730, ge=1)
+    ttl_1d_days: int = Field(default=1830, ge=1)
+
+    @field_validator("rollup_window_s")
+    @classmethod
+    def _divides_5m(cls, v: int) -> int:
+        if 300 % v:
+            raise ValueError(f"rollup_window_s {v} must divide 300 so windows fill 5-minute buckets exactly")
+        return v

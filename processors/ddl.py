@@ -1,0 +1,122 @@
+"""Flink SQL ``CREATE TABLE`` statements for the job's Kafka source and sinks, built from the configuration.
+
+Columns come from the field tables in ``schemas/``; topics, bootstrap servers, group id, watermark bound,
+idle timeout and transaction settings come from ``GwtelConfig``. Nothing here names a host or a secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from gwtel.config import GwtelConfig
+from schemas.aggregate import AGGREGATE_FIELDS, DEAD_LETTER_FIELDS, LATE_FIELDS
+from schemas.flow_record import FieldSpec, flink_columns_ddl
+
+# Event time: the flow's last packet, at millisecond precision (integer division truncates, so a record
+# 1 ns before a window boundary stays in the earlier window). A missing last_ns becomes the epoch: the
+# row then fails `valid` and the dead-letter path counts it, instead of a null rowtime failing the job.
+ROWTIME_SQL = "TO_TIMESTAMP_LTZ(COALESCE(`last_ns`, 0) / 1000000, 3)"
+
+
+def flows_columns_sql(watermark_bound_ms: int) -> str:
+    """FlowRecord columns plus ``rowtime`` and its watermark, for any connector carrying FlowRecords."""
+    return (
+        f"{flink_columns_ddl()},\n"
+        f"  `rowtime` AS {ROWTIME_SQL},\n"
+        f"  WATERMARK FOR `rowtime` AS `rowtime` - {interval_sql(watermark_bound_ms)}"
+    )
+
+
+def interval_sql(ms: int) -> str:
+    """A day-to-second interval literal of ``ms`` milliseconds (Flink SQL has no MILLISECOND unit)."""
+    if ms < 0:
+        raise ValueError(f"interval must not be negative, got {ms} ms")
+    seconds, millis = divmod(int(ms), 1000)
+    minutes, sec = divmod(seconds, 60)
+    hours, minute = divmod(minutes, 60)
+    days, hour = divmod(hours, 24)
+    return f"INTERVAL '{days} {hour:02d}:{minute:02d}:{sec:02d}.{millis:03d}' DAY TO SECOND(3)"
+
+
+def columns_sql(fields: tuple[FieldSpec, ...]) -> str:
+    return ",\n".join(f"  `{f.name}` {f.flink}" for f in fields)
+
+
+def create_table_sql(name: str, columns: str, options: Mapping[str, str]) -> str:
+    opts = ",\n".join(f"  '{k}' = '{_quote(v)}'" for k, v in options.items())
+    return f"CREATE TEMPORARY TABLE `{name}` (\n{columns}\n) WITH (\n{opts}\n)"
+
+
+def _quote(value: str) -> str:
+    return value.replace("'", "''")
+
+
+def _kafka_source_options(cfg: GwtelConfig, *, group_suffix: str, bounded: bool) -> dict[str, str]:
+    job = cfg.job
+    opts = {
+        "connector": "kafka",
+        "topic": cfg.kafka.topics.flows,
+        "properties.bootstrap.servers": cfg.kafka.bootstrap,
+        "properties.group.id": f"{job.group_id}{group_suffix}",
+        # Producers may be transactional: never read what an aborted transaction wrote.
+        "properties.isolation.level": "read_committed",
+        "scan.startup.mode": job.startup_mode,
+        # A partition without records stops holding the watermark (and the windows) back.
+        "scan.watermark.idle-timeout": f"{job.idle_timeout_ms} ms",
+    }
+    if bounded:
+        # Read what the topic holds when the job starts, then finish (pcap replay, tests).
+        opts["scan.bounded.mode"] = "latest-offset"
+    return opts
+
+
+def flows_source_ddl(cfg: GwtelConfig, *, name: str = "flows", bounded: bool = False) -> str:
+    """The FlowRecord source. Unparseable values are skipped here and counted by ``flows_raw_source_ddl``."""
+    opts = _kafka_source_options(cfg, group_suffix="", bounded=bounded)
+    opts.update(
+        {
+            "format": "json",
+            # One bad record must not stop (and restart-loop) the job: skip it here, count it on the raw
+            # side path (processors.aggregate.malformed -> dead-letter topic).
+            "json.ignore-parse-errors": "true",
+            "json.fail-on-missing-field": "false",
+        }
+    )
+    return create_table_sql(name, flows_columns_sql(cfg.job.watermark_bound_ms), opts)
+
+
+def flows_raw_source_ddl(cfg: GwtelConfig, *, name: str = "flows_raw", bounded: bool = False) -> str:
+    """The same topic as text, one ``value`` per Kafka record, for the validation side path."""
+    opts = _kafka_source_options(cfg, group_suffix="-validate", bounded=bounded)
+    opts.update({"format": "raw", "raw.charset": "UTF-8"})
+    return create_table_sql(name, "  `value` STRING", opts)
+
+
+def _kafka_sink_options(cfg: GwtelConfig, topic: str, sink: str) -> dict[str, str]:
+    job = cfg.job
+    return {
+        "connector": "kafka",
+        "topic": topic,
+        "properties.bootstrap.servers": cfg.kafka.bootstrap,
+        "format": "json",
+        "sink.delivery-guarantee": "exactly-once",
+        # Each sink of the job needs its own prefix: Flink aborts lingering transactions by prefix.
+        "sink.transactional-id-prefix": f"{job.transactional_id_prefix}-{sink}",
+        # Below the broker's transaction.max.timeout.ms (15 min); the default (1 h) is refused.
+        "properties.transaction.timeout.ms": str(job.transaction_timeout_ms),
+    }
+
+
+def aggregates_sink_ddl(cfg: GwtelConfig, *, name: str = "aggregates") -> str:
+    opts = _kafka_sink_options(cfg, cfg.kafka.topics.aggregates, "aggregates")
+    return create_table_sql(name, columns_sql(AGGREGATE_FIELDS), opts)
+
+
+def late_sink_ddl(cfg: GwtelConfig, *, name: str = "late") -> str:
+    opts = _kafka_sink_options(cfg, cfg.kafka.topics.late, "late")
+    return create_table_sql(name, columns_sql(LATE_FIELDS), opts)
+
+
+def dead_letter_sink_ddl(cfg: GwtelConfig, *, name: str = "dead_letter") -> str:
+    opts = _kafka_sink_options(cfg, cfg.kafka.topics.dead_letter, "deadletter")
+    return create_table_sql(name, columns_sql(DEAD_LETTER_FIELDS), opts)

@@ -1,0 +1,323 @@
+"""Kafka -> ClickHouse loader: every acknowledged record stored once, nothing counted twice.
+
+One consumer (read_committed, no auto-commit) reads the flows and aggregates topics. Records are decoded and
+validated as they arrive and gathered per partition (`processors.batcher`). A ready batch is stored as:
+
+1. dead letters of the batch sent to the dead-letter topic and acknowledged by the broker;
+2. the batch's offset range announced in the group's commit metadata (`processors.intent`);
+3. its rows inserted, one insert per table, with `insert_deduplication_token = topic:partition:first-last`
+   and `deduplicate_blocks_in_dependent_materialized_views = 1` (so the rollup views deduplicate too);
+   a failing insert is retried with the same token, backing off exponentially up to a cap, while nothing
+   more is consumed (memory stays bounded by the batches in hand);
+4. offset `last + 1` committed: only now is the batch acknowledged.
+
+A crash anywhere before 4 leaves the announced range as the committed state; the next owner of the partition
+pins its first batch to that range, so the retry carries the same token and ClickHouse keeps one copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, OffsetAndMetadata, TopicPartition
+from kafka.errors import CommitFailedError, KafkaError
+
+from processors.batcher import Batch, PartitionBatcher
+from processors.config import LoaderConfig
+from processors.deadletter import DeadLetter, DeadLetterSink
+from processors.intent import parse_pending, pending_metadata
+from processors.loader_metrics import LoaderMetrics
+from processors.rows import Decoder
+from processors.tables import TableSpec
+from schemas.codec import RecordError
+
+log = logging.getLogger("gwtel.loader")
+
+INSERT_SETTINGS_FIXED = {
+    # Without it a retry that the source table drops as a duplicate still reaches the rollup views
+    # (measured: they double count); with it each view deduplicates on a token derived from ours.
+    "deduplicate_blocks_in_dependent_materialized_views": 1,
+    "insert_deduplicate": 1,
+}
+
+
+class LoaderStoppedError(Exception):
+    """The loader was asked to stop while a batch was waiting for ClickHouse; the batch stays unacknowledged."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Which decoder reads a topic."""
+
+    topic: str
+    decode: Decoder
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    rows: tuple[tuple[TableSpec, list[Any]], ...]
+    dead: DeadLetter | None
+
+
+@dataclass
+class _Partition:
+    batcher: PartitionBatcher[Decoded]
+    committed: int | None
+
+
+@dataclass
+class Backoff:
+    initial_s: float
+    max_s: float
+    _next: float = field(default=0.0, init=False)
+
+    def next_delay(self) -> float:
+        self._next = self.initial_s if self._next == 0.0 else min(self._next * 2, self.max_s)
+        return self._next
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Records revocations; kafka-python may call it from its IO thread, so it only notes them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._revoked: set[TopicPartition] = set()
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        with self._lock:
+            self._revoked.update(revoked)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        pass
+
+    def take(self) -> set[TopicPartition]:
+        with self._lock:
+            out, self._revoked = self._revoked, set()
+        return out
+
+
+class Loader:
+    def __init__(
+        self,
+        *,
+        consumer: Any,
+        client: Any,
+        database: str,
+        routes: Sequence[Route],
+        deadletters: DeadLetterSink,
+        settings: LoaderConfig,
+        metrics: LoaderMetrics,
+        after_insert: Callable[[Batch[Decoded]], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.consumer = consumer
+        self.client = client
+        self.database = database
+        self.routes = {r.topic: r for r in routes}
+        self.deadletters = deadletters
+        self.settings = settings
+        self.metrics = metrics
+        self.after_insert = after_insert
+        self._clock = clock
+        self._sleep = sleep
+        self._parts: dict[TopicPartition, _Partition] = {}
+        self._listener = _Listener()
+        self._stop: Callable[[], bool] = lambda: False
+        self._next_lag = 0.0
+        self._lag_labels: set[TopicPartition] = set()
+        self.consumer.subscribe(sorted(self.routes), listener=self._listener)
+
+    # -- main loop --------------------------------------------------------------------------------------
+    def run(self, stop: Callable[[], bool], poll_timeout_ms: int = 200) -> None:
+        """Load until `stop()` is true; unacknowledged batches in hand are simply read again next time."""
+        self._stop = stop
+        try:
+            while not stop():
+                self.step(poll_timeout_ms)
+        except LoaderStoppedError:
+            log.info("stopped while a batch was waiting for ClickHouse; it will be read again")
+
+    def step(self, poll_timeout_ms: int = 200) -> None:
+        polled: dict[TopicPartition, list[Any]] = self.consumer.poll(timeout_ms=poll_timeout_ms)
+        self._forget(self._listener.take())
+        for tp, records in polled.items():
+            for rec in records:
+                if not self._accept(tp, rec):
+                    break  # the partition was lost while flushing: its remaining records are someone else's
+        for tp in list(self._parts):
+            st = self._parts.get(tp)
+            if st is not None and st.batcher.ready():
+                self._flush(tp)
+        self._update_lag()
+
+    def close(self) -> None:
+        """Leave the group without committing anything (batches in hand were not acknowledged)."""
+        try:
+            self.consumer.close(autocommit=False)
+        finally:
+            self.deadletters.producer.close()
+            self.client.close()
+
+    # -- records ----------------------------------------------------------------------------------------
+    def _accept(self, tp: TopicPartition, rec: Any) -> bool:
+        st = self._parts.get(tp) or self._init_partition(tp)
+        nxt = st.batcher.next_offset
+        if nxt is not None and rec.offset < nxt:
+            # The consumer went back to the committed offset (a rebalance we saw no callback for): start over.
+            log.warning("%s:%d rewound to %d; re-reading from the committed offset", tp.topic, tp.partition, rec.offset)
+            self._forget({tp})
+            st = self._init_partition(tp)
+        if st.batcher.closes_before(rec.offset):
+            self._flush(tp)
+            st2 = self._parts.get(tp)
+            if st2 is None:
+                return False
+            st = st2
+        st.batcher.add(rec.offset, self._decode(tp, rec))
+        self.metrics.records_consumed.labels(tp.topic).inc()
+        if st.batcher.ready():
+            self._flush(tp)
+            return tp in self._parts
+        return True
+
+    def _decode(self, tp: TopicPartition, rec: Any) -> Decoded:
+        value: bytes = rec.value if rec.value is not None else b""
+        try:
+            table_rows = self.routes[tp.topic].decode(value)
+        except RecordError as exc:
+            dead = DeadLetter(tp.topic, tp.partition, rec.offset, rec.key, value, exc.reason, exc.detail)
+            return Decoded((), dead)
+        coords = [tp.topic, tp.partition, rec.offset]
+        return Decoded(tuple((spec, [*row, *coords]) for spec, row in table_rows), None)
+
+    def _init_partition(self, tp: TopicPartition) -> _Partition:
+        meta = self._with_retry("read committed offset", lambda: self.consumer.committed(tp, metadata=True))
+        offset = None if meta is None else int(meta.offset)
+        batcher: PartitionBatcher[Decoded] = PartitionBatcher(
+            tp.topic, tp.partition, self.settings.batch_rows, self.settings.batch_seconds, clock=self._clock
+        )
+        pin = parse_pending(None if meta is None else meta.metadata, offset)
+        if pin is not None:
+            log.info("%s:%d: re-forming announced batch %d-%d", tp.topic, tp.partition, *pin)
+            batcher.pin_to(*pin)
+        st = _Partition(batcher, offset)
+        self._parts[tp] = st
+        return st
+
+    def _forget(self, tps: set[TopicPartition]) -> None:
+        for tp in tps:
+            self._parts.pop(tp, None)
+            if tp in self._lag_labels:
+                # A partition this loader no longer owns must not keep reporting a stale lag.
+                self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+                self._lag_labels.discard(tp)
+
+    # -- storing a batch --------------------------------------------------------------------------------
+    def _flush(self, tp: TopicPartition) -> None:
+        st = self._parts[tp]
+        batch = st.batcher.take()
+        dead = [d.dead for d in batch.items if d.dead is not None]
+        tables: dict[str, tuple[TableSpec, list[list[Any]]]] = {}
+        for item in batch.items:
+            for spec, row in item.rows:
+                tables.setdefault(spec.name, (spec, []))[1].append(row)
+        if dead:
+            self._with_retry("send dead letters", lambda: self.deadletters.send_all(dead))
+            for d in dead:
+                self.metrics.dead_lettered.labels(d.reason).inc()
+        if tables:
+            announce = {tp: OffsetAndMetadata(batch.first, pending_metadata(batch.first, batch.last), -1)}
+            if not self._commit(announce):
+                return
+            for spec, rows in tables.values():
+                self._insert(spec, rows, batch.token)
+            if self.after_insert is not None:
+                self.after_insert(batch)
+        if self._commit({tp: OffsetAndMetadata(batch.last + 1, "", -1)}):
+            st.committed = batch.last + 1
+            self.metrics.batches.labels(tp.topic).inc()
+            self.metrics.last_commit.set(time.time())
+
+    def _insert(self, spec: TableSpec, rows: list[list[Any]], token: str) -> None:
+        backoff = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
+        settings = {**INSERT_SETTINGS_FIXED, "insert_deduplication_token": token}
+        while True:
+            t0 = time.perf_counter()
+            try:
+                self.client.insert(
+                    spec.name,
+                    rows,
+                    column_names=spec.column_names,
+                    column_type_names=spec.column_types,
+                    database=self.database,
+                    settings=settings,
+                )
+            except Exception as exc:  # server down, timeouts, HTTP errors: all retried with the same token
+                self.metrics.insert_retries.labels(spec.name).inc()
+                self.metrics.clickhouse_up.set(0)
+                delay = backoff.next_delay()
+                log.warning("insert into %s (%s) failed: %s; retrying in %.1fs", spec.name, token, exc, delay)
+                self._pause(delay)
+                continue
+            self.metrics.insert_seconds.labels(spec.name).observe(time.perf_counter() - t0)
+            self.metrics.rows_inserted.labels(spec.name).inc(len(rows))
+            self.metrics.clickhouse_up.set(1)
+            return
+
+    def _commit(self, offsets: dict[TopicPartition, Any]) -> bool:
+        """Commit; False when the group moved on (the partitions are someone else's now)."""
+        try:
+            self._with_retry("commit offsets", lambda: self.consumer.commit(offsets=offsets), fatal=CommitFailedError)
+        except CommitFailedError as exc:
+            log.warning("commit refused (%s): the group rebalanced; dropping batches in hand", exc)
+            self._forget(set(self._parts))
+            return False
+        return True
+
+    def _with_retry(self, what: str, fn: Callable[[], Any], fatal: type[Exception] | None = None) -> Any:
+        backoff = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
+        while True:
+            try:
+                return fn()
+            except KafkaError as exc:
+                if fatal is not None and isinstance(exc, fatal):
+                    raise
+                delay = backoff.next_delay()
+                log.warning("%s failed: %s; retrying in %.1fs", what, exc, delay)
+                self._pause(delay)
+
+    def _pause(self, delay: float) -> None:
+        """Wait before a retry without consuming (no poll: nothing new comes in while a batch is stuck)."""
+        deadline = self._clock() + delay
+        while self._clock() < deadline:
+            if self._stop():
+                raise LoaderStoppedError
+            self._sleep(min(0.1, max(0.0, deadline - self._clock())))
+
+    # -- lag --------------------------------------------------------------------------------------------
+    def _update_lag(self) -> None:
+        now = self._clock()
+        if now < self._next_lag:
+            return
+        self._next_lag = now + self.settings.lag_interval_s
+        tps = [tp for tp in self.consumer.assignment() if tp in self._parts]
+        if not tps:
+            return
+        try:
+            ends: dict[TopicPartition, int] = self.consumer.end_offsets(tps)
+        except KafkaError as exc:
+            log.debug("end offsets unavailable: %s", exc)
+            return
+        for tp, end in ends.items():
+            st = self._parts.get(tp)
+            if st is None:
+                continue
+            base = st.committed if st.committed is not None else self.consumer.position(tp)
+            self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, int(end) - int(base)))
+            self._lag_labels.add(tp)

@@ -1,0 +1,73 @@
+"""Build a `Loader` from the configuration: consumer, ClickHouse client, dead-letter producer, routes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from kafka import KafkaConsumer
+from prometheus_client import CollectorRegistry
+
+from gwtel.config import GwtelConfig
+from processors.batcher import Batch
+from processors.chclient import make_client
+from processors.deadletter import DeadLetterSink, make_producer
+from processors.loader import Decoded, Loader, Route
+from processors.loader_metrics import LoaderMetrics
+from processors.migrate import Migrator
+from processors.rows import aggregate_rows, flow_rows
+
+# Fetched records wait in memory only up to one batch per partition: never ask for more per poll.
+_MAX_POLL_RECORDS = 5_000
+# While ClickHouse is down the loader does not poll; this long a silence is tolerated before the group
+# hands its partitions to another member (which then re-forms the announced batch: still no double count).
+_MAX_POLL_INTERVAL_MS = 600_000
+
+
+def routes_for(cfg: GwtelConfig) -> list[Route]:
+    topics = cfg.kafka.topics
+    return [Route(topics.flows, flow_rows), Route(topics.aggregates, aggregate_rows)]
+
+
+def make_consumer(cfg: GwtelConfig) -> Any:
+    return KafkaConsumer(
+        bootstrap_servers=cfg.kafka.bootstrap,
+        group_id=cfg.loader.group_id,
+        client_id="gwtel-loader",
+        enable_auto_commit=False,
+        # The aggregates topic is written in Flink transactions: never read what may still be aborted.
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+        max_poll_records=min(_MAX_POLL_RECORDS, cfg.loader.batch_rows),
+        max_poll_interval_ms=_MAX_POLL_INTERVAL_MS,
+    )
+
+
+def migrate(cfg: GwtelConfig) -> tuple[list[int], list[str]]:
+    """Bring `cfg.clickhouse.database` to the latest migration and the configured retention."""
+    client = make_client(cfg.clickhouse, database="")
+    try:
+        return Migrator(client, cfg.clickhouse.database, cfg.loader).run()
+    finally:
+        client.close()
+
+
+def build_loader(
+    cfg: GwtelConfig,
+    registry: CollectorRegistry,
+    *,
+    after_insert: Callable[[Batch[Decoded]], None] | None = None,
+) -> Loader:
+    """A ready-to-run loader (the database must be migrated first: see `migrate`)."""
+    client = make_client(cfg.clickhouse)
+    producer = make_producer(cfg.kafka.bootstrap)
+    return Loader(
+        consumer=make_consumer(cfg),
+        client=client,
+        database=cfg.clickhouse.database,
+        routes=routes_for(cfg),
+        deadletters=DeadLetterSink(producer, cfg.kafka.topics.dead_letter),
+        settings=cfg.loader,
+        metrics=LoaderMetrics(registry),
+        after_insert=after_insert,
+    )

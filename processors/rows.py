@@ -1,0 +1,123 @@
+"""Kafka values -> validated ClickHouse rows, or a `RecordError` whose reason goes to the dead-letter topic.
+
+Validation is complete before an insert: a value that does not fit its column (a port above 65535, a
+negative counter) must be dead-lettered here, because an insert that fails on data would be retried forever.
+Reasons are short labels fit for a metric: those of `schemas.codec`, plus `out_of_range` (fits the record
+schema but not the ClickHouse column) and `unknown_kind`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Final
+
+import orjson
+
+from processors.tables import AGG_KEY_FIELDS, AGG_KIND_FIELDS, AGG_KIND_NULLABLE, AGG_TABLES, FLOWS_RAW, TableSpec
+from schemas.aggregate import AGGREGATE_SCHEMA_VERSION, KINDS
+from schemas.codec import RecordError, decode
+from schemas.flow_record import FLOW_RECORD_FIELDS
+
+TableRows = list[tuple[TableSpec, list[Any]]]
+Decoder = Callable[[bytes], TableRows]
+
+_INT_RANGES: Final = {
+    "UInt8": (0, 2**8 - 1),
+    "UInt16": (0, 2**16 - 1),
+    "UInt32": (0, 2**32 - 1),
+    "UInt64": (0, 2**64 - 1),
+    "Int64": (-(2**63), 2**63 - 1),
+}
+
+
+def _base(ch_type: str) -> tuple[str, bool]:
+    """(`T`, nullable) for `T`, `Nullable(T)`, `LowCardinality(T)` and `LowCardinality(Nullable(T))`."""
+    t = ch_type
+    if t.startswith("LowCardinality(") and t.endswith(")"):
+        t = t[len("LowCardinality(") : -1]
+    if t.startswith("Nullable(") and t.endswith(")"):
+        return t[len("Nullable(") : -1], True
+    return t, False
+
+
+def check_value(name: str, ch_type: str, v: Any) -> Any:
+    """Return `v` as the column wants it, or raise RecordError naming the field."""
+    base, nullable = _base(ch_type)
+    if v is None:
+        if nullable:
+            return None
+        raise RecordError("bad_type", f"field {name!r} is null")
+    if base in _INT_RANGES:
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise RecordError("bad_type", f"field {name!r} must be an integer, got {type(v).__name__}")
+        lo, hi = _INT_RANGES[base]
+        if not lo <= v <= hi:
+            raise RecordError("out_of_range", f"field {name!r}={v} does not fit {base}")
+        return v
+    if base == "Float64":
+        if not isinstance(v, int | float) or isinstance(v, bool):
+            raise RecordError("bad_type", f"field {name!r} must be a number, got {type(v).__name__}")
+        if not math.isfinite(v):
+            raise RecordError("bad_value", f"field {name!r} is not finite")
+        return float(v)
+    if base == "String":
+        if not isinstance(v, str):
+            raise RecordError("bad_type", f"field {name!r} must be a string")
+        return v
+    if base.startswith("Array(Tuple("):
+        # Histogram bins, already validated by the record codec: only the bucket width is left to check.
+        out = []
+        for b, c in v:
+            check_value(name, "UInt16", b)
+            check_value(name, "UInt64", c)
+            out.append((b, c))
+        return out
+    raise TypeError(f"no validation for ClickHouse type {ch_type!r} of {name!r}")
+
+
+_FLOW_TYPES: Final = tuple((f.name, f.clickhouse) for f in FLOW_RECORD_FIELDS)
+_HIST: Final = frozenset(f.name for f in FLOW_RECORD_FIELDS if f.name.endswith("_hist"))
+
+
+def flow_rows(value: bytes) -> TableRows:
+    """A FlowRecord v1 value -> one `flows_raw` row (without the Kafka coordinates)."""
+    rec = decode(value)
+    row: list[Any] = []
+    for name, ch_type in _FLOW_TYPES:
+        v = getattr(rec, name)
+        if name in _HIST:
+            v = [(h.b, h.c) for h in v]
+        row.append(check_value(name, ch_type, v))
+    return [(FLOWS_RAW, row)]
+
+
+_AGG_COLUMN_TYPES: Final = {kind: dict(spec.columns) for kind, spec in AGG_TABLES.items()}
+
+
+def aggregate_rows(value: bytes) -> TableRows:
+    """An aggregate record v1 value -> one row of the window table of its kind."""
+    try:
+        d = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise RecordError("not_json", f"value is not JSON ({exc})") from None
+    if not isinstance(d, dict):
+        raise RecordError("bad_type", "record is not a JSON object")
+    version = d.get("schema_version")
+    if version != AGGREGATE_SCHEMA_VERSION:
+        raise RecordError("wrong_version", f"schema_version={version!r}, this reader takes {AGGREGATE_SCHEMA_VERSION}")
+    kind = d.get("kind")
+    if kind not in KINDS:
+        raise RecordError("unknown_kind", f"kind={kind!r} is none of {', '.join(KINDS)}")
+    types = _AGG_COLUMN_TYPES[kind]
+    row: list[Any] = []
+    for name in (*AGG_KEY_FIELDS, *AGG_KIND_FIELDS[kind]):
+        if name not in d and name not in AGG_KIND_NULLABLE[kind]:
+            raise RecordError("missing_field", f"field {name!r} is missing for kind {kind}")
+        row.append(check_value(name, types[name], d.get(name)))
+    window_s = row[0]
+    if window_s < 1:
+        raise RecordError("bad_value", "window_s must be >= 1")
+    if row[1] % 1000:
+        raise RecordError("bad_value", f"window_start_ms={row[1]} is not a whole second")
+    return [(AGG_TABLES[kind], row)]

@@ -1,0 +1,1 @@
+"""Ordered ClickHouse migrations (`NNNN_name.sql`), applied by `processors.migrate`."""

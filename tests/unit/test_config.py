@@ -1,0 +1,49 @@
+"""Configuration: embedded defaults work; mistakes are reported with file, key and fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gwtel.config import ConfigError, GwtelConfig, load_config
+
+
+def test_defaults_without_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GWTEL_CONFIG", raising=False)
+    cfg = load_config(None)
+    assert cfg == GwtelConfig()
+    assert cfg.kafka.topics.flows == "gwtel.flows.v1"
+
+
+def test_file_overrides(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("kafka:\n  bootstrap: broker1:9092,broker2:9092\n  partitions: 6\n")
+    cfg = load_config(p)
+    assert cfg.kafka.partitions == 6
+    assert cfg.kafka.bootstrap == "broker1:9092,broker2:9092"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("kafka:\n  bootstrapp: x:1\n", "kafka.bootstrapp: unknown key"),
+        ("kafka:\n  bootstrap: nohostport\n", "kafka.bootstrap"),
+        ("clickhouse:\n  url: localhost:8123\n", "must start with http"),
+        ("kafka:\n  partitions: 0\n", "kafka.partitions"),
+        ("- a\n- b\n", "top level must be a mapping"),
+        ("kafka: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_errors_name_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    assert str(p) in str(info.value)
+    assert expected in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.yaml")

@@ -1,0 +1,259 @@
+"""FlowProducer's mode machine against an in-process fake of the Kafka client (the real broker is in
+tests/integration/test_producer_kafka.py): order, spill, replay, restart, full spool, counters."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from ingest.producer import FlowProducer, flow_key
+from schemas import codec
+from schemas.flow_record import FlowRecord
+
+
+class FakeFuture:
+    """Like kafka-python's future: a callback added after resolution runs at once."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Callable[[Any], None]] = []
+        self.errbacks: list[Callable[[BaseException], None]] = []
+        self.ok: bool | None = None
+
+    def add_callback(self, f: Callable[..., None], *args: Any) -> FakeFuture:
+        self.callbacks.append(lambda v: f(*args, v))
+        if self.ok is True:
+            f(*args, object())
+        return self
+
+    def add_errback(self, f: Callable[..., None], *args: Any) -> FakeFuture:
+        self.errbacks.append(lambda e: f(*args, e))
+        if self.ok is False:
+            f(*args, TimeoutError("delivery timeout"))
+        return self
+
+    def resolve(self, ok: bool) -> None:
+        self.ok = ok
+        if ok:
+            for cb in self.callbacks:
+                cb(object())
+        else:
+            for eb in self.errbacks:
+                eb(TimeoutError("delivery timeout"))
+
+
+class FakeKafka:
+    """Holds sends until told to deliver (acknowledge, in order) or fail them, like a broker that is away."""
+
+    def __init__(self, auto: bool = True) -> None:
+        self.auto = auto  # acknowledge at once
+        self.refuse = False  # send() raises, like kafka-python when its buffer or metadata wait times out
+        self.written: list[bytes] = []  # what the "broker" stored, in order
+        self.pending: list[tuple[bytes, FakeFuture]] = []
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def send(self, topic: str, key: bytes, value: bytes) -> FakeFuture:
+        if self.refuse:
+            raise TimeoutError("buffer full")
+        fut = FakeFuture()
+        with self.lock:
+            self.pending.append((value, fut))
+        if self.auto:
+            self.deliver()
+        return fut
+
+    def deliver(self) -> None:
+        with self.lock:
+            batch, self.pending = self.pending, []
+        for value, fut in batch:
+            self.written.append(value)
+            fut.resolve(True)
+
+    def fail_pending(self) -> None:
+        with self.lock:
+            batch, self.pending = self.pending, []
+        for _value, fut in batch:
+            fut.resolve(False)
+
+    def close(self, timeout: float = 0) -> None:
+        self.closed = True
+
+
+def record(seq: int) -> FlowRecord:
+    ns = 1_700_000_000 * 10**9 + seq
+    hist: tuple[()] = ()
+    return FlowRecord(1, "agent-a", seq, "link-0", 1, 4, "10.0.0.1", 40000 + seq % 1000, "133.1.1.1", 443, 6, 0,
+                      ns, ns + 1000, ns + 2000, "fin", 100, 1, 200, 2, 0x1B, 0x1B, 0, 0, 900, 100,
+                      0, None, None, 0, hist, 0, None, None, 0, hist, 0, None, None, 0, hist,
+                      "egress", "japan", "JP", 0)  # fmt: skip
+
+
+def seqs(values: list[bytes]) -> list[int]:
+    return [codec.decode(v).seq for v in values]
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+def make(tmp_path: Path, fake: FakeKafka | None, **kw: Any) -> FlowProducer:
+    def factory(**_cfg: Any) -> FakeKafka:
+        if fake is None:
+            raise ConnectionError("no broker")
+        return fake
+
+    kw.setdefault("spool_max_bytes", 1 << 20)
+    kw.setdefault("spill_after_s", 0.05)
+    return FlowProducer("127.0.0.1:1", "flows", spool_dir=tmp_path / "spool", client_factory=factory, **kw)
+
+
+def test_key_is_the_five_tuple() -> None:
+    assert flow_key(record(7)) == b"10.0.0.1/40007>133.1.1.1/443/6"
+
+
+def test_healthy_broker_gets_everything_directly(tmp_path: Path) -> None:
+    fake = FakeKafka()
+    p = make(tmp_path, fake)
+    for i in range(100):
+        p.send(record(i))
+    p.close(5)
+    assert seqs(fake.written) == list(range(100))
+    assert (p.produced, p.acked, p.spooled, p.replayed, p.dropped, p.send_errors) == (100, 100, 0, 0, 0, 0)
+    assert sum(p.latency.counts) == 100
+
+
+def test_stalled_broker_spills_then_replays_in_order_exactly_once(tmp_path: Path) -> None:
+    fake = FakeKafka()
+    p = make(tmp_path, fake)
+    for i in range(10):
+        p.send(record(i))
+    fake.auto = False  # the broker stops answering
+    for i in range(10, 20):
+        p.send(record(i))
+    wait_for(lambda: p.spooling)
+    for i in range(20, 50):
+        p.send(record(i))  # go to the spool
+    assert p.spool_pending == 40  # 10 spilled in-flight + 30 new
+    assert seqs(fake.written) == list(range(10))
+    fake.auto = True
+    fake.deliver()  # the broker returns: the client delivers what it held, then the spool is replayed
+    wait_for(lambda: not p.spooling)
+    p.send(record(50))
+    p.close(5)
+    assert seqs(fake.written) == list(range(51))
+    assert p.spool_pending == 0
+    assert (p.produced, p.acked, p.spooled, p.replayed, p.dropped) == (51, 51, 40, 40, 0)
+
+
+def test_failed_sends_are_replayed_from_the_spool_in_order(tmp_path: Path) -> None:
+    fake = FakeKafka(auto=False)
+    p = make(tmp_path, fake, spill_after_s=60)
+    for i in range(20):
+        p.send(record(i))
+    fake.fail_pending()  # delivery timeout of everything the client held
+    wait_for(lambda: p.spooling)
+    for i in range(20, 30):
+        p.send(record(i))
+    # The pump's replay of the spool head is itself held by the client; then the broker returns.
+    fake.auto = True
+    fake.deliver()
+    wait_for(lambda: not p.spooling)
+    p.close(5)
+    assert seqs(fake.written) == list(range(30))
+    assert p.send_errors == 20
+    assert (p.acked, p.dropped, p.spool_pending) == (30, 0, 0)
+
+
+def test_refused_send_spills(tmp_path: Path) -> None:
+    fake = FakeKafka()
+    p = make(tmp_path, fake)
+    p.send(record(0))
+    fake.refuse = True
+    p.send(record(1))
+    assert p.spooling and p.send_errors == 1
+    p.send(record(2))
+    fake.refuse = False
+    wait_for(lambda: not p.spooling)
+    p.close(5)
+    assert seqs(fake.written) == [0, 1, 2]
+
+
+def test_unreachable_at_start_spools_and_restart_replays_before_new_records(tmp_path: Path) -> None:
+    p = make(tmp_path, None)
+    for i in range(25):
+        p.send(record(i))
+    assert p.spooling and p.spool_pending == 25
+    p.close(0.2)  # the agent stops while Kafka is still away
+
+    fake = FakeKafka()
+    again = make(tmp_path, fake)
+    for i in range(25, 30):
+        again.send(record(i))  # queued behind the previous run's spool
+    wait_for(lambda: not again.spooling)
+    again.close(5)
+    assert seqs(fake.written) == list(range(30))
+    assert (again.produced, again.acked, again.replayed) == (5, 30, 30)
+
+
+def test_close_keeps_unacknowledged_direct_records_for_the_next_run(tmp_path: Path) -> None:
+    fake = FakeKafka(auto=False)
+    p = make(tmp_path, fake, spill_after_s=60)
+    for i in range(5):
+        p.send(record(i))
+    p.close(0.2)  # nothing acknowledged
+    assert fake.closed
+    fake2 = FakeKafka()
+    again = make(tmp_path, fake2)
+    wait_for(lambda: not again.spooling)
+    again.close(5)
+    assert seqs(fake2.written) == list(range(5))
+
+
+def test_full_spool_drops_counts_and_logs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    size = len(codec.encode(record(0))) + len(flow_key(record(0))) + 10
+    p = make(tmp_path, None, spool_max_bytes=size * 10)
+    with caplog.at_level(logging.WARNING, logger="ingest.producer"):
+        for i in range(30):
+            p.send(record(i))
+    assert p.spooled == 10 and p.dropped == 20 and p.produced == 30
+    drops = [r for r in caplog.records if "full" in r.getMessage()]
+    assert len(drops) == 1  # rate-limited: one line, not twenty
+    p.close(0.1)
+    fake = FakeKafka()
+    again = make(tmp_path, fake)
+    wait_for(lambda: not again.spooling)
+    again.close(5)
+    assert seqs(fake.written) == list(range(10))  # the oldest ten were kept
+
+
+def test_metrics_in_a_registry(tmp_path: Path) -> None:
+    fake = FakeKafka()
+    reg = CollectorRegistry()
+    p = make(tmp_path, fake, registry=reg)
+    for i in range(3):
+        p.send(record(i))
+    p.close(5)
+    text = generate_latest(reg).decode()
+    assert "gwtel_producer_produced_total 3.0" in text
+    assert "gwtel_producer_acked_total 3.0" in text
+    assert "gwtel_producer_dropped_total 0.0" in text
+    assert "gwtel_producer_spool_records 0.0" in text
+    assert 'gwtel_producer_latency_seconds_bucket{le="+Inf"} 3.0' in text
+    assert "gwtel_producer_latency_seconds_count 3.0" in text
+
+
+def test_send_after_close_is_an_error(tmp_path: Path) -> None:
+    p = make(tmp_path, FakeKafka())
+    p.close(1)
+    with pytest.raises(RuntimeError, match="closed"):
+        p.send(record(0))

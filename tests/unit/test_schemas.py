@@ -1,0 +1,118 @@
+"""The FlowRecord field table, the dataclass, the codec and the histogram agree with each other."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+
+import orjson
+import pytest
+
+from schemas import codec
+from schemas.flow_record import (
+    FLOW_RECORD_FIELDS,
+    FlowRecord,
+    HistBin,
+    clickhouse_columns_ddl,
+    flink_columns_ddl,
+)
+from schemas.histogram import RTT_GAMMA, bucket_lower_us, bucket_mid_us, bucket_of_us, bucket_upper_us
+
+REQUIRED_WIRE_NAMES = {
+    "bytes_fwd", "packets_fwd", "bytes_rev", "packets_rev", "first_ns", "last_ns", "src_ip", "src_port",
+    "dst_ip", "dst_port", "protocol", "vlan", "hs_rtt_ext_us", "hs_rtt_int_us", "direction", "partner",
+}  # fmt: skip
+
+
+def sample_record(**changes: object) -> FlowRecord:
+    base = FlowRecord(
+        schema_version=1, agent_id="a1", seq=7, link_id="jp-1", sampling_rate=1, ip_version=4,
+        src_ip="10.0.0.1", src_port=40000, dst_ip="203.0.113.9", dst_port=443, protocol=6, vlan=0,
+        first_ns=1_700_000_000_000_000_000, last_ns=1_700_000_001_000_000_000, export_ns=1_700_000_002_000_000_000,
+        end_reason="fin", bytes_fwd=1200, packets_fwd=10, bytes_rev=9000, packets_rev=8, tcp_flags_fwd=0x1B,
+        tcp_flags_rev=0x1B, retrans_fwd=0, retrans_rev=1, hs_rtt_ext_us=35_000, hs_rtt_int_us=120,
+        ts_rtt_count=2, ts_rtt_min_us=34_000, ts_rtt_max_us=36_000, ts_rtt_sum_us=70_000,
+        ts_rtt_hist=(HistBin(529, 1), HistBin(531, 1)), icmp_rtt_count=0, icmp_rtt_min_us=None,
+        icmp_rtt_max_us=None, icmp_rtt_sum_us=0, icmp_rtt_hist=(), dns_rtt_count=0, dns_rtt_min_us=None,
+        dns_rtt_max_us=None, dns_rtt_sum_us=0, dns_rtt_hist=(), direction="egress", partner="japan",
+        remote_country="JP", remote_asn=0,
+    )  # fmt: skip
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_dataclass_matches_field_table() -> None:
+    assert [f.name for f in dataclasses.fields(FlowRecord)] == [f.name for f in FLOW_RECORD_FIELDS]
+
+
+def test_stable_wire_names_present() -> None:
+    assert REQUIRED_WIRE_NAMES <= {f.name for f in FLOW_RECORD_FIELDS}
+
+
+def test_ddl_lists_every_field_once() -> None:
+    for ddl in (flink_columns_ddl(), clickhouse_columns_ddl()):
+        names = [line.split("`")[1] for line in ddl.splitlines()]
+        assert names == [f.name for f in FLOW_RECORD_FIELDS]
+
+
+def test_codec_round_trip() -> None:
+    rec = sample_record()
+    assert codec.decode(codec.encode(rec)) == rec
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"\x00\xffnot json", "not_json"),
+        (b"[1,2]", "bad_type"),
+        (orjson.dumps({"schema_version": 2}), "wrong_version"),
+    ],
+)
+def test_codec_rejects_garbage(value: bytes, reason: str) -> None:
+    with pytest.raises(codec.RecordError) as info:
+        codec.decode(value)
+    assert info.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda d: d.pop("bytes_fwd"), "missing_field"),
+        (lambda d: d.update(bytes_fwd=-5), "bad_value"),
+        (lambda d: d.update(bytes_fwd="12"), "bad_type"),
+        (lambda d: d.update(first_ns=5, last_ns=6), "bad_value"),
+        (lambda d: d.update(last_ns=d["first_ns"] - 1), "bad_value"),
+        (lambda d: d.update(sampling_rate=0), "bad_value"),
+        (lambda d: d.update(ts_rtt_hist=[{"b": 1}]), "bad_type"),
+        (lambda d: d.update(partner=3), "bad_type"),
+        (lambda d: d.update(packets_fwd=0, packets_rev=0), "bad_value"),
+    ],
+)
+def test_codec_names_what_is_wrong(mutate: object, reason: str) -> None:
+    d = codec.to_dict(sample_record())
+    mutate(d)  # type: ignore[operator]
+    with pytest.raises(codec.RecordError) as info:
+        codec.decode(orjson.dumps(d))
+    assert info.value.reason == reason
+
+
+def test_bucket_bounds_contain_value() -> None:
+    rng = random.Random(1)
+    values = [0, 1, 2, 3, 50, 51, 999, 1000, 8000, 10_000, 3_599_999_999]
+    values += [rng.randint(1, 10**8) for _ in range(20_000)]
+    for v in values:
+        b = bucket_of_us(v)
+        assert bucket_lower_us(b) <= v < bucket_upper_us(b), v
+
+
+def test_bucket_midpoint_within_one_percent() -> None:
+    for b in range(1, 1100):
+        lo, hi, mid = bucket_lower_us(b), bucket_upper_us(b), bucket_mid_us(b)
+        assert hi / lo == pytest.approx(RTT_GAMMA)
+        assert abs(mid - lo) / lo <= 0.01 and abs(hi - mid) / mid <= 0.01
+
+
+def test_sub_ms_resolution_below_10ms() -> None:
+    b = bucket_of_us(9_999)
+    assert bucket_upper_us(b) - bucket_lower_us(b) < 1000
+    assert math.isclose(bucket_upper_us(b) / bucket_lower_us(b), 1.02)
