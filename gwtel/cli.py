@@ -18,9 +18,11 @@ from gwtel.errors import UserError
 
 # Each module defines `register(subparsers)` and sets `func` on its parser.
 COMMAND_MODULES: tuple[str, ...] = (
+    "gwtel.commands.aggregate",
     "gwtel.commands.load",
     "gwtel.commands.services",
     "gwtel.commands.synth",
+    "gwtel.commands.replay",
 )
 
 

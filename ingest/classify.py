@@ -135,10 +135,7 @@ class PartnerClassifier:
         else:
             direction, remote, remote_is_initiator = "transit", dst, False
         partner = (
-            remote.group
-            or self._by_link.get(link_id)
-            or self._by_country.get(remote.country)
-            or self._cfg.fallback
+            remote.group or self._by_link.get(link_id) or self._by_country.get(remote.country) or self._cfg.fallback
         )
         return Classification(direction, partner, remote.country, remote.asn, remote_is_initiator)
 

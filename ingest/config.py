@@ -8,9 +8,20 @@ from pydantic import BaseModel, ConfigDict, Field
 class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    agent_id: str = "local-agent"
-    link_id: str = "link-0"
-    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    agent_id: str = Field(default="local-agent", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    link_id: str = Field(default="link-0", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    metrics_port: int = Field(default=9464, ge=0, le=65535, description="0 picks a free port")
+    sampling_rate: int = Field(default=1, ge=1, description="1:N packet sampling applied at capture")
+    # Flow meter
     idle_timeout_s: float = Field(default=30.0, gt=0)
+    # Slices of long flows are exported at most this far apart; keep it <= the job's window (see processors).
     active_timeout_s: float = Field(default=10.0, gt=0)
     max_flows: int = Field(default=1_000_000, ge=1)
+    # Decapsulation of tunnels to the inner flow
+    decap_gre: bool = False
+    decap_vxlan: bool = False
+    decap_gtp: bool = False
+    # Kafka producer and its disk spool (relative paths are under GWTEL_HOME)
+    spool_dir: str = "agent/spool"
+    spool_max_bytes: int = Field(default=1 << 30, ge=1 << 20)
+    compression: str = Field(default="lz4", pattern=r"^(lz4|zstd|gzip|none)$")

@@ -52,10 +52,9 @@ def build_record(
     ext = inner = None
     ts = icmp = dns = _summary(None)
     if lat is not None:
-        hs = lat.hs
-        if hs is not None:
-            resp, init = _us(hs.leg_resp_ns), _us(hs.leg_init_ns)
-            ext, inner = (init, resp) if cls.remote_is_initiator else (resp, init)
+        resp_ns, init_ns = lat.hs_legs()
+        resp, init = _us(resp_ns), _us(init_ns)
+        ext, inner = (init, resp) if cls.remote_is_initiator else (resp, init)
         ts, icmp, dns = _summary(lat.ts_sum), _summary(lat.icmp_sum), _summary(lat.dns_sum)
     return FlowRecord(
         schema_version=FLOW_SCHEMA_VERSION,

@@ -337,19 +337,17 @@ class FlowMeter:
         if syn_ack == SYN:
             if fwd:
                 tcp.syn_seen = True
-                self._lat(flow).handshake().syn(ts, pkt.tcp_seq)
+                self._lat(flow).hs_syn(ts, pkt.tcp_seq)
         elif syn_ack == SYN | ACK:
             if fwd:
                 # The "initiator" sends a SYN-ACK: its SYN was not seen (yet); no handshake sample.
-                self._lat(flow).handshake().taint()
+                self._lat(flow).hs_taint()
             else:
-                self._lat(flow).handshake().synack(ts, pkt.tcp_seq, pkt.tcp_ack)
-        elif syn_ack == ACK and fwd and flow.lat is not None:
-            hs = flow.lat.hs
-            if hs is not None and not hs.done:
-                hs.ack(ts, pkt.tcp_ack)
-                if hs.done and hs.leg_init_ns is not None and hs.leg_resp_ns is not None:
-                    tcp.irtt_ns = hs.leg_resp_ns + hs.leg_init_ns
+                self._lat(flow).hs_synack(ts, pkt.tcp_seq, pkt.tcp_ack)
+        elif syn_ack == ACK and fwd and flow.lat is not None and flow.lat.hs is not None:
+            irtt = flow.lat.hs_ack(ts, pkt.tcp_ack)
+            if irtt:
+                tcp.irtt_ns = irtt
 
         was_closing = tcp.closing
         ooo = tcp.ooo_f + tcp.ooo_r

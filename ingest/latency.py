@@ -51,7 +51,9 @@ class RttSummary:
         self.min_us = 0
         self.max_us = 0
         self.sum_us = 0
-        self.hist: dict[int, int] = {}
+        # Flat [bucket, count, bucket, count, ...]: a flow's samples fall in few buckets, and a short list
+        # costs a fraction of a dict.
+        self.hist: list[int] = []
 
     def add(self, us: int) -> None:
         if self.count == 0 or us < self.min_us:
@@ -60,10 +62,17 @@ class RttSummary:
         self.count += 1
         self.sum_us += us
         b = bucket_of_us(us)
-        self.hist[b] = self.hist.get(b, 0) + 1
+        hist = self.hist
+        for i in range(0, len(hist), 2):
+            if hist[i] == b:
+                hist[i + 1] += 1
+                return
+        hist.append(b)
+        hist.append(1)
 
     def bins(self) -> tuple[HistBin, ...]:
-        return tuple(HistBin(b, c) for b, c in sorted(self.hist.items()))
+        h = self.hist
+        return tuple(HistBin(b, c) for b, c in sorted(zip(h[::2], h[1::2], strict=True)))
 
 
 class Handshake:
@@ -122,25 +131,31 @@ class TsMatcher:
     __slots__ = ("last_val", "pending")
 
     def __init__(self) -> None:
-        self.pending: dict[int, int] = {}
+        self.pending: list[int] = []  # flat [tsval, first_seen_ns, ...]: few entries, cheaper than a dict
         self.last_val = -1
 
     def out(self, tsval: int, ts_ns: int, cap: int) -> None:
         if tsval == self.last_val:
             return  # not the first occurrence
         self.last_val = tsval
-        if len(self.pending) < cap and tsval not in self.pending:
-            self.pending[tsval] = ts_ns
+        pending = self.pending
+        if len(pending) < 2 * cap and tsval not in pending[::2]:
+            pending.append(tsval)
+            pending.append(ts_ns)
 
     def echo(self, tsecr: int, ts_ns: int) -> int | None:
         pending = self.pending
-        t0 = pending.pop(tsecr, None)
-        if t0 is None:
+        vals = pending[::2]
+        if tsecr not in vals:
             return None
-        # Values older than the echoed one will never be echoed (TSecr is non-decreasing): drop them.
-        stale = [v for v in pending if (tsecr - v) & _MASK < _HALF]
-        for v in stale:
-            del pending[v]
+        t0 = pending[2 * vals.index(tsecr) + 1]
+        # The echoed value and older ones go: TSecr is non-decreasing, older values will never be echoed.
+        self.pending = [
+            x
+            for i in range(0, len(pending), 2)
+            if (tsecr - pending[i]) & _MASK >= _HALF
+            for x in (pending[i], pending[i + 1])
+        ]
         return ts_ns - t0 if ts_ns >= t0 else None
 
 
@@ -166,10 +181,13 @@ class EchoMatcher:
 class LatencyState:
     """Lazily allocated per flow, only once a packet that can yield latency is seen."""
 
-    __slots__ = ("dns", "dns_sum", "hs", "icmp", "icmp_sum", "ts", "ts_sum")
+    __slots__ = ("dns", "dns_sum", "hs", "hs_done", "hs_init_ns", "hs_resp_ns", "icmp", "icmp_sum", "ts", "ts_sum")
 
     def __init__(self) -> None:
-        self.hs: Handshake | None = None
+        self.hs: Handshake | None = None  # in progress only: freed once done, its legs kept below
+        self.hs_done = False
+        self.hs_resp_ns: int | None = None
+        self.hs_init_ns: int | None = None
         self.ts: TsMatcher | None = None
         self.icmp: EchoMatcher | None = None
         self.dns: EchoMatcher | None = None
@@ -177,11 +195,54 @@ class LatencyState:
         self.icmp_sum: RttSummary | None = None
         self.dns_sum: RttSummary | None = None
 
-    def handshake(self) -> Handshake:
+    def _hs(self) -> Handshake | None:
+        if self.hs_done:
+            return None
         hs = self.hs
         if hs is None:
             hs = self.hs = Handshake()
         return hs
+
+    def _settle(self, hs: Handshake) -> None:
+        if hs.done:
+            self.hs_resp_ns, self.hs_init_ns = hs.leg_resp_ns, hs.leg_init_ns
+            self.hs_done = True
+            self.hs = None
+
+    def hs_syn(self, ts_ns: int, seq: int) -> None:
+        hs = self._hs()
+        if hs is not None:
+            hs.syn(ts_ns, seq)
+
+    def hs_synack(self, ts_ns: int, seq: int, ack: int) -> None:
+        hs = self._hs()
+        if hs is not None:
+            hs.synack(ts_ns, seq, ack)
+            self._settle(hs)
+
+    def hs_ack(self, ts_ns: int, ack: int) -> int:
+        """Returns the whole handshake RTT (SYN -> ACK) in ns when this ACK completes it, else 0."""
+        hs = self.hs
+        if hs is None:
+            return 0
+        hs.ack(ts_ns, ack)
+        self._settle(hs)
+        if self.hs_resp_ns is not None and self.hs_init_ns is not None:
+            return self.hs_resp_ns + self.hs_init_ns
+        return 0
+
+    def hs_taint(self) -> None:
+        hs = self._hs()
+        if hs is not None:
+            hs.taint()
+            self._settle(hs)
+
+    def hs_legs(self) -> tuple[int | None, int | None]:
+        """(SYN -> SYN-ACK, SYN-ACK -> ACK) in ns, as far as known."""
+        hs = self.hs
+        if hs is not None:
+            return hs.leg_resp_ns, hs.leg_init_ns
+        return self.hs_resp_ns, self.hs_init_ns
 
     def ts_out(self, tsval: int, ts_ns: int, cap: int) -> None:
         m = self.ts
@@ -238,6 +299,7 @@ class LatencyState:
         self.ts_sum = None
         self.icmp_sum = None
         self.dns_sum = None
+        self.hs_resp_ns = self.hs_init_ns = None
         hs = self.hs
         if hs is not None:
             hs.leg_resp_ns = None

@@ -128,9 +128,7 @@ class PartnerGroup(_Strict):
     def _slo(cls, v: dict[str, float]) -> dict[str, float]:
         for name, ms in v.items():
             if not _NAME_RE.match(name):
-                raise ValueError(
-                    f"application class {name!r}: use lower-case letters, digits and _, e.g. 'vr'"
-                )
+                raise ValueError(f"application class {name!r}: use lower-case letters, digits and _, e.g. 'vr'")
             if not ms > 0:
                 raise ValueError(f"slo.{name}={ms}: the p95 objective must be a positive number of ms")
         return v
@@ -179,9 +177,7 @@ class PartnersConfig(_Strict):
     @classmethod
     def _fallback(cls, v: str) -> str:
         if not _NAME_RE.match(v) or v == DOMESTIC:
-            raise ValueError(
-                f"{v!r}: use lower-case letters, digits and _ (and not {DOMESTIC!r}), e.g. 'other'"
-            )
+            raise ValueError(f"{v!r}: use lower-case letters, digits and _ (and not {DOMESTIC!r}), e.g. 'other'")
         return v
 
     @model_validator(mode="after")
@@ -189,9 +185,7 @@ class PartnersConfig(_Strict):
         problems: list[str] = []
         for name, group in self.groups.items():
             if not _NAME_RE.match(name):
-                problems.append(
-                    f"groups.{name}: use lower-case letters, digits and _ for group names, e.g. 'japan'"
-                )
+                problems.append(f"groups.{name}: use lower-case letters, digits and _ for group names, e.g. 'japan'")
             if name in (DOMESTIC, self.fallback):
                 problems.append(
                     f"groups.{name}: {name!r} is reserved (domestic flows / the fallback): rename the group"
@@ -219,13 +213,11 @@ class PartnersConfig(_Strict):
 
     def _prefix_owners(self) -> list[tuple[IPNetwork, str, str]]:
         out = [
-            (p.network(), DOMESTIC, f"domestic.prefixes[{i}]={p.prefix}")
-            for i, p in enumerate(self.domestic.prefixes)
+            (p.network(), DOMESTIC, f"domestic.prefixes[{i}]={p.prefix}") for i, p in enumerate(self.domestic.prefixes)
         ]
         for name, group in self.groups.items():
             out += [
-                (p.network(), name, f"groups.{name}.prefixes[{i}]={p.prefix}")
-                for i, p in enumerate(group.prefixes)
+                (p.network(), name, f"groups.{name}.prefixes[{i}]={p.prefix}") for i, p in enumerate(group.prefixes)
             ]
         return out
 

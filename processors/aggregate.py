@@ -216,9 +216,12 @@ def _field_is_bad(name: str) -> str:
         # Items are not checked here; the agent's codec validates them before they are sent.
         query = f"JSON_QUERY(`value`, '$.{name}' NULL ON EMPTY NULL ON ERROR)"
         return f"NOT COALESCE({query} IS JSON ARRAY, FALSE)"
-    # JSON_VALUE has no BIGINT, and its INT fails at run time on some inputs: check numbers as DOUBLE.
-    returning = "STRING" if kind == "STRING" else "DOUBLE"
-    return f"JSON_VALUE(`value`, '$.{name}' RETURNING {returning} NULL ON EMPTY NULL ON ERROR) IS NULL"
+    # JSON_VALUE's numeric RETURNING types fail at run time on integer input (Flink 2.2): read the
+    # value as text and TRY_CAST it, which yields NULL for anything that is not a number of that type.
+    text = f"JSON_VALUE(`value`, '$.{name}' NULL ON EMPTY NULL ON ERROR)"
+    if kind == "STRING":
+        return f"{text} IS NULL"
+    return f"TRY_CAST({text} AS {kind}) IS NULL"
 
 
 def malformed(raw: Table) -> Table:
@@ -227,14 +230,12 @@ def malformed(raw: Table) -> Table:
     The JSON format of the main source skips values it cannot parse (so one bad record cannot stop the
     job); this side path reads the same topic as text and makes each of them a dead-letter record.
     """
-    version = (
-        "JSON_VALUE(`value`, '$.schema_version' RETURNING DOUBLE NULL ON EMPTY NULL ON ERROR)"
-    )
+    version = "TRY_CAST(JSON_VALUE(`value`, '$.schema_version' NULL ON EMPTY NULL ON ERROR) AS INT)"
     first_bad = " ".join(f"WHEN {_field_is_bad(n)} THEN '{n}'" for n in REQUIRED_FIELDS)
     checked = _query(
         raw,
         "SELECT `value`, CASE WHEN `value` IS NULL OR NOT (`value` IS JSON OBJECT) THEN 'not_json' "
-        f"WHEN {version} IS NULL OR {version} <> {_double(float(FLOW_SCHEMA_VERSION))} THEN 'wrong_version' END AS `early`, "
+        f"WHEN {version} IS NULL OR {version} <> {FLOW_SCHEMA_VERSION} THEN 'wrong_version' END AS `early`, "
         f"CASE {first_bad} END AS `bad_field` FROM {raw}",
     )
     return _query(

@@ -89,7 +89,7 @@ def params_from(database: str, loader: LoaderConfig) -> dict[str, str]:
 
 
 def split_statements(sql: str) -> list[str]:
-    """Split on `;` at the end of a line; comment-only chunks are dropped."""
+    """Split on `;` at the end of a line; comment lines before a statement are dropped."""
     statements: list[str] = []
     current: list[str] = []
     for line in sql.splitlines():
@@ -98,11 +98,14 @@ def split_statements(sql: str) -> list[str]:
             statements.append("\n".join(current).rstrip().removesuffix(";"))
             current = []
     statements.append("\n".join(current))
-    return [s.strip() for s in statements if _has_code(s)]
+    return [s for s in (_strip_leading_comments(c) for c in statements) if s]
 
 
-def _has_code(chunk: str) -> bool:
-    return any(line.strip() and not line.strip().startswith("--") for line in chunk.splitlines())
+def _strip_leading_comments(chunk: str) -> str:
+    lines = chunk.strip().splitlines()
+    while lines and (not lines[0].strip() or lines[0].lstrip().startswith("--")):
+        lines.pop(0)
+    return "\n".join(lines).strip()
 
 
 def render(mig: Migration, params: Mapping[str, str]) -> list[str]:

@@ -287,3 +287,19 @@ def pcapng_bytes(
         body = struct.pack(e + "IIIII", if_id, ticks >> 32, ticks & 0xFFFFFFFF, len(data), wire_len) + data
         out.append(_block(e, 6, body))
     return b"".join(out)
+
+
+def fragments4(pkt: Packet, size: int) -> list[Packet]:
+    """Scapy's IPv4 fragmentation, typed."""
+    from scapy.layers.inet import fragment
+
+    out: list[Packet] = fragment(pkt, fragsize=size)  # type: ignore[no-untyped-call]
+    return out
+
+
+def fragments6(pkt: Packet, size: int) -> list[Packet]:
+    """Scapy's IPv6 fragmentation (the packet needs an IPv6ExtHdrFragment), typed."""
+    from scapy.layers.inet6 import fragment6
+
+    out: list[Packet] = fragment6(pkt, size)  # type: ignore[no-untyped-call]
+    return out

@@ -101,9 +101,7 @@ def test_private_space_is_domestic_by_default(default: PartnerClassifier) -> Non
 def test_private_space_not_domestic_when_configured() -> None:
     c = PartnerClassifier(PartnersConfig.model_validate({"private_is_domestic": False}))
     # Private space is remote now: no country, no group claims it; between two private hosts: transit.
-    assert c.classify(CN_V4, "10.0.0.1", 4, "l") == Classification(
-        "egress", "other", UNKNOWN_COUNTRY, 0, False
-    )
+    assert c.classify(CN_V4, "10.0.0.1", 4, "l") == Classification("egress", "other", UNKNOWN_COUNTRY, 0, False)
     assert c.classify("10.0.0.1", "10.0.0.2", 4, "l").direction == "transit"
 
 
@@ -134,9 +132,7 @@ def test_explicit_prefix_beats_private_and_domestic_country() -> None:
         },
         domestic={"prefixes": ["203.0.113.0/24"]},  # documentation space made domestic explicitly
     )
-    assert c.classify("10.1.1.1", "10.20.0.9", 4, "l") == Classification(
-        "egress", "japan", UNKNOWN_COUNTRY, 0, False
-    )
+    assert c.classify("10.1.1.1", "10.20.0.9", 4, "l") == Classification("egress", "japan", UNKNOWN_COUNTRY, 0, False)
     assert c.classify("203.0.113.7", CN_V4, 4, "l") == Classification("egress", "korea", "CN", 0, False)
 
 
@@ -155,9 +151,7 @@ def test_link_rule_beats_country_but_not_prefix() -> None:
 
 
 def test_unparsable_address_is_unknown(default: PartnerClassifier) -> None:
-    assert default.classify("not-an-ip", CN_V4, 4, "l") == Classification(
-        "unknown", "other", UNKNOWN_COUNTRY, 0, False
-    )
+    assert default.classify("not-an-ip", CN_V4, 4, "l") == Classification("unknown", "other", UNKNOWN_COUNTRY, 0, False)
 
 
 def test_cache_is_bounded_and_used() -> None:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from scapy.contrib.gtp import GTP_U_Header
 from scapy.contrib.mpls import MPLS
 from scapy.layers.dns import DNS
-from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_RR, fragment
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_RR
 from scapy.layers.inet6 import (
     ICMPv6EchoReply,
     IPv6,
@@ -19,7 +19,6 @@ from scapy.layers.inet6 import (
     IPv6ExtHdrFragment,
     IPv6ExtHdrHopByHop,
     IPv6ExtHdrRouting,
-    fragment6,
 )
 from scapy.layers.ipsec import AH
 from scapy.layers.l2 import ARP, GRE, CookedLinux, CookedLinuxV2, Dot1AD, Dot1Q, Ether, Loopback
@@ -32,7 +31,7 @@ from ingest.decode import REJECT_REASONS, DecodeConfig, decode
 from ingest.fragments import FragmentTracker
 from ingest.linktypes import SUPPORTED
 from ingest.packet import DecodedPacket, RawFrame
-from tests.packets import frame_of
+from tests.packets import fragments4, fragments6, frame_of
 
 A4, B4 = "192.0.2.1", "198.51.100.2"
 A6, B6 = "2001:db8::1", "2001:db8::2"
@@ -47,7 +46,10 @@ def ip6(a: str) -> bytes:
     return socket.inet_pton(socket.AF_INET6, a)
 
 
-def ok(frame: RawFrame, cfg: DecodeConfig = DecodeConfig()) -> DecodedPacket:
+PLAIN = DecodeConfig()
+
+
+def ok(frame: RawFrame, cfg: DecodeConfig = PLAIN) -> DecodedPacket:
     got = decode(frame, cfg)
     assert isinstance(got, DecodedPacket), got
     return got
@@ -145,7 +147,7 @@ def test_ipv4_options_move_the_transport_header() -> None:
 
 def test_ipv4_fragments_first_has_ports_later_do_not() -> None:
     big = IP(src=A4, dst=B4, id=4242) / UDP(sport=1111, dport=2222) / (b"z" * 3000)
-    frags = fragment(big, fragsize=1000)
+    frags = fragments4(big, 1000)
     assert len(frags) == 4  # 3008 UDP bytes: 1000 + 1000 + 1000 + 8
     first, *later = (ok(frame_of(Ether() / f)) for f in frags)
     check(first, src_port=1111, dst_port=2222, frag_id=4242, frag_offset=0, more_fragments=True,
@@ -168,7 +170,7 @@ def test_ipv6_authentication_header() -> None:
 
 def test_ipv6_fragments() -> None:
     big = IPv6(src=A6, dst=B6) / IPv6ExtHdrFragment(id=77) / UDP(sport=53, dport=3333) / (b"q" * 2000)
-    frags = fragment6(big, 1000)
+    frags = fragments6(big, 1000)
     assert len(frags) >= 3
     first, second = ok(frame_of(Ether() / frags[0])), ok(frame_of(Ether() / frags[1]))
     check(first, protocol=17, src_port=53, frag_id=77, frag_offset=0, more_fragments=True, l4_present=True)
@@ -275,10 +277,8 @@ def test_reject_reasons(frame: RawFrame, reason: str) -> None:
 
 
 def test_reject_reason_set_is_small_and_fixed() -> None:
-    assert REJECT_REASONS == {
-        "unsupported_linktype", "truncated_l2", "not_ip", "truncated_ip", "bad_ip_header",
-        "truncated_l4", "bad_l4_header",
-    }  # fmt: skip
+    expected = {"unsupported_linktype", "truncated_l2", "not_ip", "truncated_ip", "bad_ip_header"}
+    assert expected | {"truncated_l4", "bad_l4_header"} == REJECT_REASONS
 
 
 # -- decapsulation ------------------------------------------------------------------------------------------
@@ -338,7 +338,7 @@ def test_undecodable_inner_packet_stays_on_the_outer_flow() -> None:
 
 def test_first_fragment_of_a_tunnel_packet_is_decapsulated() -> None:
     outer = IP(src=A4, dst=B4, id=99) / UDP(sport=2152, dport=2152) / GTP_U_Header(teid=1) / INNER
-    frags = fragment(outer, fragsize=64)  # the first fragment holds the inner IP and TCP headers
+    frags = fragments4(outer, 64)  # the first fragment holds the inner IP and TCP headers
     first = ok(frame_of(Ether() / frags[0]), DECAP)
     _inner_ok(first, len(bytes(frags[0])))
     check(first, frag_id=99, more_fragments=True, frag_key=(ip4(A4), ip4(B4), 17, 99))
@@ -401,7 +401,7 @@ def test_mutated_packets_never_raise(seed: bytes, flips: list[tuple[int, int]], 
 
 def _frags(ident: int, sport: int = 1111) -> list[DecodedPacket]:
     big = IP(src=A4, dst=B4, id=ident) / UDP(sport=sport, dport=2222) / (b"z" * 2000)
-    return [ok(frame_of(Ether() / f, ts_ns=1_000 + i)) for i, f in enumerate(fragment(big, fragsize=800))]
+    return [ok(frame_of(Ether() / f, ts_ns=1_000 + i)) for i, f in enumerate(fragments4(big, 800))]
 
 
 def test_tracker_gives_later_fragments_the_first_ones_ports() -> None:
@@ -451,12 +451,12 @@ def test_tracker_is_bounded() -> None:
 
 def test_tracker_attributes_outer_fragments_to_the_inner_flow() -> None:
     outer = IP(src=A4, dst=B4, id=99) / UDP(sport=2152, dport=2152) / GTP_U_Header(teid=1) / INNER
-    first, later = (ok(frame_of(Ether() / f), DECAP) for f in fragment(outer, fragsize=64))
+    first, later = (ok(frame_of(Ether() / f), DECAP) for f in fragments4(outer, 64))
     tracker = FragmentTracker()
     tracker.process(first)
     got = tracker.process(later)
     check(got, src_ip=ip4("10.0.0.1"), dst_ip=ip4("10.0.0.2"), protocol=6, src_port=1234, dst_port=80,
-          ip_len=len(bytes(later_bytes := fragment(outer, fragsize=64)[1])), l4_present=False)  # fmt: skip
+          ip_len=len(bytes(later_bytes := fragments4(outer, 64)[1])), l4_present=False)  # fmt: skip
     assert later_bytes.frag > 0
 
 

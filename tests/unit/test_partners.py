@@ -148,9 +148,7 @@ def test_load_partners_names_the_file(tmp_path: Path) -> None:
     good.write_text("groups:\n  japan:\n    countries: [JP]\n", encoding="utf-8")
     assert set(load_partners(good).groups) == {"japan"}
     bad = tmp_path / "bad.yaml"
-    bad.write_text(
-        "groups:\n  japan:\n    countries: [JP]\n  korea:\n    countries: [JP]\n", encoding="utf-8"
-    )
+    bad.write_text("groups:\n  japan:\n    countries: [JP]\n  korea:\n    countries: [JP]\n", encoding="utf-8")
     with pytest.raises(UserError) as info:
         load_partners(bad)
     text = str(info.value)

@@ -1,0 +1,42 @@
+"""`gwtel aggregate`: the Flink aggregation job on the local MiniCluster (Kafka flows -> Kafka aggregates)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from gwtel.config import load_config
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "aggregate",
+        help="run the Flink job: per-partner bandwidth and latency windows",
+        description=(
+            "Read FlowRecords from Kafka, aggregate them per event-time window x partner x direction x link, "
+            "and write aggregates, late records and malformed records to their Kafka topics (exactly once). "
+            "Runs until interrupted, or with --bounded until the offsets present at start are read."
+        ),
+    )
+    p.add_argument(
+        "--bounded", action="store_true", help="stop after the records present in the topic at start (replay)"
+    )
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    # Imported here: pyflink is slow to import and only this command needs it.
+    from processors.job import run_job, warnings_for
+
+    for warning in warnings_for(cfg):
+        print(f"gwtel aggregate: warning: {warning}", file=sys.stderr)
+    topics = cfg.kafka.topics
+    print(
+        f"aggregating {topics.flows} -> {topics.aggregates} (late: {topics.late}, malformed: "
+        f"{topics.dead_letter}); windows {', '.join(f'{w} s' for w in cfg.job.window_sizes_s)}"
+        f"{'; bounded' if args.bounded else ''}",
+        flush=True,
+    )
+    run_job(cfg, bounded=args.bounded)
+    return 0

@@ -1,0 +1,158 @@
+"""The migration files: order, idempotent statements, columns that agree with the record definitions,
+deduplication on every table the loader writes, sort keys, TTL parameters, and the rollup source."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from processors.config import LoaderConfig
+from processors.migrate import (
+    TTL_PARAMS,
+    Migration,
+    MigrationError,
+    discover,
+    params_from,
+    render,
+    split_statements,
+)
+from processors.tables import AGG_TABLES, ALL_TABLES, FLOWS_RAW, KAFKA_COLUMNS, not_null
+from schemas.aggregate import AGGREGATE_FIELDS
+from schemas.flow_record import FLOW_RECORD_FIELDS
+
+MIGRATIONS = discover()
+PARAMS = params_from("gw", LoaderConfig())
+STATEMENTS = [s for m in MIGRATIONS for s in render(m, PARAMS)]
+_CREATE_RE = re.compile(r"^CREATE (TABLE|MATERIALIZED VIEW) IF NOT EXISTS gw\.(\w+)")
+
+
+def _creates() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for stmt in STATEMENTS:
+        m = _CREATE_RE.match(stmt)
+        assert m is not None, f"not an idempotent CREATE: {stmt[:80]}"
+        out[m.group(2)] = stmt
+    return out
+
+
+CREATES = _creates()
+TABLES = {name: s for name, s in CREATES.items() if s.startswith("CREATE TABLE")}
+VIEWS = {name: s for name, s in CREATES.items() if s.startswith("CREATE MATERIALIZED VIEW")}
+
+
+def columns_of(stmt: str) -> list[tuple[str, str]]:
+    """(name, type) of each column in a CREATE TABLE, MATERIALIZED ones included with their marker."""
+    body = stmt[stmt.index("(\n") + 2 : stmt.index("\n)\nENGINE")]
+    cols = []
+    for line in body.splitlines():
+        m = re.match(r"^\s*`(\w+)` (.+?),?$", line)
+        assert m is not None, line
+        cols.append((m.group(1), m.group(2)))
+    return cols
+
+
+def test_versions_are_contiguous_and_named() -> None:
+    assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
+    assert [m.name for m in MIGRATIONS][:3] == ["flows_raw", "aggregate_windows", "rollups"]
+
+
+def test_every_statement_is_idempotent_and_fully_substituted() -> None:
+    assert len(STATEMENTS) == len(CREATES)  # every statement is a CREATE ... IF NOT EXISTS (checked above)
+    for stmt in STATEMENTS:
+        assert "${" not in stmt and not stmt.endswith(";")
+
+
+def test_flows_raw_columns_agree_with_the_flow_record() -> None:
+    cols = columns_of(TABLES["flows_raw"])
+    stored = [c for c in cols if "MATERIALIZED" not in c[1]]
+    assert stored == list(FLOWS_RAW.columns)
+    assert stored[: len(FLOW_RECORD_FIELDS)] == [(f.name, f.clickhouse) for f in FLOW_RECORD_FIELDS]
+    assert stored[len(FLOW_RECORD_FIELDS) :] == list(KAFKA_COLUMNS)
+    assert ("ts", "DateTime('UTC') MATERIALIZED toDateTime(intDiv(first_ns, 1000000000), 'UTC')") in cols
+
+
+@pytest.mark.parametrize("kind", sorted(AGG_TABLES))
+def test_window_tables_agree_with_the_aggregate_record(kind: str) -> None:
+    spec = AGG_TABLES[kind]
+    stored = [c for c in columns_of(TABLES[spec.name]) if "MATERIALIZED" not in c[1]]
+    assert stored == list(spec.columns)
+    record_types = {f.name: f.clickhouse for f in AGGREGATE_FIELDS}
+    for name, ch_type in stored[: -len(KAFKA_COLUMNS)]:
+        # Same type as the record's field, or its non-null form (a kind table is dense).
+        assert ch_type in (record_types[name], not_null(record_types[name])), name
+
+
+def test_loader_tables_deduplicate_and_every_table_is_mergetree_family() -> None:
+    for spec in ALL_TABLES:
+        assert re.search(r"non_replicated_deduplication_window = [1-9]\d*", TABLES[spec.name]), spec.name
+    for name, stmt in TABLES.items():
+        # Rollup targets deduplicate too: a retried insert must not reach them twice through their view.
+        assert "non_replicated_deduplication_window = 10000" in stmt, name
+        assert re.search(r"ENGINE = (Summing|Aggregating)?MergeTree\n", stmt), name
+
+
+def test_raw_sort_key_starts_with_time_bucket_then_partner_and_direction() -> None:
+    stmt = TABLES["flows_raw"]
+    assert "ORDER BY (toStartOfFiveMinutes(ts), partner, direction" in stmt
+    assert "PARTITION BY toDate(ts)" in stmt
+    for name in ("bandwidth_window", "latency_window", "latency_hist_window"):
+        assert "ORDER BY (toStartOfFiveMinutes(window_start), partner, direction" in TABLES[name]
+    for name, stmt in TABLES.items():
+        if name.endswith(("_5m", "_1h", "_1d")):
+            assert "ORDER BY (ts, partner, direction, link_id" in stmt
+
+
+def test_each_ttl_uses_its_own_setting() -> None:
+    cfg = LoaderConfig(ttl_flows_raw_days=11, ttl_window_days=12, ttl_5m_days=13, ttl_1h_days=14, ttl_1d_days=16)
+    rendered = {}
+    for stmt in (s for m in MIGRATIONS for s in render(m, params_from("gw", cfg))):
+        m = _CREATE_RE.match(stmt)
+        assert m is not None
+        ttl = re.search(r"\nTTL (\w+) \+ INTERVAL (\d+) DAY\n", stmt)
+        if ttl:
+            rendered[m.group(2)] = int(ttl.group(2))
+    assert set(rendered) == set(TTL_PARAMS) == set(TABLES)  # every table expires
+    for table, param in TTL_PARAMS.items():
+        assert rendered[table] == getattr(cfg, param), table
+    assert rendered["flows_raw"] == 11 and rendered["latency_hist_1h"] == 14 and rendered["bandwidth_1d"] == 16
+
+
+def test_rollups_read_one_window_size_into_the_right_bucket() -> None:
+    assert len(VIEWS) == 9
+    fns = {"5m": "toStartOfFiveMinutes", "1h": "toStartOfHour", "1d": "toStartOfDay"}
+    for name, stmt in VIEWS.items():
+        level = name.removesuffix("_mv").rsplit("_", 1)[1]
+        target = name.removesuffix("_mv")
+        assert f"TO gw.{target} AS" in stmt
+        assert f"{fns[level]}(window_start) AS ts" in stmt
+        assert "WHERE window_s = 60\n" in stmt  # LoaderConfig().rollup_window_s
+    other = [s for m in MIGRATIONS for s in render(m, params_from("gw", LoaderConfig(rollup_window_s=10)))]
+    assert sum("WHERE window_s = 10\n" in s for s in other) == 9
+
+
+def test_default_retention() -> None:
+    cfg = LoaderConfig()
+    assert (cfg.ttl_flows_raw_days, cfg.ttl_5m_days) == (15, 400)  # 5 min samples outlive a billing year
+
+
+def test_rollup_window_must_divide_five_minutes() -> None:
+    with pytest.raises(ValueError, match="divide 300"):
+        LoaderConfig(rollup_window_s=7)
+
+
+def test_split_statements_drops_comments_and_keeps_text() -> None:
+    sql = "-- header; with a semicolon\nCREATE TABLE a (x UInt8)\nENGINE = Memory;\n\n-- between\nSELECT 1;\n-- tail\n"
+    assert split_statements(sql) == ["CREATE TABLE a (x UInt8)\nENGINE = Memory", "SELECT 1"]
+
+
+def test_bad_names_and_parameters_are_refused() -> None:
+    with pytest.raises(MigrationError):
+        params_from("gw; DROP TABLE x", LoaderConfig())
+    with pytest.raises(MigrationError, match="bad parameter"):
+        render(Migration(9, "x", "CREATE TABLE ${nope}.t (a UInt8) ENGINE = Memory;"), PARAMS)
+
+
+def test_checksum_follows_text() -> None:
+    a = Migration(1, "x", "SELECT 1;")
+    assert a.checksum == Migration(1, "x", "SELECT 1;").checksum != Migration(1, "x", "SELECT 2;").checksum
