@@ -23,6 +23,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gwtel.commands.services",
     "gwtel.commands.synth",
     "gwtel.commands.replay",
+    "gwtel.commands.report",
+    "gwtel.commands.run",
 )
 
 

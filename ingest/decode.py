@@ -220,7 +220,7 @@ def _walk_ethertypes(data: bytes, off: int, lim: int, etype: int) -> tuple[int, 
             return NOT_IP
 
 
-def _ip(  # noqa: PLR0917 - hot path: positional calls are the cheapest
+def _ip(
     ts: int, data: bytes, off: int, lim: int, ver: int, vlan: int, cfg: DecodeConfig, depth: int
 ) -> DecodedPacket | str:
     """Decode the IP packet at `off` (bytes beyond `lim` belong to an enclosing packet or padding)."""
@@ -352,7 +352,7 @@ def _ip(  # noqa: PLR0917 - hot path: positional calls are the cheapest
     )  # fmt: skip
 
 
-def _as_outer(  # noqa: PLR0917
+def _as_outer(
     inner: DecodedPacket,
     ip_len: int,
     vlan: int,
@@ -371,9 +371,7 @@ def _as_outer(  # noqa: PLR0917
     return inner
 
 
-def _from_ethernet(  # noqa: PLR0917
-    ts: int, data: bytes, off: int, lim: int, cfg: DecodeConfig, depth: int
-) -> DecodedPacket | str:
+def _from_ethernet(ts: int, data: bytes, off: int, lim: int, cfg: DecodeConfig, depth: int) -> DecodedPacket | str:
     if off + 14 > lim:
         return TRUNCATED_L2
     walked = _walk_ethertypes(data, off + 14, lim, _U16(data, off + 12)[0])
@@ -383,9 +381,7 @@ def _from_ethernet(  # noqa: PLR0917
     return _ip(ts, data, off, lim, ver, vlan, cfg, depth + 1)
 
 
-def _from_nibble(  # noqa: PLR0917
-    ts: int, data: bytes, off: int, lim: int, cfg: DecodeConfig, depth: int
-) -> DecodedPacket | str:
+def _from_nibble(ts: int, data: bytes, off: int, lim: int, cfg: DecodeConfig, depth: int) -> DecodedPacket | str:
     if off >= lim:
         return TRUNCATED_IP
     ver = data[off] >> 4
@@ -394,17 +390,13 @@ def _from_nibble(  # noqa: PLR0917
     return _ip(ts, data, off, lim, ver, 0, cfg, depth + 1)
 
 
-def _vxlan(  # noqa: PLR0917
-    ts: int, data: bytes, off: int, lim: int, cfg: DecodeConfig, depth: int
-) -> DecodedPacket | str | None:
+def _vxlan(ts: int, data: bytes, off: int, lim: int, cfg: DecodeConfig, depth: int) -> DecodedPacket | str | None:
     if off + 8 > lim or not data[off] & 0x08:  # I flag: a valid VNI follows
         return None
     return _from_ethernet(ts, data, off + 8, lim, cfg, depth)
 
 
-def _gtp(  # noqa: PLR0917
-    ts: int, data: bytes, off: int, lim: int, cfg: DecodeConfig, depth: int
-) -> DecodedPacket | str | None:
+def _gtp(ts: int, data: bytes, off: int, lim: int, cfg: DecodeConfig, depth: int) -> DecodedPacket | str | None:
     if off + 8 > lim:
         return None
     fl = data[off]
@@ -428,9 +420,7 @@ def _gtp(  # noqa: PLR0917
     return _from_nibble(ts, data, p, lim, cfg, depth)
 
 
-def _gre(  # noqa: PLR0917
-    ts: int, data: bytes, off: int, lim: int, cfg: DecodeConfig, depth: int
-) -> DecodedPacket | str | None:
+def _gre(ts: int, data: bytes, off: int, lim: int, cfg: DecodeConfig, depth: int) -> DecodedPacket | str | None:
     if off + 4 > lim:
         return None
     fl, ptype = _TAG(data, off)

@@ -53,6 +53,7 @@ class SynthConfig:
     retrans_share: float = 0.05
     outlier_share: float = 0.02
     ingress_share: float = 0.3  # flows opened from the partner side
+    start_ns: int = EPOCH_NS  # first window start; must be a whole number of windows since the epoch
 
 
 @dataclass
@@ -81,6 +82,8 @@ class Truth:
             "pcap": pcap,
             "seed": cfg.seed,
             "window_s": cfg.window_s,
+            "start_ns": cfg.start_ns,
+            "end_ns": cfg.start_ns + cfg.duration_s * 1_000_000_000,
             "packets": self.packets,
             "bytes_are": "IP-layer octets (IP header + payload)",
             "direction_of_bytes": "egress = domestic -> partner, ingress = partner -> domestic",
@@ -157,6 +160,8 @@ class _Pkt:
 
 class Generator:
     def __init__(self, cfg: SynthConfig) -> None:
+        if cfg.start_ns % (cfg.window_s * 1_000_000_000):
+            raise ValueError("start_ns must fall on a window boundary")
         self.cfg = cfg
         self.rng = random.Random(cfg.seed)
         self.truth = Truth(cfg.window_s)
@@ -223,7 +228,7 @@ class Generator:
 
     def _account(self, pkts: list[_Pkt], partner: str, direction: str, ingress: bool) -> None:
         w_ns = self.cfg.window_s * 1_000_000_000
-        last_ns = EPOCH_NS + pkts[-1].t_us * 1000
+        last_ns = self.cfg.start_ns + pkts[-1].t_us * 1000
         window = last_ns - last_ns % w_ns
         other = "egress" if ingress else "ingress"
         for p in pkts:
@@ -348,7 +353,7 @@ class Generator:
         merged = [(p.t_us, i, j) for i, pkts in enumerate(flows) for j, p in enumerate(pkts)]
         merged.sort()
         w = _Writer(out)
-        base_us = EPOCH_NS // 1000
+        base_us = self.cfg.start_ns // 1000
         for t_us, i, j in merged:
             w.frame(base_us + t_us, meta[i][2], flows[i][j].ip)
         self.truth.packets = w.count

@@ -13,6 +13,7 @@ from typing import Any
 from gwtel.config import GwtelConfig
 from processors import aggregate as agg
 from processors import ddl
+from processors.flink_env import make_table_env
 
 # Session time zone of the job: window_start (wall-clock time) converts to epoch ms without DST gaps.
 SESSION_TIME_ZONE = "UTC"
@@ -44,7 +45,7 @@ def aggregate_records(flows: Any, window_sizes_s: tuple[int, ...]) -> Any:
 def build_statement_set(
     t_env: Any, flows: Any, raw: Any, window_sizes_s: tuple[int, ...], sinks: SinkNames = SinkNames()
 ) -> Any:
-    """Wire sources to sinks: on-time valid rows to the windows, late rows and malformed values aside.
+    """Wire sources to sinks: on-time valid rows to the windows, late rows and bad records aside.
 
     ``flows`` is the FlowRecord source (with a rowtime attribute), ``raw`` the same topic as text.
     """
@@ -52,7 +53,7 @@ def build_statement_set(
     stmt = t_env.create_statement_set()
     stmt.add_insert(sinks.aggregates, aggregate_records(agg.on_time(checked), window_sizes_s))
     stmt.add_insert(sinks.late, agg.late(checked))
-    stmt.add_insert(sinks.dead_letter, agg.malformed(raw))
+    stmt.add_insert(sinks.dead_letter, agg.malformed(raw).union_all(agg.invalid(flows)))
     return stmt
 
 
@@ -92,8 +93,6 @@ def warnings_for(cfg: GwtelConfig) -> list[str]:
 
 def run_job(cfg: GwtelConfig, *, bounded: bool) -> None:
     """Run the job on the local MiniCluster until it ends (``bounded``: at the offsets seen at start)."""
-    from processors.flink_env import make_table_env
-
     job = cfg.job
     t_env = make_table_env(
         streaming=True,

@@ -17,6 +17,7 @@ pins its first batch to that range, so the retry carries the same token and Clic
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -106,7 +107,7 @@ class Loader:
         self,
         *,
         consumer: Any,
-        client: Any,
+        client_factory: Callable[[], Any],
         database: str,
         routes: Sequence[Route],
         deadletters: DeadLetterSink,
@@ -117,7 +118,10 @@ class Loader:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.consumer = consumer
-        self.client = client
+        # Connected lazily and replaced after a failure: the loader starts, and keeps its batches, while
+        # ClickHouse is unreachable.
+        self._client_factory = client_factory
+        self._client: Any = None
         self.database = database
         self.routes = {r.topic: r for r in routes}
         self.deadletters = deadletters
@@ -156,13 +160,18 @@ class Loader:
                 self._flush(tp)
         self._update_lag()
 
+    def idle(self) -> bool:
+        """No batch in hand: everything read so far is inserted and committed."""
+        return all(len(st.batcher) == 0 for st in self._parts.values())
+
     def close(self) -> None:
         """Leave the group without committing anything (batches in hand were not acknowledged)."""
         try:
             self.consumer.close(autocommit=False)
         finally:
             self.deadletters.producer.close()
-            self.client.close()
+            if self._client is not None:
+                self._client.close()
 
     # -- records ----------------------------------------------------------------------------------------
     def _accept(self, tp: TopicPartition, rec: Any) -> bool:
@@ -250,7 +259,9 @@ class Loader:
         while True:
             t0 = time.perf_counter()
             try:
-                self.client.insert(
+                if self._client is None:
+                    self._client = self._client_factory()
+                self._client.insert(
                     spec.name,
                     rows,
                     column_names=spec.column_names,
@@ -259,6 +270,7 @@ class Loader:
                     settings=settings,
                 )
             except Exception as exc:  # server down, timeouts, HTTP errors: all retried with the same token
+                self._drop_client()
                 self.metrics.insert_retries.labels(spec.name).inc()
                 self.metrics.clickhouse_up.set(0)
                 delay = backoff.next_delay()
@@ -269,6 +281,12 @@ class Loader:
             self.metrics.rows_inserted.labels(spec.name).inc(len(rows))
             self.metrics.clickhouse_up.set(1)
             return
+
+    def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
 
     def _commit(self, offsets: dict[TopicPartition, Any]) -> bool:
         """Commit; False when the group moved on (the partitions are someone else's now)."""

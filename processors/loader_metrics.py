@@ -57,6 +57,7 @@ class LoaderMetrics:
         )
         self.clickhouse_up = Gauge(
             "gwtel_loader_clickhouse_up",
-            "1 when the last insert succeeded, 0 while inserts are failing and being retried",
+            "0 while an insert is failing and being retried, else 1",
             registry=registry,
         )
+        self.clickhouse_up.set(1)

@@ -9,6 +9,7 @@ from kafka import KafkaConsumer
 from prometheus_client import CollectorRegistry
 
 from gwtel.config import GwtelConfig
+from gwtel.errors import UserError
 from processors.batcher import Batch
 from processors.chclient import make_client
 from processors.deadletter import DeadLetterSink, make_producer
@@ -43,8 +44,18 @@ def make_consumer(cfg: GwtelConfig) -> Any:
     )
 
 
+def check_rollup_window(cfg: GwtelConfig) -> None:
+    """The rollups read one window size: the job must emit it, or they stay empty."""
+    if cfg.loader.rollup_window_s not in cfg.job.window_sizes_s:
+        raise UserError(
+            f"loader.rollup_window_s={cfg.loader.rollup_window_s} is not one of job.window_sizes_s "
+            f"{list(cfg.job.window_sizes_s)}: the 5 min / 1 h / 1 day rollups would stay empty"
+        )
+
+
 def migrate(cfg: GwtelConfig) -> tuple[list[int], list[str]]:
     """Bring `cfg.clickhouse.database` to the latest migration and the configured retention."""
+    check_rollup_window(cfg)
     client = make_client(cfg.clickhouse, database="")
     try:
         return Migrator(client, cfg.clickhouse.database, cfg.loader).run()
@@ -59,11 +70,10 @@ def build_loader(
     after_insert: Callable[[Batch[Decoded]], None] | None = None,
 ) -> Loader:
     """A ready-to-run loader (the database must be migrated first: see `migrate`)."""
-    client = make_client(cfg.clickhouse)
     producer = make_producer(cfg.kafka.bootstrap)
     return Loader(
         consumer=make_consumer(cfg),
-        client=client,
+        client_factory=lambda: make_client(cfg.clickhouse),
         database=cfg.clickhouse.database,
         routes=routes_for(cfg),
         deadletters=DeadLetterSink(producer, cfg.kafka.topics.dead_letter),

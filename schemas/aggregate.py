@@ -54,7 +54,7 @@ AGGREGATE_FIELDS: Final[tuple[FieldSpec, ...]] = (
     FieldSpec("retrans", "BIGINT", "Nullable(UInt64)", "bandwidth: raw retransmitted TCP segments"),
     FieldSpec("flows", "BIGINT", "Nullable(UInt64)", "bandwidth: flow records, counted in the initiator's direction"),
     FieldSpec("flows_ended", "BIGINT", "Nullable(UInt64)", "bandwidth: flows that ended (end_reason not active)"),
-    FieldSpec("remote_hosts", "BIGINT", "Nullable(UInt64)", "bandwidth: distinct remote addresses that sent or got packets"),
+    FieldSpec("remote_hosts", "BIGINT", "Nullable(UInt64)", "bandwidth: distinct remote addresses with packets"),
     FieldSpec("bytes_scaled", "BIGINT", "Nullable(UInt64)", "bandwidth: SUM(bytes * sampling_rate)"),
     FieldSpec("packets_scaled", "BIGINT", "Nullable(UInt64)", "bandwidth: SUM(packets * sampling_rate)"),
     FieldSpec("retrans_scaled", "BIGINT", "Nullable(UInt64)", "bandwidth: SUM(retrans * sampling_rate)"),
@@ -73,12 +73,12 @@ AGGREGATE_FIELDS: Final[tuple[FieldSpec, ...]] = (
 # when the flow's end time was at or behind the watermark on arrival: nothing late is silently dropped.
 LATE_FIELDS: Final[tuple[FieldSpec, ...]] = FLOW_RECORD_FIELDS
 
-# A Kafka value of the flows topic that is not a valid FlowRecord v1, with the first reason found.
+# A record of the flows topic that is not a valid FlowRecord v1, with the first reason found.
 DEAD_LETTER_FIELDS: Final[tuple[FieldSpec, ...]] = (
     FieldSpec("stage", "STRING", "LowCardinality(String)", "who rejected it: aggregate (the Flink job)"),
     FieldSpec("reason", "STRING", "LowCardinality(String)", "not_json, wrong_version or bad_field"),
     FieldSpec("field", "STRING", "String", "bad_field: the first field missing, null or not of its type"),
-    FieldSpec("value", "STRING", "String", "the raw Kafka value as text"),
+    FieldSpec("value", "STRING", "String", "the raw Kafka value, or (bad_field) agent_id, seq and link_id as JSON"),
 )
 
 

@@ -32,9 +32,9 @@ from scapy.packet import NoPayload, Packet, Raw, bind_bottom_up
 from ingest.packet import RawFrame
 
 __all__ = [
-    "Ether",
     "Iface",
     "dissect",
+    "eth",
     "expected_fields",
     "frame_of",
     "pcap_bytes",
@@ -303,3 +303,8 @@ def fragments6(pkt: Packet, size: int) -> list[Packet]:
 
     out: list[Packet] = fragment6(pkt, size)  # type: ignore[no-untyped-call]
     return out
+
+
+def eth(**kw: Any) -> Ether:
+    """Ethernet header with fixed addresses (an Ether() without them makes Scapy resolve them by ARP)."""
+    return Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02", **kw)

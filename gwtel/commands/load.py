@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from processors.loader_setup import migrate  # noqa: PLC0415
+    from processors.loader_setup import migrate
 
     cfg = load_config(args.config)
     applied, altered = migrate(cfg)
@@ -49,11 +49,12 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> int:
-    from prometheus_client import REGISTRY, start_http_server  # noqa: PLC0415
+    from prometheus_client import REGISTRY, start_http_server
 
-    from processors.loader_setup import build_loader, migrate  # noqa: PLC0415
+    from processors.loader_setup import build_loader, migrate
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO lines are per-connection chatter
     cfg = load_config(args.config)
     if not args.no_migrate:
         applied, _ = migrate(cfg)
