@@ -133,13 +133,9 @@ def serve_metrics(
     `gwtel_component` label.
     """
     if not job or not instance:
-        raise UserError(
-            f"a metrics endpoint needs a job and an instance name (got job={job!r}, instance={instance!r})"
-        )
+        raise UserError(f"a metrics endpoint needs a job and an instance name (got job={job!r}, instance={instance!r})")
     try:
-        server, thread = start_http_server(
-            port, addr=host, registry=registry if registry is not None else REGISTRY
-        )
+        server, thread = start_http_server(port, addr=host, registry=registry if registry is not None else REGISTRY)
     except OSError as exc:
         raise UserError(
             f"cannot serve metrics for {job}/{instance} on {host}:{port} ({exc.strerror}); "
@@ -153,9 +149,7 @@ def serve_metrics(
             write_target_file(path, target_groups(endpoint.address, job, instance, component or job))
         except OSError as exc:
             # Metrics stay available on the port; only discovery is lost, which must not stop the process.
-            log.warning(
-                "metrics for %s/%s served on %s but not announced: %s", job, instance, endpoint.url, exc
-            )
+            log.warning("metrics for %s/%s served on %s but not announced: %s", job, instance, endpoint.url, exc)
         else:
             endpoint.target_file = path
             # A clean exit withdraws the target even when the caller forgets close(); SIGKILL cannot.

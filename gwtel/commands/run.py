@@ -2,8 +2,7 @@
 
 Starts the local services if needed, generates a capture of gateway traffic (or takes ``--pcap``), replays it
 through the agent into Kafka, runs the Flink job over what the topic holds, loads flows and aggregates into
-ClickHouse, waits until the delivery ledger balances (every record the agent produced is a row in ClickHouse,
-and the loader has read every aggregate the job committed), then prints the per-partner report.
+ClickHouse, waits until the delivery ledger balances (see gwtel.pipeline), then prints the per-partner report.
 """
 
 from __future__ import annotations
@@ -15,8 +14,6 @@ from typing import Any
 
 from gwtel.config import GwtelConfig, load_config
 from gwtel.errors import UserError
-
-_LEDGER_TIMEOUT_S = 300.0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,7 +56,7 @@ def _synth(cfg: GwtelConfig, args: argparse.Namespace) -> tuple[Path, dict[str, 
     from ingest.synth import SynthConfig, generate
 
     window_s = min(cfg.job.window_sizes_s)
-    # Traffic of the last minute: each run lands in its own windows, so runs never add to each other.
+    # Traffic of the last minutes: each run lands in its own windows, so runs never add to each other.
     w_ns = 60 * 1_000_000_000
     start = time.time_ns() // w_ns * w_ns - 2 * w_ns
     out = cfg.local.home_path() / "run"
@@ -69,30 +66,11 @@ def _synth(cfg: GwtelConfig, args: argparse.Namespace) -> tuple[Path, dict[str, 
     return out / "synth.pcap", doc
 
 
-def _ledger_balanced(client: Any, db: str, agent_id: str, first_seq: int, records: int) -> int:
-    rows = client.query(
-        f"SELECT count() FROM {db}.flows_raw WHERE agent_id = {{a:String}} AND seq >= {{s:UInt64}}",
-        parameters={"a": agent_id, "s": first_seq},
-    ).result_rows[0][0]
-    return int(rows)
-
-
-def _caught_up(loader: Any) -> bool:
-    consumer = loader.consumer
-    tps = consumer.assignment()
-    if not tps:
-        return False
-    ends = consumer.end_offsets(list(tps))
-    return all(consumer.position(tp) >= ends[tp] for tp in tps) and loader.idle()
-
-
 def _run(args: argparse.Namespace) -> int:
-    from prometheus_client import CollectorRegistry
-
-    from gwtel.commands.replay import do_replay
+    from gwtel.pipeline import run_pipeline
     from processors.chclient import make_client
-    from processors.job import run_job
-    from processors.loader_setup import build_loader, migrate
+    from processors.loader_setup import migrate
+    from processors.queries import time_range
     from processors.report import report
 
     cfg = load_config(args.config)
@@ -110,47 +88,15 @@ def _run(args: argparse.Namespace) -> int:
         pcap, truth = _synth(cfg, args)
         _done(t, f"{pcap} ({truth['packets']:,} packets)")
 
-    t = _step(f"replaying {pcap} through the agent into Kafka topic {cfg.kafka.topics.flows}")
-    run = do_replay(cfg, [pcap], "kafka")
-    c = run.agent.counters
-    first_seq = run.agent.meter.next_seq - c.records_emitted
-    if run.result.errors and all(f.frames == 0 for f in run.result.files):
-        raise UserError(str(run.result.errors[0]))
-    assert run.producer is not None
-    if run.producer.spool_pending:
-        raise UserError(f"{run.producer.spool_pending} records are still in the agent's spool: Kafka did not take them")
-    _done(t, f"{c.packets_seen:,} packets -> {c.records_emitted:,} flow records, {run.producer.acked:,} acked")
-
-    t = _step("aggregating with the Flink job (bounded: up to what the topic holds now)")
-    run_job(cfg, bounded=True)
+    t = _step("running the pipeline: agent -> Kafka -> Flink -> loader -> ClickHouse")
+    run_pipeline(cfg, pcap, log=lambda msg: print(f"    {msg}", flush=True))
     _done(t)
 
-    t = _step(f"loading flows and aggregates into ClickHouse database {db} at {cfg.clickhouse.url}")
-    loader = build_loader(cfg, CollectorRegistry())
     client = make_client(cfg.clickhouse)
-    deadline = time.monotonic() + _LEDGER_TIMEOUT_S
-    stored = 0
-    try:
-        while True:
-            loader.step()
-            stored = _ledger_balanced(client, db, cfg.agent.agent_id, first_seq, c.records_emitted)
-            if stored >= c.records_emitted and _caught_up(loader):
-                break
-            if time.monotonic() > deadline:
-                raise UserError(
-                    f"the delivery ledger did not balance in {_LEDGER_TIMEOUT_S:.0f}s: agent produced "
-                    f"{c.records_emitted} records, ClickHouse holds {stored}; see `gwtel status` and .gwtel/logs"
-                )
-    finally:
-        loader.close()
-    _done(t, f"ledger: {c.records_emitted:,} records produced = {stored:,} rows stored")
-
     window_s = min(cfg.job.window_sizes_s)
     if truth is not None:
         start_ms, end_ms = truth["start_ns"] // 1_000_000, truth["end_ns"] // 1_000_000
     else:
-        from processors.queries import time_range
-
         span = time_range(client, db, window_s)
         if span is None:
             raise UserError("no aggregates reached ClickHouse")
@@ -164,26 +110,20 @@ def _run(args: argparse.Namespace) -> int:
         "\nWhere to look next:\n"
         f"  Prometheus      {cfg.prometheus.url}  (targets: {cfg.prometheus.url}/targets)\n"
         f"  ClickHouse      {cfg.clickhouse.url}  database {db} (clickhouse-connect, or the HTTP interface)\n"
-        f"  report again    gwtel report\n"
+        "  report again    gwtel report\n"
         f"  logs            {home / 'logs'}\n"
-        "  Grafana         provision deploy/grafana/ (see docs) with the Prometheus and ClickHouse data sources"
+        "  Grafana         add the Prometheus and ClickHouse data sources above (dashboards: deploy/grafana/)"
     )
     return 0
 
 
 def _check_truth(client: Any, db: str, start_ms: int, end_ms: int, window_s: int, truth: dict[str, Any]) -> None:
+    from gwtel.pipeline import truth_totals
     from processors.queries import partner_traffic
 
-    want: dict[tuple[str, str], list[int]] = {}
-    for row in truth["bandwidth"]:
-        k = (row["partner"], row["direction"])
-        acc = want.setdefault(k, [0, 0])
-        acc[0] += row["bytes"]
-        acc[1] += row["packets"]
-    got = {
-        (r.partner, r.direction): [r.bytes, r.packets] for r in partner_traffic(client, db, start_ms, end_ms, window_s)
-    }
-    if got == want:
-        print("\nTotals per partner and direction equal the generator's ground truth (bytes and packets, exact).")
-    else:
+    want = truth_totals(truth)
+    rows = partner_traffic(client, db, start_ms, end_ms, window_s)
+    got = {(r.partner, r.direction): [r.bytes, r.packets] for r in rows}
+    if got != want:
         raise UserError(f"totals differ from the ground truth: got {got}, expected {want}")
+    print("\nTotals per partner and direction equal the generator's ground truth (bytes and packets, exact).")

@@ -120,9 +120,7 @@ class PrometheusService(ProcessService):
         try:
             template = string.Template(TEMPLATE_PATH.read_text(encoding="utf-8"))
         except OSError as exc:
-            raise ServiceError(
-                f"cannot read the Prometheus config template {TEMPLATE_PATH}: {exc.strerror}"
-            ) from None
+            raise ServiceError(f"cannot read the Prometheus config template {TEMPLATE_PATH}: {exc.strerror}") from None
         return template.substitute(
             scrape_interval=f"{SCRAPE_INTERVAL_S}s",
             scrape_timeout=f"{max(1, SCRAPE_INTERVAL_S - 1)}s",
@@ -176,13 +174,10 @@ class PrometheusService(ProcessService):
             body = exc.read().decode("utf-8", errors="replace").strip()[:1000]
             exc.close()
             raise ServiceError(
-                f"Prometheus at {self.endpoint()} rejected the reload (HTTP {exc.code}): {body}; "
-                f"see {self.log_path}"
+                f"Prometheus at {self.endpoint()} rejected the reload (HTTP {exc.code}): {body}; see {self.log_path}"
             ) from None
         except (urllib.error.URLError, OSError) as exc:
-            raise ServiceError(
-                f"Prometheus reload at {self.endpoint()} failed ({exc}); see {self.log_path}"
-            ) from None
+            raise ServiceError(f"Prometheus reload at {self.endpoint()} failed ({exc}); see {self.log_path}") from None
 
     def _start(self) -> None:
         if port_open(HOST, self.port):

@@ -7,7 +7,6 @@ handshake RTT must match exactly; histogram-only metrics (TCP timestamps, ICMP, 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -82,9 +81,7 @@ def test_handshake_rtt_exact(run: tuple[list[FlowRecord], dict[str, Any], Agent]
 
 
 @pytest.mark.parametrize("metric", ["ts_rtt", "icmp_rtt", "dns_rtt"])
-def test_latency_histograms_bucket_for_bucket(
-    run: tuple[list[FlowRecord], dict[str, Any], Agent], metric: str
-) -> None:
+def test_latency_histograms_bucket_for_bucket(run: tuple[list[FlowRecord], dict[str, Any], Agent], metric: str) -> None:
     records, truth, _ = run
     got: dict[tuple[int, str, str], Counter[int]] = defaultdict(Counter)
     for r in records:
