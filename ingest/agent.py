@@ -90,10 +90,6 @@ class Agent:
             pkt = self.fragments.process(pkt)
         self.meter.add(pkt)
 
-    def feed_all(self, frames: Iterator[RawFrame]) -> None:
-        for frame in frames:
-            self.feed(frame)
-
     def tick(self, now_ns: int) -> None:
         """Expire flows by time (live capture calls this with the wall clock when no packet arrives)."""
         self.meter.advance(now_ns)

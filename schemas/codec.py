@@ -7,7 +7,6 @@ says which field and why: both go to the dead-letter topic.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Final
 
 import orjson
@@ -120,7 +119,3 @@ def decode(value: bytes) -> FlowRecord:
     except orjson.JSONDecodeError as exc:
         raise RecordError("not_json", f"value is not JSON ({exc})") from None
     return from_dict(d)
-
-
-def replace(rec: FlowRecord, **changes: Any) -> FlowRecord:
-    return dataclasses.replace(rec, **changes)

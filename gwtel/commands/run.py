@@ -112,7 +112,7 @@ def _run(args: argparse.Namespace) -> int:
         f"  ClickHouse      {cfg.clickhouse.url}  database {db} (clickhouse-connect, or the HTTP interface)\n"
         "  report again    gwtel report\n"
         f"  logs            {home / 'logs'}\n"
-        "  Grafana         add the Prometheus and ClickHouse data sources above (dashboards: deploy/grafana/)"
+        "  Grafana         add the Prometheus and ClickHouse (grafana-clickhouse-datasource, HTTP) data sources above"
     )
     return 0
 

@@ -32,17 +32,15 @@ def _up(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     home = cfg.local.home_path()
     print(f"local services home: {home} (logs in {home / 'logs'})")
+    from gwtel.services.kafka import KafkaService
+
     for svc in registry.select(registry.build(cfg, home), args.services):
         t0 = time.monotonic()
         svc.start()
         print(f"  {svc.name:<11} up   {svc.endpoint()}  ({time.monotonic() - t0:.1f}s)")
-    if not args.services:
-        from gwtel.services.kafka import KafkaService
-
-        for svc in registry.build(cfg, home):
-            if isinstance(svc, KafkaService):
-                svc.ensure_topics()
-        print(f"  topics ready: {', '.join(cfg.kafka.topics.model_dump().values())}")
+        if isinstance(svc, KafkaService):
+            svc.ensure_topics()
+            print(f"  topics ready: {', '.join(cfg.kafka.topics.model_dump().values())}")
     return 0
 
 
