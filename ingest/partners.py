@@ -122,6 +122,8 @@ class PartnerGroup(_Strict):
     links: list[LinkId] = Field(default_factory=list)
     # Application class -> p95 latency objective in ms (used by alerting and reports, not by classification).
     slo: dict[str, float] = Field(default_factory=dict)
+    # Contracted capacity per direction, bits/s (0 = no contract): utilisation in reports and alerts.
+    capacity_bps: int = Field(default=0, ge=0, le=10**15)
 
     @field_validator("slo")
     @classmethod
