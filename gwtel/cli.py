@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gwtel.commands.services",
     "gwtel.commands.synth",
     "gwtel.commands.replay",
+    "gwtel.commands.capture",
     "gwtel.commands.report",
     "gwtel.commands.run",
 )

@@ -21,7 +21,8 @@ from types import TracebackType
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import REGISTRY, start_http_server
+from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, REGISTRY, start_http_server
+from prometheus_client.core import CollectorRegistry
 from prometheus_client.registry import Collector
 
 from gwtel.errors import UserError
@@ -66,6 +67,18 @@ def write_target_file(path: Path, groups: list[dict[str, Any]]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def process_registry(*collectors: Collector) -> CollectorRegistry:
+    """A registry with `collectors` plus the process-wide ones (process_*, python_gc_*, python_info).
+
+    A fresh registry per run, instead of registering into the global one, lets one process (a test, `gwtel run`)
+    serve several agents one after the other without duplicate registrations.
+    """
+    registry = CollectorRegistry(auto_describe=False)
+    for c in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR, *collectors):
+        registry.register(c)
+    return registry
 
 
 @dataclass

@@ -1,19 +1,17 @@
 """The agent: packets -> decoder -> fragment tracker -> flow meter -> FlowRecord sink.
 
 Live capture and pcap replay call the same ``Agent.feed``; only the packet source differs. Counters are kept as
-plain integers on the hot path and read by a Prometheus collector at scrape time (``AgentCollector``), so metering
-a packet never takes a metrics lock.
+plain integers on the hot path and read by a Prometheus collector at scrape time
+(``ingest.agent_metrics.AgentCollector``), so metering a packet never takes a metrics lock.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
-
+from ingest.agent_metrics import PartnerTally
 from ingest.classification import Classifier
 from ingest.config import AgentConfig
 from ingest.decode import DecodeConfig, decode
@@ -36,7 +34,8 @@ class AgentCounters:
     ip_bytes_decoded: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     records_emitted: int = 0
-    kernel_drops: int = 0
+    kernel_packets: int = 0  # live capture: packets the socket's filter accepted, dropped ones included
+    kernel_drops: int = 0  # live capture: packets the kernel dropped (socket buffer full)
 
 
 def meter_config(cfg: AgentConfig) -> MeterConfig:
@@ -51,6 +50,7 @@ class Agent:
     ) -> None:
         self.cfg = cfg
         self.counters = AgentCounters()
+        self.partners = PartnerTally()
         self._sink = sink
         self._decode_cfg = DecodeConfig(decap_gre=cfg.decap_gre, decap_vxlan=cfg.decap_vxlan, decap_gtp=cfg.decap_gtp)
         self.fragments = FragmentTracker()
@@ -67,6 +67,7 @@ class Agent:
 
     def _emit(self, rec: FlowRecord) -> None:
         self.counters.records_emitted += 1
+        self.partners.add(rec)
         self._sink(rec)
 
     def feed(self, frame: RawFrame) -> None:
@@ -97,44 +98,3 @@ class Agent:
     def finish(self) -> None:
         """Export every flow still in the table (end of file or shutdown)."""
         self.meter.flush()
-
-
-class AgentCollector(Collector):
-    """Exposes an agent's counters to Prometheus at scrape time."""
-
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        c = self.agent.counters
-        st = self.agent.meter.stats
-        labels = ["agent", "link"]
-        ids = [self.agent.cfg.agent_id, self.agent.cfg.link_id]
-
-        def counter(name: str, doc: str, value: int) -> CounterMetricFamily:
-            m = CounterMetricFamily(name, doc, labels=labels)
-            m.add_metric(ids, value)
-            return m
-
-        yield counter("gwtel_agent_packets_seen", "Frames the agent received from its packet source.", c.packets_seen)
-        yield counter("gwtel_agent_wire_bytes_seen", "Bytes on the wire of the frames received.", c.wire_bytes_seen)
-        yield counter("gwtel_agent_packets_decoded", "Frames decoded to an IP packet and metered.", c.packets_decoded)
-        yield counter("gwtel_agent_ip_bytes_decoded", "IP-layer bytes of the decoded packets.", c.ip_bytes_decoded)
-        rej = CounterMetricFamily(
-            "gwtel_agent_packets_rejected", "Frames not metered, by reason.", labels=[*labels, "reason"]
-        )
-        for reason, n in sorted(c.rejected.items()):
-            rej.add_metric([*ids, reason], n)
-        yield rej
-        yield counter("gwtel_agent_flows_created", "Flows created in the flow table.", st.flows_created)
-        yield counter("gwtel_agent_flows_evicted", "Flows evicted because the flow table was full.", st.evicted)
-        exp = CounterMetricFamily(
-            "gwtel_agent_records_exported", "Flow records exported, by end reason.", labels=[*labels, "end_reason"]
-        )
-        for reason, n in sorted(st.exported.items()):
-            exp.add_metric([*ids, reason], n)
-        yield exp
-        yield counter("gwtel_agent_kernel_drops", "Packets the capture socket dropped in the kernel.", c.kernel_drops)
-        active = GaugeMetricFamily("gwtel_agent_flows_active", "Flows in the flow table.", labels=labels)
-        active.add_metric(ids, st.active)
-        yield active

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Debian packages the local services need: Java for Kafka and Flink, Maven to gather jars, Prometheus.
+# Debian packages the local services need: Java for Kafka and Flink, Maven to gather jars, Prometheus (and promtool),
+# tcpdump (compiles `gwtel capture --bpf` filters).
 # Installs only what is missing; needs root (or sudo) the first time.
 set -euo pipefail
 need=()
@@ -8,6 +9,7 @@ command -v mvn >/dev/null 2>&1 || need+=(maven)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v tshark >/dev/null 2>&1 || need+=(tshark)
+command -v tcpdump >/dev/null 2>&1 || [ -x /usr/bin/tcpdump ] || need+=(tcpdump)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
-from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
+from gwtel.agent_run import open_output, serve_agent_metrics
 from gwtel.config import GwtelConfig, load_config
 from gwtel.errors import UserError
 from ingest.agent import Agent
@@ -18,7 +17,6 @@ from ingest.classify import PartnerClassifier
 from ingest.producer import FlowProducer
 from ingest.replay import ProgressLine, ReplayResult, replay_files
 from ingest.seqstore import SeqStore
-from schemas import codec
 from schemas.flow_record import FlowRecord
 
 
@@ -61,28 +59,8 @@ def do_replay(
     home = cfg.local.home_path()
     partners: Counter[str] = Counter()
     classifier = PartnerClassifier(cfg.partners)
-    producer: FlowProducer | None = None
     with ExitStack() as stack:
-        if to == "kafka":
-            producer = FlowProducer(
-                cfg.kafka.bootstrap,
-                cfg.kafka.topics.flows,
-                spool_dir=home / cfg.agent.spool_dir,
-                spool_max_bytes=cfg.agent.spool_max_bytes,
-                compression=None if cfg.agent.compression == "none" else cfg.agent.compression,
-                client_id=f"gwtel-agent-{cfg.agent.agent_id}",
-            )
-            stack.callback(producer.close)
-            write: Callable[[FlowRecord], None] = producer.send
-        elif to == "-" or to.startswith("jsonl:"):
-            out: TextIO = sys.stdout if to == "-" else stack.enter_context(open(to[6:], "w", encoding="utf-8"))
-
-            def write(rec: FlowRecord) -> None:
-                out.write(codec.encode(rec).decode())
-                out.write("\n")
-
-        else:
-            raise UserError(f"--to {to!r}: use kafka, jsonl:PATH or -")
+        write, producer = open_output(cfg, to, stack)
 
         def sink(rec: FlowRecord) -> None:
             partners[rec.partner] += 1
@@ -90,6 +68,9 @@ def do_replay(
 
         seqs = SeqStore(home / "agent" / f"{cfg.agent.agent_id}.seq")
         agent = Agent(cfg.agent, classifier, sink, first_seq=seqs.first())
+        endpoint = serve_agent_metrics(cfg, agent, producer, required=False)
+        if endpoint is not None:
+            stack.callback(endpoint.close)
         progress = ProgressLine()
         result = replay_files(agent, files, pace=pace, shift_to_now=shift, progress=progress)
         progress.done()

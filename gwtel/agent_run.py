@@ -1,0 +1,68 @@
+"""What `gwtel replay` and `gwtel capture` share around the agent: its record output and its metrics endpoint."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import TextIO
+
+from gwtel.config import GwtelConfig
+from gwtel.errors import UserError
+from gwtel.metrics_http import MetricsEndpoint, process_registry, serve_metrics
+from ingest.agent import Agent
+from ingest.agent_metrics import AgentCollector
+from ingest.producer import FlowProducer
+from schemas import codec
+from schemas.flow_record import FlowRecord
+
+AGENT_JOB = "agent"
+
+
+def open_output(
+    cfg: GwtelConfig, to: str, stack: ExitStack
+) -> tuple[Callable[[FlowRecord], None], FlowProducer | None]:
+    """The record writer for ``--to`` (kafka, jsonl:PATH or -) and the Kafka producer if any; closed by `stack`."""
+    if to == "kafka":
+        producer = FlowProducer(
+            cfg.kafka.bootstrap,
+            cfg.kafka.topics.flows,
+            spool_dir=cfg.local.home_path() / cfg.agent.spool_dir,
+            spool_max_bytes=cfg.agent.spool_max_bytes,
+            compression=None if cfg.agent.compression == "none" else cfg.agent.compression,
+            client_id=f"gwtel-agent-{cfg.agent.agent_id}",
+        )
+        stack.callback(producer.close)
+        return producer.send, producer
+    if to == "-" or to.startswith("jsonl:"):
+        try:
+            out: TextIO = sys.stdout if to == "-" else stack.enter_context(open(to[6:], "w", encoding="utf-8"))  # noqa: SIM115
+        except OSError as exc:
+            raise UserError(f"--to {to}: cannot write ({exc.strerror})") from None
+
+        def write(rec: FlowRecord) -> None:
+            out.write(codec.encode(rec).decode())
+            out.write("\n")
+
+        return write, None
+    raise UserError(f"--to {to!r}: use kafka, jsonl:PATH or -")
+
+
+def serve_agent_metrics(
+    cfg: GwtelConfig, agent: Agent, producer: FlowProducer | None, *, required: bool
+) -> MetricsEndpoint | None:
+    """Serve the agent's metrics on ``agent.metrics_port`` and announce them to the local Prometheus.
+
+    A busy port stops a long-running capture (``required``); a replay warns and goes on without metrics, since
+    its records reach Kafka either way.
+    """
+    registry = process_registry(AgentCollector(agent, producer))
+    try:
+        return serve_metrics(
+            AGENT_JOB, cfg.agent.agent_id, cfg.agent.metrics_port, cfg.local.home_path(), registry, component="agent"
+        )
+    except UserError as exc:
+        if required:
+            raise
+        print(f"warning: {exc}; continuing without metrics", file=sys.stderr)
+        return None
