@@ -1,0 +1,351 @@
+"""`gwtel capture` on a real interface: known traffic sent with Scapy from a network namespace over a veth pair.
+
+The capture runs as a subprocess on the host end, writing JSON lines; the test waits until it is ready, sends
+the traffic, follows the agent's metrics endpoint until every packet is read and every flow exported, checks the
+metrics and the records against what it sent (computed here from the packets built, not from the agent), then
+stops the capture with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
+from scapy.packet import Packet
+
+from gwtel.services.prometheus import find_tool
+from tests.integration.netns import PEER_MAC, SENDER_MAC, VethPair, send, veth_pair
+
+pytestmark = pytest.mark.integration
+
+WAIT_S = 90.0
+LINK = "veth-test"
+SYN_GAP_S = 0.005  # SYN -> SYN-ACK
+ACK_GAP_S = 0.002  # SYN-ACK -> ACK
+OPPOSITE = {"egress": "ingress", "ingress": "egress"}
+FlowKey = tuple[str, int, str, int, int]  # initiator, its port, responder, its port, protocol
+T = TypeVar("T")
+
+CONFIG = """\
+agent: {{agent_id: {agent_id}, link_id: {link}, metrics_port: 0, idle_timeout_s: 4}}
+partners:
+  domestic: {{countries: [CN], prefixes: [10.77.0.0/16, "fd77::/16"]}}
+  groups:
+    japan: {{countries: [JP], prefixes: [198.18.1.0/24, "2001:db8:1::/48"]}}
+    korea: {{countries: [KR], prefixes: [198.18.2.0/24]}}
+    belt_and_road: {{countries: [SG], prefixes: [198.18.3.0/24]}}
+"""
+
+
+def poll(fetch: Callable[[], T], done: Callable[[T], bool], what: str, timeout_s: float = WAIT_S) -> T:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        seen = fetch()
+        if done(seen):
+            return seen
+        if time.monotonic() >= deadline:
+            pytest.fail(f"{what} not reached within {timeout_s:.0f}s; last seen: {seen!r:.2000}")
+        time.sleep(0.3)
+
+
+# --------------------------------------------------------------------------- the traffic and its truth
+@dataclass
+class Traffic:
+    """Frames to send (``time`` cumulative) and what the agent must report about them."""
+
+    frames: list[Packet] = field(default_factory=list)
+    flows: dict[FlowKey, dict[str, Any]] = field(default_factory=dict)
+    t: float = 0.0
+
+    def flow(self, key: FlowKey, partner: str, direction: str) -> None:
+        self.flows[key] = {
+            "bytes_fwd": 0, "packets_fwd": 0, "bytes_rev": 0, "packets_rev": 0,
+            "partner": partner, "direction": direction,
+        }  # fmt: skip
+
+    def put(self, key: FlowKey, fwd: bool, l3: Packet, gap_s: float = 0.0) -> None:
+        frame = Ether(src=SENDER_MAC, dst=PEER_MAC) / l3
+        self.t += gap_s
+        frame.time = self.t
+        self.frames.append(frame)
+        side = "fwd" if fwd else "rev"
+        self.flows[key][f"bytes_{side}"] += len(bytes(l3))  # IP header + payload
+        self.flows[key][f"packets_{side}"] += 1
+
+    def by_partner(self) -> dict[tuple[str, str], list[int]]:
+        """Bytes and packets per partner and direction of travel."""
+        out: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+        for f in self.flows.values():
+            for side, direction in (("fwd", f["direction"]), ("rev", OPPOSITE[f["direction"]])):
+                if f[f"packets_{side}"]:
+                    out[(f["partner"], direction)][0] += f[f"bytes_{side}"]
+                    out[(f["partner"], direction)][1] += f[f"packets_{side}"]
+        return dict(out)
+
+
+def l3(src: str, dst: str) -> Packet:
+    return IPv6(src=src, dst=dst) if ":" in src else IP(src=src, dst=dst)
+
+
+def tcp_flow(
+    tr: Traffic, cli: str, srv: str, sport: int, dport: int, up: list[int], down: list[int], **meta: str
+) -> None:
+    """Handshake (gaps SYN_GAP_S, ACK_GAP_S), data both ways with ACKs, FIN both ways, last ACK."""
+    key = (cli, sport, srv, dport, 6)
+    tr.flow(key, **meta)
+    cs, ss = 1000, 5000  # next sequence number of each side
+
+    def c(flags: str, payload: bytes = b"", gap: float = 0.0) -> None:
+        nonlocal cs
+        tr.put(key, True, l3(cli, srv) / TCP(sport=sport, dport=dport, flags=flags, seq=cs, ack=ss) / payload, gap)
+        cs += len(payload) + (1 if "S" in flags or "F" in flags else 0)
+
+    def s(flags: str, payload: bytes = b"", gap: float = 0.0) -> None:
+        nonlocal ss
+        tr.put(key, False, l3(srv, cli) / TCP(sport=dport, dport=sport, flags=flags, seq=ss, ack=cs) / payload, gap)
+        ss += len(payload) + (1 if "S" in flags or "F" in flags else 0)
+
+    tr.put(key, True, l3(cli, srv) / TCP(sport=sport, dport=dport, flags="S", seq=cs - 1), 0.01)
+    s("SA", gap=SYN_GAP_S)
+    c("A", gap=ACK_GAP_S)
+    for n in up:
+        c("PA", b"u" * n)
+        s("A")
+    for n in down:
+        s("PA", b"d" * n)
+    c("A")
+    c("FA")
+    s("FA")
+    c("A")
+
+
+def udp_flow(
+    tr: Traffic, cli: str, srv: str, sport: int, dport: int, up: list[int], down: list[int], **meta: str
+) -> None:
+    key = (cli, sport, srv, dport, 17)
+    tr.flow(key, **meta)
+    for n in up:
+        tr.put(key, True, l3(cli, srv) / UDP(sport=sport, dport=dport) / (b"q" * n), 0.001)
+    for n in down:
+        tr.put(key, False, l3(srv, cli) / UDP(sport=dport, dport=sport) / (b"r" * n), 0.001)
+
+
+def echo_flow(tr: Traffic, cli: str, srv: str, seqs: int, **meta: str) -> None:
+    key = (cli, 0, srv, 8 << 8, 1)  # ICMP: destination "port" is type<<8|code of the first packet
+    tr.flow(key, **meta)
+    for seq in range(1, seqs + 1):
+        tr.put(key, True, IP(src=cli, dst=srv) / ICMP(type=8, id=7, seq=seq) / (b"p" * 56), 0.001)
+        tr.put(key, False, IP(src=srv, dst=cli) / ICMP(type=0, id=7, seq=seq) / (b"p" * 56), 0.003)
+
+
+def gateway_traffic() -> Traffic:
+    tr = Traffic()
+    tcp_flow(
+        tr, "10.77.0.1", "198.18.1.10", 40001, 443, [300, 20], [1400, 1400, 700], partner="japan", direction="egress"
+    )
+    tcp_flow(tr, "10.77.0.1", "198.18.2.10", 40002, 80, [120], [900], partner="korea", direction="egress")
+    tcp_flow(tr, "198.18.3.10", "10.77.0.2", 50000, 22, [64, 64], [500], partner="belt_and_road", direction="ingress")
+    tcp_flow(tr, "fd77::1", "2001:db8:1::10", 40003, 443, [200], [1200], partner="japan", direction="egress")
+    udp_flow(tr, "10.77.0.1", "198.18.1.53", 53000, 53, [40], [120], partner="japan", direction="egress")
+    udp_flow(
+        tr, "198.18.2.20", "10.77.0.3", 4000, 5000, [10, 200, 1000, 30, 7], [], partner="korea", direction="ingress"
+    )
+    echo_flow(tr, "10.77.0.1", "198.18.3.1", 2, partner="belt_and_road", direction="egress")
+    return tr
+
+
+# --------------------------------------------------------------------------- the capture process
+@dataclass
+class Capture:
+    proc: subprocess.Popen[bytes]
+    url: str
+    records_path: Path
+    stderr_path: Path
+    agent_id: str
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        with urllib.request.urlopen(self.url, timeout=10) as resp:
+            body = resp.read().decode()
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(body)
+            for s in fam.samples
+        }
+
+    def raw_scrape(self) -> bytes:
+        with urllib.request.urlopen(self.url, timeout=10) as resp:
+            body: bytes = resp.read()
+        return body
+
+    def total(self, name: str) -> float:
+        return sum(v for (n, _), v in self.metrics().items() if n == name)
+
+    def stop(self) -> tuple[int, str]:
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout=WAIT_S)
+        return rc, self.stderr_path.read_text()
+
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.records_path.read_text().splitlines()]
+
+
+@contextlib.contextmanager
+def running_capture(pair: VethPair, workdir: Path, *extra: str) -> Iterator[Capture]:
+    """`gwtel capture` on the host end, started and ready (socket bound, metrics served); killed if still running."""
+    agent_id = f"cap-{uuid.uuid4().hex[:8]}"
+    config = workdir / f"{agent_id}.yaml"
+    config.write_text(CONFIG.format(agent_id=agent_id, link=LINK))
+    records = workdir / f"{agent_id}.jsonl"
+    stderr = workdir / f"{agent_id}.stderr"
+    argv = [sys.executable, "-m", "gwtel.cli", "--config", str(config), "capture", "--iface", pair.host_if]
+    with open(stderr, "wb") as err:
+        proc = subprocess.Popen([*argv, "--to", f"jsonl:{records}", *extra], stdout=subprocess.DEVNULL, stderr=err)
+    try:
+
+        def ready() -> str | None:
+            if proc.poll() is not None:
+                pytest.fail(f"gwtel capture exited with {proc.returncode}: {stderr.read_text()}")
+            m = re.search(r"metrics on (http://\S+)", stderr.read_text())
+            return m.group(1) if m else None
+
+        url = poll(ready, lambda u: u is not None, "capture ready")
+        assert url is not None
+        yield Capture(proc, url, records, stderr, agent_id)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+@pytest.fixture
+def pair() -> Iterator[VethPair]:
+    with veth_pair() as p:
+        yield p
+
+
+def test_records_and_metrics_equal_the_traffic_sent(pair: VethPair, tmp_path: Path) -> None:
+    tr = gateway_traffic()
+    with running_capture(pair, tmp_path) as cap:
+        send(pair, tr.frames, tmp_path)
+        poll(lambda: cap.total("gwtel_agent_packets_seen_total"), lambda n: n >= len(tr.frames), "all packets read")
+        poll(lambda: cap.total("gwtel_agent_flows_exported_total"), lambda n: n >= len(tr.flows), "all flows exported")
+        got = cap.metrics()
+        body = cap.raw_scrape()
+        rc, stderr = cap.stop()
+        records = cap.records()
+
+    link = (("link", LINK),)
+    assert got[("gwtel_agent_packets_seen_total", link)] == len(tr.frames)
+    assert got[("gwtel_agent_packets_decoded_total", link)] == len(tr.frames)
+    assert got[("gwtel_agent_kernel_packets_total", link)] == len(tr.frames)
+    assert got[("gwtel_agent_kernel_drops_total", link)] == 0
+    assert got[("gwtel_agent_records_produced_total", link)] == len(tr.flows)
+    partner = {
+        (dict(k)["partner"], dict(k)["direction"]): [int(v), int(got[("gwtel_agent_partner_packets_total", k)])]
+        for (n, k), v in got.items()
+        if n == "gwtel_agent_partner_bytes_total"
+    }
+    assert partner == tr.by_partner()
+    # Every handshake lasted at least SYN_GAP_S + ACK_GAP_S (the sender sleeps at least that long).
+    handshakes = Counter((f["partner"], f["direction"]) for k, f in tr.flows.items() if k[4] == 6)
+    rtt_count = {
+        (dict(k)["partner"], dict(k)["direction"]): v
+        for (n, k), v in got.items()
+        if n == "gwtel_agent_partner_handshake_rtt_seconds_count"
+    }
+    assert rtt_count == handshakes
+    below_6ms = [v for (n, k), v in got.items() if n.endswith("rtt_seconds_bucket") and dict(k)["le"] == "0.006"]
+    assert below_6ms and sum(below_6ms) == 0
+
+    promtool = subprocess.run(
+        [str(find_tool("promtool")), "check", "metrics"], input=body, capture_output=True, check=False
+    )
+    assert promtool.returncode == 0, (promtool.stdout + promtool.stderr).decode()
+
+    assert rc == 0, stderr
+    assert "Traceback" not in stderr and "stopped (stop)" in stderr
+    got_flows = {
+        (r["src_ip"], r["src_port"], r["dst_ip"], r["dst_port"], r["protocol"]): {
+            k: r[k] for k in ("bytes_fwd", "packets_fwd", "bytes_rev", "packets_rev", "partner", "direction")
+        }
+        for r in records
+    }
+    assert len(records) == len(tr.flows)
+    assert got_flows == tr.flows
+    assert {(r["sampling_rate"], r["link_id"]) for r in records} == {(1, LINK)}
+    for r in records:
+        if r["protocol"] != 6:
+            continue
+        remote_leg, near_leg = (SYN_GAP_S, ACK_GAP_S) if r["direction"] == "egress" else (ACK_GAP_S, SYN_GAP_S)
+        assert remote_leg * 1e6 * 0.95 <= r["hs_rtt_ext_us"] < 1e6
+        assert near_leg * 1e6 * 0.95 <= r["hs_rtt_int_us"] < 1e6
+
+
+def test_sampling_one_in_four_scales_within_five_sigma(pair: VethPair, tmp_path: Path) -> None:
+    n_rate = 4
+    tr = Traffic()
+    sizes = [(i * 37) % 1200 + 20 for i in range(3600)]
+    for j in range(3):
+        udp_flow(
+            tr, f"10.77.0.{j + 1}", "198.18.2.30", 41000 + j, 9000, sizes[j::3], [], partner="korea", direction="egress"
+        )
+    udp_packets = len(tr.frames)
+    for f in tr.frames:
+        f.time = 0.0  # no gaps: as fast as the sender goes
+    tr.t = 0.0
+    # Traffic the filter must keep out entirely.
+    tcp_flow(tr, "10.77.0.9", "198.18.1.9", 40100, 443, [100], [100], partner="japan", direction="egress")
+    echo_flow(tr, "10.77.0.9", "198.18.3.9", 20, partner="belt_and_road", direction="egress")
+    udp = {k: f for k, f in tr.flows.items() if k[4] == 17}
+
+    with running_capture(pair, tmp_path, "--sample", str(n_rate), "--bpf", "udp") as cap:
+        send(pair, tr.frames, tmp_path)
+        # Flows leave the table only once idle (4 s), so by then every sampled packet was read, and the kernel
+        # counts (read every second) are up to date.
+        names = ("flows_active", "flows_exported_total", "kernel_packets_total", "packets_seen_total")
+        poll(
+            lambda: [cap.total(f"gwtel_agent_{n}") for n in names],
+            lambda v: v[0] == 0 and v[1] > 0 and v[2] == v[3] > 0,
+            "every sampled packet read and every flow exported",
+        )
+        got = cap.metrics()
+        rc, stderr = cap.stop()
+        records = cap.records()
+
+    assert rc == 0, stderr
+    assert got[("gwtel_agent_kernel_drops_total", (("link", LINK),))] == 0
+    assert got[("gwtel_agent_sampling_rate", (("link", LINK),))] == n_rate
+    assert records and all(r["protocol"] == 17 and r["sampling_rate"] == n_rate for r in records)
+    assert {(r["src_ip"], r["src_port"], r["dst_ip"], r["dst_port"], r["protocol"]) for r in records} <= set(udp)
+    sampled = sum(r["packets_fwd"] + r["packets_rev"] for r in records)
+    scaled_packets = n_rate * sampled
+    scaled_bytes = n_rate * sum(r["bytes_fwd"] + r["bytes_rev"] for r in records)
+    sent_bytes = sum(f["bytes_fwd"] for f in udp.values())
+    sq = sum((s + 28) ** 2 for s in sizes)  # IPv4 + UDP headers: 28 bytes
+    # Each packet is kept with p = 1/N independently: N * (kept count) has variance (N - 1) * sum(x_i^2).
+    packets_bound = 5 * math.sqrt((n_rate - 1) * udp_packets)
+    bytes_bound = 5 * math.sqrt((n_rate - 1) * sq)
+    assert abs(scaled_packets - udp_packets) <= packets_bound, (scaled_packets, udp_packets, packets_bound)
+    assert abs(scaled_bytes - sent_bytes) <= bytes_bound, (scaled_bytes, sent_bytes, bytes_bound)
+    # The partner series carry the same scaled totals as the records.
+    assert got[
+        ("gwtel_agent_partner_packets_total", (("direction", "egress"), ("link", LINK), ("partner", "korea")))
+    ] == (scaled_packets)
