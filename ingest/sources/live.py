@@ -33,6 +33,7 @@ SOL_PACKET: Final = 263
 PACKET_ADD_MEMBERSHIP: Final = 1
 PACKET_STATISTICS: Final = 6
 PACKET_AUXDATA: Final = 8
+PACKET_IGNORE_OUTGOING: Final = 23  # Linux >= 4.20
 PACKET_MR_PROMISC: Final = 1
 PACKET_OUTGOING: Final = 4
 SO_TIMESTAMPNS: Final = 35  # also the control message type (SCM_TIMESTAMPNS)
@@ -139,6 +140,11 @@ class LiveSource:
         bpf.attach(sock, self.program)
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+        if self._loopback:
+            # Loopback frames are seen leaving and arriving: keep one copy, as libpcap does. In the kernel when
+            # it can, so its packet counts match what the agent reads; read() skips them on older kernels.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
         # A large buffer absorbs bursts while the agent is busy; root may exceed net.core.rmem_max.
         try:
             sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.opts.rcvbuf)
@@ -158,7 +164,6 @@ class LiveSource:
                 data, anc, _flags, addr = self._sock.recvmsg(self.opts.snaplen, _ANCBUF)
             except TimeoutError:
                 return None
-            # Loopback frames are seen leaving and arriving: keep one copy, as libpcap does.
             if self._loopback and addr[2] == PACKET_OUTGOING:
                 continue
             ts_ns = -1
