@@ -31,7 +31,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 
-from gwtel.services.prometheus import find_tool
+from gwtel.services.prometheus import PrometheusService, find_tool, query
 from tests.integration.netns import PEER_MAC, SENDER_MAC, VethPair, send, veth_pair
 
 pytestmark = pytest.mark.integration
@@ -241,14 +241,29 @@ def pair() -> Iterator[VethPair]:
         yield p
 
 
-def test_records_and_metrics_equal_the_traffic_sent(pair: VethPair, tmp_path: Path) -> None:
+def partner_bytes_in_prometheus(prometheus: PrometheusService, agent_id: str) -> dict[tuple[str, str], int]:
+    promql = f'sum by (partner, direction) (gwtel_agent_partner_bytes_total{{instance="{agent_id}"}})'
+    rows = query(prometheus.endpoint(), promql)
+    return {(r["metric"]["partner"], r["metric"]["direction"]): int(float(r["value"][1])) for r in rows}
+
+
+def test_records_and_metrics_equal_the_traffic_sent(
+    pair: VethPair, tmp_path: Path, prometheus: PrometheusService
+) -> None:
     tr = gateway_traffic()
+    expected_bytes = {k: v[0] for k, v in tr.by_partner().items()}
     with running_capture(pair, tmp_path) as cap:
         send(pair, tr.frames, tmp_path)
         poll(lambda: cap.total("gwtel_agent_packets_seen_total"), lambda n: n >= len(tr.frames), "all packets read")
         poll(lambda: cap.total("gwtel_agent_flows_exported_total"), lambda n: n >= len(tr.flows), "all flows exported")
         got = cap.metrics()
         body = cap.raw_scrape()
+        # The local Prometheus found the capture through its file_sd target and scraped the partner series.
+        poll(
+            lambda: partner_bytes_in_prometheus(prometheus, cap.agent_id),
+            lambda seen: seen == expected_bytes,
+            "per-partner bytes in Prometheus",
+        )
         rc, stderr = cap.stop()
         records = cap.records()
 
