@@ -230,9 +230,13 @@ def running_capture(pair: VethPair, workdir: Path, *extra: str) -> Iterator[Capt
         assert url is not None
         yield Capture(proc, url, records, stderr, agent_id)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
+        if proc.poll() is None:  # the test failed midway: stop it the clean way first (withdraws its target)
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)
 
 
 @pytest.fixture
