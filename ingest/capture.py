@@ -4,7 +4,8 @@ The live counterpart of ``ingest.replay``: the same ``Agent.feed`` for every fra
 needs. Flow timeouts advance with time even when no packet arrives: when the socket is empty, the agent is
 ticked with the wall clock (kernel timestamps are on the same clock); while packets stream in, with the latest
 packet's time, so a flow never expires before a packet of it that still waits in the socket buffer. The kernel's
-accepted and dropped packet counts are read every ``stats_every_s`` into the agent's counters.
+accepted and dropped packet counts are read every ``stats_every_s`` into the agent's counters. If the source
+fails (the interface was removed), the flows metered so far are still exported before the error goes up.
 """
 
 from __future__ import annotations
@@ -53,24 +54,27 @@ def capture_live(
     last_tick = last_stats = start
     last_ts = 0
     stopped_by = "stop"
-    while not stop.is_set():
-        frame = source.read()
-        now = time.monotonic()
-        if frame is not None:
-            agent.feed(frame)
-            last_ts = max(last_ts, frame.ts_ns)
-            if now - last_tick >= _TICK_EVERY_S:
-                agent.tick(last_ts)
+    try:
+        while not stop.is_set():
+            frame = source.read()
+            now = time.monotonic()
+            if frame is not None:
+                agent.feed(frame)
+                last_ts = max(last_ts, frame.ts_ns)
+                if now - last_tick >= _TICK_EVERY_S:
+                    agent.tick(last_ts)
+                    last_tick = now
+            else:
+                agent.tick(time.time_ns())
                 last_tick = now
-        else:
-            agent.tick(time.time_ns())
-            last_tick = now
-        if now - last_stats >= stats_every_s:
-            _add_kernel_stats(agent, source)
-            last_stats = now
-        if now >= deadline:
-            stopped_by = "duration"
-            break
-    _add_kernel_stats(agent, source)
-    agent.finish()
+            if now - last_stats >= stats_every_s:
+                _add_kernel_stats(agent, source)
+                last_stats = now
+            if now >= deadline:
+                stopped_by = "duration"
+                break
+    finally:
+        # Also when the source fails (interface removed): what was metered is exported, not lost.
+        _add_kernel_stats(agent, source)
+        agent.finish()
     return CaptureResult(time.monotonic() - start, stopped_by)

@@ -78,8 +78,10 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-        result = capture_live(agent, source, stop, duration_s=args.duration)
-        seqs.used(agent.meter.next_seq)
+        try:
+            result = capture_live(agent, source, stop, duration_s=args.duration)
+        finally:
+            seqs.used(agent.meter.next_seq)  # also after a failure: records already sent keep their numbers
         _summary(agent, result)
     return 0
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import socket
 import struct
 import time
@@ -26,6 +27,8 @@ from gwtel.errors import UserError
 from ingest import linktypes
 from ingest.packet import RawFrame
 from ingest.sources import bpf
+
+log = logging.getLogger(__name__)
 
 ETH_P_ALL: Final = 0x0003
 ETH_P_8021Q: Final = 0x8100
@@ -110,6 +113,9 @@ class LiveSource:
         self.linktype = interface_linktype(opts.iface)
         user = bpf.compile_filter(opts.bpf, self.linktype, opts.snaplen) if opts.bpf else None
         self.program = bpf.build_program(opts.snaplen, opts.sample, user)
+        self.link_down_events = 0
+        self._link_down = False
+        self._ifindex = socket.if_nametoindex(opts.iface)
         self._loopback = int((Path("/sys/class/net") / opts.iface / "type").read_text().strip()) == ARPHRD_LOOPBACK
         self._sock = self._open()
 
@@ -163,7 +169,20 @@ class LiveSource:
             try:
                 data, anc, _flags, addr = self._sock.recvmsg(self.opts.snaplen, _ANCBUF)
             except TimeoutError:
+                if self._link_down:
+                    self._check_still_there()
                 return None
+            except OSError as exc:
+                # A link going down is reported once; the kernel resumes delivery when it comes back up. Removing
+                # the interface also starts with "down", and then goes silent: _check_still_there() sees that.
+                if exc.errno != errno.ENETDOWN:
+                    raise UserError(f"capture on {self.opts.iface} stopped: {exc.strerror or exc}") from None
+                self.link_down_events += 1
+                self._link_down = True
+                log.warning("interface %s went down; capture resumes when it is up again", self.opts.iface)
+                self._check_still_there()
+                return None
+            self._link_down = False
             if self._loopback and addr[2] == PACKET_OUTGOING:
                 continue
             ts_ns = -1
@@ -182,6 +201,15 @@ class LiveSource:
                 data = data[:12] + tag + data[12:]
                 wire_len += len(tag)
             return RawFrame(ts_ns, self.linktype, data, wire_len)
+
+    def _check_still_there(self) -> None:
+        """Raise if the interface was removed (or replaced by a new one of the same name) while down."""
+        try:
+            same = socket.if_nametoindex(self.opts.iface) == self._ifindex
+        except OSError:
+            same = False
+        if not same:
+            raise UserError(f"capture on {self.opts.iface} stopped: the interface was removed")
 
     def kernel_stats(self) -> KernelStats:
         """Packets accepted and dropped since the previous call (the kernel resets the counters on read)."""

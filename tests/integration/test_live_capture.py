@@ -368,3 +368,26 @@ def test_sampling_one_in_four_scales_within_five_sigma(pair: VethPair, tmp_path:
     assert got[
         ("gwtel_agent_partner_packets_total", (("direction", "egress"), ("link", LINK), ("partner", "korea")))
     ] == (scaled_packets)
+
+
+def test_link_flap_is_survived_and_removal_exports_before_failing(pair: VethPair, tmp_path: Path) -> None:
+    before, after = Traffic(), Traffic()
+    udp_flow(before, "10.77.0.5", "198.18.1.77", 42000, 7000, [100] * 5, [], partner="japan", direction="egress")
+    udp_flow(after, "10.77.0.5", "198.18.1.77", 42000, 7000, [300] * 3, [], partner="japan", direction="egress")
+    with running_capture(pair, tmp_path) as cap:
+        send(pair, before.frames, tmp_path)
+        poll(lambda: cap.total("gwtel_agent_packets_seen_total"), lambda n: n >= 5, "first packets read")
+        subprocess.run(["ip", "link", "set", pair.host_if, "down"], check=True, timeout=30)
+        subprocess.run(["ip", "link", "set", pair.host_if, "up"], check=True, timeout=30)
+        poll(lambda: cap.proc.poll() is None and cap.total("gwtel_agent_packets_seen_total"), lambda n: n == 5, "alive")
+        send(pair, after.frames, tmp_path)
+        poll(lambda: cap.total("gwtel_agent_packets_seen_total"), lambda n: n >= 8, "packets after the flap read")
+        subprocess.run(["ip", "link", "del", pair.host_if], check=True, timeout=30)
+        rc = cap.proc.wait(timeout=WAIT_S)
+        stderr = cap.stderr_path.read_text()
+        records = cap.records()
+    assert rc == 2, stderr
+    assert "Traceback" not in stderr
+    assert f"gwtel capture: capture on {pair.host_if} stopped" in stderr
+    # One flow (idle timeout 4 s not reached), every packet of both sends in it.
+    assert [(r["packets_fwd"], r["bytes_fwd"]) for r in records] == [(8, 5 * 128 + 3 * 328)]
