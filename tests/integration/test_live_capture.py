@@ -28,7 +28,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
-from scapy.layers.l2 import Ether
+from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet
 
 from gwtel.services.prometheus import PrometheusService, find_tool, query
@@ -75,14 +75,14 @@ class Traffic:
     flows: dict[FlowKey, dict[str, Any]] = field(default_factory=dict)
     t: float = 0.0
 
-    def flow(self, key: FlowKey, partner: str, direction: str) -> None:
-        self.flows[key] = {
-            "bytes_fwd": 0, "packets_fwd": 0, "bytes_rev": 0, "packets_rev": 0,
-            "partner": partner, "direction": direction,
-        }  # fmt: skip
+    def flow(self, key: FlowKey, meta: dict[str, str], vlan: int = 0) -> None:
+        """A flow of ``meta`` partner and direction, counters at 0."""
+        self.flows[key] = {"bytes_fwd": 0, "packets_fwd": 0, "bytes_rev": 0, "packets_rev": 0, **meta, "vlan": vlan}
 
     def put(self, key: FlowKey, fwd: bool, l3: Packet, gap_s: float = 0.0) -> None:
-        frame = Ether(src=SENDER_MAC, dst=PEER_MAC) / l3
+        vlan = self.flows[key]["vlan"]
+        eth = Ether(src=SENDER_MAC, dst=PEER_MAC)
+        frame = eth / Dot1Q(vlan=vlan) / l3 if vlan else eth / l3
         self.t += gap_s
         frame.time = self.t
         self.frames.append(frame)
@@ -110,7 +110,7 @@ def tcp_flow(
 ) -> None:
     """Handshake (gaps SYN_GAP_S, ACK_GAP_S), data both ways with ACKs, FIN both ways, last ACK."""
     key = (cli, sport, srv, dport, 6)
-    tr.flow(key, **meta)
+    tr.flow(key, meta)
     cs, ss = 1000, 5000  # next sequence number of each side
 
     def c(flags: str, payload: bytes = b"", gap: float = 0.0) -> None:
@@ -138,10 +138,10 @@ def tcp_flow(
 
 
 def udp_flow(
-    tr: Traffic, cli: str, srv: str, sport: int, dport: int, up: list[int], down: list[int], **meta: str
+    tr: Traffic, cli: str, srv: str, sport: int, dport: int, up: list[int], down: list[int], vlan: int = 0, **meta: str
 ) -> None:
     key = (cli, sport, srv, dport, 17)
-    tr.flow(key, **meta)
+    tr.flow(key, meta, vlan)
     for n in up:
         tr.put(key, True, l3(cli, srv) / UDP(sport=sport, dport=dport) / (b"q" * n), 0.001)
     for n in down:
@@ -150,7 +150,7 @@ def udp_flow(
 
 def echo_flow(tr: Traffic, cli: str, srv: str, seqs: int, **meta: str) -> None:
     key = (cli, 0, srv, 8 << 8, 1)  # ICMP: destination "port" is type<<8|code of the first packet
-    tr.flow(key, **meta)
+    tr.flow(key, meta)
     for seq in range(1, seqs + 1):
         tr.put(key, True, IP(src=cli, dst=srv) / ICMP(type=8, id=7, seq=seq) / (b"p" * 56), 0.001)
         tr.put(key, False, IP(src=srv, dst=cli) / ICMP(type=0, id=7, seq=seq) / (b"p" * 56), 0.003)
@@ -169,6 +169,8 @@ def gateway_traffic() -> Traffic:
         tr, "198.18.2.20", "10.77.0.3", 4000, 5000, [10, 200, 1000, 30, 7], [], partner="korea", direction="ingress"
     )
     echo_flow(tr, "10.77.0.1", "198.18.3.1", 2, partner="belt_and_road", direction="egress")
+    # Linux strips the 802.1Q tag before the capture socket sees the frame; the agent must put it back.
+    udp_flow(tr, "10.77.0.4", "198.18.2.40", 42001, 8000, [50, 60], [70], vlan=42, partner="korea", direction="egress")
     return tr
 
 
@@ -303,7 +305,7 @@ def test_records_and_metrics_equal_the_traffic_sent(
     assert "Traceback" not in stderr and "stopped (stop)" in stderr
     got_flows = {
         (r["src_ip"], r["src_port"], r["dst_ip"], r["dst_port"], r["protocol"]): {
-            k: r[k] for k in ("bytes_fwd", "packets_fwd", "bytes_rev", "packets_rev", "partner", "direction")
+            k: r[k] for k in ("bytes_fwd", "packets_fwd", "bytes_rev", "packets_rev", "partner", "direction", "vlan")
         }
         for r in records
     }
