@@ -56,6 +56,7 @@ class Timed:
         self.read_count = 0
         self.first = self.last = 0.0
         self.drops = 0
+        self.link_down_events = 0
 
     def read(self) -> RawFrame | None:
         frame = self.source.read()

@@ -36,6 +36,7 @@ class AgentCounters:
     records_emitted: int = 0
     kernel_packets: int = 0  # live capture: packets the socket's filter accepted, dropped ones included
     kernel_drops: int = 0  # live capture: packets the kernel dropped (socket buffer full)
+    link_down: int = 0  # live capture: times the interface went down
 
 
 def meter_config(cfg: AgentConfig) -> MeterConfig:

@@ -142,6 +142,7 @@ class AgentCollector(Collector):
             "Packets the capture socket dropped in the kernel (buffer full).",
             c.kernel_drops,
         )
+        yield counter("gwtel_agent_link_down", "Times the capture interface went down.", c.link_down)
         yield gauge(
             "gwtel_agent_sampling_rate", "1:N packet sampling rate of the agent's records.", agent.meter.sampling_rate
         )

@@ -23,6 +23,8 @@ _TICK_EVERY_S = 1.0
 
 
 class FrameSource(Protocol):
+    link_down_events: int
+
     def read(self) -> RawFrame | None: ...
 
     def kernel_stats(self) -> KernelStats: ...
@@ -38,6 +40,7 @@ def _add_kernel_stats(agent: Agent, source: FrameSource) -> None:
     ks = source.kernel_stats()
     agent.counters.kernel_packets += ks.packets
     agent.counters.kernel_drops += ks.drops
+    agent.counters.link_down = source.link_down_events
 
 
 def capture_live(
@@ -67,6 +70,7 @@ def capture_live(
             else:
                 agent.tick(time.time_ns())
                 last_tick = now
+                agent.counters.link_down = source.link_down_events  # a link-down read returns no frame
             if now - last_stats >= stats_every_s:
                 _add_kernel_stats(agent, source)
                 last_stats = now

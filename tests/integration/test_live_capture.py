@@ -384,6 +384,7 @@ def test_link_flap_is_survived_and_removal_exports_before_failing(pair: VethPair
         poll(lambda: cap.proc.poll() is None and cap.total("gwtel_agent_packets_seen_total"), lambda n: n == 5, "alive")
         send(pair, after.frames, tmp_path)
         poll(lambda: cap.total("gwtel_agent_packets_seen_total"), lambda n: n >= 8, "packets after the flap read")
+        poll(lambda: cap.total("gwtel_agent_link_down_total"), lambda n: n >= 1, "link down counted")
         subprocess.run(["ip", "link", "del", pair.host_if], check=True, timeout=30)
         rc = cap.proc.wait(timeout=WAIT_S)
         stderr = cap.stderr_path.read_text()
