@@ -275,9 +275,16 @@ def latency_quantiles(
 
 
 def handshake_rtt(
-    client: Any, db: str, start_ms: int, end_ms: int, *, partners: Sequence[str] | None = None
+    client: Any,
+    db: str,
+    start_ms: int,
+    end_ms: int,
+    *,
+    partners: Sequence[str] | None = None,
+    step_s: int | None = None,
 ) -> list[LatencyQuantiles]:
-    """p50/p95/p99 of the whole TCP handshake RTT (external + internal leg) per partner, from `flows_raw`.
+    """p50/p95/p99 of the whole TCP handshake RTT (external + internal leg) per partner (and step), from
+    `flows_raw`.
 
     What a user feels is the sum of both legs, and a percentile of a sum cannot be built from the two legs'
     histograms, so it is computed exactly from each flow's own pair (flows that started in the range, egress
@@ -285,20 +292,24 @@ def handshake_rtt(
     """
     params: dict[str, Any] = {"s": start_ms, "e": end_ms, **_filter_params(partners, None, None)}
     qs = ", ".join(str(q) for q in QUANTILES)
+    bucket = "0"
+    if step_s is not None:
+        params["step"] = step_s * 1000
+        bucket = "intDiv(intDiv(first_ns, 1000000), {step:Int64}) * {step:Int64}"
     sql = f"""
-        SELECT partner, count(),
+        SELECT {bucket} AS b, partner, count(),
                quantilesExactWeighted({qs})(assumeNotNull(hs_rtt_ext_us) + assumeNotNull(hs_rtt_int_us), 1)
         FROM {db}.flows_raw
         WHERE {_FLOW_RANGE}
           AND direction IN ('egress', 'ingress')
           AND hs_rtt_ext_us IS NOT NULL AND hs_rtt_int_us IS NOT NULL{_filters(partners, None, None)}
-        GROUP BY partner
-        ORDER BY partner
+        GROUP BY b, partner
+        ORDER BY partner, b
     """
     out = []
-    for partner, n, qv in client.query(sql, parameters=params).result_rows:
+    for b, partner, n, qv in client.query(sql, parameters=params).result_rows:
         p50, p95, p99 = (float(x) for x in qv)
-        out.append(LatencyQuantiles((partner,), None, int(n), p50, p95, p99))
+        out.append(LatencyQuantiles((partner,), int(b) if step_s else None, int(n), p50, p95, p99))
     return out
 
 
