@@ -103,7 +103,8 @@ _CSS = """
 body { font-family: sans-serif; margin: 24px; color: #222; }
 table { border-collapse: collapse; margin: 8px 0 20px; font-size: 13px; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
-th:first-child, td:first-child, td:nth-child(2) { text-align: left; }
+th:first-child, td:first-child, th:nth-child(2), td:nth-child(2) { text-align: left; }
+th:last-child, td:last-child { text-align: left; }
 td.missed { color: #b00; font-weight: bold; }
 svg { display: block; margin: 10px 0 24px; font-size: 11px; }
 svg .title { font-size: 13px; font-weight: bold; }
