@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from processors.rows import flow_rows, late_rows
@@ -17,6 +18,10 @@ from schemas.histogram import bucket_of_us
 from tests.records import sample_flow
 
 KAFKA = ["test", 0, 0]
+# A recent whole hour, well inside every retention period; flows start at T0 in ns.
+T0 = (int(datetime.now(UTC).timestamp()) // 86_400 - 2) * 86_400_000 + 8 * 3_600_000
+MIN = 60_000
+FLOW_BASE_NS = T0 * 1_000_000
 
 
 @dataclass(frozen=True)
@@ -78,3 +83,21 @@ def insert_flows(client: Any, db: str, flows: Sequence[dict[str, Any]], *, late:
         [(_, row)] = decode(codec.encode(sample_flow(seq=i, **{**times, **changes})))
         rows.append([*row, "test", 0, i])
     client.insert(f"{db}.{spec.name}", rows, column_names=spec.column_names)
+
+
+def bandwidth_fixture(client: Any, db: str) -> list[Window]:
+    """Two hours of 60 s windows (and the same traffic in 10 s windows) for two partners, two links."""
+    rng = random.Random(7)
+    windows = []
+    for minute in range(120):
+        for partner in ("japan", "korea"):
+            for direction in ("egress", "ingress"):
+                for link in ("l1", "l2"):
+                    if rng.random() < 0.15:
+                        continue  # some idle windows
+                    nbytes = rng.randint(10**6, 10**9)
+                    windows.append(Window(60, T0 + minute * MIN, partner, direction, link, nbytes, rng.choice((1, 4))))
+                    # The job's 10 s windows of the same traffic: never added to the 60 s figures.
+                    windows.append(Window(10, T0 + minute * MIN, partner, direction, link, nbytes // 6))
+    insert_bandwidth(client, db, windows)
+    return windows

@@ -27,19 +27,17 @@ from processors.queries import (
 )
 from schemas.histogram import bucket_mid_us, bucket_of_us
 from tests.integration.queries_data import (
+    FLOW_BASE_NS,
+    MIN,
+    T0,
     RttSample,
-    Window,
-    insert_bandwidth,
+    bandwidth_fixture,
     insert_flows,
     insert_rtts,
     lognormal_rtts,
 )
 
 pytestmark = pytest.mark.integration
-
-# A recent whole hour, well inside every retention period.
-T0 = (int(datetime.now(UTC).timestamp()) // 86_400 - 2) * 86_400_000 + 8 * 3_600_000
-MIN = 60_000
 
 
 @pytest.fixture
@@ -147,23 +145,6 @@ def test_95th_billing_of_a_month_matches_the_definition(clickhouse_client: Any, 
         percentile_95(clickhouse_client, db, start_ms + 1, start_ms + 600_000)
 
 
-def bandwidth_fixture(clickhouse_client: Any, db: str) -> list[Window]:
-    rng = random.Random(7)
-    windows = []
-    for minute in range(120):
-        for partner in ("japan", "korea"):
-            for direction in ("egress", "ingress"):
-                for link in ("l1", "l2"):
-                    if rng.random() < 0.15:
-                        continue  # some idle windows
-                    nbytes = rng.randint(10**6, 10**9)
-                    windows.append(Window(60, T0 + minute * MIN, partner, direction, link, nbytes, rng.choice((1, 4))))
-                    # The job's 10 s windows of the same traffic: never added to the 60 s figures.
-                    windows.append(Window(10, T0 + minute * MIN, partner, direction, link, nbytes // 6))
-    insert_bandwidth(clickhouse_client, db, windows)
-    return windows
-
-
 def test_bandwidth_series_and_rollups_equal_the_window_sums(clickhouse_client: Any, db: str) -> None:
     windows = [w for w in bandwidth_fixture(clickhouse_client, db) if w.window_s == 60]
     end = T0 + 120 * MIN
@@ -224,9 +205,6 @@ def test_utilisation_against_contracted_capacity(clickhouse_client: Any, db: str
         assert u.peak == pytest.approx(peak_bps / 400e6, rel=1e-9)
         assert u.p95 == pytest.approx(p95_bps / 400e6, rel=1e-9)
         assert got[("korea", direction)].avg is None  # no contract, no ratio
-
-
-FLOW_BASE_NS = T0 * 1_000_000
 
 
 def test_top_countries_hosts_and_late_traffic(clickhouse_client: Any, db: str) -> None:

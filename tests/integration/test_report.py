@@ -22,8 +22,7 @@ from processors.queries import (
 )
 from processors.report import collect, render_table
 from processors.report_html import collect_series, render_html
-from tests.integration.queries_data import insert_flows
-from tests.integration.test_queries import FLOW_BASE_NS, MIN, T0, bandwidth_fixture
+from tests.integration.queries_data import FLOW_BASE_NS, MIN, T0, bandwidth_fixture, insert_flows
 
 pytestmark = pytest.mark.integration
 
