@@ -19,6 +19,7 @@ from processors.queries import (
     PartnerLatency,
     PartnerTraffic,
     Percentile95,
+    RemoteTotal,
     SloStatus,
     Utilisation,
     handshake_rtt,
@@ -27,8 +28,11 @@ from processors.queries import (
     partner_traffic,
     percentile_95,
     slo_status,
+    top_countries,
     utilisation,
 )
+
+TOP_COUNTRIES = 5
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class ReportData:
     rtt_ext: Sequence[PartnerLatency]  # external leg per partner and direction, from merged buckets
     slo: Sequence[SloStatus]
     late: Sequence[LateTraffic]
+    countries: Mapping[str, Sequence[RemoteTotal]]  # per partner, its top remote countries by bytes
 
 
 def five_minute_slots(start_ms: int, end_ms: int) -> tuple[int, int] | None:
@@ -79,6 +84,10 @@ def collect(
         rtt_ext=partner_latency(client, db, start_ms, end_ms, window_s),
         slo=slo_status(rtt, objectives or {}),
         late=late_traffic(client, db, start_ms, end_ms),
+        countries={
+            p: top_countries(client, db, p, start_ms, end_ms, TOP_COUNTRIES)
+            for p in sorted({t.partner for t in traffic})
+        },
     )
 
 
@@ -135,6 +144,15 @@ def rtt_rows(data: ReportData) -> list[tuple[str, ...]]:
     return rows
 
 
+def country_lines(data: ReportData) -> list[str]:
+    """`partner: JP 12.345 GB, ...`: each partner's top remote countries by bytes (both ways, flows_raw)."""
+    out = []
+    for partner, top in data.countries.items():
+        if top:
+            out.append(f"{partner}: " + ", ".join(f"{c.name or '?'} {c.bytes / 1e9:.3f} GB" for c in top))
+    return out
+
+
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     widths = [max([len(head[i]), *(len(r[i]) for r in rows)]) for i in range(len(head))]
     fmt = "  ".join(f"{{:<{w}}}" if i in (0, 1, len(head) - 1) else f"{{:>{w}}}" for i, w in enumerate(widths))
@@ -157,6 +175,9 @@ def render_table(data: ReportData) -> str:
     lines.append("")
     lines += _table(RTT_HEAD, rtt_rows(data))
     lines.append("")
+    countries = country_lines(data)
+    if countries:
+        lines += ["Top remote countries (bytes both ways, flows started in the range):", *countries, ""]
     lines += [n.format(window_s=data.window_s) for n in NOTES]
     if data.p95_range is None:
         lines.append("95th: the range holds no whole 5-minute slot.")

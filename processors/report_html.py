@@ -140,6 +140,15 @@ def render_html(data: ReportData, series: Series, objectives: Mapping[str, Mappi
         _html_table(TRAFFIC_HEAD, traffic_rows(data)),
         "<h2>Handshake RTT and latency objectives</h2>",
         _html_table(RTT_HEAD, rtt_rows(data)),
+        "<h2>Top remote countries</h2>",
+        _html_table(
+            ("partner", "country", "GB", "flows"),
+            [
+                (p, c.name or "?", f"{c.bytes / 1e9:.3f}", str(c.flows))
+                for p, top in data.countries.items()
+                for c in top
+            ],
+        ),
         *(f'<p class="note">{escape(n.format(window_s=data.window_s))}</p>' for n in NOTES),
         "<h2>Charts</h2>",
         *(render(c) for c in charts),

@@ -19,6 +19,7 @@ from processors.queries import (
     late_traffic,
     partner_traffic,
     percentile_95,
+    top_countries,
 )
 from processors.report import collect, render_table
 from processors.report_html import collect_series, render_html
@@ -96,6 +97,11 @@ def test_table_numbers_are_the_query_results(clickhouse_client: Any, db: str) ->
         for cls, objective in OBJECTIVES[partner].items():
             verdict = "met" if q.p95_us / 1000 <= objective else "MISSED"
             assert f"{cls}<={objective:g}ms {verdict}" in r[-1]
+    for partner in ("japan", "korea"):
+        top = top_countries(clickhouse_client, db, partner, T0, END, 5)
+        assert [c.name for c in top] == ["JP"]  # every fixture flow is to Japan (tests.records.sample_flow)
+        assert f"{partner}: JP {top[0].bytes / 1e9:.3f} GB" in table.splitlines()
+        assert top[0].bytes == 300 * (1200 + 9000)
     # The fixture's p95 is near 70 ms: both verdicts appear.
     assert "bulk<=200ms met" in table and "vr<=8ms MISSED" in table
 
