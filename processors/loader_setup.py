@@ -16,7 +16,7 @@ from processors.deadletter import DeadLetterSink, make_producer
 from processors.loader import Decoded, Loader, Route
 from processors.loader_metrics import LoaderMetrics
 from processors.migrate import Migrator
-from processors.rows import aggregate_rows, flow_rows
+from processors.rows import aggregate_rows, flow_rows, late_rows
 
 # Fetched records wait in memory only up to one batch per partition: never ask for more per poll.
 _MAX_POLL_RECORDS = 5_000
@@ -27,7 +27,7 @@ _MAX_POLL_INTERVAL_MS = 600_000
 
 def routes_for(cfg: GwtelConfig) -> list[Route]:
     topics = cfg.kafka.topics
-    return [Route(topics.flows, flow_rows), Route(topics.aggregates, aggregate_rows)]
+    return [Route(topics.flows, flow_rows), Route(topics.aggregates, aggregate_rows), Route(topics.late, late_rows)]
 
 
 def make_consumer(cfg: GwtelConfig) -> Any:

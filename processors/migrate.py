@@ -34,6 +34,7 @@ _MV_WINDOW_RE: Final = re.compile(r"\bwindow_s\s*=\s*(\d+)")
 # Which retention setting governs which table (the migrations use the same parameter names).
 TTL_PARAMS: Final[Mapping[str, str]] = {
     "flows_raw": "ttl_flows_raw_days",
+    "flows_late": "ttl_flows_raw_days",
     "bandwidth_window": "ttl_window_days",
     "latency_window": "ttl_window_days",
     "latency_hist_window": "ttl_window_days",

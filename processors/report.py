@@ -1,40 +1,206 @@
-"""The per-partner table operators read: bandwidth each way and the latency the path adds."""
+"""The per-partner report operators read: bandwidth each way, its 95th percentile, utilisation of the contract,
+the handshake RTT users feel and each latency objective's status, for one time range.
+
+`collect` runs the queries (processors.queries) once; `render_table` and `report_html.render_html` only
+format what it returned, so the text table and the page always show the same numbers.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from processors.queries import PartnerLatency, PartnerTraffic, partner_latency, partner_traffic
+from processors.queries import (
+    DIRECTIONS,
+    FIVE_MIN_S,
+    LatencyQuantiles,
+    LateTraffic,
+    PartnerLatency,
+    PartnerTraffic,
+    Percentile95,
+    RemoteTotal,
+    SloStatus,
+    Utilisation,
+    handshake_rtt,
+    late_traffic,
+    partner_latency,
+    partner_traffic,
+    percentile_95,
+    slo_status,
+    top_countries,
+    utilisation,
+)
+
+TOP_COUNTRIES = 5
 
 
-def _mbps(bps: float) -> str:
-    return f"{bps / 1e6:,.3f}"
+@dataclass(frozen=True)
+class ReportData:
+    start_ms: int
+    end_ms: int
+    window_s: int
+    p95_range: tuple[int, int] | None  # the whole 5-minute slots inside the range (None: not one)
+    traffic: Sequence[PartnerTraffic]
+    p95: Sequence[Percentile95]
+    utilisation: Sequence[Utilisation]
+    rtt: Sequence[LatencyQuantiles]  # whole handshake (external + internal leg) per partner
+    rtt_ext: Sequence[PartnerLatency]  # external leg per partner and direction, from merged buckets
+    slo: Sequence[SloStatus]
+    late: Sequence[LateTraffic]
+    countries: Mapping[str, Sequence[RemoteTotal]]  # per partner, its top remote countries by bytes
 
 
-def _ms(us: float) -> str:
-    return f"{us / 1000:,.1f}"
+def five_minute_slots(start_ms: int, end_ms: int) -> tuple[int, int] | None:
+    """The largest range of whole 5-minute slots inside [start_ms, end_ms), or None when there is none."""
+    slot = FIVE_MIN_S * 1000
+    lo, hi = -(-start_ms // slot) * slot, end_ms // slot * slot
+    return (lo, hi) if hi > lo else None
 
 
-def render_table(traffic: Sequence[PartnerTraffic], latency: Sequence[PartnerLatency]) -> str:
-    lat = {(r.partner, r.direction): r for r in latency}
-    head = (
-        f"{'partner':<14} {'dir':<8} {'bytes':>14} {'packets':>10} {'flows':>7} {'avg Mb/s':>10} {'peak Mb/s':>10}"
-        f" {'RTT p50 ms':>10} {'p95':>7} {'p99':>7} {'samples':>8}"
+def collect(
+    client: Any,
+    db: str,
+    start_ms: int,
+    end_ms: int,
+    window_s: int,
+    *,
+    capacity_bps: Mapping[str, int] | None = None,
+    objectives: Mapping[str, Mapping[str, float]] | None = None,
+) -> ReportData:
+    traffic = [t for t in partner_traffic(client, db, start_ms, end_ms, window_s) if t.direction in DIRECTIONS]
+    slots = five_minute_slots(start_ms, end_ms)
+    p95 = percentile_95(client, db, *slots) if slots else []
+    rtt = handshake_rtt(client, db, start_ms, end_ms)
+    return ReportData(
+        start_ms=start_ms,
+        end_ms=end_ms,
+        window_s=window_s,
+        p95_range=slots,
+        traffic=traffic,
+        p95=p95,
+        utilisation=utilisation(traffic, p95, capacity_bps or {}),
+        rtt=rtt,
+        rtt_ext=partner_latency(client, db, start_ms, end_ms, window_s),
+        slo=slo_status(rtt, objectives or {}),
+        late=late_traffic(client, db, start_ms, end_ms),
+        countries={
+            p: top_countries(client, db, p, start_ms, end_ms, TOP_COUNTRIES)
+            for p in sorted({t.partner for t in traffic})
+        },
     )
-    lines = [head, "-" * len(head)]
-    for t in traffic:
-        r = lat.get((t.partner, t.direction))
-        rtt = f"{_ms(r.p50_us):>10} {_ms(r.p95_us):>7} {_ms(r.p99_us):>7} {r.samples:>8}" if r else f"{'-':>10}"
-        lines.append(
-            f"{t.partner:<14} {t.direction:<8} {t.bytes:>14,} {t.packets:>10,} {t.flows:>7,} {_mbps(t.avg_bps):>10}"
-            f" {_mbps(t.peak_bps):>10} {rtt}"
-        )
-    lines.append("RTT: TCP handshake round trip beyond the gateway (external leg), from merged histogram buckets.")
+
+
+def gbps(bps: float | None) -> str:
+    return "-" if bps is None else f"{bps / 1e9:.4f}"
+
+
+def pct(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio * 100:.1f}%"
+
+
+def ms(us: float | None) -> str:
+    return "-" if us is None else f"{us / 1000:.2f}"
+
+
+def slo_text(s: SloStatus) -> str:
+    verdict = "no data" if s.met is None else ("met" if s.met else "MISSED")
+    return f"{s.app_class}<={s.objective_ms:g}ms {verdict}"
+
+
+TRAFFIC_HEAD = (
+    "partner", "dir", "avg Gb/s", "peak Gb/s", "95th Gb/s", "util avg", "util peak", "util 95th", "late MB",
+)  # fmt: skip
+RTT_HEAD = ("partner", "flows", "RTT p50 ms", "p95", "p99", "ext p95 egr", "ext p95 ingr", "SLO (p95 objective)")
+
+
+def traffic_rows(data: ReportData) -> list[tuple[str, ...]]:
+    p95 = {(r.partner, r.direction): r.bps for r in data.p95}
+    util = {(u.partner, u.direction): u for u in data.utilisation}
+    late = {(r.partner, r.direction): r.bytes for r in data.late}
+    rows: list[tuple[str, ...]] = []
+    for t in data.traffic:
+        u = util[(t.partner, t.direction)]
+        late_mb = f"{late.get((t.partner, t.direction), 0) / 1e6:.3f}"
+        rows.append(
+            (t.partner, t.direction, gbps(t.avg_bps), gbps(t.peak_bps), gbps(p95.get((t.partner, t.direction))),
+             pct(u.avg), pct(u.peak), pct(u.p95), late_mb)
+        )  # fmt: skip
+    return rows
+
+
+def rtt_rows(data: ReportData) -> list[tuple[str, ...]]:
+    ext = {(r.partner, r.direction): r.p95_us for r in data.rtt_ext}
+    rtt = {r.key[0]: r for r in data.rtt}
+    partners = sorted({t.partner for t in data.traffic} | set(rtt) | {s.partner for s in data.slo})
+    rows: list[tuple[str, ...]] = []
+    for p in partners:
+        r = rtt.get(p)
+        slos = "; ".join(slo_text(s) for s in data.slo if s.partner == p) or "-"
+        rows.append(
+            (p, str(r.samples if r else 0), ms(r.p50_us if r else None), ms(r.p95_us if r else None),
+             ms(r.p99_us if r else None), ms(ext.get((p, "egress"))), ms(ext.get((p, "ingress"))), slos)
+        )  # fmt: skip
+    return rows
+
+
+def country_lines(data: ReportData) -> list[str]:
+    """`partner: JP 12.345 GB, ...`: each partner's top remote countries by bytes (both ways, flows_raw)."""
+    out = []
+    for partner, top in data.countries.items():
+        if top:
+            out.append(f"{partner}: " + ", ".join(f"{c.name or '?'} {c.bytes / 1e9:.3f} GB" for c in top))
+    return out
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max([len(head[i]), *(len(r[i]) for r in rows)]) for i in range(len(head))]
+    fmt = "  ".join(f"{{:<{w}}}" if i in (0, 1, len(head) - 1) else f"{{:>{w}}}" for i, w in enumerate(widths))
+    lines = [fmt.format(*head).rstrip(), "-" * (sum(widths) + 2 * (len(widths) - 1))]
+    lines += [fmt.format(*r).rstrip() for r in rows]
+    return lines
+
+
+NOTES = (
+    "Rates are sampling-corrected, all links together; peak = busiest {window_s} s window; 95th = 95th percentile"
+    " of the 5-minute average rates (missing slots count as zero); util = rate / contracted capacity per direction.",
+    "RTT = whole TCP handshake (external + internal leg) of the flows that started in the range, exact from"
+    " flows_raw; ext = external leg, from merged histogram buckets. SLO: each class's p95 objective against the"
+    " measured p95 RTT. late = bytes of flows that reached the job after their window closed (in no rate above).",
+)
+
+
+def render_table(data: ReportData) -> str:
+    lines = _table(TRAFFIC_HEAD, traffic_rows(data))
+    lines.append("")
+    lines += _table(RTT_HEAD, rtt_rows(data))
+    lines.append("")
+    countries = country_lines(data)
+    if countries:
+        lines += ["Top remote countries (bytes both ways, flows started in the range):", *countries, ""]
+    lines += [n.format(window_s=data.window_s) for n in NOTES]
+    if data.p95_range is None:
+        lines.append("95th: the range holds no whole 5-minute slot.")
     return "\n".join(lines)
 
 
-def report(client: Any, db: str, start_ms: int, end_ms: int, window_s: int) -> str:
-    traffic = partner_traffic(client, db, start_ms, end_ms, window_s)
-    latency = partner_latency(client, db, start_ms, end_ms, window_s)
-    return render_table(traffic, latency)
+def report(
+    client: Any,
+    db: str,
+    start_ms: int,
+    end_ms: int,
+    window_s: int,
+    *,
+    capacity_bps: Mapping[str, int] | None = None,
+    objectives: Mapping[str, Mapping[str, float]] | None = None,
+) -> str:
+    data = collect(client, db, start_ms, end_ms, window_s, capacity_bps=capacity_bps, objectives=objectives)
+    return render_table(data)
+
+
+def render_billing(rows: Sequence[Percentile95], month: str) -> str:
+    """One month's 95th percentile billing per partner: egress, ingress and the greater of the two."""
+    head = ("partner", "direction", "95th Gb/s", "slots", "slots with data")
+    body = [(r.partner, r.direction, gbps(r.bps), str(r.slots), str(r.slots_with_data)) for r in rows]
+    lines = [f"95th percentile billing, {month} (UTC): 5-minute average rates, missing slots zero, top 5% dropped"]
+    return "\n".join([*lines, *_table(head, body)]) if body else lines[0] + "\nno 5-minute data in that month"

@@ -14,7 +14,15 @@ from typing import Any, Final
 
 import orjson
 
-from processors.tables import AGG_KEY_FIELDS, AGG_KIND_FIELDS, AGG_KIND_NULLABLE, AGG_TABLES, FLOWS_RAW, TableSpec
+from processors.tables import (
+    AGG_KEY_FIELDS,
+    AGG_KIND_FIELDS,
+    AGG_KIND_NULLABLE,
+    AGG_TABLES,
+    FLOWS_LATE,
+    FLOWS_RAW,
+    TableSpec,
+)
 from schemas.aggregate import AGGREGATE_SCHEMA_VERSION, KINDS
 from schemas.codec import RecordError, decode
 from schemas.flow_record import FLOW_RECORD_FIELDS
@@ -82,6 +90,15 @@ _HIST: Final = frozenset(f.name for f in FLOW_RECORD_FIELDS if f.name.endswith("
 
 def flow_rows(value: bytes) -> TableRows:
     """A FlowRecord v1 value -> one `flows_raw` row (without the Kafka coordinates)."""
+    return [(FLOWS_RAW, _flow_row(value))]
+
+
+def late_rows(value: bytes) -> TableRows:
+    """A late-topic value (a FlowRecord v1, schemas.aggregate.LATE_FIELDS) -> one `flows_late` row."""
+    return [(FLOWS_LATE, _flow_row(value))]
+
+
+def _flow_row(value: bytes) -> list[Any]:
     rec = decode(value)
     row: list[Any] = []
     for name, ch_type in _FLOW_TYPES:
@@ -89,7 +106,7 @@ def flow_rows(value: bytes) -> TableRows:
         if name in _HIST:
             v = [(h.b, h.c) for h in v]
         row.append(check_value(name, ch_type, v))
-    return [(FLOWS_RAW, row)]
+    return row
 
 
 _AGG_COLUMN_TYPES: Final = {kind: dict(spec.columns) for kind, spec in AGG_TABLES.items()}

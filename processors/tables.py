@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from schemas.aggregate import AGGREGATE_FIELDS
+from schemas.aggregate import AGGREGATE_FIELDS, LATE_FIELDS
 from schemas.flow_record import FLOW_RECORD_FIELDS, FieldSpec
 
 KAFKA_COLUMNS: Final[tuple[tuple[str, str], ...]] = (
@@ -76,7 +76,9 @@ def _agg_columns(kind: str) -> tuple[tuple[str, str], ...]:
 
 
 FLOWS_RAW: Final = TableSpec("flows_raw", (*((f.name, f.clickhouse) for f in FLOW_RECORD_FIELDS), *KAFKA_COLUMNS))
+# The late topic carries FlowRecords too (schemas.aggregate.LATE_FIELDS): same columns, their own table.
+FLOWS_LATE: Final = TableSpec("flows_late", (*((f.name, f.clickhouse) for f in LATE_FIELDS), *KAFKA_COLUMNS))
 AGG_TABLES: Final[dict[str, TableSpec]] = {
     kind: TableSpec(table, _agg_columns(kind)) for kind, table in AGG_KIND_TABLE.items()
 }
-ALL_TABLES: Final[tuple[TableSpec, ...]] = (FLOWS_RAW, *AGG_TABLES.values())
+ALL_TABLES: Final[tuple[TableSpec, ...]] = (FLOWS_RAW, FLOWS_LATE, *AGG_TABLES.values())

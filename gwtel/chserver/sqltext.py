@@ -194,8 +194,8 @@ def render(sql: str, kind: Kind, default_format: str, settings_sql: str) -> Rend
     """The statement with its output format and the request's settings merged into its own clauses.
 
     Settings written in the query win over request settings (as on a real server, where URL settings are
-    defaults for the query): the engine takes the first of duplicate names in one clause, and a SETTINGS
-    clause before FORMAT wins over the one after it.
+    defaults for the query): the engine takes the last of duplicate names in one clause (measured), so the
+    request's come first, then the statement's own clause, then one written after FORMAT.
     """
     toks, end = _strip_statement(sql)
     body_end = end
@@ -214,16 +214,66 @@ def render(sql: str, kind: Kind, default_format: str, settings_sql: str) -> Rend
                     trailing = sql[toks[i + 2].end : end].strip()
                 break
         fmt = fmt or default_format
-        clause = ", ".join(s for s in (trailing, settings_sql) if s)
+        # The statement's own trailing SETTINGS joins the merged clause after FORMAT: statements such as
+        # DESCRIBE or SHOW CREATE refuse a second SETTINGS clause. (In DDL a trailing SETTINGS belongs to the
+        # table, not to the query: left in place.)
+        own = _own_settings(toks, depths, sql, body_end) if kind == Kind.RESULT else None
+        if own is not None:
+            body_end, own_sql = own
+            trailing = ", ".join(s for s in (own_sql, trailing) if s)
+        clause = ", ".join(s for s in (settings_sql, trailing) if s)
         text = f"{sql[:body_end].rstrip()}\nFORMAT {fmt}"
         if clause:
             text += f"\nSETTINGS {clause}"
         return Rendered(text, fmt if kind == Kind.RESULT else None)
     text = sql[:end].rstrip()
     if kind == Kind.SETTINGS_ONLY and settings_sql:
-        has_own = any(t.upper == "SETTINGS" and d == 0 for t, d in zip(toks, depths, strict=True))
-        text += f", {settings_sql}" if has_own else f"\nSETTINGS {settings_sql}"
+        own_at = next((t.end for t, d in zip(toks, depths, strict=True) if t.upper == "SETTINGS" and d == 0), None)
+        if own_at is None:
+            text += f"\nSETTINGS {settings_sql}"
+        else:
+            text = f"{text[:own_at]} {settings_sql},{text[own_at:]}"
     return Rendered(text, None)
+
+
+def _own_settings(toks: list[Token], depths: list[int], sql: str, body_end: int) -> tuple[int, str] | None:
+    """(where it starts, its text) of a top-level `SETTINGS a = 1, b = 'x'` that ends the statement body."""
+    body = [i for i, t in enumerate(toks) if t.end <= body_end]
+    for i in reversed(body):
+        if toks[i].upper == "SETTINGS" and depths[i] == 0:
+            if _is_assignments(toks[i + 1 : body[-1] + 1]):
+                return toks[i].start, sql[toks[i].end : body_end].strip()
+            return None
+    return None
+
+
+def _is_assignments(toks: list[Token]) -> bool:
+    """`name = value[, name = value ...]`, each value one literal, a signed number or a bracketed group."""
+    i, n = 0, len(toks)
+    while True:
+        if i + 2 >= n or toks[i].kind not in ("word", "quoted") or toks[i + 1].text != "=":
+            return False
+        j = i + 2
+        if toks[j].kind == "punct" and toks[j].text in "+-" and j + 1 < n:
+            j += 1
+        if toks[j].kind == "punct" and toks[j].text in "([":
+            depth = 0
+            while j < n:
+                if toks[j].kind == "punct" and toks[j].text in "([":
+                    depth += 1
+                elif toks[j].kind == "punct" and toks[j].text in ")]":
+                    depth -= 1
+                if depth == 0:
+                    break
+                j += 1
+        elif toks[j].kind == "punct":
+            return False
+        j += 1
+        if j >= n:
+            return True
+        if toks[j].text != ",":
+            return False
+        i = j + 1
 
 
 @dataclass(frozen=True)
@@ -238,7 +288,7 @@ def plan_insert(text: str, settings_sql: str) -> InsertPlan:
     """Split an INSERT into its header (settings merged) and its data format and inline data offset."""
     toks = lex(text)
     depth = 0
-    had_settings = False
+    own_at: int | None = None
     for t in toks:
         if t.kind == "punct" and t.text in "([":
             depth += 1
@@ -250,11 +300,13 @@ def plan_insert(text: str, settings_sql: str) -> InsertPlan:
             continue
         word = t.upper
         if word == "SETTINGS":
-            had_settings = True
+            own_at = t.end
         elif word in ("FORMAT", "VALUES", "SELECT", "WITH"):
-            if settings_sql:
-                join = ", " if had_settings else " SETTINGS "
-                head = f"{text[: t.start].rstrip()}{join}{settings_sql}"
+            # Request settings go first: the last of duplicate names wins, and the statement's own must.
+            if settings_sql and own_at is not None:
+                head = f"{text[:own_at]} {settings_sql},{text[own_at : t.start].rstrip()}"
+            elif settings_sql:
+                head = f"{text[: t.start].rstrip()} SETTINGS {settings_sql}"
             else:
                 head = text[: t.start].rstrip()
             if word == "VALUES":

@@ -75,6 +75,7 @@ def setup(
         topics = {
             "flows": kafka_topic("flows", partitions=partitions),
             "aggregates": kafka_topic("aggs", partitions=partitions),
+            "late": kafka_topic("late", partitions=1),
             "dead_letter": kafka_topic("dlq", partitions=1),
         }
         cfg = GwtelConfig.model_validate(
@@ -122,7 +123,7 @@ def produce(cfg: GwtelConfig, topic: str, values: list[tuple[int, bytes]]) -> No
 
 def group_done(cfg: GwtelConfig) -> bool:
     """True when the loader group's committed offsets reached the end of every partition it reads."""
-    topics = [cfg.kafka.topics.flows, cfg.kafka.topics.aggregates]
+    topics = [cfg.kafka.topics.flows, cfg.kafka.topics.aggregates, cfg.kafka.topics.late]
     # Reading a group's committed offsets does not join the group.
     peek = KafkaConsumer(
         bootstrap_servers=cfg.kafka.bootstrap,

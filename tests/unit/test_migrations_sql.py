@@ -17,7 +17,7 @@ from processors.migrate import (
     render,
     split_statements,
 )
-from processors.tables import AGG_TABLES, ALL_TABLES, FLOWS_RAW, KAFKA_COLUMNS, not_null
+from processors.tables import AGG_TABLES, ALL_TABLES, FLOWS_LATE, FLOWS_RAW, KAFKA_COLUMNS, not_null
 from schemas.aggregate import AGGREGATE_FIELDS
 from schemas.flow_record import FLOW_RECORD_FIELDS
 
@@ -70,6 +70,13 @@ def test_flows_raw_columns_agree_with_the_flow_record() -> None:
     assert stored[: len(FLOW_RECORD_FIELDS)] == [(f.name, f.clickhouse) for f in FLOW_RECORD_FIELDS]
     assert stored[len(FLOW_RECORD_FIELDS) :] == list(KAFKA_COLUMNS)
     assert ("ts", "DateTime('UTC') MATERIALIZED toDateTime(intDiv(first_ns, 1000000000), 'UTC')") in cols
+
+
+def test_flows_late_has_the_columns_of_flows_raw() -> None:
+    # The late topic carries FlowRecords: the same columns, sort key and retention setting as flows_raw.
+    assert columns_of(TABLES["flows_late"]) == columns_of(TABLES["flows_raw"])
+    assert [c for c in columns_of(TABLES["flows_late"]) if "MATERIALIZED" not in c[1]] == list(FLOWS_LATE.columns)
+    assert TABLES["flows_late"].split("\nENGINE")[1] == TABLES["flows_raw"].split("\nENGINE")[1]
 
 
 @pytest.mark.parametrize("kind", sorted(AGG_TABLES))
