@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from gwtel.config import GwtelConfig
 
@@ -16,11 +17,22 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def _builders() -> dict[str, Callable[[GwtelConfig], str]]:
     # Imported here: the dashboards and the metrics reference import most of the project.
-    from gwtel.observability import rules
+    from gwtel.observability import dashboards, grafana, rules
 
-    return {
+    out: dict[str, Callable[[GwtelConfig], str]] = {
         f"deploy/prometheus/{rules.RULES_FILE}": rules.render_rules,
+        "deploy/grafana/provisioning/datasources/gwtel.yaml": grafana.datasources_provisioning,
+        "deploy/grafana/provisioning/dashboards/gwtel.yaml": lambda _cfg: grafana.dashboards_provisioning(),
     }
+    for name, build in dashboards.DASHBOARDS.items():
+        out[f"deploy/grafana/dashboards/{name}"] = _as_json(build)
+    return out
+
+
+def _as_json(build: Callable[[GwtelConfig], dict[str, Any]]) -> Callable[[GwtelConfig], str]:
+    from gwtel.observability.grafana import render_json
+
+    return lambda cfg: render_json(build(cfg))
 
 
 def artifacts(cfg: GwtelConfig) -> dict[str, str]:
