@@ -228,9 +228,9 @@ ORDER BY time"""
                 Target(
                     table=True,
                     sql=f"""
-SELECT partner, direction, samples, p[1] AS p50_ms, p[2] AS p95_ms, p[3] AS p99_ms
+SELECT partner, direction, n AS samples, p[1] AS p50_ms, p[2] AS p95_ms, p[3] AS p99_ms
 FROM (
-    SELECT partner, direction, sum(samples) AS samples,
+    SELECT partner, direction, sum(samples) AS n,
            arrayMap(b -> {_mid_ms("b")}, quantilesExactWeighted({qs})(bucket, samples)) AS p
     FROM {db}.latency_hist_window
     WHERE {where}
