@@ -17,12 +17,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def _builders() -> dict[str, Callable[[GwtelConfig], str]]:
     # Imported here: the dashboards and the metrics reference import most of the project.
-    from gwtel.observability import dashboards, grafana, rules
+    from gwtel.observability import dashboards, grafana, metrics_doc, rules
 
     out: dict[str, Callable[[GwtelConfig], str]] = {
         f"deploy/prometheus/{rules.RULES_FILE}": rules.render_rules,
         "deploy/grafana/provisioning/datasources/gwtel.yaml": grafana.datasources_provisioning,
         "deploy/grafana/provisioning/dashboards/gwtel.yaml": lambda _cfg: grafana.dashboards_provisioning(),
+        "docs/metrics.md": metrics_doc.render_metrics_doc,
     }
     for name, build in dashboards.DASHBOARDS.items():
         out[f"deploy/grafana/dashboards/{name}"] = _as_json(build)

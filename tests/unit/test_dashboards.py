@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
 from gwtel.config import GwtelConfig
 from gwtel.observability.generate import REPO_ROOT, artifacts, stale, write
@@ -124,3 +125,19 @@ def test_promql_variables_use_regex_format() -> None:
         {"rate_interval": "1m"},
     )
     assert out == 'rate(x{partner=~"(japan|belt_and_road)"}[1m])'
+
+
+def test_metrics_reference_lists_every_process_metric() -> None:
+    from gwtel.observability.metrics_doc import describe, render_metrics_doc
+    from processors.loader_metrics import LoaderMetrics
+
+    registry = CollectorRegistry()
+    LoaderMetrics(registry)
+    docs = {m.name: m for m in describe(registry)}
+    assert docs["gwtel_loader_rows_inserted_total"].labels == ("table",)
+    assert docs["gwtel_loader_insert_seconds"].type == "histogram"
+    text = render_metrics_doc()
+    assert "| `gwtel_loader_flow_records_stored_total` | counter | - |" in text
+    assert "| `gwtel_agent_packets_rejected_total` | counter | agent, link, reason |" in text
+    assert "| `gwtel_clickhouse_http_requests_total` | counter | kind, status |" in text
+    assert all(name.startswith("gwtel_") for name in re.findall(r"^\| `(\w+)`", text, re.M))
