@@ -323,3 +323,14 @@ def test_gwtel_load_serves_metrics_and_announces_itself(observed: Observed, tmp_
             proc.stderr.close()
     assert proc.returncode == 0
     assert not target.exists()
+
+
+def test_local_prometheus_loads_every_alert(prometheus: PrometheusService) -> None:
+    """`gwtel up` (start, or reload when running) gives the local Prometheus the committed rules."""
+    prometheus.start()
+    with urllib.request.urlopen(f"{prometheus.endpoint()}/api/v1/rules?type=alert", timeout=10) as resp:
+        groups = json.load(resp)["data"]["groups"]
+    loaded = {(g["name"], r["name"]) for g in groups for r in g["rules"] if g["file"].endswith("gwtel.rules.yml")}
+    doc = yaml.safe_load((REPO_ROOT / "deploy" / "prometheus" / "gwtel.rules.yml").read_text())
+    assert loaded == {(g["name"], r["alert"]) for g in doc["groups"] for r in g["rules"]}
+    assert all(r["health"] != "err" for g in groups for r in g["rules"]), groups  # "unknown" until evaluated
