@@ -171,6 +171,7 @@ ORDER BY time"""
             "timeseries",
             [Target(sql=percentiles)],
             "ms",
+            w=24,
             description="Percentiles of the merged histogram buckets per interval (exact to one 2% bucket).",
         )
     ]
