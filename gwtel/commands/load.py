@@ -62,12 +62,6 @@ def _load(args: argparse.Namespace) -> int:
     if not args.no_migrate:
         applied, _ = migrate(cfg)
         logging.getLogger("gwtel.loader").info("migrations applied: %s", applied or "none")
-    port = cfg.loader.metrics_port if args.metrics_port is None else args.metrics_port
-    endpoint = None
-    if port:
-        # Announced to the local Prometheus through a target file (removed again at exit).
-        instance = f"{socket.gethostname()}-{os.getpid()}"
-        endpoint = serve_metrics("loader", instance, port, cfg.local.home_path(), REGISTRY)
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -76,7 +70,14 @@ def _load(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     loader = build_loader(cfg, REGISTRY)
+    endpoint = None
     try:
+        port = cfg.loader.metrics_port if args.metrics_port is None else args.metrics_port
+        if port:
+            # Served once the loader's metrics exist; announced to the local Prometheus by a target file
+            # that is removed again at exit.
+            instance = f"{socket.gethostname()}-{os.getpid()}"
+            endpoint = serve_metrics("loader", instance, port, cfg.local.home_path(), REGISTRY)
         loader.run(stop.is_set)
     finally:
         loader.close()

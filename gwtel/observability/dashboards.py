@@ -388,6 +388,20 @@ def pipeline_dashboard(cfg: GwtelConfig) -> dict[str, Any]:
             w=12,
         ),
         Panel(
+            "Job records in / out per second (Flink)",
+            "timeseries",
+            [
+                Target(
+                    expr=f"sum by (job_name) (flink_taskmanager_job_task_numRecords{way}PerSecond)",
+                    legend=f"{way.lower()} {{{{job_name}}}}",
+                )
+                for way in ("In", "Out")
+            ],
+            "rps",
+            w=24,
+            description="Flink's task metrics: what the job reads from the flows topic and writes on.",
+        ),
+        Panel(
             "Rows inserted per table",
             "timeseries",
             [
