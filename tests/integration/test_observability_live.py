@@ -131,7 +131,11 @@ def test_ledger_balances_on_a_known_capture(observed: Observed) -> None:
     decoded = total(r, "gwtel_agent_packets_decoded_total")
     rejected = total(r, "gwtel_agent_packets_rejected_total")
     in_flows = total(r, "gwtel_loader_flow_packets_stored_total")
-    produced = total(r, "gwtel_agent_records_exported_total")
+    # The agent's ledger name; older agents count the same records per end reason.
+    produced_name = "gwtel_agent_records_produced_total"
+    if not has_samples(r, produced_name):
+        produced_name = "gwtel_agent_records_exported_total"
+    produced = total(r, produced_name)
     consumed = total(r, "gwtel_loader_records_consumed_total", topic=cfg.kafka.topics.flows)
     dead = total(r, "gwtel_loader_dead_lettered_total")
     stored = total(r, "gwtel_loader_flow_records_stored_total")
