@@ -20,6 +20,7 @@ from gwtel.errors import UserError
 COMMAND_MODULES: tuple[str, ...] = (
     "gwtel.commands.aggregate",
     "gwtel.commands.load",
+    "gwtel.commands.observability",
     "gwtel.commands.services",
     "gwtel.commands.synth",
     "gwtel.commands.replay",

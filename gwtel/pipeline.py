@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from gwtel.config import GwtelConfig
 from gwtel.errors import UserError
 
@@ -41,11 +43,20 @@ def _caught_up(loader: Any) -> bool:
     return all(consumer.position(tp) >= ends[tp] for tp in tps) and bool(loader.idle())
 
 
-def run_pipeline(cfg: GwtelConfig, pcap: Path, *, ledger_timeout_s: float = 300.0, log: Any = None) -> PipelineResult:
-    """Replay `pcap` through every stage; the services must be up and the database migrated."""
-    from prometheus_client import CollectorRegistry
+def run_pipeline(
+    cfg: GwtelConfig,
+    pcap: Path,
+    *,
+    ledger_timeout_s: float = 300.0,
+    log: Any = None,
+    registry: CollectorRegistry | None = None,
+) -> PipelineResult:
+    """Replay `pcap` through every stage; the services must be up and the database migrated.
 
+    With `registry`, the agent's counters and the loader's metrics are registered there (the ledger's stages).
+    """
     from gwtel.commands.replay import do_replay
+    from ingest.agent import AgentCollector
     from processors.chclient import make_client
     from processors.job import run_job
     from processors.loader_setup import build_loader
@@ -73,7 +84,9 @@ def run_pipeline(cfg: GwtelConfig, pcap: Path, *, ledger_timeout_s: float = 300.
     t0 = time.monotonic()
     db = cfg.clickhouse.database
     say(f"loading flows and aggregates into ClickHouse database {db} at {cfg.clickhouse.url}")
-    loader = build_loader(cfg, CollectorRegistry())
+    if registry is not None:
+        registry.register(AgentCollector(run.agent))
+    loader = build_loader(cfg, registry if registry is not None else CollectorRegistry())
     client = make_client(cfg.clickhouse)
     deadline = time.monotonic() + ledger_timeout_s
     try:

@@ -34,7 +34,7 @@ from processors.deadletter import DeadLetter, DeadLetterSink
 from processors.intent import parse_pending, pending_metadata
 from processors.loader_metrics import LoaderMetrics
 from processors.rows import Decoder
-from processors.tables import TableSpec
+from processors.tables import AGG_TABLES, FLOWS_RAW, TableSpec
 from schemas.codec import RecordError
 
 log = logging.getLogger("gwtel.loader")
@@ -252,6 +252,20 @@ class Loader:
             st.committed = batch.last + 1
             self.metrics.batches.labels(tp.topic).inc()
             self.metrics.last_commit.set(time.time())
+            self._count_ledger(tables)
+
+    def _count_ledger(self, tables: dict[str, tuple[TableSpec, list[list[Any]]]]) -> None:
+        """Ledger stages, counted once a batch is acknowledged (a retried batch is not counted twice)."""
+        if (flows := tables.get(FLOWS_RAW.name)) is not None:
+            cols = flows[0].column_names
+            fwd, rev = cols.index("packets_fwd"), cols.index("packets_rev")
+            self.metrics.flow_records_stored.inc(len(flows[1]))
+            self.metrics.flow_packets_stored.inc(sum(row[fwd] + row[rev] for row in flows[1]))
+        if (bw := tables.get(AGG_TABLES["bandwidth"].name)) is not None:
+            cols = bw[0].column_names
+            win, n = cols.index("window_s"), cols.index("flows")
+            size = self.settings.rollup_window_s
+            self.metrics.flows_aggregated.inc(sum(row[n] for row in bw[1] if row[win] == size))
 
     def _insert(self, spec: TableSpec, rows: list[list[Any]], token: str) -> None:
         backoff = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)

@@ -1,4 +1,9 @@
-"""The loader's Prometheus metrics (`gwtel_loader_*`), registered in the registry the caller passes."""
+"""The loader's Prometheus metrics (`gwtel_loader_*`), registered in the registry the caller passes.
+
+Three of them are stages of the delivery ledger (docs/observability.md): flow records stored, the packets
+those records carry, and the flows the job aggregated (read from the stored bandwidth aggregates of the
+rollup window size, so each flow counts once however many window sizes the job emits).
+"""
 
 from __future__ import annotations
 
@@ -23,6 +28,21 @@ class LoaderMetrics:
             "gwtel_loader_dead_lettered_total",
             "Records sent to the dead-letter topic, by reason",
             ["reason"],
+            registry=registry,
+        )
+        self.flow_records_stored = Counter(
+            "gwtel_loader_flow_records_stored_total",
+            "Flow records stored in flows_raw and acknowledged (offsets committed)",
+            registry=registry,
+        )
+        self.flow_packets_stored = Counter(
+            "gwtel_loader_flow_packets_stored_total",
+            "Packets (both directions) carried by the flow records stored in flows_raw",
+            registry=registry,
+        )
+        self.flows_aggregated = Counter(
+            "gwtel_loader_flows_aggregated_total",
+            "Flows counted by the stored bandwidth aggregates of the rollup window size (the job's output)",
             registry=registry,
         )
         self.insert_retries = Counter(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import socket
 import threading
 from types import FrameType
 
@@ -49,8 +51,9 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> int:
-    from prometheus_client import REGISTRY, start_http_server
+    from prometheus_client import REGISTRY
 
+    from gwtel.metrics_http import serve_metrics
     from processors.loader_setup import build_loader, migrate
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -59,9 +62,6 @@ def _load(args: argparse.Namespace) -> int:
     if not args.no_migrate:
         applied, _ = migrate(cfg)
         logging.getLogger("gwtel.loader").info("migrations applied: %s", applied or "none")
-    port = cfg.loader.metrics_port if args.metrics_port is None else args.metrics_port
-    if port:
-        start_http_server(port, addr="127.0.0.1", registry=REGISTRY)
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -70,8 +70,17 @@ def _load(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     loader = build_loader(cfg, REGISTRY)
+    endpoint = None
     try:
+        port = cfg.loader.metrics_port if args.metrics_port is None else args.metrics_port
+        if port:
+            # Served once the loader's metrics exist; announced to the local Prometheus by a target file
+            # that is removed again at exit.
+            instance = f"{socket.gethostname()}-{os.getpid()}"
+            endpoint = serve_metrics("loader", instance, port, cfg.local.home_path(), REGISTRY)
         loader.run(stop.is_set)
     finally:
         loader.close()
+        if endpoint is not None:
+            endpoint.close()
     return 0

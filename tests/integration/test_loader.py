@@ -211,6 +211,11 @@ def test_loads_flows_and_aggregates_with_rollups_and_metrics(setup: Callable[...
     assert metric(registry, "gwtel_loader_rows_inserted_total", table="bandwidth_window") == 4
     assert metric(registry, "gwtel_loader_rows_inserted_total", table="latency_hist_window") == 1
     assert metric(registry, "gwtel_loader_insert_retries_total", table="flows_raw") == 0
+    # Ledger: flows aggregated count the rollup window size only (the 10 s window is the same traffic again).
+    rolled = q(cfg, "SELECT sum(flows) FROM DB.bandwidth_window WHERE window_s = 60")[0][0]
+    assert metric(registry, "gwtel_loader_flows_aggregated_total") == rolled
+    assert rolled < q(cfg, "SELECT sum(flows) FROM DB.bandwidth_window")[0][0]
+    assert metric(registry, "gwtel_loader_flow_records_stored_total") == 7
     assert metric(registry, "gwtel_loader_insert_seconds_count", table="flows_raw") >= 3  # 7 rows, batches of <= 3
     assert metric(registry, "gwtel_loader_last_commit_timestamp_seconds") > time.time() - 120
     for topic in (t.flows, t.aggregates):
@@ -360,6 +365,11 @@ def test_malformed_records_go_to_the_dead_letter_topic(setup: Callable[..., Gwte
     assert q(cfg, "SELECT kafka_offset, bytes_fwd FROM DB.flows_raw ORDER BY kafka_offset") == [(0, 100), (3, 200)]
     for reason in ("not_json", "wrong_version", "out_of_range"):
         assert metric(registry, "gwtel_loader_dead_lettered_total", reason=reason) == 1
+    # The ledger: consumed = stored + dead-lettered, and the stored records' packets are counted.
+    assert metric(registry, "gwtel_loader_records_consumed_total", topic=cfg.kafka.topics.flows) == 5
+    assert metric(registry, "gwtel_loader_flow_records_stored_total") == 2
+    stored_packets = q(cfg, "SELECT sum(packets_fwd + packets_rev) FROM DB.flows_raw")[0][0]
+    assert metric(registry, "gwtel_loader_flow_packets_stored_total") == stored_packets > 0
 
     reader = KafkaConsumer(
         cfg.kafka.topics.dead_letter, bootstrap_servers=cfg.kafka.bootstrap, auto_offset_reset="earliest"
