@@ -56,7 +56,7 @@ def run_pipeline(
     With `registry`, the agent's counters and the loader's metrics are registered there (the ledger's stages).
     """
     from gwtel.commands.replay import do_replay
-    from ingest.agent import AgentCollector
+    from ingest.agent_metrics import AgentCollector
     from processors.chclient import make_client
     from processors.job import run_job
     from processors.loader_setup import build_loader
@@ -85,7 +85,7 @@ def run_pipeline(
     db = cfg.clickhouse.database
     say(f"loading flows and aggregates into ClickHouse database {db} at {cfg.clickhouse.url}")
     if registry is not None:
-        registry.register(AgentCollector(run.agent))
+        registry.register(AgentCollector(run.agent, run.producer))
     loader = build_loader(cfg, registry if registry is not None else CollectorRegistry())
     client = make_client(cfg.clickhouse)
     deadline = time.monotonic() + ledger_timeout_s

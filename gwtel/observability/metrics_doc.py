@@ -26,7 +26,8 @@ class MetricDoc:
 
 
 def _agent_registry() -> CollectorRegistry:
-    from ingest.agent import Agent, AgentCollector
+    from ingest.agent import Agent
+    from ingest.agent_metrics import AgentCollector
     from ingest.classify import PartnerClassifier
 
     cfg = GwtelConfig()

@@ -8,7 +8,6 @@ confusing classification failure.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import iptocc
@@ -166,21 +165,3 @@ def test_cache_is_bounded_and_used() -> None:
 def test_partner_of_asn() -> None:
     c = _classifier({"japan": {"asns": [2914, 4713]}, "korea": {"asns": [4766]}})
     assert (c.partner_of_asn(4713), c.partner_of_asn(4766), c.partner_of_asn(1)) == ("japan", "korea", None)
-
-
-def test_throughput_is_enough_for_per_flow_use() -> None:
-    # Per-flow budget: a gateway agent exports tens of thousands of flows/s; demand well above that even
-    # with every address unseen (cold cache), on this slow, shared machine.
-    c = PartnerClassifier(PartnersConfig.default(), cache_size=1 << 17)
-    addrs = [f"{a}.{b}.{d}.7" for a in (133, 168, 202, 5) for b in range(100) for d in range(100)]
-    t0 = time.perf_counter()
-    for a in addrs:
-        c.classify(CN_V4, a, 4, "l")
-    cold = len(addrs) / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    for a in addrs:
-        c.classify(CN_V4, a, 4, "l")
-    warm = len(addrs) / (time.perf_counter() - t0)
-    print(f"classifications/s: cold cache {cold:,.0f}, warm cache {warm:,.0f}")
-    assert cold > 20_000
-    assert warm > 100_000

@@ -138,6 +138,6 @@ def test_metrics_reference_lists_every_process_metric() -> None:
     assert docs["gwtel_loader_insert_seconds"].type == "histogram"
     text = render_metrics_doc()
     assert "| `gwtel_loader_flow_records_stored_total` | counter | - |" in text
-    assert "| `gwtel_agent_packets_rejected_total` | counter | agent, link, reason |" in text
+    assert "| `gwtel_agent_packets_rejected_total` | counter | link, reason |" in text
     assert "| `gwtel_clickhouse_http_requests_total` | counter | kind, status |" in text
     assert all(name.startswith("gwtel_") for name in re.findall(r"^\| `(\w+)`", text, re.M))
