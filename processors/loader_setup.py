@@ -41,6 +41,10 @@ def make_consumer(cfg: GwtelConfig) -> Any:
         auto_offset_reset="earliest",
         max_poll_records=min(_MAX_POLL_RECORDS, cfg.loader.batch_rows),
         max_poll_interval_ms=_MAX_POLL_INTERVAL_MS,
+        # A busy host can delay the heartbeat thread for seconds; a short session would evict the loader
+        # and restart the group's rebalance over and over.
+        session_timeout_ms=30_000,
+        heartbeat_interval_ms=3_000,
     )
 
 

@@ -139,7 +139,7 @@ def group_done(cfg: GwtelConfig) -> bool:
         peek.close()
 
 
-def run_until_done(loader: Loader, cfg: GwtelConfig, timeout_s: float = 60.0) -> None:
+def run_until_done(loader: Loader, cfg: GwtelConfig, timeout_s: float = 180.0) -> None:
     deadline = time.monotonic() + timeout_s
     checked = 0.0
     while time.monotonic() < deadline:
