@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gwtel.commands.replay",
     "gwtel.commands.report",
     "gwtel.commands.run",
+    "gwtel.commands.verify",
 )
 
 
