@@ -7,7 +7,7 @@ GWTEL := $(VENV)/bin/gwtel
 export GWTEL_HOME ?= $(CURDIR)/.gwtel
 export GWTEL_TEST_DATA ?= $(abspath $(CURDIR)/../shared/data)
 
-.PHONY: setup run test lint up down status bench clean
+.PHONY: setup run test lint up down status bench golden clean
 
 $(VENV)/.installed: pyproject.toml deploy/local/system-packages.sh
 	bash deploy/local/system-packages.sh
@@ -42,6 +42,9 @@ lint: setup
 
 bench: setup
 	$(PY) bench/run.py
+
+golden: setup
+	$(PY) tests/golden/regen.py
 
 clean: down
 	rm -rf $(GWTEL_HOME)

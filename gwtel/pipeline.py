@@ -121,7 +121,9 @@ def run_pipeline(
             if time.monotonic() > deadline:
                 raise UserError(
                     f"the delivery ledger did not balance in {ledger_timeout_s:.0f}s: the agent produced "
-                    f"{records} records, ClickHouse holds {stored}; see `gwtel status` and the logs"
+                    f"{records} records, ClickHouse holds {stored}. Rows older than the tables' TTL "
+                    f"(loader.ttl_flows_raw_days = {cfg.loader.ttl_flows_raw_days}) are dropped at insert: replay old "
+                    "captures with `gwtel verify`, whose database keeps them. Otherwise see `gwtel status` and the logs"
                 )
     finally:
         loader.close()
@@ -131,8 +133,15 @@ def run_pipeline(
     return PipelineResult(packets, records, stored, seconds, [p[1] for p in per_pass])
 
 
+# Replayed captures can be years old, and rows older than a table's TTL vanish at insert: the run's own database
+# keeps everything since 1947, the longest TTL whose end (now + TTL) still fits ClickHouse's DateTime (year 2106).
+_KEEP_DAYS = 29_000
+_KEEP_ALL = {f"ttl_{t}_days": _KEEP_DAYS for t in ("flows_raw", "window", "5m", "1h", "1d")}
+
+
 def isolated(cfg: GwtelConfig, tag: str) -> GwtelConfig:
-    """`cfg` with its own topics, database, agent id, consumer groups and checkpoints: runs never mix."""
+    """`cfg` with its own topics, database, agent id, consumer groups, checkpoints and a TTL that keeps old
+    captures: runs never mix."""
     topics = TopicsConfig(
         flows=f"gwtel.run-{tag}.flows",
         aggregates=f"gwtel.run-{tag}.aggregates",
@@ -151,7 +160,7 @@ def isolated(cfg: GwtelConfig, tag: str) -> GwtelConfig:
                     "checkpoint_dir": f"runs/{tag}/checkpoints",
                 }
             ),
-            "loader": cfg.loader.model_copy(update={"group_id": f"gwtel-run-loader-{tag}"}),
+            "loader": cfg.loader.model_copy(update={"group_id": f"gwtel-run-loader-{tag}", **_KEEP_ALL}),
         }
     )
 
