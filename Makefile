@@ -40,8 +40,10 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# Every bench/*.py (not starting with _), one table at the end; needs the services (`gwtel up`) for bench/e2e.py.
 bench: setup
-	$(PY) bench/run.py
+	$(GWTEL) up
+	$(PY) bench
 
 golden: setup
 	$(PY) tests/golden/regen.py
