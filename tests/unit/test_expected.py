@@ -76,3 +76,15 @@ def test_committed_golden_files_are_up_to_date() -> None:
     regen = Path(__file__).resolve().parents[1] / "golden" / "regen.py"
     done = subprocess.run([sys.executable, str(regen), "--check"], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_synth_writes_the_expected_file(tmp_path: Path) -> None:
+    from gwtel.cli import main
+
+    out, exp_path = tmp_path / "s.pcap", tmp_path / "s.expected.json"
+    argv = ["synth", "--out", str(out), "--flows", "40", "--expected", str(exp_path), "--sampling-rate", "4"]
+    assert main(argv) == 0
+    truth = json.loads((tmp_path / "s.truth.json").read_text())
+    exp = expected.load(exp_path)
+    assert exp.sampling_rate == 4
+    assert sum(b.bytes for b in exp.bandwidth) == 4 * sum(r["bytes"] for r in truth["bandwidth"])
