@@ -15,8 +15,10 @@ import pytest
 
 from gwtel.cli import main
 from gwtel.compare import compare
+from gwtel.services.clickhouse import ClickHouseService
+from gwtel.services.kafka import KafkaService
 from schemas import expected
-from tests.golden.regen import CASES, Case, expected_path
+from tests.golden.regen import CASES, Case, expected_path, pcap_path
 from tests.integration.fixtures_replay import SharedRun
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -83,3 +85,27 @@ def test_verify_passes_on_the_unchanged_file(shared_run: SharedRun, capsys: pyte
     path = expected_path(CASES[1])
     assert main(["verify", "--database", shared_run.cfg.clickhouse.database, "--expected", str(path)]) == 0
     assert capsys.readouterr().out.startswith("verify: OK, all ")
+
+
+def test_verify_command_replays_a_golden_capture_and_cleans_up(
+    kafka_service: KafkaService, clickhouse_service: ClickHouseService, capsys: pytest.CaptureFixture[str]
+) -> None:
+    case = next(c for c in CASES if c.name == "sampled")
+    before = _run_databases(clickhouse_service)
+    rc = main(["verify", "--pcap", str(pcap_path(case)), "--expected", str(expected_path(case))])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "verify: OK, all " in out
+    assert _run_databases(clickhouse_service) == before, "verify must drop its database"
+    with kafka_service.admin() as admin:
+        topic = next(line.split("Kafka topic ")[1] for line in out.splitlines() if "Kafka topic " in line)
+        assert topic not in admin.list_topics(), "verify must delete its topics"
+
+
+def _run_databases(svc: ClickHouseService) -> set[str]:
+    client = svc.client()
+    try:
+        rows = client.query("SELECT name FROM system.databases WHERE name LIKE 'gwtel_run_%'").result_rows
+        return {str(r[0]) for r in rows}
+    finally:
+        client.close()
