@@ -7,7 +7,7 @@ GWTEL := $(VENV)/bin/gwtel
 export GWTEL_HOME ?= $(CURDIR)/.gwtel
 export GWTEL_TEST_DATA ?= $(abspath $(CURDIR)/../shared/data)
 
-.PHONY: setup run test lint up down status bench clean
+.PHONY: setup run test lint up down status bench golden clean
 
 $(VENV)/.installed: pyproject.toml deploy/local/system-packages.sh
 	bash deploy/local/system-packages.sh
@@ -40,8 +40,13 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# Every bench/*.py (not starting with _), one table at the end; needs the services (`gwtel up`) for bench/e2e.py.
 bench: setup
-	$(PY) bench/run.py
+	$(GWTEL) up
+	$(PY) bench
+
+golden: setup
+	$(PY) tests/golden/regen.py
 
 clean: down
 	rm -rf $(GWTEL_HOME)

@@ -13,6 +13,7 @@ from tests.integration.fixtures_kafka import (
     kafka_topic,
 )
 from tests.integration.fixtures_prometheus import metrics_port, prometheus
+from tests.integration.fixtures_replay import shared_run
 
 __all__ = [
     "clickhouse_client",
@@ -26,4 +27,5 @@ __all__ = [
     "kafka_topic",
     "metrics_port",
     "prometheus",
+    "shared_run",
 ]

@@ -8,6 +8,7 @@ direction; latency percentiles within one histogram bucket of the exact percenti
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -70,7 +71,10 @@ def e2e(
     kafka_service.ensure_topics(list(cfg.kafka.topics.model_dump().values()), partitions=2)
     migrate(cfg)
     d = tmp_path_factory.mktemp("e2e")
-    truth = generate(SynthConfig(seed=5, flows=800, duration_s=60), d / "golden.pcap", d / "golden.json")
+    # Recent traffic: rows older than the tables' TTL (15 days by default) would be dropped at insert.
+    start_ns = (time.time_ns() // 60_000_000_000 - 30) * 60_000_000_000
+    sc = SynthConfig(seed=5, flows=800, duration_s=60, start_ns=start_ns)
+    truth = generate(sc, d / "golden.pcap", d / "golden.json")
     result = run_pipeline(cfg, Path(d / "golden.pcap"), ledger_timeout_s=240)
     assert result.packets == truth["packets"]
     client = make_client(cfg.clickhouse)
