@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Debian packages the local services need: Java for Kafka and Flink, Maven to gather jars, Prometheus.
+# Debian packages the local services need: Java for Kafka and Flink, Maven to gather jars, Prometheus; Rust.
 # Installs only what is missing; needs root (or sudo) the first time.
 set -euo pipefail
 need=()
@@ -8,6 +8,8 @@ command -v mvn >/dev/null 2>&1 || need+=(maven)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v tshark >/dev/null 2>&1 || need+=(tshark)
+# Rust builds the agent's native engine (native/); rustup's toolchain in ~/.cargo/bin is preferred when present.
+command -v cargo >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/cargo" ] || need+=(cargo)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

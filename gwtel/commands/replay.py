@@ -15,6 +15,7 @@ from gwtel.config import GwtelConfig, load_config
 from gwtel.errors import UserError
 from ingest.agent import Agent
 from ingest.classify import PartnerClassifier
+from ingest.native import NativeAgent
 from ingest.producer import FlowProducer
 from ingest.replay import ProgressLine, ReplayResult, replay_files
 from ingest.seqstore import SeqStore
@@ -45,7 +46,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 @dataclass
 class ReplayRun:
-    agent: Agent
+    agent: Agent | NativeAgent
     result: ReplayResult
     partners: Counter[str]
     producer: FlowProducer | None
@@ -89,7 +90,9 @@ def do_replay(
             write(rec)
 
         seqs = SeqStore(home / "agent" / f"{cfg.agent.agent_id}.seq")
-        agent = Agent(cfg.agent, classifier, sink, first_seq=seqs.first())
+        # Paced replay hands frames over one at a time: that is the Python engine's interface.
+        native = cfg.agent.engine == "native" and not pace
+        agent = (NativeAgent if native else Agent)(cfg.agent, classifier, sink, first_seq=seqs.first())
         progress = ProgressLine()
         result = replay_files(agent, files, pace=pace, shift_to_now=shift, progress=progress)
         progress.done()
