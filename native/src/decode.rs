@@ -163,7 +163,11 @@ pub fn decode(ts: i64, lt: u32, data: &[u8], cfg: &DecodeConfig) -> Result<Pkt, 
             off = 0;
         }
         9 => {
-            off = if n >= 2 && data[0] == 0xFF && data[1] == 0x03 { 2 } else { 0 };
+            off = if n >= 2 && data[0] == 0xFF && data[1] == 0x03 {
+                2
+            } else {
+                0
+            };
             if off >= n {
                 return Err(TRUNCATED_L2);
             }
@@ -195,7 +199,12 @@ pub fn decode(ts: i64, lt: u32, data: &[u8], cfg: &DecodeConfig) -> Result<Pkt, 
     ip(ts, data, off, n, ver, vlan, cfg, 0)
 }
 
-fn walk_ethertypes(data: &[u8], mut off: usize, lim: usize, mut etype: u16) -> Result<(u8, usize, u16), u8> {
+fn walk_ethertypes(
+    data: &[u8],
+    mut off: usize,
+    lim: usize,
+    mut etype: u16,
+) -> Result<(u8, usize, u16), u8> {
     let mut vlan: i32 = -1;
     loop {
         if etype == ETH_IPV4 {
@@ -256,7 +265,16 @@ fn walk_ethertypes(data: &[u8], mut off: usize, lim: usize, mut etype: u16) -> R
 }
 
 #[allow(clippy::too_many_arguments)]
-fn ip(ts: i64, data: &[u8], off: usize, lim: usize, ver: u8, vlan: u16, cfg: &DecodeConfig, depth: u32) -> Result<Pkt, u8> {
+fn ip(
+    ts: i64,
+    data: &[u8],
+    off: usize,
+    lim: usize,
+    ver: u8,
+    vlan: u16,
+    cfg: &DecodeConfig,
+    depth: u32,
+) -> Result<Pkt, u8> {
     let mut frag_off: u32 = 0;
     let mut more_frags = false;
     let mut frag_key: Option<FragKey> = None;
@@ -287,7 +305,13 @@ fn ip(ts: i64, data: &[u8], off: usize, lim: usize, ver: u8, vlan: u16, cfg: &De
         if fl & 0x3FFF != 0 {
             frag_off = ((fl & 0x1FFF) as u32) << 3;
             more_frags = fl & 0x2000 != 0;
-            frag_key = Some(FragKey { src, dst, proto, v6: false, id: ident as u32 });
+            frag_key = Some(FragKey {
+                src,
+                dst,
+                proto,
+                v6: false,
+                id: ident as u32,
+            });
         }
     } else {
         if off + 40 > lim {
@@ -309,7 +333,11 @@ fn ip(ts: i64, data: &[u8], off: usize, lim: usize, ver: u8, vlan: u16, cfg: &De
             if proto == 44 {
                 ext_len = 8;
             } else if l4 + 2 > lim {
-                return Err(if l4 + 2 > pkt_end { BAD_IP_HEADER } else { TRUNCATED_IP });
+                return Err(if l4 + 2 > pkt_end {
+                    BAD_IP_HEADER
+                } else {
+                    TRUNCATED_IP
+                });
             } else if proto == 51 {
                 ext_len = ((data[l4 + 1] as usize) + 2) << 2;
             } else {
@@ -327,7 +355,13 @@ fn ip(ts: i64, data: &[u8], off: usize, lim: usize, ver: u8, vlan: u16, cfg: &De
                 let ident = u32at(data, l4 + 4);
                 frag_off = (fl & 0xFFF8) as u32;
                 more_frags = fl & 1 != 0;
-                frag_key = Some(FragKey { src, dst, proto: nh, v6: true, id: ident });
+                frag_key = Some(FragKey {
+                    src,
+                    dst,
+                    proto: nh,
+                    v6: true,
+                    id: ident,
+                });
                 proto = nh;
                 l4 += 8;
                 if frag_off != 0 {
@@ -374,7 +408,11 @@ fn ip(ts: i64, data: &[u8], off: usize, lim: usize, ver: u8, vlan: u16, cfg: &De
     match proto {
         6 => {
             if l4 + 20 > avail {
-                return Err(if l4 + 20 > end { BAD_L4_HEADER } else { TRUNCATED_L4 });
+                return Err(if l4 + 20 > end {
+                    BAD_L4_HEADER
+                } else {
+                    TRUNCATED_L4
+                });
             }
             p.sport = u16at(data, l4) as u32;
             p.dport = u16at(data, l4 + 2) as u32;
@@ -415,7 +453,11 @@ fn ip(ts: i64, data: &[u8], off: usize, lim: usize, ver: u8, vlan: u16, cfg: &De
         }
         17 => {
             if l4 + 8 > avail {
-                return Err(if l4 + 8 > end { BAD_L4_HEADER } else { TRUNCATED_L4 });
+                return Err(if l4 + 8 > end {
+                    BAD_L4_HEADER
+                } else {
+                    TRUNCATED_L4
+                });
             }
             p.sport = u16at(data, l4) as u32;
             p.dport = u16at(data, l4 + 2) as u32;
@@ -437,13 +479,21 @@ fn ip(ts: i64, data: &[u8], off: usize, lim: usize, ver: u8, vlan: u16, cfg: &De
         }
         1 | 58 => {
             if l4 + 8 > avail {
-                return Err(if l4 + 8 > end { BAD_L4_HEADER } else { TRUNCATED_L4 });
+                return Err(if l4 + 8 > end {
+                    BAD_L4_HEADER
+                } else {
+                    TRUNCATED_L4
+                });
             }
             p.itype = data[l4] as i32;
             p.icode = data[l4 + 1] as i32;
             p.iid = u16at(data, l4 + 4) as u32;
             p.iseq = u16at(data, l4 + 6) as u32;
-            let echo = if proto == 1 { p.itype == 0 || p.itype == 8 } else { p.itype == 128 || p.itype == 129 };
+            let echo = if proto == 1 {
+                p.itype == 0 || p.itype == 8
+            } else {
+                p.itype == 128 || p.itype == 129
+            };
             if !echo {
                 p.iid = 0;
                 p.iseq = 0;
@@ -472,7 +522,14 @@ fn as_outer(mut inner: Pkt, outer: &Pkt) -> Pkt {
     inner
 }
 
-fn from_ethernet(ts: i64, data: &[u8], off: usize, lim: usize, cfg: &DecodeConfig, depth: u32) -> Result<Pkt, u8> {
+fn from_ethernet(
+    ts: i64,
+    data: &[u8],
+    off: usize,
+    lim: usize,
+    cfg: &DecodeConfig,
+    depth: u32,
+) -> Result<Pkt, u8> {
     if off + 14 > lim {
         return Err(TRUNCATED_L2);
     }
@@ -480,7 +537,14 @@ fn from_ethernet(ts: i64, data: &[u8], off: usize, lim: usize, cfg: &DecodeConfi
     ip(ts, data, o, lim, ver, vlan, cfg, depth + 1)
 }
 
-fn from_nibble(ts: i64, data: &[u8], off: usize, lim: usize, cfg: &DecodeConfig, depth: u32) -> Result<Pkt, u8> {
+fn from_nibble(
+    ts: i64,
+    data: &[u8],
+    off: usize,
+    lim: usize,
+    cfg: &DecodeConfig,
+    depth: u32,
+) -> Result<Pkt, u8> {
     if off >= lim {
         return Err(TRUNCATED_IP);
     }
@@ -491,14 +555,28 @@ fn from_nibble(ts: i64, data: &[u8], off: usize, lim: usize, cfg: &DecodeConfig,
     ip(ts, data, off, lim, ver, 0, cfg, depth + 1)
 }
 
-fn vxlan(ts: i64, data: &[u8], off: usize, lim: usize, cfg: &DecodeConfig, depth: u32) -> Option<Result<Pkt, u8>> {
+fn vxlan(
+    ts: i64,
+    data: &[u8],
+    off: usize,
+    lim: usize,
+    cfg: &DecodeConfig,
+    depth: u32,
+) -> Option<Result<Pkt, u8>> {
     if off + 8 > lim || data[off] & 0x08 == 0 {
         return None;
     }
     Some(from_ethernet(ts, data, off + 8, lim, cfg, depth))
 }
 
-fn gtp(ts: i64, data: &[u8], off: usize, lim: usize, cfg: &DecodeConfig, depth: u32) -> Option<Result<Pkt, u8>> {
+fn gtp(
+    ts: i64,
+    data: &[u8],
+    off: usize,
+    lim: usize,
+    cfg: &DecodeConfig,
+    depth: u32,
+) -> Option<Result<Pkt, u8>> {
     if off + 8 > lim {
         return None;
     }
@@ -530,7 +608,14 @@ fn gtp(ts: i64, data: &[u8], off: usize, lim: usize, cfg: &DecodeConfig, depth: 
     Some(from_nibble(ts, data, p, lim, cfg, depth))
 }
 
-fn gre(ts: i64, data: &[u8], off: usize, lim: usize, cfg: &DecodeConfig, depth: u32) -> Option<Result<Pkt, u8>> {
+fn gre(
+    ts: i64,
+    data: &[u8],
+    off: usize,
+    lim: usize,
+    cfg: &DecodeConfig,
+    depth: u32,
+) -> Option<Result<Pkt, u8>> {
     if off + 4 > lim {
         return None;
     }
@@ -539,7 +624,11 @@ fn gre(ts: i64, data: &[u8], off: usize, lim: usize, cfg: &DecodeConfig, depth: 
     if fl & 0x0007 != 0 || fl & 0x4000 != 0 {
         return None;
     }
-    let p = off + 4 + (((fl >> 15) & 1) as usize) * 4 + (((fl >> 13) & 1) as usize) * 4 + (((fl >> 12) & 1) as usize) * 4;
+    let p = off
+        + 4
+        + (((fl >> 15) & 1) as usize) * 4
+        + (((fl >> 13) & 1) as usize) * 4
+        + (((fl >> 12) & 1) as usize) * 4;
     match ptype {
         ETH_IPV4 | ETH_IPV6 => Some(from_nibble(ts, data, p, lim, cfg, depth)),
         0x6558 => Some(from_ethernet(ts, data, p, lim, cfg, depth)),
@@ -552,7 +641,8 @@ fn gre(ts: i64, data: &[u8], off: usize, lim: usize, cfg: &DecodeConfig, depth: 
             Some(from_ethernet(ts, data, p + 12 + extra, lim, cfg, depth))
         }
         ETH_MPLS_UC | ETH_MPLS_MC => {
-            let r = walk_ethertypes(data, p, lim, ptype).and_then(|(ver, q, _)| ip(ts, data, q, lim, ver, 0, cfg, depth + 1));
+            let r = walk_ethertypes(data, p, lim, ptype)
+                .and_then(|(ver, q, _)| ip(ts, data, q, lim, ver, 0, cfg, depth + 1));
             Some(r)
         }
         _ => None,

@@ -18,28 +18,40 @@ pub fn ns_to_us(ns: i64) -> i64 {
     (ns + 500).div_euclid(1000)
 }
 
+/// Sequence state of one TCP flow. Out-of-order segments only feed a meter-wide counter: `segment` reports them.
 #[derive(Default)]
 pub struct Tcp {
-    pub hi_f: i64,
-    pub hi_r: i64,
-    pub adv_f: i64,
-    pub adv_r: i64,
+    hi_f: u32, // highest sequence end seen initiator -> responder (valid when HAS_F is set in `has`)
+    hi_r: u32,
+    adv_f: i64, // ns when hi_f last moved forward
+    adv_r: i64,
     pub irtt_ns: i64,
     pub retrans_f: u64,
     pub retrans_r: u64,
-    pub ooo_f: u64,
-    pub ooo_r: u64,
-    pub fins: u8,
+    has: u8,
+    fins: u8,
     pub closing: u8,
     pub syn_seen: bool,
 }
 
+const HAS_F: u8 = 1;
+const HAS_R: u8 = 2;
+
 impl Tcp {
     pub fn new() -> Self {
-        Tcp { hi_f: -1, hi_r: -1, ..Default::default() }
+        Tcp::default()
     }
 
-    pub fn segment(&mut self, fwd: bool, flags: u16, seq: u32, payload_len: u64, ts: i64, ooo_ns: i64) {
+    /// Account one segment; returns true when it was counted as out-of-order.
+    pub fn segment(
+        &mut self,
+        fwd: bool,
+        flags: u16,
+        seq: u32,
+        payload_len: u64,
+        ts: i64,
+        ooo_ns: i64,
+    ) -> bool {
         if flags & RST != 0 {
             self.closing = CLOSING_RST;
         }
@@ -51,55 +63,61 @@ impl Tcp {
         }
         let seglen = payload_len + (flags & SYN != 0) as u64 + (flags & FIN != 0) as u64;
         if seglen == 0 {
-            return;
+            return false;
         }
-        let end = ((seq as u64 + seglen) & MASK as u64) as i64;
-        let hi = if fwd { self.hi_f } else { self.hi_r };
-        if hi >= 0 {
-            let ahead = (end.wrapping_sub(hi) as u64 & MASK as u64) as u32;
+        let end = ((seq as u64 + seglen) & MASK as u64) as u32;
+        let (has, hi) = if fwd {
+            (self.has & HAS_F, self.hi_f)
+        } else {
+            (self.has & HAS_R, self.hi_r)
+        };
+        if has != 0 {
+            let ahead = end.wrapping_sub(hi);
             if ahead == 0 || ahead >= HALF {
                 if seglen <= 1 && flags & (SYN | FIN) == 0 && end == hi {
-                    return;
+                    return false; // keep-alive probe
                 }
                 let adv = if fwd { self.adv_f } else { self.adv_r };
-                let thr = if self.irtt_ns != 0 { self.irtt_ns } else { ooo_ns };
+                let thr = if self.irtt_ns != 0 {
+                    self.irtt_ns
+                } else {
+                    ooo_ns
+                };
                 let d = ts - adv;
                 if end != hi && 0 <= d && d < thr {
-                    if fwd {
-                        self.ooo_f += 1;
-                    } else {
-                        self.ooo_r += 1;
-                    }
-                } else if fwd {
+                    return true;
+                }
+                if fwd {
                     self.retrans_f += 1;
                 } else {
                     self.retrans_r += 1;
                 }
-                return;
+                return false;
             }
         }
         if fwd {
             self.hi_f = end;
             self.adv_f = ts;
+            self.has |= HAS_F;
         } else {
             self.hi_r = end;
             self.adv_r = ts;
+            self.has |= HAS_R;
         }
+        false
     }
 
     pub fn swap(&mut self) {
         std::mem::swap(&mut self.hi_f, &mut self.hi_r);
         std::mem::swap(&mut self.adv_f, &mut self.adv_r);
         std::mem::swap(&mut self.retrans_f, &mut self.retrans_r);
-        std::mem::swap(&mut self.ooo_f, &mut self.ooo_r);
+        self.has = ((self.has & 1) << 1) | ((self.has >> 1) & 1);
         self.fins = ((self.fins & 1) << 1) | ((self.fins >> 1) & 1);
     }
 
     pub fn reset_counts(&mut self) {
         self.retrans_f = 0;
         self.retrans_r = 0;
-        self.ooo_f = 0;
-        self.ooo_r = 0;
     }
 }
 
@@ -114,7 +132,13 @@ pub struct Summary {
 
 impl Summary {
     fn new() -> Self {
-        Summary { count: 0, min_us: 0, max_us: 0, sum_us: 0, hist: Vec::new() }
+        Summary {
+            count: 0,
+            min_us: 0,
+            max_us: 0,
+            sum_us: 0,
+            hist: Vec::new(),
+        }
     }
 
     fn add(&mut self, us: i64, bucket: u16) {
@@ -129,6 +153,9 @@ impl Summary {
                 e.1 += 1;
                 return;
             }
+        }
+        if self.hist.len() == self.hist.capacity() {
+            self.hist.reserve_exact(1);
         }
         self.hist.push((bucket, 1));
     }
@@ -146,7 +173,15 @@ struct Handshake {
 
 impl Handshake {
     fn new() -> Self {
-        Handshake { syn_ns: -1, syn_seq: 0, synack_seq: 0, synack_ns: -1, leg_resp_ns: NONE, leg_init_ns: NONE, done: false }
+        Handshake {
+            syn_ns: -1,
+            syn_seq: 0,
+            synack_seq: 0,
+            synack_ns: -1,
+            leg_resp_ns: NONE,
+            leg_init_ns: NONE,
+            done: false,
+        }
     }
     fn syn(&mut self, ts: i64, seq: u32) {
         if self.done {
@@ -186,89 +221,58 @@ impl Handshake {
     }
 }
 
-struct TsMatcher {
-    last_val: i64,
-    pending: Vec<(u32, i64)>,
+/// A request or TSval awaiting its reply; packed to 12 bytes (several wait per flow).
+#[derive(Clone, Copy)]
+#[repr(C, packed)]
+struct Entry {
+    id: u32,
+    ts: i64,
 }
 
-impl TsMatcher {
-    fn out(&mut self, tsval: u32, ts: i64, cap: usize) {
-        if tsval as i64 == self.last_val {
-            return;
-        }
-        self.last_val = tsval as i64;
-        if self.pending.len() < cap && !self.pending.iter().any(|e| e.0 == tsval) {
-            self.pending.push((tsval, ts));
-        }
-    }
-    fn echo(&mut self, tsecr: u32, ts: i64) -> Option<i64> {
-        let t0 = self.pending.iter().find(|e| e.0 == tsecr)?.1;
-        self.pending.retain(|e| tsecr.wrapping_sub(e.0) >= HALF);
-        if ts >= t0 {
-            Some(ts - t0)
-        } else {
-            None
-        }
-    }
-}
-
-/// Requests by identifier (ICMP echo seq, DNS id) in arrival order; few entries, so a small vector.
-struct Echo {
-    pending: Vec<(u32, i64)>,
-}
-
-impl Echo {
-    fn request(&mut self, ident: u32, ts: i64, cap: usize) {
-        if self.pending.len() < cap && !self.pending.iter().any(|e| e.0 == ident) {
-            self.pending.push((ident, ts));
-        }
-    }
-    fn reply(&mut self, ident: u32, ts: i64) -> Option<i64> {
-        let i = self.pending.iter().position(|e| e.0 == ident)?;
-        let t0 = self.pending.swap_remove(i).1;
-        if ts < t0 {
-            None
-        } else {
-            Some(ts - t0)
-        }
-    }
-}
-
-/// Allocated per flow only once a packet that can yield latency is seen.
+/// Allocated per flow only once a packet that can yield latency is seen. A flow's protocol allows one kind of
+/// sample only (TCP: timestamps, ICMP: echo, UDP: DNS), so one pending table and one summary serve all three;
+/// an empty table or a summary of count 0 stands for the reference's absent one (they behave the same).
 pub struct Latency {
     hs: Option<Box<Handshake>>,
-    hs_done: bool,
     hs_resp_ns: i64,
     hs_init_ns: i64,
-    ts: Option<Box<TsMatcher>>,
-    icmp: Option<Box<Echo>>,
-    dns: Option<Box<Echo>>,
-    pub ts_sum: Option<Box<Summary>>,
-    pub icmp_sum: Option<Box<Summary>>,
-    pub dns_sum: Option<Box<Summary>>,
+    last_val: i64, // TCP: the last TSval seen toward the remote side
+    pending: Vec<Entry>,
+    pub sum: Summary,
+    hs_done: bool,
 }
 
 pub type BucketFn<'a> = &'a dyn Fn(i64) -> u16;
 
-fn add_sample(s: &mut Option<Box<Summary>>, rtt: i64, bucket: BucketFn) {
-    let us = ns_to_us(rtt);
-    s.get_or_insert_with(|| Box::new(Summary::new())).add(us, bucket(us));
+fn push_exact(v: &mut Vec<Entry>, e: Entry) {
+    if v.len() == v.capacity() {
+        v.reserve_exact(1); // grow one slot at a time: few entries, memory matters more
+    }
+    v.push(e);
 }
 
 impl Latency {
     pub fn new() -> Self {
         Latency {
             hs: None,
-            hs_done: false,
             hs_resp_ns: NONE,
             hs_init_ns: NONE,
-            ts: None,
-            icmp: None,
-            dns: None,
-            ts_sum: None,
-            icmp_sum: None,
-            dns_sum: None,
+            last_val: -1,
+            pending: Vec::new(),
+            sum: Summary::new(),
+            hs_done: false,
         }
+    }
+
+    /// Heap bytes of this state and what it owns (allocation accounting for the memory benchmark).
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let mut n = size_of::<Latency>();
+        if self.hs.is_some() {
+            n += size_of::<Handshake>();
+        }
+        n + self.pending.capacity() * size_of::<Entry>()
+            + self.sum.hist.capacity() * size_of::<(u16, u32)>()
     }
 
     fn hs_mut(&mut self) -> Option<&mut Handshake> {
@@ -289,25 +293,6 @@ impl Latency {
         }
     }
 
-    /// Heap bytes of this state and what it owns (allocation accounting for the memory benchmark).
-    pub fn heap_bytes(&self) -> usize {
-        use std::mem::size_of;
-        let mut n = size_of::<Latency>();
-        if self.hs.is_some() {
-            n += size_of::<Handshake>();
-        }
-        if let Some(m) = &self.ts {
-            n += size_of::<TsMatcher>() + m.pending.capacity() * size_of::<(u32, i64)>();
-        }
-        for e in [&self.icmp, &self.dns].into_iter().flatten() {
-            n += size_of::<Echo>() + e.pending.capacity() * size_of::<(u32, i64)>();
-        }
-        for s in [&self.ts_sum, &self.icmp_sum, &self.dns_sum].into_iter().flatten() {
-            n += size_of::<Summary>() + s.hist.capacity() * size_of::<(u16, u32)>();
-        }
-        n
-    }
-
     pub fn has_hs(&self) -> bool {
         self.hs.is_some()
     }
@@ -325,6 +310,7 @@ impl Latency {
         }
     }
 
+    /// The whole handshake RTT (SYN -> ACK) in ns when this ACK completes it, else 0.
     pub fn hs_ack(&mut self, ts: i64, ack: u32) -> i64 {
         match &mut self.hs {
             None => return 0,
@@ -352,51 +338,56 @@ impl Latency {
     }
 
     pub fn ts_out(&mut self, tsval: u32, ts: i64, cap: usize) {
-        self.ts.get_or_insert_with(|| Box::new(TsMatcher { last_val: -1, pending: Vec::new() })).out(tsval, ts, cap);
+        if tsval as i64 == self.last_val {
+            return; // not the first occurrence
+        }
+        self.last_val = tsval as i64;
+        if self.pending.len() < cap && !self.pending.iter().any(|e| e.id == tsval) {
+            push_exact(&mut self.pending, Entry { id: tsval, ts });
+        }
     }
 
     pub fn ts_echo(&mut self, tsecr: u32, ts: i64, bucket: BucketFn) {
-        if let Some(m) = &mut self.ts {
-            if let Some(rtt) = m.echo(tsecr, ts) {
-                add_sample(&mut self.ts_sum, rtt, bucket);
-            }
+        let Some(t0) = self.pending.iter().find(|e| e.id == tsecr).map(|e| e.ts) else {
+            return;
+        };
+        // The echoed value and older ones go: TSecr is non-decreasing, older values will never be echoed.
+        self.pending.retain(|e| tsecr.wrapping_sub(e.id) >= HALF);
+        if ts >= t0 {
+            self.sample(ts - t0, bucket);
         }
     }
 
-    pub fn icmp_request(&mut self, seq: u32, ts: i64, cap: usize) {
-        self.icmp.get_or_insert_with(|| Box::new(Echo { pending: Vec::new() })).request(seq, ts, cap);
-    }
-
-    pub fn icmp_reply(&mut self, seq: u32, ts: i64, bucket: BucketFn) {
-        if let Some(m) = &mut self.icmp {
-            if let Some(rtt) = m.reply(seq, ts) {
-                add_sample(&mut self.icmp_sum, rtt, bucket);
-            }
+    /// ICMP echo request or DNS query toward the remote side.
+    pub fn request(&mut self, ident: u32, ts: i64, cap: usize) {
+        if self.pending.len() < cap && !self.pending.iter().any(|e| e.id == ident) {
+            push_exact(&mut self.pending, Entry { id: ident, ts });
         }
     }
 
-    pub fn dns_query(&mut self, id: u32, ts: i64, cap: usize) {
-        self.dns.get_or_insert_with(|| Box::new(Echo { pending: Vec::new() })).request(id, ts, cap);
+    /// ICMP echo reply or DNS response from the remote side.
+    pub fn reply(&mut self, ident: u32, ts: i64, bucket: BucketFn) {
+        let Some(i) = self.pending.iter().position(|e| e.id == ident) else {
+            return;
+        };
+        let t0 = self.pending.swap_remove(i).ts;
+        if ts >= t0 {
+            self.sample(ts - t0, bucket);
+        }
     }
 
-    pub fn dns_response(&mut self, id: u32, ts: i64, bucket: BucketFn) {
-        if let Some(m) = &mut self.dns {
-            if let Some(rtt) = m.reply(id, ts) {
-                add_sample(&mut self.dns_sum, rtt, bucket);
-            }
-        }
+    fn sample(&mut self, rtt: i64, bucket: BucketFn) {
+        let us = ns_to_us(rtt);
+        self.sum.add(us, bucket(us));
     }
 
     pub fn reoriented(&mut self) {
-        self.ts = None;
-        self.icmp = None;
-        self.dns = None;
+        self.pending = Vec::new();
+        self.last_val = -1;
     }
 
     pub fn new_slice(&mut self) {
-        self.ts_sum = None;
-        self.icmp_sum = None;
-        self.dns_sum = None;
+        self.sum = Summary::new();
         self.hs_resp_ns = NONE;
         self.hs_init_ns = NONE;
         if let Some(hs) = &mut self.hs {

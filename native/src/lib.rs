@@ -10,7 +10,6 @@ mod reader;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Read;
 use std::rc::Rc;
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
@@ -23,13 +22,13 @@ use latency::{ns_to_us, NONE};
 use meter::{Core, MeterConfig, Rec, SumOut, REASON_NAMES};
 use reader::{Reader, Step};
 
-const CHUNK: usize = 4 << 20;
 const ORACLE_CACHE_MAX: usize = 1 << 20;
 
 #[pyclass(unsendable, module = "gwtel_native")]
 struct Engine {
     core: Core,
     reader: Option<Reader>,
+    pending: Vec<u8>, // bytes pushed and not parsed yet
     oracle_err: Rc<RefCell<Option<PyErr>>>,
 }
 
@@ -42,13 +41,19 @@ fn addr_bytes(a: &[u8; 16], v6: bool) -> &[u8] {
 }
 
 /// remote_is_initiator from a per-address "is domestic" callable (cached here), or a per-flow callable.
-fn make_oracle(domestic: Option<Py<PyAny>>, pair: Option<Py<PyAny>>, err: Rc<RefCell<Option<PyErr>>>) -> meter::Oracle {
+fn make_oracle(
+    domestic: Option<Py<PyAny>>,
+    pair: Option<Py<PyAny>>,
+    err: Rc<RefCell<Option<PyErr>>>,
+) -> meter::Oracle {
     let mut cache: HashMap<([u8; 16], bool), bool> = HashMap::new();
     Box::new(move |src: &[u8; 16], dst: &[u8; 16], v6: bool| -> bool {
         Python::attach(|py| {
             let call1 = |f: &Py<PyAny>, args: Vec<&[u8]>| -> bool {
                 let t: Vec<Bound<PyBytes>> = args.iter().map(|a| PyBytes::new(py, a)).collect();
-                let r = PyTuple::new(py, t).and_then(|t| f.call1(py, t)).and_then(|v| v.is_truthy(py));
+                let r = PyTuple::new(py, t)
+                    .and_then(|t| f.call1(py, t))
+                    .and_then(|v| v.is_truthy(py));
                 match r {
                     Ok(b) => b,
                     Err(e) => {
@@ -129,23 +134,50 @@ fn rec_obj<'py>(py: Python<'py>, r: &Rec) -> PyResult<Bound<'py, PyTuple>> {
     PyTuple::new(py, items)
 }
 
+/// Parse and meter every complete record of `buf`.
+fn pump(
+    core: &mut Core,
+    rd: &mut Reader,
+    buf: &[u8],
+    eof: bool,
+    err: &RefCell<Option<PyErr>>,
+) -> PyResult<()> {
+    loop {
+        match rd.next(buf, eof) {
+            Step::Frame {
+                ts,
+                lt,
+                start,
+                len,
+                wire,
+            } => core.feed(ts, lt, &buf[start..start + len], wire),
+            Step::Skip => {}
+            Step::NeedMore | Step::End => break,
+        }
+    }
+    if let Some(e) = err.borrow_mut().take() {
+        return Err(e);
+    }
+    Ok(())
+}
+
+fn not_begun() -> PyErr {
+    PyRuntimeError::new_err("no capture file begun")
+}
+
 impl Engine {
-    fn pump(&mut self, eof: bool) -> PyResult<()> {
-        let Engine { core, reader, oracle_err } = self;
-        let rd = reader.as_mut().ok_or_else(|| PyRuntimeError::new_err("no capture file begun"))?;
-        loop {
-            match rd.next(eof) {
-                Step::Frame { ts, lt, start, len, wire } => {
-                    core.feed(ts, lt, &rd.data()[start..start + len], wire);
-                }
-                Step::Skip => {}
-                Step::NeedMore | Step::End => break,
-            }
-        }
-        if let Some(e) = oracle_err.borrow_mut().take() {
-            return Err(e);
-        }
-        Ok(())
+    fn pump_pending(&mut self, eof: bool) -> PyResult<()> {
+        let Engine {
+            core,
+            reader,
+            pending,
+            oracle_err,
+        } = self;
+        let rd = reader.as_mut().ok_or_else(not_begun)?;
+        let r = pump(core, rd, pending, eof, oracle_err);
+        let used = rd.consumed();
+        pending.drain(..used);
+        r
     }
 }
 
@@ -176,7 +208,13 @@ impl Engine {
         domestic: Option<Py<PyAny>>,
         remote_is_initiator: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
-        if idle_ns <= 0 || active_ns <= 0 || grace_ns <= 0 || tick_ns <= 0 || ooo_ns < 0 || frag_timeout_ns <= 0 {
+        if idle_ns <= 0
+            || active_ns <= 0
+            || grace_ns <= 0
+            || tick_ns <= 0
+            || ooo_ns < 0
+            || frag_timeout_ns <= 0
+        {
             return Err(PyValueError::new_err("timeouts must be > 0"));
         }
         if max_flows < 1 || max_pending_ts < 1 || max_pending_echo < 1 || frag_max < 1 {
@@ -195,9 +233,20 @@ impl Engine {
             frag_max,
             frag_timeout_ns,
         };
-        let dcfg = DecodeConfig { decap_gre, decap_vxlan, decap_gtp, vxlan_port, gtp_port };
+        let dcfg = DecodeConfig {
+            decap_gre,
+            decap_vxlan,
+            decap_gtp,
+            vxlan_port,
+            gtp_port,
+        };
         let oracle = make_oracle(domestic, remote_is_initiator, err.clone());
-        Ok(Engine { core: Core::new(cfg, dcfg, bucket_thresholds, oracle), reader: None, oracle_err: err })
+        Ok(Engine {
+            core: Core::new(cfg, dcfg, bucket_thresholds, oracle),
+            reader: None,
+            pending: Vec::new(),
+            oracle_err: err,
+        })
     }
 
     /// Start a capture stream; `limit` stops after that many frames.
@@ -208,40 +257,50 @@ impl Engine {
             r.limit = l;
         }
         self.reader = Some(r);
+        self.pending.clear();
     }
 
     /// Process the next bytes of the stream.
     fn push(&mut self, data: &[u8]) -> PyResult<()> {
-        self.reader.as_mut().ok_or_else(|| PyRuntimeError::new_err("no capture file begun"))?.push(data);
-        self.pump(false)
+        self.pending.extend_from_slice(data);
+        self.pump_pending(false)
     }
 
-    /// Read a whole uncompressed file through the stream (no copy through Python).
+    /// Meter a whole uncompressed file, mapped into memory (no copy of its bytes).
     fn push_file(&mut self, path: &str) -> PyResult<()> {
-        let mut f = File::open(path).map_err(|e| PyRuntimeError::new_err(format!("{path}: {e}")))?;
-        loop {
-            let rd = self.reader.as_mut().ok_or_else(|| PyRuntimeError::new_err("no capture file begun"))?;
-            if rd.done {
-                return Ok(());
-            }
-            let buf = rd.spare(CHUNK);
-            let old = buf.len();
-            buf.resize(old + CHUNK, 0);
-            let n = f.read(&mut buf[old..]).map_err(|e| PyRuntimeError::new_err(format!("{path}: {e}")));
-            buf.truncate(old + *n.as_ref().unwrap_or(&0));
-            let n = n?;
-            if n == 0 {
-                return Ok(());
-            }
-            self.pump(false)?;
+        let f = File::open(path).map_err(|e| PyRuntimeError::new_err(format!("{path}: {e}")))?;
+        let empty = f.metadata().map(|m| m.len() == 0).unwrap_or(false);
+        let map = if empty {
+            None
+        } else {
+            // SAFETY: the file is only read; a capture truncated by a writer meanwhile can fault (as in any reader).
+            let m = unsafe { memmap2::Mmap::map(&f) }
+                .map_err(|e| PyRuntimeError::new_err(format!("{path}: {e}")))?;
+            let _ = m.advise(memmap2::Advice::Sequential);
+            Some(m)
+        };
+        let buf: &[u8] = map.as_deref().unwrap_or(&[]);
+        let Engine {
+            core,
+            reader,
+            pending,
+            oracle_err,
+        } = self;
+        let rd = reader.as_mut().ok_or_else(not_begun)?;
+        if !pending.is_empty() {
+            return Err(PyRuntimeError::new_err("push_file after push"));
         }
+        let r = pump(core, rd, buf, true, oracle_err);
+        rd.consumed();
+        r
     }
 
     /// End of stream: returns (frames, skipped_bad_timestamp, skipped_blocks, error) with error
     /// (reason, record number or None, byte offset or None) or None.
     fn end<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        self.pump(true)?;
-        let rd = self.reader.take().ok_or_else(|| PyRuntimeError::new_err("no capture file begun"))?;
+        self.pump_pending(true)?;
+        self.pending = Vec::new();
+        let rd = self.reader.take().ok_or_else(not_begun)?;
         let err = match &rd.error {
             None => py.None().into_bound(py),
             Some(e) => (e.reason.clone(), e.record_no, e.offset).into_bound_py_any(py)?,
@@ -261,7 +320,10 @@ impl Engine {
     /// Finished flows since the last call, in export order.
     fn take<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let recs = std::mem::take(&mut self.core.out);
-        let items: Vec<Bound<'py, PyTuple>> = recs.iter().map(|r| rec_obj(py, r)).collect::<PyResult<_>>()?;
+        let items: Vec<Bound<'py, PyTuple>> = recs
+            .iter()
+            .map(|r| rec_obj(py, r))
+            .collect::<PyResult<_>>()?;
         PyList::new(py, items)
     }
 

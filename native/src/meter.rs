@@ -188,7 +188,8 @@ impl Core {
         self.index.len()
     }
 
-    /// Heap bytes held by the flow table and its per-flow state (for the memory benchmark).
+    /// Heap bytes held by the flow table and its per-flow state (for the memory benchmark): capacities times
+    /// element sizes, so allocator headers are not included.
     pub fn table_bytes(&self) -> usize {
         let mut n = self.slab.capacity() * std::mem::size_of::<Flow>();
         n += self.free.capacity() * 4;
@@ -317,7 +318,9 @@ impl Core {
 
     fn find(&self, key: &Key, hash: u64) -> Option<u32> {
         let slab = &self.slab;
-        self.index.find(hash, |&i| slab[i as usize].key == *key).copied()
+        self.index
+            .find(hash, |&i| slab[i as usize].key == *key)
+            .copied()
     }
 
     pub fn add(&mut self, p: &Pkt) {
@@ -327,7 +330,9 @@ impl Core {
         let (sport, dport) = if p.proto == 1 || p.proto == 58 {
             let kp = if !p.l4_present || p.itype < 0 {
                 p.sport
-            } else if (p.proto == 1 && (p.itype == 8 || p.itype == 0)) || (p.proto == 58 && (p.itype == 128 || p.itype == 129)) {
+            } else if (p.proto == 1 && (p.itype == 8 || p.itype == 0))
+                || (p.proto == 58 && (p.itype == 128 || p.itype == 129))
+            {
                 p.iid
             } else {
                 0x10000 | ((p.itype as u32) << 8) | (p.icode.max(0) as u32)
@@ -338,9 +343,25 @@ impl Core {
         };
         let sender_lo = p.src < p.dst || (p.src == p.dst && sport <= dport);
         let key = if sender_lo {
-            Key { lo: p.src, hi: p.dst, lo_port: sport, hi_port: dport, vlan: p.vlan, proto: p.proto, v6 }
+            Key {
+                lo: p.src,
+                hi: p.dst,
+                lo_port: sport,
+                hi_port: dport,
+                vlan: p.vlan,
+                proto: p.proto,
+                v6,
+            }
         } else {
-            Key { lo: p.dst, hi: p.src, lo_port: dport, hi_port: sport, vlan: p.vlan, proto: p.proto, v6 }
+            Key {
+                lo: p.dst,
+                hi: p.src,
+                lo_port: dport,
+                hi_port: sport,
+                vlan: p.vlan,
+                proto: p.proto,
+                v6,
+            }
         };
         let hash = self.hasher.hash_one(key);
         let mut cur = self.find(&key, hash);
@@ -407,23 +428,35 @@ impl Core {
                 if p.dns_resp {
                     if !to_remote {
                         if let Some(l) = &mut f.lat {
-                            l.dns_response(id as u32, ts, &bucket);
+                            l.reply(id as u32, ts, &bucket);
                         }
                     }
                 } else if to_remote {
-                    f.lat.get_or_insert_with(|| Box::new(Latency::new())).dns_query(id as u32, ts, self.cfg.max_pending_echo);
+                    f.lat
+                        .get_or_insert_with(|| Box::new(Latency::new()))
+                        .request(id as u32, ts, self.cfg.max_pending_echo);
                 }
             }
         } else if p.proto == 1 || p.proto == 58 {
-            let req = if p.proto == 1 { p.itype == 8 } else { p.itype == 128 };
-            let rep = if p.proto == 1 { p.itype == 0 } else { p.itype == 129 };
+            let req = if p.proto == 1 {
+                p.itype == 8
+            } else {
+                p.itype == 128
+            };
+            let rep = if p.proto == 1 {
+                p.itype == 0
+            } else {
+                p.itype == 129
+            };
             if req {
                 if to_remote {
-                    f.lat.get_or_insert_with(|| Box::new(Latency::new())).icmp_request(p.iseq, ts, self.cfg.max_pending_echo);
+                    f.lat
+                        .get_or_insert_with(|| Box::new(Latency::new()))
+                        .request(p.iseq, ts, self.cfg.max_pending_echo);
                 }
             } else if rep && !to_remote {
                 if let Some(l) = &mut f.lat {
-                    l.icmp_reply(p.iseq, ts, &bucket);
+                    l.reply(p.iseq, ts, &bucket);
                 }
             }
         }
@@ -439,7 +472,9 @@ impl Core {
         if syn_ack == SYN {
             if fwd {
                 f.tcp.as_mut().unwrap().syn_seen = true;
-                f.lat.get_or_insert_with(|| Box::new(Latency::new())).hs_syn(ts, p.seq);
+                f.lat
+                    .get_or_insert_with(|| Box::new(Latency::new()))
+                    .hs_syn(ts, p.seq);
             }
         } else if syn_ack == SYN | ACK {
             let l = f.lat.get_or_insert_with(|| Box::new(Latency::new()));
@@ -460,14 +495,16 @@ impl Core {
         }
         let t = f.tcp.as_mut().unwrap();
         let was_closing = t.closing;
-        let ooo = t.ooo_f + t.ooo_r;
-        t.segment(fwd, flags, p.seq, p.paylen, ts, self.cfg.ooo_ns);
-        self.counters.out_of_order += t.ooo_f + t.ooo_r - ooo;
+        if t.segment(fwd, flags, p.seq, p.paylen, ts, self.cfg.ooo_ns) {
+            self.counters.out_of_order += 1;
+        }
         let starts_closing = was_closing == CLOSING_NONE && t.closing != CLOSING_NONE;
         if let Some(tsval) = p.tsval {
             let to_remote = fwd != f.rii;
             if to_remote {
-                f.lat.get_or_insert_with(|| Box::new(Latency::new())).ts_out(tsval, ts, self.cfg.max_pending_ts);
+                f.lat
+                    .get_or_insert_with(|| Box::new(Latency::new()))
+                    .ts_out(tsval, ts, self.cfg.max_pending_ts);
             } else if flags & ACK != 0 {
                 if let (Some(l), Some(tsecr)) = (&mut f.lat, p.tsecr) {
                     l.ts_echo(tsecr, ts, &bucket);
@@ -519,8 +556,15 @@ impl Core {
         }
         live.sort_unstable();
         for (_, i) in live {
-            let closing = self.slab[i as usize].tcp.as_ref().map_or(CLOSING_NONE, |t| t.closing);
-            let r = if closing != CLOSING_NONE { closing_reason(closing) } else { R_FLUSH };
+            let closing = self.slab[i as usize]
+                .tcp
+                .as_ref()
+                .map_or(CLOSING_NONE, |t| t.closing);
+            let r = if closing != CLOSING_NONE {
+                closing_reason(closing)
+            } else {
+                R_FLUSH
+            };
             self.end(i, r, now);
         }
         self.buckets.clear();
@@ -567,8 +611,8 @@ impl Core {
             }
             None => {
                 if self.slab.len() == self.slab.capacity() {
-                    // grow by a quarter: at most 25% of the slab idle after a growth
-                    let extra = (self.slab.len() / 4).max(1024);
+                    // grow by an eighth: little of the slab idle after a growth, copies stay amortized
+                    let extra = (self.slab.len() / 8).max(1024);
                     self.slab.reserve_exact(extra);
                 }
                 self.slab.push(flow);
@@ -577,7 +621,8 @@ impl Core {
         };
         let slab = &self.slab;
         let hasher = &self.hasher;
-        self.index.insert_unique(hash, i, |&j| hasher.hash_one(slab[j as usize].key));
+        self.index
+            .insert_unique(hash, i, |&j| hasher.hash_one(slab[j as usize].key));
         self.counters.flows_created += 1;
         let d = p.ts + self.cfg.idle_ns;
         self.schedule(i, d);
@@ -596,7 +641,11 @@ impl Core {
         if let Some(l) = &mut f.lat {
             l.reoriented();
         }
-        let (a, b) = if f.lo_init { (f.key.lo, f.key.hi) } else { (f.key.hi, f.key.lo) };
+        let (a, b) = if f.lo_init {
+            (f.key.lo, f.key.hi)
+        } else {
+            (f.key.hi, f.key.lo)
+        };
         let v6 = f.key.v6;
         let rii = (self.oracle)(&a, &b, v6);
         self.slab[idx].rii = rii;
@@ -606,7 +655,12 @@ impl Core {
     fn deadline(&self, i: u32) -> i64 {
         let f = &self.slab[i as usize];
         let closing = f.tcp.as_ref().is_some_and(|t| t.closing != CLOSING_NONE);
-        f.last_ns + if closing { self.cfg.grace_ns } else { self.cfg.idle_ns }
+        f.last_ns
+            + if closing {
+                self.cfg.grace_ns
+            } else {
+                self.cfg.idle_ns
+            }
     }
 
     fn natural_reason(&self, i: u32) -> u8 {
@@ -690,8 +744,11 @@ impl Core {
     fn export(&mut self, i: u32, reason: u8, now: i64) {
         let f = &self.slab[i as usize];
         let k = &f.key;
-        let (mut src, mut sport, mut dst, mut dport) =
-            if f.lo_init { (k.lo, k.lo_port, k.hi, k.hi_port) } else { (k.hi, k.hi_port, k.lo, k.lo_port) };
+        let (mut src, mut sport, mut dst, mut dport) = if f.lo_init {
+            (k.lo, k.lo_port, k.hi, k.hi_port)
+        } else {
+            (k.hi, k.hi_port, k.lo, k.lo_port)
+        };
         if !k.v6 {
             src[4..].fill(0);
             dst[4..].fill(0);
@@ -704,11 +761,20 @@ impl Core {
         let mut sums: [Option<SumOut>; 3] = [None, None, None];
         if let Some(l) = &f.lat {
             (resp, init) = l.hs_legs();
-            for (slot, s) in sums.iter_mut().zip([&l.ts_sum, &l.icmp_sum, &l.dns_sum]) {
-                *slot = s.as_ref().filter(|s| s.count > 0).map(|s| sum_out(s));
+            // the flow's protocol says which kind of sample its one summary holds
+            let slot = match k.proto {
+                6 => 0,
+                1 | 58 => 1,
+                _ => 2,
+            };
+            if l.sum.count > 0 {
+                sums[slot] = Some(sum_out(&l.sum));
             }
         }
-        let (rf, rr) = f.tcp.as_ref().map_or((0, 0), |t| (t.retrans_f, t.retrans_r));
+        let (rf, rr) = f
+            .tcp
+            .as_ref()
+            .map_or((0, 0), |t| (t.retrans_f, t.retrans_r));
         self.out.push(Rec {
             reason,
             export_ns: now,
@@ -767,5 +833,11 @@ fn closing_reason(c: u8) -> u8 {
 fn sum_out(s: &Summary) -> SumOut {
     let mut hist = s.hist.clone();
     hist.sort_unstable();
-    SumOut { count: s.count, min_us: s.min_us, max_us: s.max_us, sum_us: s.sum_us, hist }
+    SumOut {
+        count: s.count,
+        min_us: s.min_us,
+        max_us: s.max_us,
+        sum_us: s.sum_us,
+        hist,
+    }
 }
