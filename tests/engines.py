@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ingest.agent import Agent
+from ingest.agent import Agent, AgentCounters
 from ingest.classify import PartnerClassifier
 from ingest.config import AgentConfig
 from ingest.native import NativeAgent
@@ -16,7 +16,7 @@ _CLASSIFIER = PartnerClassifier(PartnersConfig.default())
 
 
 class _Run:
-    def __init__(self, records: list[FlowRecord], counters: object, errors: list[str], stats: object) -> None:
+    def __init__(self, records: list[FlowRecord], counters: AgentCounters, errors: list[str], stats: object) -> None:
         self.records = records
         self.counters = counters
         self.errors = errors

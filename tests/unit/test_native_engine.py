@@ -1,8 +1,8 @@
 """The native engine against the Python reference: identical FlowRecords, reject counters and capture errors.
 
 Inputs: synthetic gateway traffic (several seeds and mixes) and variants made from it by hand (IPv4 fragments,
-reordered neighbours, 1:N sampling, cut frames, a tiny flow table, short timeouts, gzip). The shared corpus is
-compared in tests/corpus/test_native_corpus.py.
+reordered neighbours, 1:N sampling, cut frames, random header bytes, a tiny flow table, short timeouts, gzip).
+The shared corpus is compared in tests/corpus/test_native_corpus.py.
 """
 
 from __future__ import annotations
@@ -90,6 +90,19 @@ def _cut(frames: list[RawFrame]) -> Iterable[RawFrame]:
         yield RawFrame(f.ts_ns, f.linktype, f.data[: (i * 7) % 90], f.wire_len) if i % 11 == 0 else f
 
 
+def _mutate(frames: list[RawFrame]) -> Iterable[RawFrame]:
+    """Random bytes of the headers changed: every decoder branch and reject reason, bad lengths, odd flags."""
+    rng = random.Random(9)
+    for f in frames:
+        if rng.random() < 0.2 and len(f.data) > 20:
+            d = bytearray(f.data)
+            for _ in range(rng.randint(1, 4)):
+                d[rng.randrange(min(len(d), 80))] = rng.randrange(256)
+            yield RawFrame(f.ts_ns, f.linktype, bytes(d), f.wire_len)
+        else:
+            yield f
+
+
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("native")
@@ -106,6 +119,7 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out["reorder"] = _variant(base, d / "reorder.pcap", _reorder)
     out["sample"] = _variant(base, d / "sample.pcap", _sample)
     out["cut"] = _variant(out["s2"], d / "cut.pcap", _cut)
+    out["mutate"] = _variant(out["s2"], d / "mutate.pcap", _mutate)
     gz = d / "s3.pcap.gz"
     gz.write_bytes(gzip.compress(out["s3"].read_bytes()))
     out["gz"] = gz
@@ -119,10 +133,12 @@ def test_bucket_thresholds_reproduce_python_bucketing() -> None:
         assert bucket_of_us(v) >= b > bucket_of_us(v - 1)  # v is the smallest value of bucket b or above
 
 
-@pytest.mark.parametrize("name", ["s1", "s2", "s3", "frag", "reorder", "sample", "cut", "gz"])
+@pytest.mark.parametrize("name", ["s1", "s2", "s3", "frag", "reorder", "sample", "cut", "mutate", "gz"])
 def test_synth_captures_match(synth: dict[str, Path], name: str) -> None:
     ref = same_records(AgentConfig(), [synth[name]])
     assert len(ref.records) > 100  # the comparison had something to compare
+    if name in ("cut", "mutate"):
+        assert len(ref.counters.rejected) >= 3  # and damaged frames of several kinds
 
 
 def test_short_timeouts_tiny_table_and_sampling_rate_match(synth: dict[str, Path]) -> None:
