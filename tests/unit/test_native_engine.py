@@ -22,7 +22,7 @@ from ingest.sources import open_capture
 from ingest.synth import SynthConfig, generate
 from schemas.histogram import MAX_BUCKET, bucket_of_us
 from tests.engines import same_records
-from tests.packets import pcap_bytes
+from tests.packets import Iface, pcap_bytes, pcapng_bytes
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -139,6 +139,37 @@ def test_synth_captures_match(synth: dict[str, Path], name: str) -> None:
     assert len(ref.records) > 100  # the comparison had something to compare
     if name in ("cut", "mutate"):
         assert len(ref.counters.rejected) >= 3  # and damaged frames of several kinds
+
+
+@pytest.mark.parametrize("big_endian", [False, True])
+def test_pcapng_with_several_interfaces_matches(synth: dict[str, Path], tmp_path: Path, big_endian: bool) -> None:
+    # Ethernet, raw IP, Linux SLL and SLL2 interfaces with µs, ns, 2^-20 s and 10^-4 s clocks and offsets
+    ifaces = [
+        Iface(linktype=1),
+        Iface(linktype=101, tsresol=9, tsoffset=-3),
+        Iface(linktype=113, tsresol=0x80 | 20, snaplen=200),
+        Iface(linktype=276, tsresol=4, tsoffset=5),
+    ]
+    packets = []
+    for i, f in enumerate(_frames(synth["s3"])):
+        k = i % 4
+        l2 = 18 if f.data[12:14] == b"\x81\x00" else 14
+        ip = f.data[l2:]
+        sec_ns = f.ts_ns
+        if k == 0:
+            packets.append((0, sec_ns // 1000, f.data, f.wire_len))
+        elif k == 1:
+            packets.append((1, sec_ns, ip, len(ip)))
+        elif k == 2:
+            sll = struct.pack("!HHH8sH", 0, 1, 6, b"\x02" * 8, 0x0800)
+            packets.append((2, (sec_ns << 20) // 1_000_000_000, (sll + ip)[:200], len(sll + ip)))
+        else:
+            sll2 = struct.pack("!HHIHBB8s", 0x0800, 0, 2, 1, 0, 6, b"\x02" * 8)
+            packets.append((3, sec_ns // 100_000, sll2 + ip, len(sll2 + ip)))
+    path = tmp_path / "multi.pcapng"
+    path.write_bytes(pcapng_bytes(ifaces, packets, big_endian=big_endian, extra_blocks=[(5, b"\0" * 16)]))
+    ref = same_records(AgentConfig(), [path])
+    assert len(ref.records) > 100
 
 
 def test_short_timeouts_tiny_table_and_sampling_rate_match(synth: dict[str, Path]) -> None:
