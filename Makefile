@@ -17,7 +17,14 @@ $(VENV)/.installed: pyproject.toml deploy/local/system-packages.sh
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-setup: $(VENV)/.installed
+# The agent's native engine (Rust, PyO3): rebuilt and reinstalled when its sources change. Rust comes from rustup
+# on these machines (~/.cargo/bin), or from Debian's cargo through system-packages.sh.
+NATIVE_SRC := native/Cargo.toml native/Cargo.lock native/pyproject.toml native/gwtel_native.pyi $(wildcard native/src/*.rs)
+$(VENV)/.native: $(VENV)/.installed $(NATIVE_SRC)
+	PATH="$(HOME)/.cargo/bin:$$PATH" $(PY) -m pip install --quiet ./native
+	touch $@
+
+setup: $(VENV)/.installed $(VENV)/.native
 
 run: setup
 	$(GWTEL) run

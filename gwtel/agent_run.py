@@ -10,8 +10,7 @@ from typing import TextIO
 from gwtel.config import GwtelConfig
 from gwtel.errors import UserError
 from gwtel.metrics_http import MetricsEndpoint, process_registry, serve_metrics
-from ingest.agent import Agent
-from ingest.agent_metrics import AgentCollector
+from ingest.agent_metrics import AgentCollector, MeteredAgent
 from ingest.producer import FlowProducer
 from schemas import codec
 from schemas.flow_record import FlowRecord
@@ -49,7 +48,7 @@ def open_output(
 
 
 def serve_agent_metrics(
-    cfg: GwtelConfig, agent: Agent, producer: FlowProducer | None, *, required: bool
+    cfg: GwtelConfig, agent: MeteredAgent, producer: FlowProducer | None, *, required: bool
 ) -> MetricsEndpoint | None:
     """Serve the agent's metrics on ``agent.metrics_port`` and announce them to the local Prometheus.
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -27,7 +27,9 @@ from ingest.producer import LATENCY_BUCKETS
 from schemas.flow_record import FlowRecord
 
 if TYPE_CHECKING:
-    from ingest.agent import Agent
+    from ingest.agent import AgentCounters
+    from ingest.config import AgentConfig
+    from ingest.flowmeter import MeterStats
     from ingest.producer import FlowProducer
 
 # Fine below 10 ms for the 8 ms VR objective, then coarser up to 2 s.
@@ -97,10 +99,30 @@ class PartnerTally:
             hist.observe((rec.hs_rtt_ext_us + rec.hs_rtt_int_us) / 1e6)
 
 
+class _MeterView(Protocol):
+    @property
+    def stats(self) -> MeterStats: ...
+    @property
+    def sampling_rate(self) -> int: ...
+
+
+class MeteredAgent(Protocol):
+    """What the collector reads: the Python agent and the native engine's agent both provide it."""
+
+    @property
+    def cfg(self) -> AgentConfig: ...
+    @property
+    def counters(self) -> AgentCounters: ...
+    @property
+    def meter(self) -> _MeterView: ...
+    @property
+    def partners(self) -> PartnerTally: ...
+
+
 class AgentCollector(Collector):
     """Exposes an agent's counters (and its producer's, when it sends to Kafka) at scrape time."""
 
-    def __init__(self, agent: Agent, producer: FlowProducer | None = None) -> None:
+    def __init__(self, agent: MeteredAgent, producer: FlowProducer | None = None) -> None:
         self.agent = agent
         self.producer = producer
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -12,6 +14,8 @@ class AgentConfig(BaseModel):
     link_id: str = Field(default="link-0", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="0 picks a free port")
     sampling_rate: int = Field(default=1, ge=1, description="1:N packet sampling applied at capture")
+    # File replay engine: `native` (Rust, gwtel_native) or `python` (the reference; live capture and paced replay)
+    engine: Literal["native", "python"] = "native"
     # Flow meter
     idle_timeout_s: float = Field(default=30.0, gt=0)
     # Slices of long flows are exported at most this far apart; keep it <= the job's window (see processors).

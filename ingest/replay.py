@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest.agent import Agent
+from ingest.native import NativeAgent
 from ingest.packet import RawFrame
 from ingest.sources import CaptureError, open_capture
 
@@ -45,16 +46,31 @@ def _paced(frames: Iterator[RawFrame], shift_to_now: bool) -> Iterator[RawFrame]
 
 
 def replay_files(
-    agent: Agent,
+    agent: Agent | NativeAgent,
     paths: Sequence[Path],
     *,
     pace: bool = False,
     shift_to_now: bool = False,
-    progress: Callable[[Agent], None] | None = None,
+    progress: Callable[[Agent | NativeAgent], None] | None = None,
 ) -> ReplayResult:
     """Feed every file through the agent; a damaged file is processed up to the damage and reported."""
     result = ReplayResult()
     start = time.monotonic()
+    if isinstance(agent, NativeAgent):
+        if pace:
+            raise ValueError("paced replay needs the python engine (Agent)")
+        for path in paths:
+            outcome = FileOutcome(str(path), 0)
+            try:
+                outcome.frames = agent.replay_file(path)
+            except CaptureError as exc:
+                outcome.error = exc
+            result.files.append(outcome)
+            if progress is not None:
+                progress(agent)
+        agent.finish()
+        result.seconds = time.monotonic() - start
+        return result
     for path in paths:
         outcome = FileOutcome(str(path), 0)
         try:
@@ -83,7 +99,7 @@ class ProgressLine:
         self.t0 = time.monotonic()
         self.last = 0.0
 
-    def __call__(self, agent: Agent) -> None:
+    def __call__(self, agent: Agent | NativeAgent) -> None:
         now = time.monotonic()
         if not self.enabled or now - self.last < 0.5:
             return

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Debian packages the local services need: Java for Kafka and Flink, Maven to gather jars, Prometheus (and promtool),
-# tcpdump (compiles `gwtel capture --bpf` filters).
+# tcpdump (compiles `gwtel capture --bpf` filters), Rust (builds the agent's native engine).
 # Installs only what is missing; needs root (or sudo) the first time.
 set -euo pipefail
 need=()
@@ -11,6 +11,8 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v tshark >/dev/null 2>&1 || need+=(tshark)
 command -v tcpdump >/dev/null 2>&1 || [ -x /usr/bin/tcpdump ] || need+=(tcpdump)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# Rust builds the agent's native engine (native/); rustup's toolchain in ~/.cargo/bin is preferred when present.
+command -v cargo >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/cargo" ] || need+=(cargo)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -14,6 +14,7 @@ from gwtel.config import GwtelConfig, load_config
 from gwtel.errors import UserError
 from ingest.agent import Agent
 from ingest.classify import PartnerClassifier
+from ingest.native import NativeAgent
 from ingest.producer import FlowProducer
 from ingest.replay import ProgressLine, ReplayResult, replay_files
 from ingest.seqstore import SeqStore
@@ -43,7 +44,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 @dataclass
 class ReplayRun:
-    agent: Agent
+    agent: Agent | NativeAgent
     result: ReplayResult
     partners: Counter[str]
     producer: FlowProducer | None
@@ -67,7 +68,9 @@ def do_replay(
             write(rec)
 
         seqs = SeqStore(home / "agent" / f"{cfg.agent.agent_id}.seq")
-        agent = Agent(cfg.agent, classifier, sink, first_seq=seqs.first())
+        # Paced replay hands frames over one at a time: that is the Python engine's interface.
+        native = cfg.agent.engine == "native" and not pace
+        agent = (NativeAgent if native else Agent)(cfg.agent, classifier, sink, first_seq=seqs.first())
         endpoint = serve_agent_metrics(cfg, agent, producer, required=False)
         if endpoint is not None:
             stack.callback(endpoint.close)

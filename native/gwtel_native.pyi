@@ -1,0 +1,44 @@
+"""Types of the native agent engine (see native/src/lib.rs)."""
+
+from collections.abc import Callable
+
+ABI: int
+
+_Summary = tuple[int, int, int, int, tuple[tuple[int, int], ...]]
+Record = tuple[
+    str, int, int, bytes, int, bytes, int, int, int, int, int, int, int, int, int, int, int, int, int,
+    int | None, int | None, _Summary | None, _Summary | None, _Summary | None,
+]  # fmt: skip
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        idle_ns: int,
+        active_ns: int,
+        grace_ns: int,
+        tick_ns: int,
+        ooo_ns: int,
+        max_flows: int,
+        max_pending_ts: int,
+        max_pending_echo: int,
+        frag_max: int,
+        frag_timeout_ns: int,
+        decap_gre: bool,
+        decap_vxlan: bool,
+        decap_gtp: bool,
+        vxlan_port: int,
+        gtp_port: int,
+        bucket_thresholds: list[int],
+        domestic: Callable[[bytes], bool] | None = None,
+        remote_is_initiator: Callable[[bytes, bytes], bool] | None = None,
+    ) -> None: ...
+    def begin(self, compressed: bool, limit: int | None = None) -> None: ...
+    def push(self, data: bytes) -> None: ...
+    def push_file(self, path: str) -> None: ...
+    def end(self) -> tuple[int, int, int, tuple[str, int | None, int | None] | None]: ...
+    def advance(self, now_ns: int) -> None: ...
+    def flush(self) -> None: ...
+    def take(self) -> list[Record]: ...
+    def counters(self) -> dict[str, int | dict[str, int]]: ...
+    def table_bytes(self) -> int: ...

@@ -1,0 +1,378 @@
+//! gwtel_native: the agent's per-packet work (capture reading, decoding, fragments, flow table, RTT) in one
+//! batch call per chunk of a capture file, with exactly the semantics of the Python reference in `ingest/`.
+//! Python keeps classification, record building and transport; it sees finished flows only, as tuples.
+
+mod decode;
+mod latency;
+mod meter;
+mod reader;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fs::File;
+use std::rc::Rc;
+
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::IntoPyObjectExt;
+
+use decode::{DecodeConfig, REJECT_NAMES};
+use latency::{ns_to_us, NONE};
+use meter::{Core, MeterConfig, Rec, SumOut, REASON_NAMES};
+use reader::{Reader, Step};
+
+const ORACLE_CACHE_MAX: usize = 1 << 20;
+
+#[pyclass(unsendable, module = "gwtel_native")]
+struct Engine {
+    core: Core,
+    reader: Option<Reader>,
+    pending: Vec<u8>, // bytes pushed and not parsed yet
+    oracle_err: Rc<RefCell<Option<PyErr>>>,
+}
+
+fn addr_bytes(a: &[u8; 16], v6: bool) -> &[u8] {
+    if v6 {
+        &a[..]
+    } else {
+        &a[..4]
+    }
+}
+
+/// remote_is_initiator from a per-address "is domestic" callable (cached here), or a per-flow callable.
+fn make_oracle(
+    domestic: Option<Py<PyAny>>,
+    pair: Option<Py<PyAny>>,
+    err: Rc<RefCell<Option<PyErr>>>,
+) -> meter::Oracle {
+    let mut cache: HashMap<([u8; 16], bool), bool> = HashMap::new();
+    Box::new(move |src: &[u8; 16], dst: &[u8; 16], v6: bool| -> bool {
+        Python::attach(|py| {
+            let call1 = |f: &Py<PyAny>, args: Vec<&[u8]>| -> bool {
+                let t: Vec<Bound<PyBytes>> = args.iter().map(|a| PyBytes::new(py, a)).collect();
+                let r = PyTuple::new(py, t)
+                    .and_then(|t| f.call1(py, t))
+                    .and_then(|v| v.is_truthy(py));
+                match r {
+                    Ok(b) => b,
+                    Err(e) => {
+                        err.borrow_mut().get_or_insert(e);
+                        false
+                    }
+                }
+            };
+            if let Some(f) = &domestic {
+                let mut dom = |a: &[u8; 16]| -> bool {
+                    if let Some(&d) = cache.get(&(*a, v6)) {
+                        return d;
+                    }
+                    let d = call1(f, vec![addr_bytes(a, v6)]);
+                    if cache.len() >= ORACLE_CACHE_MAX {
+                        cache.clear();
+                    }
+                    cache.insert((*a, v6), d);
+                    d
+                };
+                let s = dom(src);
+                let d = dom(dst);
+                !s && d
+            } else if let Some(f) = &pair {
+                call1(f, vec![addr_bytes(src, v6), addr_bytes(dst, v6)])
+            } else {
+                false
+            }
+        })
+    })
+}
+
+fn sum_obj<'py>(py: Python<'py>, s: &Option<SumOut>) -> PyResult<Bound<'py, PyAny>> {
+    match s {
+        None => Ok(py.None().into_bound(py)),
+        Some(s) => {
+            let hist = PyTuple::new(py, s.hist.iter().map(|&(b, c)| (b, c)))?;
+            (s.count, s.min_us, s.max_us, s.sum_us, hist).into_bound_py_any(py)
+        }
+    }
+}
+
+fn opt_us<'py>(py: Python<'py>, ns: i64) -> PyResult<Bound<'py, PyAny>> {
+    if ns == NONE {
+        Ok(py.None().into_bound(py))
+    } else {
+        ns_to_us(ns).into_bound_py_any(py)
+    }
+}
+
+fn rec_obj<'py>(py: Python<'py>, r: &Rec) -> PyResult<Bound<'py, PyTuple>> {
+    let items: Vec<Bound<'py, PyAny>> = vec![
+        REASON_NAMES[r.reason as usize].into_bound_py_any(py)?,
+        r.export_ns.into_bound_py_any(py)?,
+        (if r.v6 { 6 } else { 4 }).into_bound_py_any(py)?,
+        PyBytes::new(py, addr_bytes(&r.src, r.v6)).into_any(),
+        r.sport.into_bound_py_any(py)?,
+        PyBytes::new(py, addr_bytes(&r.dst, r.v6)).into_any(),
+        r.dport.into_bound_py_any(py)?,
+        r.proto.into_bound_py_any(py)?,
+        r.vlan.into_bound_py_any(py)?,
+        r.first_ns.into_bound_py_any(py)?,
+        r.last_ns.into_bound_py_any(py)?,
+        r.bytes_f.into_bound_py_any(py)?,
+        r.pkts_f.into_bound_py_any(py)?,
+        r.bytes_r.into_bound_py_any(py)?,
+        r.pkts_r.into_bound_py_any(py)?,
+        r.flags_f.into_bound_py_any(py)?,
+        r.flags_r.into_bound_py_any(py)?,
+        r.retrans_f.into_bound_py_any(py)?,
+        r.retrans_r.into_bound_py_any(py)?,
+        opt_us(py, r.hs_resp_ns)?,
+        opt_us(py, r.hs_init_ns)?,
+        sum_obj(py, &r.sums[0])?,
+        sum_obj(py, &r.sums[1])?,
+        sum_obj(py, &r.sums[2])?,
+    ];
+    PyTuple::new(py, items)
+}
+
+/// Parse and meter every complete record of `buf`.
+fn pump(
+    core: &mut Core,
+    rd: &mut Reader,
+    buf: &[u8],
+    eof: bool,
+    err: &RefCell<Option<PyErr>>,
+) -> PyResult<()> {
+    loop {
+        match rd.next(buf, eof) {
+            Step::Frame {
+                ts,
+                lt,
+                start,
+                len,
+                wire,
+            } => core.feed(ts, lt, &buf[start..start + len], wire),
+            Step::Skip => {}
+            Step::NeedMore | Step::End => break,
+        }
+    }
+    if let Some(e) = err.borrow_mut().take() {
+        return Err(e);
+    }
+    Ok(())
+}
+
+fn not_begun() -> PyErr {
+    PyRuntimeError::new_err("no capture file begun")
+}
+
+impl Engine {
+    fn pump_pending(&mut self, eof: bool) -> PyResult<()> {
+        let Engine {
+            core,
+            reader,
+            pending,
+            oracle_err,
+        } = self;
+        let rd = reader.as_mut().ok_or_else(not_begun)?;
+        let r = pump(core, rd, pending, eof, oracle_err);
+        let used = rd.consumed();
+        pending.drain(..used);
+        r
+    }
+}
+
+#[pymethods]
+impl Engine {
+    #[new]
+    #[pyo3(signature = (*, idle_ns, active_ns, grace_ns, tick_ns, ooo_ns, max_flows, max_pending_ts,
+        max_pending_echo, frag_max, frag_timeout_ns, decap_gre, decap_vxlan, decap_gtp, vxlan_port, gtp_port,
+        bucket_thresholds, domestic=None, remote_is_initiator=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        idle_ns: i64,
+        active_ns: i64,
+        grace_ns: i64,
+        tick_ns: i64,
+        ooo_ns: i64,
+        max_flows: usize,
+        max_pending_ts: usize,
+        max_pending_echo: usize,
+        frag_max: usize,
+        frag_timeout_ns: i64,
+        decap_gre: bool,
+        decap_vxlan: bool,
+        decap_gtp: bool,
+        vxlan_port: u32,
+        gtp_port: u32,
+        bucket_thresholds: Vec<u64>,
+        domestic: Option<Py<PyAny>>,
+        remote_is_initiator: Option<Py<PyAny>>,
+    ) -> PyResult<Self> {
+        if idle_ns <= 0
+            || active_ns <= 0
+            || grace_ns <= 0
+            || tick_ns <= 0
+            || ooo_ns < 0
+            || frag_timeout_ns <= 0
+        {
+            return Err(PyValueError::new_err("timeouts must be > 0"));
+        }
+        if max_flows < 1 || max_pending_ts < 1 || max_pending_echo < 1 || frag_max < 1 {
+            return Err(PyValueError::new_err("table sizes must be >= 1"));
+        }
+        let err = Rc::new(RefCell::new(None));
+        let cfg = MeterConfig {
+            idle_ns,
+            active_ns,
+            grace_ns,
+            tick_ns,
+            ooo_ns,
+            max_flows,
+            max_pending_ts,
+            max_pending_echo,
+            frag_max,
+            frag_timeout_ns,
+        };
+        let dcfg = DecodeConfig {
+            decap_gre,
+            decap_vxlan,
+            decap_gtp,
+            vxlan_port,
+            gtp_port,
+        };
+        let oracle = make_oracle(domestic, remote_is_initiator, err.clone());
+        Ok(Engine {
+            core: Core::new(cfg, dcfg, bucket_thresholds, oracle),
+            reader: None,
+            pending: Vec::new(),
+            oracle_err: err,
+        })
+    }
+
+    /// Start a capture stream; `limit` stops after that many frames.
+    #[pyo3(signature = (compressed, limit=None))]
+    fn begin(&mut self, compressed: bool, limit: Option<u64>) {
+        let mut r = Reader::new(compressed);
+        if let Some(l) = limit {
+            r.limit = l;
+        }
+        self.reader = Some(r);
+        self.pending.clear();
+    }
+
+    /// Process the next bytes of the stream.
+    fn push(&mut self, data: &[u8]) -> PyResult<()> {
+        self.pending.extend_from_slice(data);
+        self.pump_pending(false)
+    }
+
+    /// Meter a whole uncompressed file, mapped into memory (no copy of its bytes).
+    fn push_file(&mut self, path: &str) -> PyResult<()> {
+        let f = File::open(path).map_err(|e| PyRuntimeError::new_err(format!("{path}: {e}")))?;
+        let empty = f.metadata().map(|m| m.len() == 0).unwrap_or(false);
+        let map = if empty {
+            None
+        } else {
+            // SAFETY: the file is only read; a capture truncated by a writer meanwhile can fault (as in any reader).
+            let m = unsafe { memmap2::Mmap::map(&f) }
+                .map_err(|e| PyRuntimeError::new_err(format!("{path}: {e}")))?;
+            let _ = m.advise(memmap2::Advice::Sequential);
+            Some(m)
+        };
+        let buf: &[u8] = map.as_deref().unwrap_or(&[]);
+        let Engine {
+            core,
+            reader,
+            pending,
+            oracle_err,
+        } = self;
+        let rd = reader.as_mut().ok_or_else(not_begun)?;
+        if !pending.is_empty() {
+            return Err(PyRuntimeError::new_err("push_file after push"));
+        }
+        let r = pump(core, rd, buf, true, oracle_err);
+        rd.consumed();
+        r
+    }
+
+    /// End of stream: returns (frames, skipped_bad_timestamp, skipped_blocks, error) with error
+    /// (reason, record number or None, byte offset or None) or None.
+    fn end<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        self.pump_pending(true)?;
+        self.pending = Vec::new();
+        let rd = self.reader.take().ok_or_else(not_begun)?;
+        let err = match &rd.error {
+            None => py.None().into_bound(py),
+            Some(e) => (e.reason.clone(), e.record_no, e.offset).into_bound_py_any(py)?,
+        };
+        (rd.frames, rd.skipped_bad_timestamp, rd.skipped_blocks, err).into_pyobject(py)
+    }
+
+    fn advance(&mut self, now_ns: i64) -> PyResult<()> {
+        self.core.advance(now_ns);
+        Ok(())
+    }
+
+    fn flush(&mut self) {
+        self.core.flush();
+    }
+
+    /// Finished flows since the last call, in export order.
+    fn take<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let recs = std::mem::take(&mut self.core.out);
+        let items: Vec<Bound<'py, PyTuple>> = recs
+            .iter()
+            .map(|r| rec_obj(py, r))
+            .collect::<PyResult<_>>()?;
+        PyList::new(py, items)
+    }
+
+    fn counters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let c = &self.core.counters;
+        let d = PyDict::new(py);
+        d.set_item("packets_seen", c.packets_seen)?;
+        d.set_item("wire_bytes_seen", c.wire_bytes)?;
+        d.set_item("packets_decoded", c.decoded)?;
+        d.set_item("ip_bytes_decoded", c.ip_bytes)?;
+        let rej = PyDict::new(py);
+        for (i, n) in c.rejected.iter().enumerate() {
+            if *n > 0 {
+                rej.set_item(REJECT_NAMES[i], n)?;
+            }
+        }
+        d.set_item("rejected", rej)?;
+        let exp = PyDict::new(py);
+        for (i, n) in c.exported.iter().enumerate() {
+            if *n > 0 {
+                exp.set_item(REASON_NAMES[i], n)?;
+            }
+        }
+        d.set_item("exported", exp)?;
+        d.set_item("records", c.records)?;
+        d.set_item("meter_packets", c.meter_packets)?;
+        d.set_item("meter_bytes", c.meter_bytes)?;
+        d.set_item("flows_created", c.flows_created)?;
+        d.set_item("evicted", c.evicted)?;
+        d.set_item("reoriented", c.reoriented)?;
+        d.set_item("out_of_order", c.out_of_order)?;
+        d.set_item("active", self.core.active())?;
+        d.set_item("frag_first", c.frag_first)?;
+        d.set_item("frag_attributed", c.frag_attributed)?;
+        d.set_item("frag_orphans", c.frag_orphans)?;
+        d.set_item("frag_expired", c.frag_expired)?;
+        d.set_item("frag_evicted", c.frag_evicted)?;
+        Ok(d)
+    }
+
+    /// Heap bytes held by the flow table and per-flow state (allocation accounting).
+    fn table_bytes(&self) -> usize {
+        self.core.table_bytes()
+    }
+}
+
+#[pymodule]
+fn gwtel_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Engine>()?;
+    m.add("ABI", 1)?;
+    Ok(())
+}
