@@ -282,6 +282,10 @@ class NativeAgent:
         """Heap bytes of the native flow table and per-flow state (the engine's own allocation accounting)."""
         return self._engine.table_bytes()
 
+    def table_breakdown(self) -> dict[str, int]:
+        """`table_bytes` by component (flow slots, index, timers, TCP and latency state...)."""
+        return self._engine.table_breakdown()
+
 
 def _int(v: int | dict[str, int]) -> int:
     assert isinstance(v, int)

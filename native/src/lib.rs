@@ -368,6 +368,15 @@ impl Engine {
     fn table_bytes(&self) -> usize {
         self.core.table_bytes()
     }
+
+    /// `table_bytes` by component (flows, free_list, index, timers, tcp, latency, handshake, pending, histogram).
+    fn table_breakdown<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in self.core.table_breakdown() {
+            d.set_item(k, v)?;
+        }
+        Ok(d)
+    }
 }
 
 #[pymodule]

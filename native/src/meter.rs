@@ -191,25 +191,40 @@ impl Core {
     /// Heap bytes held by the flow table and its per-flow state (for the memory benchmark): capacities times
     /// element sizes, so allocator headers are not included.
     pub fn table_bytes(&self) -> usize {
-        let mut n = self.slab.capacity() * std::mem::size_of::<Flow>();
-        n += self.free.capacity() * 4;
-        n += self.index.capacity() * (4 + 1) + 16;
+        self.table_breakdown().iter().map(|&(_, n)| n).sum()
+    }
+
+    /// `table_bytes` by component, so the benchmark can show where a flow's bytes go.
+    pub fn table_breakdown(&self) -> Vec<(&'static str, usize)> {
+        let mut timers = self.ticks.capacity() * 8;
         for q in self.buckets.values() {
-            n += q.capacity() * 8 + 8 + 24 + 1;
+            timers += q.capacity() * 8 + 8 + 24 + 1;
         }
-        n += self.ticks.capacity() * 8;
+        let (mut tcp, mut lat) = (0, [0usize; 4]);
         for f in &self.slab {
             if f.tick < 0 {
                 continue;
             }
             if f.tcp.is_some() {
-                n += std::mem::size_of::<Tcp>();
+                tcp += std::mem::size_of::<Tcp>();
             }
             if let Some(l) = &f.lat {
-                n += l.heap_bytes();
+                for (a, b) in lat.iter_mut().zip(l.heap_parts()) {
+                    *a += b;
+                }
             }
         }
-        n
+        vec![
+            ("flows", self.slab.capacity() * std::mem::size_of::<Flow>()),
+            ("free_list", self.free.capacity() * 4),
+            ("index", self.index.capacity() * (4 + 1) + 16),
+            ("timers", timers),
+            ("tcp", tcp),
+            ("latency", lat[0]),
+            ("handshake", lat[1]),
+            ("pending", lat[2]),
+            ("histogram", lat[3]),
+        ]
     }
 
     // ------------------------------------------------------------------ agent
@@ -768,7 +783,7 @@ impl Core {
                 _ => 2,
             };
             if l.sum.count > 0 {
-                sums[slot] = Some(sum_out(&l.sum));
+                sums[slot] = Some(sum_out(&l.sum, l.hist()));
             }
         }
         let (rf, rr) = f
@@ -830,8 +845,7 @@ fn closing_reason(c: u8) -> u8 {
     }
 }
 
-fn sum_out(s: &Summary) -> SumOut {
-    let mut hist = s.hist.clone();
+fn sum_out(s: &Summary, mut hist: Vec<(u16, u32)>) -> SumOut {
     hist.sort_unstable();
     SumOut {
         count: s.count,
