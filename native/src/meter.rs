@@ -44,8 +44,68 @@ pub struct Key {
     pub v6: bool,
 }
 
+/// A flow's key as stored in its slot: IPv4 addresses inline (decoded ones have zero bytes past the fourth),
+/// IPv6 pairs out of line in `Core::v6_addrs` (`lo` is the index there): most flows are IPv4, 24 bytes less each.
+#[derive(Clone, Copy)]
+struct StoredKey {
+    lo: u32,
+    hi: u32,
+    lo_port: u32,
+    hi_port: u32,
+    vlan: u16,
+    proto: u8,
+    v6: bool,
+}
+
+fn v4_word(a: &[u8; 16]) -> u32 {
+    u32::from_ne_bytes([a[0], a[1], a[2], a[3]])
+}
+
+fn v4_addr(w: u32) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[..4].copy_from_slice(&w.to_ne_bytes());
+    a
+}
+
+impl StoredKey {
+    fn expand(&self, v6_addrs: &[[[u8; 16]; 2]]) -> Key {
+        let (lo, hi) = if self.v6 {
+            let p = &v6_addrs[self.lo as usize];
+            (p[0], p[1])
+        } else {
+            (v4_addr(self.lo), v4_addr(self.hi))
+        };
+        Key {
+            lo,
+            hi,
+            lo_port: self.lo_port,
+            hi_port: self.hi_port,
+            vlan: self.vlan,
+            proto: self.proto,
+            v6: self.v6,
+        }
+    }
+
+    fn matches(&self, k: &Key, v6_addrs: &[[[u8; 16]; 2]]) -> bool {
+        if self.lo_port != k.lo_port
+            || self.hi_port != k.hi_port
+            || self.vlan != k.vlan
+            || self.proto != k.proto
+            || self.v6 != k.v6
+        {
+            return false;
+        }
+        if self.v6 {
+            let p = &v6_addrs[self.lo as usize];
+            p[0] == k.lo && p[1] == k.hi
+        } else {
+            self.lo == v4_word(&k.lo) && self.hi == v4_word(&k.hi)
+        }
+    }
+}
+
 pub struct Flow {
-    key: Key,
+    key: StoredKey,
     aux: u32,
     flags_f: u16,
     flags_r: u16,
@@ -141,6 +201,8 @@ pub struct Core {
     index: HashTable<u32>,
     slab: Vec<Flow>,
     free: Vec<u32>,
+    v6_addrs: Vec<[[u8; 16]; 2]>,
+    v6_free: Vec<u32>,
     buckets: HashMap<i64, VecDeque<(u32, u32)>>,
     ticks: BinaryHeap<Reverse<i64>>,
     clock: i64,
@@ -171,6 +233,8 @@ impl Core {
             index: HashTable::new(),
             slab: Vec::new(),
             free: Vec::new(),
+            v6_addrs: Vec::new(),
+            v6_free: Vec::new(),
             buckets: HashMap::new(),
             ticks: BinaryHeap::new(),
             clock: 0,
@@ -217,6 +281,10 @@ impl Core {
         vec![
             ("flows", self.slab.capacity() * std::mem::size_of::<Flow>()),
             ("free_list", self.free.capacity() * 4),
+            (
+                "v6_addresses",
+                self.v6_addrs.capacity() * 32 + self.v6_free.capacity() * 4,
+            ),
             ("index", self.index.capacity() * (4 + 1) + 16),
             ("timers", timers),
             ("tcp", tcp),
@@ -332,9 +400,9 @@ impl Core {
     // ------------------------------------------------------------------ meter
 
     fn find(&self, key: &Key, hash: u64) -> Option<u32> {
-        let slab = &self.slab;
+        let (slab, v6) = (&self.slab, &self.v6_addrs);
         self.index
-            .find(hash, |&i| slab[i as usize].key == *key)
+            .find(hash, |&i| slab[i as usize].key.matches(key, v6))
             .copied()
     }
 
@@ -599,8 +667,32 @@ impl Core {
             aux = ((p.itype.max(0) as u32) << 8) | p.icode.max(0) as u32;
         }
         self.created_seq += 1;
+        let stored = if key.v6 {
+            let pair = [key.lo, key.hi];
+            let j = match self.v6_free.pop() {
+                Some(j) => {
+                    self.v6_addrs[j as usize] = pair;
+                    j
+                }
+                None => {
+                    self.v6_addrs.push(pair);
+                    (self.v6_addrs.len() - 1) as u32
+                }
+            };
+            (j, 0)
+        } else {
+            (v4_word(&key.lo), v4_word(&key.hi))
+        };
         let flow = Flow {
-            key,
+            key: StoredKey {
+                lo: stored.0,
+                hi: stored.1,
+                lo_port: key.lo_port,
+                hi_port: key.hi_port,
+                vlan: key.vlan,
+                proto: key.proto,
+                v6: key.v6,
+            },
             aux,
             flags_f: 0,
             flags_r: 0,
@@ -634,10 +726,10 @@ impl Core {
                 (self.slab.len() - 1) as u32
             }
         };
-        let slab = &self.slab;
-        let hasher = &self.hasher;
-        self.index
-            .insert_unique(hash, i, |&j| hasher.hash_one(slab[j as usize].key));
+        let (slab, v6, hasher) = (&self.slab, &self.v6_addrs, &self.hasher);
+        self.index.insert_unique(hash, i, |&j| {
+            hasher.hash_one(slab[j as usize].key.expand(v6))
+        });
         self.counters.flows_created += 1;
         let d = p.ts + self.cfg.idle_ns;
         self.schedule(i, d);
@@ -656,12 +748,13 @@ impl Core {
         if let Some(l) = &mut f.lat {
             l.reoriented();
         }
+        let k = f.key.expand(&self.v6_addrs);
         let (a, b) = if f.lo_init {
-            (f.key.lo, f.key.hi)
+            (k.lo, k.hi)
         } else {
-            (f.key.hi, f.key.lo)
+            (k.hi, k.lo)
         };
-        let v6 = f.key.v6;
+        let v6 = k.v6;
         let rii = (self.oracle)(&a, &b, v6);
         self.slab[idx].rii = rii;
         self.counters.reoriented += 1;
@@ -742,8 +835,8 @@ impl Core {
     }
 
     fn end(&mut self, i: u32, reason: u8, now: i64) {
-        let key = self.slab[i as usize].key;
-        let hash = self.hasher.hash_one(key);
+        let stored = self.slab[i as usize].key;
+        let hash = self.hasher.hash_one(stored.expand(&self.v6_addrs));
         if let Ok(e) = self.index.find_entry(hash, |&j| j == i) {
             e.remove();
         }
@@ -754,11 +847,14 @@ impl Core {
         f.tcp = None;
         f.lat = None;
         self.free.push(i);
+        if stored.v6 {
+            self.v6_free.push(stored.lo);
+        }
     }
 
     fn export(&mut self, i: u32, reason: u8, now: i64) {
         let f = &self.slab[i as usize];
-        let k = &f.key;
+        let k = &f.key.expand(&self.v6_addrs);
         let (mut src, mut sport, mut dst, mut dport) = if f.lo_init {
             (k.lo, k.lo_port, k.hi, k.hi_port)
         } else {
