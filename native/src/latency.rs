@@ -227,7 +227,7 @@ pub struct Latency {
     hs_init_ns: i64,
     slots: Vec<Entry>, // [..n_hist]: histogram bins (bucket, count); the rest: pending entries
     pub sum: Summary,
-    n_hist: u32,
+    n_hist: u16,   // fewer than u16::MAX buckets exist (checked when the engine is made)
     last_val: u32, // TCP: the last TSval seen toward the remote side, when has_last
     has_last: bool,
     hs_done: bool,

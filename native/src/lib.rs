@@ -220,6 +220,10 @@ impl Engine {
         if max_flows < 1 || max_pending_ts < 1 || max_pending_echo < 1 || frag_max < 1 {
             return Err(PyValueError::new_err("table sizes must be >= 1"));
         }
+        if bucket_thresholds.len() >= u16::MAX as usize {
+            // bucket numbers are u16 and a flow's count of distinct buckets must fit one too
+            return Err(PyValueError::new_err("too many histogram buckets"));
+        }
         let err = Rc::new(RefCell::new(None));
         let cfg = MeterConfig {
             idle_ns,
