@@ -54,8 +54,12 @@ struct StoredKey {
     hi_port: u32,
     vlan: u16,
     proto: u8,
-    v6: bool,
+    bits: u8, // K_V6 (part of the key), and the flow's F_LO_INIT and F_RII: no padding byte for two bools
 }
+
+const K_V6: u8 = 1;
+const F_LO_INIT: u8 = 2; // the lower endpoint of the key initiated the flow
+const F_RII: u8 = 4; // remote side is the initiator (from the classifier's domestic test)
 
 fn v4_word(a: &[u8; 16]) -> u32 {
     u32::from_ne_bytes([a[0], a[1], a[2], a[3]])
@@ -68,8 +72,12 @@ fn v4_addr(w: u32) -> [u8; 16] {
 }
 
 impl StoredKey {
+    fn v6(&self) -> bool {
+        self.bits & K_V6 != 0
+    }
+
     fn expand(&self, v6_addrs: &[[[u8; 16]; 2]]) -> Key {
-        let (lo, hi) = if self.v6 {
+        let (lo, hi) = if self.v6() {
             let p = &v6_addrs[self.lo as usize];
             (p[0], p[1])
         } else {
@@ -82,7 +90,7 @@ impl StoredKey {
             hi_port: self.hi_port,
             vlan: self.vlan,
             proto: self.proto,
-            v6: self.v6,
+            v6: self.v6(),
         }
     }
 
@@ -91,11 +99,11 @@ impl StoredKey {
             || self.hi_port != k.hi_port
             || self.vlan != k.vlan
             || self.proto != k.proto
-            || self.v6 != k.v6
+            || self.v6() != k.v6
         {
             return false;
         }
-        if self.v6 {
+        if self.v6() {
             let p = &v6_addrs[self.lo as usize];
             p[0] == k.lo && p[1] == k.hi
         } else {
@@ -104,13 +112,21 @@ impl StoredKey {
     }
 }
 
+impl Flow {
+    fn lo_init(&self) -> bool {
+        self.key.bits & F_LO_INIT != 0
+    }
+
+    fn rii(&self) -> bool {
+        self.key.bits & F_RII != 0
+    }
+}
+
 pub struct Flow {
     key: StoredKey,
     aux: u32,
     flags_f: u16,
     flags_r: u16,
-    lo_init: bool,
-    rii: bool, // remote side is the initiator (from the classifier's domestic test)
     gen: u32,
     first_ns: i64,
     last_ns: i64,
@@ -475,7 +491,7 @@ impl Core {
         let idx = i as usize;
         let flags = p.flags;
         let l4 = p.l4_present;
-        let mut fwd = sender_lo == self.slab[idx].lo_init;
+        let mut fwd = sender_lo == self.slab[idx].lo_init();
         if let Some(t) = &self.slab[idx].tcp {
             if l4 && flags & (SYN | ACK) == SYN && !fwd && !t.syn_seen {
                 self.reorient(idx);
@@ -503,7 +519,7 @@ impl Core {
             self.tcp(idx, p, fwd);
             return;
         }
-        let to_remote = fwd != f.rii;
+        let to_remote = fwd != f.rii();
         let th = &self.thresholds;
         let bucket = |us: i64| bucket_of(th, us);
         if p.proto == 17 {
@@ -583,7 +599,7 @@ impl Core {
         }
         let starts_closing = was_closing == CLOSING_NONE && t.closing != CLOSING_NONE;
         if let Some(tsval) = p.tsval {
-            let to_remote = fwd != f.rii;
+            let to_remote = fwd != f.rii();
             if to_remote {
                 f.lat
                     .get_or_insert_with(|| Box::new(Latency::new()))
@@ -691,13 +707,13 @@ impl Core {
                 hi_port: key.hi_port,
                 vlan: key.vlan,
                 proto: key.proto,
-                v6: key.v6,
+                bits: if key.v6 { K_V6 } else { 0 }
+                    | if sender_lo { F_LO_INIT } else { 0 }
+                    | if rii { F_RII } else { 0 },
             },
             aux,
             flags_f: 0,
             flags_r: 0,
-            lo_init: sender_lo,
-            rii,
             gen: 0,
             first_ns: p.ts,
             last_ns: p.ts,
@@ -738,7 +754,7 @@ impl Core {
 
     fn reorient(&mut self, idx: usize) {
         let f = &mut self.slab[idx];
-        f.lo_init = !f.lo_init;
+        f.key.bits ^= F_LO_INIT;
         std::mem::swap(&mut f.bytes_f, &mut f.bytes_r);
         std::mem::swap(&mut f.pkts_f, &mut f.pkts_r);
         std::mem::swap(&mut f.flags_f, &mut f.flags_r);
@@ -749,14 +765,15 @@ impl Core {
             l.reoriented();
         }
         let k = f.key.expand(&self.v6_addrs);
-        let (a, b) = if f.lo_init {
+        let (a, b) = if f.lo_init() {
             (k.lo, k.hi)
         } else {
             (k.hi, k.lo)
         };
         let v6 = k.v6;
         let rii = (self.oracle)(&a, &b, v6);
-        self.slab[idx].rii = rii;
+        let k = &mut self.slab[idx].key;
+        k.bits = (k.bits & !F_RII) | if rii { F_RII } else { 0 };
         self.counters.reoriented += 1;
     }
 
@@ -847,7 +864,7 @@ impl Core {
         f.tcp = None;
         f.lat = None;
         self.free.push(i);
-        if stored.v6 {
+        if stored.v6() {
             self.v6_free.push(stored.lo);
         }
     }
@@ -855,7 +872,7 @@ impl Core {
     fn export(&mut self, i: u32, reason: u8, now: i64) {
         let f = &self.slab[i as usize];
         let k = &f.key.expand(&self.v6_addrs);
-        let (mut src, mut sport, mut dst, mut dport) = if f.lo_init {
+        let (mut src, mut sport, mut dst, mut dport) = if f.lo_init() {
             (k.lo, k.lo_port, k.hi, k.hi_port)
         } else {
             (k.hi, k.hi_port, k.lo, k.lo_port)
