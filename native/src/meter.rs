@@ -46,6 +46,7 @@ pub struct Key {
 
 /// A flow's key as stored in its slot: IPv4 addresses inline (decoded ones have zero bytes past the fourth),
 /// IPv6 pairs out of line in `Core::v6_addrs` (`lo` is the index there): most flows are IPv4, 24 bytes less each.
+/// An ICMP key has both ports equal, so `hi_port` holds the flow's first type and code instead.
 #[derive(Clone, Copy)]
 struct StoredKey {
     lo: u32,
@@ -76,6 +77,18 @@ impl StoredKey {
         self.bits & K_V6 != 0
     }
 
+    fn icmp(&self) -> bool {
+        self.proto == 1 || self.proto == 58
+    }
+
+    fn key_hi_port(&self) -> u32 {
+        if self.icmp() {
+            self.lo_port
+        } else {
+            self.hi_port
+        }
+    }
+
     fn expand(&self, v6_addrs: &[[[u8; 16]; 2]]) -> Key {
         let (lo, hi) = if self.v6() {
             let p = &v6_addrs[self.lo as usize];
@@ -87,7 +100,7 @@ impl StoredKey {
             lo,
             hi,
             lo_port: self.lo_port,
-            hi_port: self.hi_port,
+            hi_port: self.key_hi_port(),
             vlan: self.vlan,
             proto: self.proto,
             v6: self.v6(),
@@ -96,7 +109,7 @@ impl StoredKey {
 
     fn matches(&self, k: &Key, v6_addrs: &[[[u8; 16]; 2]]) -> bool {
         if self.lo_port != k.lo_port
-            || self.hi_port != k.hi_port
+            || self.key_hi_port() != k.hi_port
             || self.vlan != k.vlan
             || self.proto != k.proto
             || self.v6() != k.v6
@@ -124,7 +137,6 @@ impl Flow {
 
 pub struct Flow {
     key: StoredKey,
-    aux: u32,
     flags_f: u16,
     flags_r: u16,
     gen: u32,
@@ -135,7 +147,7 @@ pub struct Flow {
     pkts_f: u64,
     pkts_r: u64,
     tick: i64,
-    created: u64,
+    created: u32, // creation order (flush exports in it); renumbered before it would wrap
     tcp: Option<Box<Tcp>>,
     lat: Option<Box<Latency>>,
 }
@@ -222,7 +234,7 @@ pub struct Core {
     buckets: HashMap<i64, VecDeque<(u32, u32)>>,
     ticks: BinaryHeap<Reverse<i64>>,
     clock: i64,
-    created_seq: u64,
+    created_seq: u32,
     since_advance: u32,
     frags: HashMap<FragKey, FragEntry>,
     frag_order: VecDeque<(FragKey, u64)>,
@@ -647,7 +659,7 @@ impl Core {
     pub fn flush(&mut self) {
         let now = self.clock;
         self.advance(now);
-        let mut live: Vec<(u64, u32)> = Vec::with_capacity(self.index.len());
+        let mut live: Vec<(u32, u32)> = Vec::with_capacity(self.index.len());
         for (i, f) in self.slab.iter().enumerate() {
             if f.tick >= 0 {
                 live.push((f.created, i as u32));
@@ -682,6 +694,9 @@ impl Core {
         } else if p.proto == 1 || p.proto == 58 {
             aux = ((p.itype.max(0) as u32) << 8) | p.icode.max(0) as u32;
         }
+        if self.created_seq == u32::MAX {
+            self.renumber_created();
+        }
         self.created_seq += 1;
         let stored = if key.v6 {
             let pair = [key.lo, key.hi];
@@ -704,14 +719,17 @@ impl Core {
                 lo: stored.0,
                 hi: stored.1,
                 lo_port: key.lo_port,
-                hi_port: key.hi_port,
+                hi_port: if p.proto == 1 || p.proto == 58 {
+                    aux
+                } else {
+                    key.hi_port
+                },
                 vlan: key.vlan,
                 proto: key.proto,
                 bits: if key.v6 { K_V6 } else { 0 }
                     | if sender_lo { F_LO_INIT } else { 0 }
                     | if rii { F_RII } else { 0 },
             },
-            aux,
             flags_f: 0,
             flags_r: 0,
             gen: 0,
@@ -750,6 +768,21 @@ impl Core {
         let d = p.ts + self.cfg.idle_ns;
         self.schedule(i, d);
         i
+    }
+
+    /// Live flows numbered 1..=n in their creation order, so the counter goes on without wrapping.
+    fn renumber_created(&mut self) {
+        let mut live: Vec<(u32, u32)> = Vec::with_capacity(self.index.len());
+        for (i, f) in self.slab.iter().enumerate() {
+            if f.tick >= 0 {
+                live.push((f.created, i as u32));
+            }
+        }
+        live.sort_unstable();
+        for (n, &(_, i)) in live.iter().enumerate() {
+            self.slab[i as usize].created = n as u32 + 1;
+        }
+        self.created_seq = live.len() as u32;
     }
 
     fn reorient(&mut self, idx: usize) {
@@ -883,7 +916,7 @@ impl Core {
         }
         if k.proto == 1 || k.proto == 58 {
             sport = 0;
-            dport = f.aux;
+            dport = f.key.hi_port;
         }
         let (mut resp, mut init) = (NONE, NONE);
         let mut sums: [Option<SumOut>; 3] = [None, None, None];
