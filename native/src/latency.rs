@@ -370,6 +370,10 @@ impl Latency {
             i += 1;
             i <= bins || tsecr.wrapping_sub(e.id) >= HALF
         });
+        // Most of a burst echoed: give the room back (a flow keeps only what is in flight).
+        if self.slots.capacity() >= 2 * self.slots.len() + 4 {
+            self.slots.shrink_to_fit();
+        }
         if ts >= t0 {
             self.sample(ts - t0, bucket);
         }

@@ -752,8 +752,8 @@ impl Core {
             }
             None => {
                 if self.slab.len() == self.slab.capacity() {
-                    // grow by an eighth: little of the slab idle after a growth, copies stay amortized
-                    let extra = (self.slab.len() / 8).max(1024);
+                    // grow by a sixteenth: little of the slab idle after a growth, copies stay amortized
+                    let extra = (self.slab.len() / 16).max(1024);
                     self.slab.reserve_exact(extra);
                 }
                 self.slab.push(flow);
