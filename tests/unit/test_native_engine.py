@@ -213,3 +213,17 @@ def test_ipv4_and_ipv6_flows_through_a_tiny_table_match(tmp_path: Path) -> None:
     path.write_bytes(pcap_bytes(frames, linktype=101, nanosecond=True))
     run = same_records(AgentConfig(max_flows=6, idle_timeout_s=1.0, active_timeout_s=3.0), [path])
     assert any(r.ip_version == 6 for r in run.records) and any(r.ip_version == 4 for r in run.records)
+
+
+def test_table_breakdown_adds_up_to_table_bytes(synth: dict[str, Path]) -> None:
+    from ingest.native import NativeAgent
+    from tests.engines import _CLASSIFIER
+
+    agent = NativeAgent(AgentConfig(idle_timeout_s=1e9, active_timeout_s=1e9), _CLASSIFIER, lambda _r: None)
+    eng = agent._engine
+    eng.begin(False)
+    eng.push_file(str(synth["s2"]))
+    parts = agent.table_breakdown()
+    assert int(eng.counters()["active"]) > 0  # type: ignore[arg-type]
+    assert sum(parts.values()) == agent.table_bytes()
+    assert parts["flows"] > 0 and parts["tcp"] > 0 and parts["latency"] > 0
