@@ -386,6 +386,6 @@ impl Engine {
 #[pymodule]
 fn gwtel_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
-    m.add("ABI", 1)?;
+    m.add("ABI", 2)?;
     Ok(())
 }
