@@ -55,7 +55,7 @@ def load_module() -> Any:
             f"agent.engine is 'native' but the gwtel_native module cannot be loaded ({exc}): run `make setup` "
             "(it builds native/ with cargo and maturin) or set agent.engine: python"
         ) from None
-    if getattr(gwtel_native, "ABI", None) != 1:
+    if getattr(gwtel_native, "ABI", None) != 2:
         raise NativeUnavailableError("gwtel_native is from another version of the project: run `make setup` again")
     return gwtel_native
 
@@ -281,6 +281,10 @@ class NativeAgent:
     def table_bytes(self) -> int:
         """Heap bytes of the native flow table and per-flow state (the engine's own allocation accounting)."""
         return self._engine.table_bytes()
+
+    def table_breakdown(self) -> dict[str, int]:
+        """`table_bytes` by component (flow slots, index, timers, TCP and latency state...)."""
+        return self._engine.table_breakdown()
 
 
 def _int(v: int | dict[str, int]) -> int:

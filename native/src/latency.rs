@@ -121,13 +121,12 @@ impl Tcp {
     }
 }
 
-/// count / min / max / sum and a sparse histogram (bucket, count) of microsecond samples.
+/// count / min / max / sum of microsecond samples; the sparse histogram lives in the owner's slots.
 pub struct Summary {
     pub count: u64,
     pub min_us: i64,
     pub max_us: i64,
     pub sum_us: i64,
-    pub hist: Vec<(u16, u32)>,
 }
 
 impl Summary {
@@ -137,27 +136,16 @@ impl Summary {
             min_us: 0,
             max_us: 0,
             sum_us: 0,
-            hist: Vec::new(),
         }
     }
 
-    fn add(&mut self, us: i64, bucket: u16) {
+    fn add(&mut self, us: i64) {
         if self.count == 0 || us < self.min_us {
             self.min_us = us;
         }
         self.max_us = self.max_us.max(us);
         self.count += 1;
         self.sum_us += us;
-        for e in self.hist.iter_mut() {
-            if e.0 == bucket {
-                e.1 += 1;
-                return;
-            }
-        }
-        if self.hist.len() == self.hist.capacity() {
-            self.hist.reserve_exact(1);
-        }
-        self.hist.push((bucket, 1));
     }
 }
 
@@ -221,7 +209,8 @@ impl Handshake {
     }
 }
 
-/// A request or TSval awaiting its reply; packed to 12 bytes (several wait per flow).
+/// A request or TSval awaiting its reply (id, ts), or a histogram bin (bucket, count); packed to 12 bytes.
+/// Bins and pending entries share one vector (bins first): one vector header per flow instead of two.
 #[derive(Clone, Copy)]
 #[repr(C, packed)]
 struct Entry {
@@ -236,9 +225,11 @@ pub struct Latency {
     hs: Option<Box<Handshake>>,
     hs_resp_ns: i64,
     hs_init_ns: i64,
-    last_val: i64, // TCP: the last TSval seen toward the remote side
-    pending: Vec<Entry>,
+    slots: Vec<Entry>, // [..n_hist]: histogram bins (bucket, count); the rest: pending entries
     pub sum: Summary,
+    n_hist: u16,   // fewer than u16::MAX buckets exist (checked when the engine is made)
+    last_val: u32, // TCP: the last TSval seen toward the remote side, when has_last
+    has_last: bool,
     hs_done: bool,
 }
 
@@ -257,22 +248,29 @@ impl Latency {
             hs: None,
             hs_resp_ns: NONE,
             hs_init_ns: NONE,
-            last_val: -1,
-            pending: Vec::new(),
+            slots: Vec::new(),
             sum: Summary::new(),
+            n_hist: 0,
+            last_val: 0,
+            has_last: false,
             hs_done: false,
         }
     }
 
-    /// Heap bytes of this state and what it owns (allocation accounting for the memory benchmark).
-    pub fn heap_bytes(&self) -> usize {
+    /// Heap bytes of this state and what it owns (allocation accounting for the memory benchmark): the state
+    /// itself, its handshake, pending entries and histogram.
+    pub fn heap_parts(&self) -> [usize; 4] {
         use std::mem::size_of;
-        let mut n = size_of::<Latency>();
-        if self.hs.is_some() {
-            n += size_of::<Handshake>();
-        }
-        n + self.pending.capacity() * size_of::<Entry>()
-            + self.sum.hist.capacity() * size_of::<(u16, u32)>()
+        [
+            size_of::<Latency>(),
+            if self.hs.is_some() {
+                size_of::<Handshake>()
+            } else {
+                0
+            },
+            (self.slots.capacity() - self.n_hist as usize) * size_of::<Entry>(),
+            self.n_hist as usize * size_of::<Entry>(),
+        ]
     }
 
     fn hs_mut(&mut self) -> Option<&mut Handshake> {
@@ -337,22 +335,45 @@ impl Latency {
         }
     }
 
+    fn pending(&self) -> &[Entry] {
+        &self.slots[self.n_hist as usize..]
+    }
+
+    /// Histogram bins (bucket, count), unordered.
+    pub fn hist(&self) -> Vec<(u16, u32)> {
+        self.slots[..self.n_hist as usize]
+            .iter()
+            .map(|e| (e.id as u16, e.ts as u32))
+            .collect()
+    }
+
     pub fn ts_out(&mut self, tsval: u32, ts: i64, cap: usize) {
-        if tsval as i64 == self.last_val {
+        if self.has_last && tsval == self.last_val {
             return; // not the first occurrence
         }
-        self.last_val = tsval as i64;
-        if self.pending.len() < cap && !self.pending.iter().any(|e| e.id == tsval) {
-            push_exact(&mut self.pending, Entry { id: tsval, ts });
+        self.last_val = tsval;
+        self.has_last = true;
+        let p = self.pending();
+        if p.len() < cap && !p.iter().any(|e| e.id == tsval) {
+            push_exact(&mut self.slots, Entry { id: tsval, ts });
         }
     }
 
     pub fn ts_echo(&mut self, tsecr: u32, ts: i64, bucket: BucketFn) {
-        let Some(t0) = self.pending.iter().find(|e| e.id == tsecr).map(|e| e.ts) else {
+        let Some(t0) = self.pending().iter().find(|e| e.id == tsecr).map(|e| e.ts) else {
             return;
         };
         // The echoed value and older ones go: TSecr is non-decreasing, older values will never be echoed.
-        self.pending.retain(|e| tsecr.wrapping_sub(e.id) >= HALF);
+        let bins = self.n_hist as usize;
+        let mut i = 0;
+        self.slots.retain(|e| {
+            i += 1;
+            i <= bins || tsecr.wrapping_sub(e.id) >= HALF
+        });
+        // Most of a burst echoed: give the room back (a flow keeps only what is in flight).
+        if self.slots.capacity() >= 2 * self.slots.len() + 4 {
+            self.slots.shrink_to_fit();
+        }
         if ts >= t0 {
             self.sample(ts - t0, bucket);
         }
@@ -360,17 +381,18 @@ impl Latency {
 
     /// ICMP echo request or DNS query toward the remote side.
     pub fn request(&mut self, ident: u32, ts: i64, cap: usize) {
-        if self.pending.len() < cap && !self.pending.iter().any(|e| e.id == ident) {
-            push_exact(&mut self.pending, Entry { id: ident, ts });
+        let p = self.pending();
+        if p.len() < cap && !p.iter().any(|e| e.id == ident) {
+            push_exact(&mut self.slots, Entry { id: ident, ts });
         }
     }
 
     /// ICMP echo reply or DNS response from the remote side.
     pub fn reply(&mut self, ident: u32, ts: i64, bucket: BucketFn) {
-        let Some(i) = self.pending.iter().position(|e| e.id == ident) else {
+        let Some(i) = self.pending().iter().position(|e| e.id == ident) else {
             return;
         };
-        let t0 = self.pending.swap_remove(i).ts;
+        let t0 = self.slots.swap_remove(self.n_hist as usize + i).ts;
         if ts >= t0 {
             self.sample(ts - t0, bucket);
         }
@@ -378,16 +400,32 @@ impl Latency {
 
     fn sample(&mut self, rtt: i64, bucket: BucketFn) {
         let us = ns_to_us(rtt);
-        self.sum.add(us, bucket(us));
+        self.sum.add(us);
+        let b = bucket(us) as u32;
+        let bins = self.n_hist as usize;
+        if let Some(e) = self.slots[..bins].iter_mut().find(|e| e.id == b) {
+            e.ts = (e.ts as u32).wrapping_add(1) as i64;
+            return;
+        }
+        if self.slots.len() == self.slots.capacity() {
+            self.slots.reserve_exact(1);
+        }
+        self.slots.insert(bins, Entry { id: b, ts: 1 });
+        self.n_hist += 1;
     }
 
     pub fn reoriented(&mut self) {
-        self.pending = Vec::new();
-        self.last_val = -1;
+        // Pending entries go and their memory with them, as the reference drops its tables.
+        self.slots.truncate(self.n_hist as usize);
+        self.slots.shrink_to_fit();
+        self.has_last = false;
     }
 
     pub fn new_slice(&mut self) {
         self.sum = Summary::new();
+        self.slots.drain(..self.n_hist as usize);
+        self.slots.shrink_to_fit();
+        self.n_hist = 0;
         self.hs_resp_ns = NONE;
         self.hs_init_ns = NONE;
         if let Some(hs) = &mut self.hs {

@@ -220,6 +220,10 @@ impl Engine {
         if max_flows < 1 || max_pending_ts < 1 || max_pending_echo < 1 || frag_max < 1 {
             return Err(PyValueError::new_err("table sizes must be >= 1"));
         }
+        if bucket_thresholds.len() >= u16::MAX as usize {
+            // bucket numbers are u16 and a flow's count of distinct buckets must fit one too
+            return Err(PyValueError::new_err("too many histogram buckets"));
+        }
         let err = Rc::new(RefCell::new(None));
         let cfg = MeterConfig {
             idle_ns,
@@ -368,11 +372,20 @@ impl Engine {
     fn table_bytes(&self) -> usize {
         self.core.table_bytes()
     }
+
+    /// `table_bytes` by component (flows, free_list, index, timers, tcp, latency, handshake, pending, histogram).
+    fn table_breakdown<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in self.core.table_breakdown() {
+            d.set_item(k, v)?;
+        }
+        Ok(d)
+    }
 }
 
 #[pymodule]
 fn gwtel_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
-    m.add("ABI", 1)?;
+    m.add("ABI", 2)?;
     Ok(())
 }

@@ -44,13 +44,101 @@ pub struct Key {
     pub v6: bool,
 }
 
+/// A flow's key as stored in its slot: IPv4 addresses inline (decoded ones have zero bytes past the fourth),
+/// IPv6 pairs out of line in `Core::v6_addrs` (`lo` is the index there): most flows are IPv4, 24 bytes less each.
+/// An ICMP key has both ports equal, so `hi_port` holds the flow's first type and code instead.
+#[derive(Clone, Copy)]
+struct StoredKey {
+    lo: u32,
+    hi: u32,
+    lo_port: u32,
+    hi_port: u32,
+    vlan: u16,
+    proto: u8,
+    bits: u8, // K_V6 (part of the key), and the flow's F_LO_INIT and F_RII: no padding byte for two bools
+}
+
+const K_V6: u8 = 1;
+const F_LO_INIT: u8 = 2; // the lower endpoint of the key initiated the flow
+const F_RII: u8 = 4; // remote side is the initiator (from the classifier's domestic test)
+
+fn v4_word(a: &[u8; 16]) -> u32 {
+    u32::from_ne_bytes([a[0], a[1], a[2], a[3]])
+}
+
+fn v4_addr(w: u32) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[..4].copy_from_slice(&w.to_ne_bytes());
+    a
+}
+
+impl StoredKey {
+    fn v6(&self) -> bool {
+        self.bits & K_V6 != 0
+    }
+
+    fn icmp(&self) -> bool {
+        self.proto == 1 || self.proto == 58
+    }
+
+    fn key_hi_port(&self) -> u32 {
+        if self.icmp() {
+            self.lo_port
+        } else {
+            self.hi_port
+        }
+    }
+
+    fn expand(&self, v6_addrs: &[[[u8; 16]; 2]]) -> Key {
+        let (lo, hi) = if self.v6() {
+            let p = &v6_addrs[self.lo as usize];
+            (p[0], p[1])
+        } else {
+            (v4_addr(self.lo), v4_addr(self.hi))
+        };
+        Key {
+            lo,
+            hi,
+            lo_port: self.lo_port,
+            hi_port: self.key_hi_port(),
+            vlan: self.vlan,
+            proto: self.proto,
+            v6: self.v6(),
+        }
+    }
+
+    fn matches(&self, k: &Key, v6_addrs: &[[[u8; 16]; 2]]) -> bool {
+        if self.lo_port != k.lo_port
+            || self.key_hi_port() != k.hi_port
+            || self.vlan != k.vlan
+            || self.proto != k.proto
+            || self.v6() != k.v6
+        {
+            return false;
+        }
+        if self.v6() {
+            let p = &v6_addrs[self.lo as usize];
+            p[0] == k.lo && p[1] == k.hi
+        } else {
+            self.lo == v4_word(&k.lo) && self.hi == v4_word(&k.hi)
+        }
+    }
+}
+
+impl Flow {
+    fn lo_init(&self) -> bool {
+        self.key.bits & F_LO_INIT != 0
+    }
+
+    fn rii(&self) -> bool {
+        self.key.bits & F_RII != 0
+    }
+}
+
 pub struct Flow {
-    key: Key,
-    aux: u32,
+    key: StoredKey,
     flags_f: u16,
     flags_r: u16,
-    lo_init: bool,
-    rii: bool, // remote side is the initiator (from the classifier's domestic test)
     gen: u32,
     first_ns: i64,
     last_ns: i64,
@@ -59,7 +147,7 @@ pub struct Flow {
     pkts_f: u64,
     pkts_r: u64,
     tick: i64,
-    created: u64,
+    created: u32, // creation order (flush exports in it); renumbered before it would wrap
     tcp: Option<Box<Tcp>>,
     lat: Option<Box<Latency>>,
 }
@@ -141,10 +229,12 @@ pub struct Core {
     index: HashTable<u32>,
     slab: Vec<Flow>,
     free: Vec<u32>,
+    v6_addrs: Vec<[[u8; 16]; 2]>,
+    v6_free: Vec<u32>,
     buckets: HashMap<i64, VecDeque<(u32, u32)>>,
     ticks: BinaryHeap<Reverse<i64>>,
     clock: i64,
-    created_seq: u64,
+    created_seq: u32,
     since_advance: u32,
     frags: HashMap<FragKey, FragEntry>,
     frag_order: VecDeque<(FragKey, u64)>,
@@ -171,6 +261,8 @@ impl Core {
             index: HashTable::new(),
             slab: Vec::new(),
             free: Vec::new(),
+            v6_addrs: Vec::new(),
+            v6_free: Vec::new(),
             buckets: HashMap::new(),
             ticks: BinaryHeap::new(),
             clock: 0,
@@ -191,25 +283,44 @@ impl Core {
     /// Heap bytes held by the flow table and its per-flow state (for the memory benchmark): capacities times
     /// element sizes, so allocator headers are not included.
     pub fn table_bytes(&self) -> usize {
-        let mut n = self.slab.capacity() * std::mem::size_of::<Flow>();
-        n += self.free.capacity() * 4;
-        n += self.index.capacity() * (4 + 1) + 16;
+        self.table_breakdown().iter().map(|&(_, n)| n).sum()
+    }
+
+    /// `table_bytes` by component, so the benchmark can show where a flow's bytes go.
+    pub fn table_breakdown(&self) -> Vec<(&'static str, usize)> {
+        let mut timers = self.ticks.capacity() * 8;
         for q in self.buckets.values() {
-            n += q.capacity() * 8 + 8 + 24 + 1;
+            timers += q.capacity() * 8 + 8 + 24 + 1;
         }
-        n += self.ticks.capacity() * 8;
+        let (mut tcp, mut lat) = (0, [0usize; 4]);
         for f in &self.slab {
             if f.tick < 0 {
                 continue;
             }
             if f.tcp.is_some() {
-                n += std::mem::size_of::<Tcp>();
+                tcp += std::mem::size_of::<Tcp>();
             }
             if let Some(l) = &f.lat {
-                n += l.heap_bytes();
+                for (a, b) in lat.iter_mut().zip(l.heap_parts()) {
+                    *a += b;
+                }
             }
         }
-        n
+        vec![
+            ("flows", self.slab.capacity() * std::mem::size_of::<Flow>()),
+            ("free_list", self.free.capacity() * 4),
+            (
+                "v6_addresses",
+                self.v6_addrs.capacity() * 32 + self.v6_free.capacity() * 4,
+            ),
+            ("index", self.index.capacity() * (4 + 1) + 16),
+            ("timers", timers),
+            ("tcp", tcp),
+            ("latency", lat[0]),
+            ("handshake", lat[1]),
+            ("pending", lat[2]),
+            ("histogram", lat[3]),
+        ]
     }
 
     // ------------------------------------------------------------------ agent
@@ -317,9 +428,9 @@ impl Core {
     // ------------------------------------------------------------------ meter
 
     fn find(&self, key: &Key, hash: u64) -> Option<u32> {
-        let slab = &self.slab;
+        let (slab, v6) = (&self.slab, &self.v6_addrs);
         self.index
-            .find(hash, |&i| slab[i as usize].key == *key)
+            .find(hash, |&i| slab[i as usize].key.matches(key, v6))
             .copied()
     }
 
@@ -392,7 +503,7 @@ impl Core {
         let idx = i as usize;
         let flags = p.flags;
         let l4 = p.l4_present;
-        let mut fwd = sender_lo == self.slab[idx].lo_init;
+        let mut fwd = sender_lo == self.slab[idx].lo_init();
         if let Some(t) = &self.slab[idx].tcp {
             if l4 && flags & (SYN | ACK) == SYN && !fwd && !t.syn_seen {
                 self.reorient(idx);
@@ -420,7 +531,7 @@ impl Core {
             self.tcp(idx, p, fwd);
             return;
         }
-        let to_remote = fwd != f.rii;
+        let to_remote = fwd != f.rii();
         let th = &self.thresholds;
         let bucket = |us: i64| bucket_of(th, us);
         if p.proto == 17 {
@@ -500,7 +611,7 @@ impl Core {
         }
         let starts_closing = was_closing == CLOSING_NONE && t.closing != CLOSING_NONE;
         if let Some(tsval) = p.tsval {
-            let to_remote = fwd != f.rii;
+            let to_remote = fwd != f.rii();
             if to_remote {
                 f.lat
                     .get_or_insert_with(|| Box::new(Latency::new()))
@@ -548,7 +659,7 @@ impl Core {
     pub fn flush(&mut self) {
         let now = self.clock;
         self.advance(now);
-        let mut live: Vec<(u64, u32)> = Vec::with_capacity(self.index.len());
+        let mut live: Vec<(u32, u32)> = Vec::with_capacity(self.index.len());
         for (i, f) in self.slab.iter().enumerate() {
             if f.tick >= 0 {
                 live.push((f.created, i as u32));
@@ -583,14 +694,44 @@ impl Core {
         } else if p.proto == 1 || p.proto == 58 {
             aux = ((p.itype.max(0) as u32) << 8) | p.icode.max(0) as u32;
         }
+        if self.created_seq == u32::MAX {
+            self.renumber_created();
+        }
         self.created_seq += 1;
+        let stored = if key.v6 {
+            let pair = [key.lo, key.hi];
+            let j = match self.v6_free.pop() {
+                Some(j) => {
+                    self.v6_addrs[j as usize] = pair;
+                    j
+                }
+                None => {
+                    self.v6_addrs.push(pair);
+                    (self.v6_addrs.len() - 1) as u32
+                }
+            };
+            (j, 0)
+        } else {
+            (v4_word(&key.lo), v4_word(&key.hi))
+        };
         let flow = Flow {
-            key,
-            aux,
+            key: StoredKey {
+                lo: stored.0,
+                hi: stored.1,
+                lo_port: key.lo_port,
+                hi_port: if p.proto == 1 || p.proto == 58 {
+                    aux
+                } else {
+                    key.hi_port
+                },
+                vlan: key.vlan,
+                proto: key.proto,
+                bits: if key.v6 { K_V6 } else { 0 }
+                    | if sender_lo { F_LO_INIT } else { 0 }
+                    | if rii { F_RII } else { 0 },
+            },
             flags_f: 0,
             flags_r: 0,
-            lo_init: sender_lo,
-            rii,
             gen: 0,
             first_ns: p.ts,
             last_ns: p.ts,
@@ -611,27 +752,42 @@ impl Core {
             }
             None => {
                 if self.slab.len() == self.slab.capacity() {
-                    // grow by an eighth: little of the slab idle after a growth, copies stay amortized
-                    let extra = (self.slab.len() / 8).max(1024);
+                    // grow by a sixteenth: little of the slab idle after a growth, copies stay amortized
+                    let extra = (self.slab.len() / 16).max(1024);
                     self.slab.reserve_exact(extra);
                 }
                 self.slab.push(flow);
                 (self.slab.len() - 1) as u32
             }
         };
-        let slab = &self.slab;
-        let hasher = &self.hasher;
-        self.index
-            .insert_unique(hash, i, |&j| hasher.hash_one(slab[j as usize].key));
+        let (slab, v6, hasher) = (&self.slab, &self.v6_addrs, &self.hasher);
+        self.index.insert_unique(hash, i, |&j| {
+            hasher.hash_one(slab[j as usize].key.expand(v6))
+        });
         self.counters.flows_created += 1;
         let d = p.ts + self.cfg.idle_ns;
         self.schedule(i, d);
         i
     }
 
+    /// Live flows numbered 1..=n in their creation order, so the counter goes on without wrapping.
+    fn renumber_created(&mut self) {
+        let mut live: Vec<(u32, u32)> = Vec::with_capacity(self.index.len());
+        for (i, f) in self.slab.iter().enumerate() {
+            if f.tick >= 0 {
+                live.push((f.created, i as u32));
+            }
+        }
+        live.sort_unstable();
+        for (n, &(_, i)) in live.iter().enumerate() {
+            self.slab[i as usize].created = n as u32 + 1;
+        }
+        self.created_seq = live.len() as u32;
+    }
+
     fn reorient(&mut self, idx: usize) {
         let f = &mut self.slab[idx];
-        f.lo_init = !f.lo_init;
+        f.key.bits ^= F_LO_INIT;
         std::mem::swap(&mut f.bytes_f, &mut f.bytes_r);
         std::mem::swap(&mut f.pkts_f, &mut f.pkts_r);
         std::mem::swap(&mut f.flags_f, &mut f.flags_r);
@@ -641,14 +797,16 @@ impl Core {
         if let Some(l) = &mut f.lat {
             l.reoriented();
         }
-        let (a, b) = if f.lo_init {
-            (f.key.lo, f.key.hi)
+        let k = f.key.expand(&self.v6_addrs);
+        let (a, b) = if f.lo_init() {
+            (k.lo, k.hi)
         } else {
-            (f.key.hi, f.key.lo)
+            (k.hi, k.lo)
         };
-        let v6 = f.key.v6;
+        let v6 = k.v6;
         let rii = (self.oracle)(&a, &b, v6);
-        self.slab[idx].rii = rii;
+        let k = &mut self.slab[idx].key;
+        k.bits = (k.bits & !F_RII) | if rii { F_RII } else { 0 };
         self.counters.reoriented += 1;
     }
 
@@ -727,8 +885,8 @@ impl Core {
     }
 
     fn end(&mut self, i: u32, reason: u8, now: i64) {
-        let key = self.slab[i as usize].key;
-        let hash = self.hasher.hash_one(key);
+        let stored = self.slab[i as usize].key;
+        let hash = self.hasher.hash_one(stored.expand(&self.v6_addrs));
         if let Ok(e) = self.index.find_entry(hash, |&j| j == i) {
             e.remove();
         }
@@ -739,12 +897,15 @@ impl Core {
         f.tcp = None;
         f.lat = None;
         self.free.push(i);
+        if stored.v6() {
+            self.v6_free.push(stored.lo);
+        }
     }
 
     fn export(&mut self, i: u32, reason: u8, now: i64) {
         let f = &self.slab[i as usize];
-        let k = &f.key;
-        let (mut src, mut sport, mut dst, mut dport) = if f.lo_init {
+        let k = &f.key.expand(&self.v6_addrs);
+        let (mut src, mut sport, mut dst, mut dport) = if f.lo_init() {
             (k.lo, k.lo_port, k.hi, k.hi_port)
         } else {
             (k.hi, k.hi_port, k.lo, k.lo_port)
@@ -755,7 +916,7 @@ impl Core {
         }
         if k.proto == 1 || k.proto == 58 {
             sport = 0;
-            dport = f.aux;
+            dport = f.key.hi_port;
         }
         let (mut resp, mut init) = (NONE, NONE);
         let mut sums: [Option<SumOut>; 3] = [None, None, None];
@@ -768,7 +929,7 @@ impl Core {
                 _ => 2,
             };
             if l.sum.count > 0 {
-                sums[slot] = Some(sum_out(&l.sum));
+                sums[slot] = Some(sum_out(&l.sum, l.hist()));
             }
         }
         let (rf, rr) = f
@@ -830,8 +991,7 @@ fn closing_reason(c: u8) -> u8 {
     }
 }
 
-fn sum_out(s: &Summary) -> SumOut {
-    let mut hist = s.hist.clone();
+fn sum_out(s: &Summary, mut hist: Vec<(u16, u32)>) -> SumOut {
     hist.sort_unstable();
     SumOut {
         count: s.count,

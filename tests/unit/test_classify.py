@@ -165,3 +165,31 @@ def test_cache_is_bounded_and_used() -> None:
 def test_partner_of_asn() -> None:
     c = _classifier({"japan": {"asns": [2914, 4713]}, "korea": {"asns": [4766]}})
     assert (c.partner_of_asn(4713), c.partner_of_asn(4766), c.partner_of_asn(1)) == ("japan", "korea", None)
+
+
+def test_range_tables_decide_as_ipaddress_does() -> None:
+    """The bisect tables give ipaddress's own answer on every boundary (and either side) and on random addresses."""
+    import ipaddress
+    import random
+
+    from ingest.classify import _NO_COUNTRY_V4, _NO_COUNTRY_V6, _SPECIAL_BLOCKS, _has_no_country, _module_networks
+
+    rng = random.Random(8)
+    nets = [ipaddress.ip_network(b) for b in _SPECIAL_BLOCKS] + list(_module_networks())
+    samples: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for n in nets:
+        lo, hi = int(n.network_address), int(n.broadcast_address)
+        top = (1 << n.max_prefixlen) - 1
+        for v in (lo - 1, lo, lo + 1, hi - 1, hi, hi + 1, rng.randint(lo, hi)):
+            if 0 <= v <= top:
+                samples.append(ipaddress.ip_address(v) if n.version == 4 else ipaddress.IPv6Address(v))
+    samples += [ipaddress.IPv4Address(rng.getrandbits(32)) for _ in range(60_000)]
+    samples += [ipaddress.IPv6Address(rng.getrandbits(128)) for _ in range(10_000)]
+    samples += [ipaddress.IPv6Address((0x2 << 125) | rng.getrandbits(125)) for _ in range(20_000)]  # 2000::/3
+    samples += [ipaddress.IPv6Address((0x2001 << 112) | rng.getrandbits(112 - rng.randint(0, 80))) for _ in range(5000)]
+    for ip in samples:
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            continue  # the classifier maps these to IPv4 first
+        table = _NO_COUNTRY_V4 if ip.version == 4 else _NO_COUNTRY_V6
+        assert table(int(ip)) == _has_no_country(ip), ip
+        assert table(int(ip)) == (not ip.is_global or ip.is_multicast), ip

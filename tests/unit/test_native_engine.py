@@ -177,3 +177,53 @@ def test_short_timeouts_tiny_table_and_sampling_rate_match(synth: dict[str, Path
     ref = same_records(cfg, [synth["s1"], synth["reorder"]])
     assert sum(r.end_reason == "evicted" for r in ref.records) > 0
     assert sum(r.end_reason == "active" for r in ref.records) > 0
+
+
+def test_ipv4_and_ipv6_flows_through_a_tiny_table_match(tmp_path: Path) -> None:
+    """IPv6 keys live out of line in the native table: evictions reuse their slots, replies reorient flows."""
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.inet6 import IPv6
+    from scapy.packet import Packet
+
+    from tests.packets import frame_of
+
+    rng = random.Random(11)
+    t = 1_700_000_000 * 1_000_000_000
+    frames = []
+    for i in range(400):
+        n = rng.randrange(12)
+        v6 = rng.random() < 0.5
+        a, b = (
+            (f"2001:db8::{n + 1:x}", f"2001:db8:1::{n % 5 + 1:x}")
+            if v6
+            else (f"10.0.0.{n + 1}", f"203.0.113.{n % 5 + 1}")
+        )
+        if rng.random() < 0.5:
+            a, b = b, a
+        l3: Packet = IPv6(src=a, dst=b) if v6 else IP(src=a, dst=b)
+        flags = rng.choice(["S", "SA", "A", "PA", "FA"])
+        l4: Packet = (
+            UDP(sport=40000 + n, dport=53)
+            if rng.random() < 0.3
+            else TCP(sport=40000 + n, dport=443, flags=flags, seq=i, ack=i)
+        )
+        t += rng.randrange(1, 50) * 1_000_000
+        frames.append(frame_of(l3 / l4, ts_ns=t, linktype=101))
+    path = tmp_path / "mixed.pcap"
+    path.write_bytes(pcap_bytes(frames, linktype=101, nanosecond=True))
+    run = same_records(AgentConfig(max_flows=6, idle_timeout_s=1.0, active_timeout_s=3.0), [path])
+    assert any(r.ip_version == 6 for r in run.records) and any(r.ip_version == 4 for r in run.records)
+
+
+def test_table_breakdown_adds_up_to_table_bytes(synth: dict[str, Path]) -> None:
+    from ingest.native import NativeAgent
+    from tests.engines import _CLASSIFIER
+
+    agent = NativeAgent(AgentConfig(idle_timeout_s=1e9, active_timeout_s=1e9), _CLASSIFIER, lambda _r: None)
+    eng = agent._engine
+    eng.begin(False)
+    eng.push_file(str(synth["s2"]))
+    parts = agent.table_breakdown()
+    assert int(eng.counters()["active"]) > 0  # type: ignore[arg-type]
+    assert sum(parts.values()) == agent.table_bytes()
+    assert parts["flows"] > 0 and parts["tcp"] > 0 and parts["latency"] > 0
