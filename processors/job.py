@@ -6,13 +6,14 @@ Kafka transactions on the same checkpoints.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gwtel.config import GwtelConfig
 from processors import aggregate as agg
-from processors import ddl
+from processors import ddl, job_metrics
 from processors.flink_env import make_table_env
 
 # Session time zone of the job: window_start (wall-clock time) converts to epoch ms without DST gaps.
@@ -27,12 +28,12 @@ class SinkNames:
     dead_letter: str = "dead_letter"
 
 
-def aggregate_records(flows: Any, window_sizes_s: tuple[int, ...]) -> Any:
+def aggregate_records(flows: Any, window_sizes_s: tuple[int, ...], *, distinct_hosts: bool = True) -> Any:
     """Every aggregate record of every window size, in the sink's column order, from on-time flows."""
     parts = []
     for w in window_sizes_s:
         parts += [
-            agg.as_records(agg.bandwidth(flows, w), "bandwidth"),
+            agg.as_records(agg.bandwidth(flows, w, distinct_hosts=distinct_hosts), "bandwidth"),
             agg.as_records(agg.latency(flows, w), "latency"),
             agg.as_records(agg.latency_buckets(flows, w), "latency_bucket"),
         ]
@@ -43,17 +44,28 @@ def aggregate_records(flows: Any, window_sizes_s: tuple[int, ...]) -> Any:
 
 
 def build_statement_set(
-    t_env: Any, flows: Any, raw: Any, window_sizes_s: tuple[int, ...], sinks: SinkNames = SinkNames()
+    t_env: Any,
+    flows: Any,
+    raw: Any | None,
+    window_sizes_s: tuple[int, ...],
+    sinks: SinkNames = SinkNames(),
+    *,
+    distinct_hosts: bool = True,
 ) -> Any:
     """Wire sources to sinks: on-time valid rows to the windows, late rows and bad records aside.
 
-    ``flows`` is the FlowRecord source (with a rowtime attribute), ``raw`` the same topic as text.
+    ``flows`` is the FlowRecord source (with a rowtime attribute), ``raw`` the same topic as text (None:
+    no raw side path, only parsed rows missing a field are dead-lettered). The planner reuses the one
+    scan of ``flows`` for every branch (tests/unit/test_aggregate.py checks the plan).
     """
     checked = agg.valid(flows)
     stmt = t_env.create_statement_set()
-    stmt.add_insert(sinks.aggregates, aggregate_records(agg.on_time(checked), window_sizes_s))
+    stmt.add_insert(
+        sinks.aggregates, aggregate_records(agg.on_time(checked), window_sizes_s, distinct_hosts=distinct_hosts)
+    )
     stmt.add_insert(sinks.late, agg.late(checked))
-    stmt.add_insert(sinks.dead_letter, agg.malformed(raw).union_all(agg.invalid(flows)))
+    bad = agg.invalid(flows)
+    stmt.add_insert(sinks.dead_letter, bad if raw is None else agg.malformed(raw).union_all(bad))
     return stmt
 
 
@@ -91,24 +103,49 @@ def warnings_for(cfg: GwtelConfig) -> list[str]:
     return out
 
 
-def run_job(cfg: GwtelConfig, *, bounded: bool) -> None:
-    """Run the job on the local MiniCluster until it ends (``bounded``: at the offsets seen at start)."""
+def run_job(
+    cfg: GwtelConfig,
+    *,
+    bounded: bool,
+    restore_from: Path | None = None,
+    on_start: Callable[[str, int], None] | None = None,
+    tuning: Mapping[str, str] | None = None,
+    raw_side_path: bool = True,
+    distinct_hosts: bool = True,
+) -> None:
+    """Run the job on the local MiniCluster until it ends (``bounded``: at the offsets seen at start).
+
+    ``restore_from`` (a checkpoint folder, see ``processors.checkpoints``) resumes from that state.
+    ``on_start(job_id, metrics_port)`` is called once the job is submitted. ``tuning`` (extra Flink
+    settings), ``raw_side_path`` and ``distinct_hosts`` are the variants bench/job.py compares.
+    """
     job = cfg.job
+    home = cfg.local.home_path()
+    port = job_metrics.choose_port(job.metrics_port)
     t_env = make_table_env(
         streaming=True,
         parallelism=job.parallelism,
         checkpoint_dir=checkpoint_dir(cfg),
         checkpoint_interval_ms=job.checkpoint_interval_ms,
-        extra={"table.local-time-zone": SESSION_TIME_ZONE, "pipeline.name": JOB_NAME},
-        log_dir=cfg.local.home_path() / "logs",
+        extra={"table.local-time-zone": SESSION_TIME_ZONE, "pipeline.name": JOB_NAME, **(tuning or {})},
+        log_dir=home / "logs",
+        metrics_port=port,
+        restore_from=restore_from,
     )
     create_tables(t_env, cfg, bounded=bounded)
-    stmt = build_statement_set(t_env, t_env.from_path("flows"), t_env.from_path("flows_raw"), job.window_sizes_s)
+    raw = t_env.from_path("flows_raw") if raw_side_path else None
+    stmt = build_statement_set(t_env, t_env.from_path("flows"), raw, job.window_sizes_s, distinct_hosts=distinct_hosts)
     result = stmt.execute()
+    client = result.get_job_client()
+    target = job_metrics.announce(home, port)
     try:
+        if on_start is not None:
+            on_start(str(client.get_job_id()) if client is not None else "", port)
         result.wait()
     except KeyboardInterrupt:
-        client = result.get_job_client()
         if client is not None:
+            # Cancelling keeps the last checkpoint (RETAIN_ON_CANCELLATION): resume with --from-checkpoint.
             client.cancel().result()
         raise
+    finally:
+        job_metrics.withdraw(target)
