@@ -6,7 +6,10 @@ Kafka transactions on the same checkpoints.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,33 +122,67 @@ def run_job(
     ``on_start(job_id, metrics_port)`` is called once the job is submitted. ``tuning`` (extra Flink
     settings), ``raw_side_path`` and ``distinct_hosts`` are the variants bench/job.py compares.
     """
-    job = cfg.job
-    home = cfg.local.home_path()
-    port = job_metrics.choose_port(job.metrics_port)
-    t_env = make_table_env(
-        streaming=True,
-        parallelism=job.parallelism,
-        checkpoint_dir=checkpoint_dir(cfg),
-        checkpoint_interval_ms=job.checkpoint_interval_ms,
-        extra={"table.local-time-zone": SESSION_TIME_ZONE, "pipeline.name": JOB_NAME, **(tuning or {})},
-        log_dir=home / "logs",
-        metrics_port=port,
-        restore_from=restore_from,
-    )
-    create_tables(t_env, cfg, bounded=bounded)
-    raw = t_env.from_path("flows_raw") if raw_side_path else None
-    stmt = build_statement_set(t_env, t_env.from_path("flows"), raw, job.window_sizes_s, distinct_hosts=distinct_hosts)
-    result = stmt.execute()
-    client = result.get_job_client()
-    target = job_metrics.announce(home, port)
+    with _stop_requests() as stop:
+        job = cfg.job
+        home = cfg.local.home_path()
+        port = job_metrics.choose_port(job.metrics_port)
+        t_env = make_table_env(
+            streaming=True,
+            parallelism=job.parallelism,
+            checkpoint_dir=checkpoint_dir(cfg),
+            checkpoint_interval_ms=job.checkpoint_interval_ms,
+            extra={"table.local-time-zone": SESSION_TIME_ZONE, "pipeline.name": JOB_NAME, **(tuning or {})},
+            log_dir=home / "logs",
+            metrics_port=port,
+            restore_from=restore_from,
+        )
+        create_tables(t_env, cfg, bounded=bounded)
+        raw = t_env.from_path("flows_raw") if raw_side_path else None
+        stmt = build_statement_set(
+            t_env, t_env.from_path("flows"), raw, job.window_sizes_s, distinct_hosts=distinct_hosts
+        )
+        result = stmt.execute()
+        client = result.get_job_client()
+        target = job_metrics.announce(home, port)
+        try:
+            if on_start is not None:
+                on_start(str(client.get_job_id()) if client is not None else "", port)
+            if client is not None:
+                _wait_unless_stopped(client, stop)
+            result.wait()  # raises when the job failed
+        finally:
+            job_metrics.withdraw(target)
+
+
+@contextlib.contextmanager
+def _stop_requests() -> Iterator[threading.Event]:
+    """SIGINT/SIGTERM set an event instead of raising inside a call to the JVM.
+
+    A KeyboardInterrupt in the middle of a py4j call leaves the gateway connection half-read, and the
+    cancel that follows then waits forever. Only the main thread can take signals; elsewhere the event
+    is never set and the caller stops the job its own way.
+    """
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda _signum, _frame: stop.set())
     try:
-        if on_start is not None:
-            on_start(str(client.get_job_id()) if client is not None else "", port)
-        result.wait()
-    except KeyboardInterrupt:
-        if client is not None:
-            # Cancelling keeps the last checkpoint (RETAIN_ON_CANCELLATION): resume with --from-checkpoint.
-            client.cancel().result()
-        raise
+        yield stop
     finally:
-        job_metrics.withdraw(target)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _wait_unless_stopped(client: Any, stop: threading.Event, poll_s: float = 1.0) -> None:
+    """Wait for the job to end; on a stop request cancel it (the last checkpoint is kept) and raise."""
+    # The result future is local to this process; asking the job's status would fail once a bounded
+    # job's MiniCluster has shut down.
+    done = client.get_job_execution_result()
+    while not stop.wait(poll_s):
+        if done.done():
+            return
+    client.cancel().result()
+    raise KeyboardInterrupt

@@ -243,6 +243,10 @@ class ResumedRun:
     late: int
     metric_names: set[str]
     completed_checkpoints: float
+    announced: bool
+    stop_code: int | None
+    withdrawn: bool
+    kept: list[Path]
 
 
 @pytest.fixture(scope="module")
@@ -300,6 +304,15 @@ def resumed_run(
         (folder / "metric-names.txt").write_text("\n".join(sorted(names)) + "\n", encoding="utf-8")
         # Three more checkpoints: anything written twice would be committed by now.
         time.sleep(3 * cfg.job.checkpoint_interval_ms / 1000)
+        target = target_path(prometheus.home, job_metrics.METRICS_JOB, f"127.0.0.1:{port}")
+        announced = target.is_file()
+        # Ctrl-C: the command cancels the job, keeps its last checkpoint and removes its target.
+        proc.send_signal(signal.SIGINT)
+        try:
+            stop_code: int | None = proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            stop_code = None
+        withdrawn = not target.exists()
     finally:
         kill_group(proc)
         withdraw_target(prometheus.home, log)
@@ -311,6 +324,10 @@ def resumed_run(
         late=len(read_committed(kafka_bootstrap, topics["late"])[0]),
         metric_names=names,
         completed_checkpoints=completed,
+        announced=announced,
+        stop_code=stop_code,
+        withdrawn=withdrawn,
+        kept=checkpoints.completed_checkpoints(chk_root),
     )
 
 
@@ -327,3 +344,12 @@ def test_killed_job_resumes_from_its_checkpoint_with_every_window_exactly_once(r
 def test_running_job_metrics_reach_prometheus(resumed_run: ResumedRun) -> None:
     assert set(WATCHED) <= resumed_run.metric_names
     assert resumed_run.completed_checkpoints >= 1
+
+
+def test_interrupted_job_cancels_keeps_its_checkpoint_and_withdraws_its_target(resumed_run: ResumedRun) -> None:
+    run = resumed_run
+    assert run.announced
+    assert run.stop_code == 130  # `gwtel aggregate: interrupted`, within the timeout
+    assert run.withdrawn
+    # the resumed job's own newest checkpoint is retained after the cancel, next to the crashed one's
+    assert run.kept and run.kept[-1].parent != run.checkpoint.parent
