@@ -121,16 +121,21 @@ def _sides(flows: Table) -> Table:
     )
 
 
-def bandwidth(flows: Table, window_s: int) -> Table:
-    """Per window x partner x direction x link x sampling rate: counters, scaled totals and rates."""
+def bandwidth(flows: Table, window_s: int, *, distinct_hosts: bool = True) -> Table:
+    """Per window x partner x direction x link x sampling rate: counters, scaled totals and rates.
+
+    ``distinct_hosts=False`` leaves ``remote_hosts`` null (its exact COUNT DISTINCT is the costliest
+    part of the aggregate; bench/job.py measures it).
+    """
     sides = _sides(flows)
     w = int(window_s)
+    hosts = "COUNT(DISTINCT `remote`)" if distinct_hosts else "CAST(NULL AS BIGINT)"
     return _query(
         flows,
         f"SELECT {_window_cols(w)}, {_KEYS}, `sampling_rate`, "
         "SUM(`bytes`) AS `bytes`, SUM(`packets`) AS `packets`, SUM(`retrans`) AS `retrans`, "
         "SUM(`flows`) AS `flows`, SUM(`flows_ended`) AS `flows_ended`, "
-        "COUNT(DISTINCT `remote`) AS `remote_hosts`, "
+        f"{hosts} AS `remote_hosts`, "
         "SUM(`bytes` * `sampling_rate`) AS `bytes_scaled`, "
         "SUM(`packets` * `sampling_rate`) AS `packets_scaled`, "
         "SUM(`retrans` * `sampling_rate`) AS `retrans_scaled`, "

@@ -29,8 +29,12 @@ class JobConfig(BaseModel):
     # Must be unique per job on a cluster: Flink fences (aborts) open transactions with this prefix.
     transactional_id_prefix: str = "gwtel-aggregate"
     transaction_timeout_ms: int = Field(default=600_000, ge=1_000, le=BROKER_MAX_TRANSACTION_MS)
-    # `earliest-offset` on the first run; afterwards state comes from checkpoints.
-    startup_mode: str = Field(default="earliest-offset", pattern="^(earliest-offset|latest-offset|group-offsets)$")
+    # `group-offsets`: continue from the offsets the last run committed on its checkpoints (the group's
+    # first run starts at the earliest offset). A restart from a checkpoint ignores it: offsets come from
+    # the checkpoint's state.
+    startup_mode: str = Field(default="group-offsets", pattern="^(earliest-offset|latest-offset|group-offsets)$")
+    # Flink's Prometheus reporter (all job, task and Kafka source metrics); 0 picks a free port.
+    metrics_port: int = Field(default=9472, ge=0, le=65535)
 
     @field_validator("window_sizes_s")
     @classmethod

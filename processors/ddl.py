@@ -61,6 +61,8 @@ def _kafka_source_options(cfg: GwtelConfig, *, group_suffix: str, bounded: bool)
         # Producers may be transactional: never read what an aborted transaction wrote.
         "properties.isolation.level": "read_committed",
         "scan.startup.mode": job.startup_mode,
+        # group-offsets: a group that never committed (its first run) starts at the beginning.
+        "properties.auto.offset.reset": "earliest",
         # A partition without records stops holding the watermark (and the windows) back.
         "scan.watermark.idle-timeout": f"{job.idle_timeout_ms} ms",
     }

@@ -18,8 +18,10 @@ from pyflink.table import EnvironmentSettings, TableEnvironment
 
 from gwtel.config import LocalConfig
 from gwtel.errors import ServiceError
+from gwtel.services.flink import prometheus_reporter_jar
 
 CONNECTOR_GLOB = "flink-sql-connector-kafka-*.jar"
+PROMETHEUS_REPORTER_FACTORY = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
 # A local TableEnvironment starts PyFlink's Python worker pool, which imports Apache Beam and, through it,
 # libraries that warn about their own deprecated calls at import time. Importing it once here, with those
 # warnings muted, keeps job output clean (and tests that turn warnings into errors green).
@@ -30,6 +32,17 @@ def _preload_python_worker() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         importlib.import_module(_PYTHON_WORKER_MODULE)
+
+
+def _put_on_jvm_class_path(jar: Path) -> None:
+    """Add `jar` to the class path of the JVM PyFlink starts (only the first start in a process counts).
+
+    Metric reporters are loaded by the cluster, not from `pipeline.jars`, and a local MiniCluster loads
+    no plugins; PyFlink's launcher appends $HADOOP_CLASSPATH to the JVM class path, its one extension point.
+    """
+    current = os.environ.get("HADOOP_CLASSPATH", "")
+    if str(jar) not in current.split(os.pathsep):
+        os.environ["HADOOP_CLASSPATH"] = os.pathsep.join(p for p in (current, str(jar)) if p)
 
 
 def default_jars(home: Path | None = None) -> list[Path]:
@@ -50,8 +63,14 @@ def build_configuration(
     checkpoint_dir: Path | None = None,
     checkpoint_interval_ms: int | None = None,
     extra: Mapping[str, str] | None = None,
+    metrics_port: int | None = None,
+    restore_from: Path | None = None,
 ) -> dict[str, str]:
-    """The Flink settings `make_table_env` applies, as plain strings (testable without a JVM)."""
+    """The Flink settings `make_table_env` applies, as plain strings (testable without a JVM).
+
+    `metrics_port` starts Flink's Prometheus reporter there; `restore_from` (a checkpoint or savepoint
+    folder) starts the job from that state.
+    """
     if parallelism < 1:
         raise ValueError(f"parallelism must be >= 1, got {parallelism}")
     chosen = default_jars() if jars is None else jars
@@ -92,12 +111,21 @@ def build_configuration(
                 # Bounded jobs commit their last transactions in a final checkpoint when inputs end.
                 "execution.checkpointing.checkpoints-after-tasks-finish": "true",
                 "execution.checkpointing.incremental": "true",
+                # RocksDB writes its own LOG per operator into the Flink log folder: keep only its header.
+                "state.backend.rocksdb.log.level": "HEADER_LEVEL",
                 # Keep the last checkpoint when a job is cancelled or ends, so it can be resumed from.
                 "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
             }
         )
     elif checkpoint_interval_ms is not None:
         conf["execution.checkpointing.interval"] = f"{checkpoint_interval_ms} ms"
+    if metrics_port is not None:
+        # The reporter ships with apache-flink (pyflink/plugins/metrics-prometheus), the same release as
+        # the runtime; one reporter serves the JobManager and TaskManager metrics of the MiniCluster.
+        conf["metrics.reporter.prom.factory.class"] = PROMETHEUS_REPORTER_FACTORY
+        conf["metrics.reporter.prom.port"] = str(metrics_port)
+    if restore_from is not None:
+        conf["execution.savepoint.path"] = restore_from.resolve().as_uri()
     if extra:
         conf.update(extra)
     return conf
@@ -112,6 +140,8 @@ def make_table_env(
     checkpoint_interval_ms: int | None = None,
     extra: Mapping[str, str] | None = None,
     log_dir: Path | None = None,
+    metrics_port: int | None = None,
+    restore_from: Path | None = None,
 ) -> TableEnvironment:
     """A TableEnvironment on a local MiniCluster (or the cluster `execution.target` in `extra` names).
 
@@ -125,11 +155,14 @@ def make_table_env(
         checkpoint_dir=checkpoint_dir,
         checkpoint_interval_ms=checkpoint_interval_ms,
         extra=extra,
+        metrics_port=metrics_port,
+        restore_from=restore_from,
     )
     # PyFlink would otherwise write its JVM log into the installed package folder.
     chosen_log_dir = log_dir if log_dir is not None else LocalConfig().home_path() / "logs" / "flink"
     chosen_log_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("FLINK_LOG_DIR", str(chosen_log_dir))
+    _put_on_jvm_class_path(prometheus_reporter_jar())
     if checkpoint_dir is not None:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
     _preload_python_worker()

@@ -6,13 +6,17 @@ Kafka transactions on the same checkpoints.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gwtel.config import GwtelConfig
 from processors import aggregate as agg
-from processors import ddl
+from processors import ddl, job_metrics
 from processors.flink_env import make_table_env
 
 # Session time zone of the job: window_start (wall-clock time) converts to epoch ms without DST gaps.
@@ -27,12 +31,12 @@ class SinkNames:
     dead_letter: str = "dead_letter"
 
 
-def aggregate_records(flows: Any, window_sizes_s: tuple[int, ...]) -> Any:
+def aggregate_records(flows: Any, window_sizes_s: tuple[int, ...], *, distinct_hosts: bool = True) -> Any:
     """Every aggregate record of every window size, in the sink's column order, from on-time flows."""
     parts = []
     for w in window_sizes_s:
         parts += [
-            agg.as_records(agg.bandwidth(flows, w), "bandwidth"),
+            agg.as_records(agg.bandwidth(flows, w, distinct_hosts=distinct_hosts), "bandwidth"),
             agg.as_records(agg.latency(flows, w), "latency"),
             agg.as_records(agg.latency_buckets(flows, w), "latency_bucket"),
         ]
@@ -43,17 +47,28 @@ def aggregate_records(flows: Any, window_sizes_s: tuple[int, ...]) -> Any:
 
 
 def build_statement_set(
-    t_env: Any, flows: Any, raw: Any, window_sizes_s: tuple[int, ...], sinks: SinkNames = SinkNames()
+    t_env: Any,
+    flows: Any,
+    raw: Any | None,
+    window_sizes_s: tuple[int, ...],
+    sinks: SinkNames = SinkNames(),
+    *,
+    distinct_hosts: bool = True,
 ) -> Any:
     """Wire sources to sinks: on-time valid rows to the windows, late rows and bad records aside.
 
-    ``flows`` is the FlowRecord source (with a rowtime attribute), ``raw`` the same topic as text.
+    ``flows`` is the FlowRecord source (with a rowtime attribute), ``raw`` the same topic as text (None:
+    no raw side path, only parsed rows missing a field are dead-lettered). The planner reuses the one
+    scan of ``flows`` for every branch (tests/unit/test_aggregate.py checks the plan).
     """
     checked = agg.valid(flows)
     stmt = t_env.create_statement_set()
-    stmt.add_insert(sinks.aggregates, aggregate_records(agg.on_time(checked), window_sizes_s))
+    stmt.add_insert(
+        sinks.aggregates, aggregate_records(agg.on_time(checked), window_sizes_s, distinct_hosts=distinct_hosts)
+    )
     stmt.add_insert(sinks.late, agg.late(checked))
-    stmt.add_insert(sinks.dead_letter, agg.malformed(raw).union_all(agg.invalid(flows)))
+    bad = agg.invalid(flows)
+    stmt.add_insert(sinks.dead_letter, bad if raw is None else agg.malformed(raw).union_all(bad))
     return stmt
 
 
@@ -91,24 +106,83 @@ def warnings_for(cfg: GwtelConfig) -> list[str]:
     return out
 
 
-def run_job(cfg: GwtelConfig, *, bounded: bool) -> None:
-    """Run the job on the local MiniCluster until it ends (``bounded``: at the offsets seen at start)."""
-    job = cfg.job
-    t_env = make_table_env(
-        streaming=True,
-        parallelism=job.parallelism,
-        checkpoint_dir=checkpoint_dir(cfg),
-        checkpoint_interval_ms=job.checkpoint_interval_ms,
-        extra={"table.local-time-zone": SESSION_TIME_ZONE, "pipeline.name": JOB_NAME},
-        log_dir=cfg.local.home_path() / "logs",
-    )
-    create_tables(t_env, cfg, bounded=bounded)
-    stmt = build_statement_set(t_env, t_env.from_path("flows"), t_env.from_path("flows_raw"), job.window_sizes_s)
-    result = stmt.execute()
-    try:
-        result.wait()
-    except KeyboardInterrupt:
+def run_job(
+    cfg: GwtelConfig,
+    *,
+    bounded: bool,
+    restore_from: Path | None = None,
+    on_start: Callable[[str, int], None] | None = None,
+    tuning: Mapping[str, str] | None = None,
+    raw_side_path: bool = True,
+    distinct_hosts: bool = True,
+) -> None:
+    """Run the job on the local MiniCluster until it ends (``bounded``: at the offsets seen at start).
+
+    ``restore_from`` (a checkpoint folder, see ``processors.checkpoints``) resumes from that state.
+    ``on_start(job_id, metrics_port)`` is called once the job is submitted. ``tuning`` (extra Flink
+    settings), ``raw_side_path`` and ``distinct_hosts`` are the variants bench/job.py compares.
+    """
+    with _stop_requests() as stop:
+        job = cfg.job
+        home = cfg.local.home_path()
+        port = job_metrics.choose_port(job.metrics_port)
+        t_env = make_table_env(
+            streaming=True,
+            parallelism=job.parallelism,
+            checkpoint_dir=checkpoint_dir(cfg),
+            checkpoint_interval_ms=job.checkpoint_interval_ms,
+            extra={"table.local-time-zone": SESSION_TIME_ZONE, "pipeline.name": JOB_NAME, **(tuning or {})},
+            log_dir=home / "logs",
+            metrics_port=port,
+            restore_from=restore_from,
+        )
+        create_tables(t_env, cfg, bounded=bounded)
+        raw = t_env.from_path("flows_raw") if raw_side_path else None
+        stmt = build_statement_set(
+            t_env, t_env.from_path("flows"), raw, job.window_sizes_s, distinct_hosts=distinct_hosts
+        )
+        result = stmt.execute()
         client = result.get_job_client()
-        if client is not None:
-            client.cancel().result()
-        raise
+        target = job_metrics.announce(home, port)
+        try:
+            if on_start is not None:
+                on_start(str(client.get_job_id()) if client is not None else "", port)
+            if client is not None:
+                _wait_unless_stopped(client, stop)
+            result.wait()  # raises when the job failed
+        finally:
+            job_metrics.withdraw(target)
+
+
+@contextlib.contextmanager
+def _stop_requests() -> Iterator[threading.Event]:
+    """SIGINT/SIGTERM set an event instead of raising inside a call to the JVM.
+
+    A KeyboardInterrupt in the middle of a py4j call leaves the gateway connection half-read, and the
+    cancel that follows then waits forever. Only the main thread can take signals; elsewhere the event
+    is never set and the caller stops the job its own way.
+    """
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda _signum, _frame: stop.set())
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _wait_unless_stopped(client: Any, stop: threading.Event, poll_s: float = 1.0) -> None:
+    """Wait for the job to end; on a stop request cancel it (the last checkpoint is kept) and raise."""
+    # The result future is local to this process; asking the job's status would fail once a bounded
+    # job's MiniCluster has shut down.
+    done = client.get_job_execution_result()
+    while not stop.wait(poll_s):
+        if done.done():
+            return
+    client.cancel().result()
+    raise KeyboardInterrupt

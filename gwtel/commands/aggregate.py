@@ -21,22 +21,39 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--bounded", action="store_true", help="stop after the records present in the topic at start (replay)"
     )
+    p.add_argument(
+        "--from-checkpoint",
+        metavar="PATH|latest",
+        default=None,
+        help=(
+            "resume from a retained checkpoint: `latest` (the newest under job.checkpoint_dir) or a "
+            "chk-N/savepoint folder; offsets and window state come from it"
+        ),
+    )
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     # Imported here: pyflink is slow to import and only this command needs it.
-    from processors.job import run_job, warnings_for
+    from processors import checkpoints
+    from processors.job import checkpoint_dir, run_job, warnings_for
 
     for warning in warnings_for(cfg):
         print(f"gwtel aggregate: warning: {warning}", file=sys.stderr)
+    restore = None
+    if args.from_checkpoint is not None:
+        restore = checkpoints.resolve(args.from_checkpoint, checkpoint_dir(cfg))
     topics = cfg.kafka.topics
     print(
         f"aggregating {topics.flows} -> {topics.aggregates} (late: {topics.late}, malformed: "
         f"{topics.dead_letter}); windows {', '.join(f'{w} s' for w in cfg.job.window_sizes_s)}"
-        f"{'; bounded' if args.bounded else ''}",
+        f"{'; bounded' if args.bounded else ''}{f'; resuming from {restore}' if restore else ''}",
         flush=True,
     )
-    run_job(cfg, bounded=args.bounded)
+
+    def started(job_id: str, port: int) -> None:
+        print(f"job {job_id} running; metrics on http://127.0.0.1:{port}/metrics", flush=True)
+
+    run_job(cfg, bounded=args.bounded, restore_from=restore, on_start=started)
     return 0

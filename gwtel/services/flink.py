@@ -1,6 +1,11 @@
 """Flink runtime: not a process. Jobs run on a MiniCluster inside the `gwtel aggregate` process (PyFlink
 starts its JVM), or on a remote cluster in deployment. What this "service" owns is the Kafka SQL connector
-jar under `<GWTEL_HOME>/lib/flink/` and the checks that a job can start here.
+jar under `<GWTEL_HOME>/lib/flink/`, the Prometheus metrics reporter jar, and the checks that a job can
+start here.
+
+The reporter jar comes with apache-flink itself (`pyflink/plugins/metrics-prometheus/`), built from the
+same release as the runtime, so it can never be of another version than the JVM that loads it. A local
+MiniCluster does not load plugins: `processors.flink_env` puts the jar on the JVM class path instead.
 
 It has the same interface as the process services so `gwtel up/status` can list it next to them.
 """
@@ -19,6 +24,20 @@ CONNECTOR_VERSION = "5.0.0-2.2"
 CONNECTOR_JAR = f"flink-sql-connector-kafka-{CONNECTOR_VERSION}.jar"
 _POM = DEPLOY_LOCAL / "flink" / "pom.xml"
 _PROPS = {"flink.kafka.connector.version": CONNECTOR_VERSION}
+REPORTER_GLOB = "plugins/metrics-prometheus/flink-metrics-prometheus-*.jar"
+
+
+def prometheus_reporter_jar() -> Path:
+    """Flink's Prometheus reporter as shipped in the apache-flink package, or a ServiceError."""
+    spec = importlib.util.find_spec("pyflink")
+    if spec is None or spec.origin is None:
+        raise ServiceError("pyflink is not importable: install the project's dependencies (apache-flink)")
+    found = sorted(Path(spec.origin).parent.glob(REPORTER_GLOB))
+    if not found:
+        raise ServiceError(
+            f"no Prometheus reporter ({REPORTER_GLOB}) in {Path(spec.origin).parent}: reinstall apache-flink"
+        )
+    return found[-1]
 
 
 class FlinkRuntime:
@@ -54,7 +73,11 @@ class FlinkRuntime:
             return Health(False, str(exc))
         if not self.running():
             return Health(False, f"{self.connector_jar()} is missing: run `gwtel up` to fetch it")
-        return Health(True, f"PyFlink with {CONNECTOR_JAR} on {java}")
+        try:
+            reporter = prometheus_reporter_jar()
+        except ServiceError as exc:
+            return Health(False, str(exc))
+        return Health(True, f"PyFlink with {CONNECTOR_JAR} and {reporter.name} on {java}")
 
     def start(self) -> None:
         self.fetch()

@@ -549,3 +549,7 @@ def test_job_plan_is_append_only_window_aggregation(stream_env: Any, data_dir: P
     assert "WindowAggregate" in plan
     assert "GroupAggregate" not in plan
     assert plan.count("CURRENT_WATERMARK") >= 2
+    # every branch (bandwidth, latency, buckets, late, bad fields) reuses one scan of the FlowRecord source;
+    # the only other scan is the raw side path's
+    executed = plan.split("== Optimized Execution Plan ==", 1)[1]
+    assert executed.count("TableSourceScan(") == 2

@@ -54,6 +54,7 @@ def test_source_reads_committed_json_from_configured_topic() -> None:
         "properties.group.id": "g1",
         "properties.isolation.level": "read_committed",
         "scan.startup.mode": "group-offsets",
+        "properties.auto.offset.reset": "earliest",
         "scan.watermark.idle-timeout": "7000 ms",
         "format": "json",
         "json.ignore-parse-errors": "true",
@@ -138,3 +139,10 @@ def test_warnings_when_watermark_or_windows_do_not_fit_the_agent() -> None:
     assert [w for w in warnings_for(tight) if "idle_timeout_s" in w]
     long_slices = GwtelConfig(agent=AgentConfig(active_timeout_s=30.0))
     assert [w for w in warnings_for(long_slices) if "active_timeout_s" in w]
+
+
+def test_default_startup_continues_from_the_group_offsets() -> None:
+    opts = options(ddl.flows_source_ddl(GwtelConfig()))
+    assert opts["scan.startup.mode"] == "group-offsets"
+    # a group with no committed offset yet (first run) starts at the beginning instead of failing
+    assert opts["properties.auto.offset.reset"] == "earliest"

@@ -1,0 +1,250 @@
+"""Flink job benchmark: flow records/s from Kafka to the aggregates topic, at parallelism 1 and 2.
+
+Needs the local services (`gwtel up`; the configuration from $GWTEL_CONFIG). N FlowRecords are loaded into a
+fresh 2-partition topic once; then each variant of the job runs bounded over it, in a fresh process (its own
+JVM), writing to a fresh aggregates topic. Figures per run:
+
+- `seconds`: wall time of the run, from creating the environment to the last aggregate committed (visible to
+  read_committed consumers): the end-to-end lag of a backlog of N records;
+- `startup_s`: the same job over an empty topic (JVM, job submission, final checkpoint), measured in the
+  same session per parallelism;
+- `records_per_s`: N / (seconds - startup_s), the rate the job sustains once running.
+
+Baseline, same session: a plain read_committed Kafka consume of the same topic (kafka-python), records/s.
+Writes bench/results/job.json. Usage: `python bench/job.py [--records 200000] [--parallelism 1,2] [--runs 1]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from gwtel.config import GwtelConfig, load_config
+from gwtel.services.kafka import KafkaService
+from schemas import codec
+from schemas.flow_record import FlowRecord, HistBin
+
+S = 10**9
+T0_S = 1_767_225_600
+PARTNERS = ("japan", "korea", "belt_and_road", "other")
+LINKS = ("jp-1", "jp-2", "kr-1", "bri-1")
+
+# name -> run_job keyword arguments (tuning = extra Flink settings)
+VARIANTS: dict[str, dict[str, Any]] = {
+    "job": {},
+    "no_raw_side_path": {"raw_side_path": False},
+    "no_distinct_hosts": {"distinct_hosts": False},
+    "lean": {"raw_side_path": False, "distinct_hosts": False},
+    "object_reuse": {"tuning": {"pipeline.object-reuse": "true"}},
+    # Measured wrong, kept to show it: the mini-batch assigner runs in processing time and replaces the
+    # event-time watermark, so every record is behind it and goes to the late topic (no aggregates).
+    "mini_batch": {
+        "tuning": {
+            "table.exec.mini-batch.enabled": "true",
+            "table.exec.mini-batch.allow-latency": "1 s",
+            "table.exec.mini-batch.size": "5000",
+            "table.optimizer.agg-phase-strategy": "TWO_PHASE",
+        }
+    },
+}
+
+
+def records(n: int, seed: int = 7) -> list[bytes]:
+    """n encoded FlowRecords over 10 minutes of event time, shaped like the agent's (RTTs, histograms)."""
+    rng = random.Random(seed)
+    out = []
+    span_ms = 600_000
+    for i in range(n):
+        last_ns = (T0_S * 1000 + i * span_ms // n) * 1_000_000 + rng.randrange(1_000_000)
+        hist = tuple(HistBin(b, rng.randrange(1, 5)) for b in sorted(rng.sample(range(400, 600), 2)))
+        packets_rev = rng.randrange(0, 40)
+        rec = FlowRecord(
+            schema_version=1, agent_id="bench", seq=i, link_id=LINKS[i % len(LINKS)], sampling_rate=1,
+            ip_version=4, src_ip=f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",
+            src_port=rng.randrange(1024, 65535), dst_ip=f"203.0.{rng.randrange(256)}.{rng.randrange(1, 255)}",
+            dst_port=443, protocol=6, vlan=0, first_ns=last_ns - rng.randrange(10 * S), last_ns=last_ns,
+            export_ns=last_ns + S, end_reason=rng.choice(("fin", "active", "idle")),
+            bytes_fwd=rng.randrange(40, 10**6), packets_fwd=rng.randrange(1, 900),
+            bytes_rev=packets_rev * 1400, packets_rev=packets_rev, tcp_flags_fwd=0x1B, tcp_flags_rev=0x1B,
+            retrans_fwd=rng.randrange(3), retrans_rev=0, hs_rtt_ext_us=rng.randrange(500, 90_000),
+            hs_rtt_int_us=rng.randrange(50, 900), ts_rtt_count=sum(h.c for h in hist), ts_rtt_min_us=1000,
+            ts_rtt_max_us=40_000, ts_rtt_sum_us=90_000, ts_rtt_hist=hist, icmp_rtt_count=0,
+            icmp_rtt_min_us=None, icmp_rtt_max_us=None, icmp_rtt_sum_us=0, icmp_rtt_hist=(), dns_rtt_count=0,
+            dns_rtt_min_us=None, dns_rtt_max_us=None, dns_rtt_sum_us=0, dns_rtt_hist=(),
+            direction=rng.choice(("egress", "ingress")), partner=PARTNERS[i % len(PARTNERS)],
+            remote_country="JP", remote_asn=0,
+        )  # fmt: skip
+        out.append(codec.encode(rec))
+    return out
+
+
+def load_topic(bootstrap: str, topic: str, values: list[bytes]) -> float:
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=20, batch_size=1 << 20
+    )
+    t0 = time.perf_counter()
+    for i, v in enumerate(values):
+        producer.send(topic, value=v, partition=i % 2)  # in time order within each partition
+    producer.flush(timeout=300)
+    producer.close(timeout=10)
+    return time.perf_counter() - t0
+
+
+def consume_rate(bootstrap: str, topic: str, expected: int) -> float:
+    """The baseline: read every record of `topic` (read_committed, as the job does), records/s."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=8 << 20,
+        fetch_max_bytes=64 << 20,
+    )
+    parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    t0 = time.perf_counter()
+    n = 0
+    while n < expected:
+        for msgs in consumer.poll(timeout_ms=1000, max_records=50_000).values():
+            n += len(msgs)
+    dt = time.perf_counter() - t0
+    consumer.close()
+    return n / dt
+
+
+def count_committed(bootstrap: str, topic: str) -> int:
+    """Records a read_committed consumer sees in `topic` (transaction markers excluded)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False)
+    parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    end = consumer.end_offsets(parts)
+    n = 0
+    while any(consumer.position(tp) < end[tp] for tp in parts):
+        for msgs in consumer.poll(timeout_ms=1000, max_records=50_000).values():
+            n += len(msgs)
+    consumer.close()
+    return n
+
+
+def run_variant(cfg_path: Path, variant: str, parallelism: int, flows: str) -> dict[str, Any]:
+    """One bounded run in a fresh process; returns its `seconds` and the aggregates written."""
+    argv = [sys.executable, __file__, "--child", variant, str(parallelism), flows, str(cfg_path)]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=1800, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"{variant} p{parallelism} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def child(variant: str, parallelism: int, flows: str, cfg_path: Path) -> None:
+    from processors.job import run_job
+
+    base = load_config(cfg_path)
+    svc = KafkaService(base, base.local.home_path())
+    tag = uuid.uuid4().hex[:10]
+    sinks = {k: f"bench.{k}.{tag}" for k in ("aggregates", "late", "dead_letter")}
+    svc.ensure_topics(list(sinks.values()), partitions=1)
+    data = base.model_dump(mode="json")
+    data["kafka"]["topics"] = {"flows": flows, **sinks}
+    data["job"].update(
+        {
+            "parallelism": parallelism,
+            "group_id": f"bench-{tag}",
+            "transactional_id_prefix": f"bench-{tag}",
+            "checkpoint_dir": str(Path("/tmp") / f"gwtel-bench-{tag}"),
+            "metrics_port": 0,
+        }
+    )
+    cfg = GwtelConfig.model_validate(data)
+    t0 = time.perf_counter()
+    run_job(cfg, bounded=True, **VARIANTS[variant])
+    seconds = time.perf_counter() - t0
+    counts = {k: count_committed(cfg.kafka.bootstrap, sinks[k]) for k in ("aggregates", "late")}
+    print(json.dumps({"seconds": seconds, **counts}))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--records", type=int, default=200_000)
+    ap.add_argument("--parallelism", default="1,2")
+    ap.add_argument("--runs", type=int, default=1, help="runs per variant and parallelism (median reported)")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--child", nargs=4, metavar=("VARIANT", "P", "TOPIC", "CONFIG"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        variant, p, topic, cfg_path = args.child
+        child(variant, int(p), topic, Path(cfg_path))
+        return 0
+
+    cfg = load_config()
+    svc = KafkaService(cfg, cfg.local.home_path())
+    tag = uuid.uuid4().hex[:10]
+    flows, empty = f"bench.flows.{tag}", f"bench.empty.{tag}"
+    svc.ensure_topics([flows, empty], partitions=2)
+    values = records(args.records)
+    mb = sum(map(len, values)) / 1e6
+    load_s = load_topic(cfg.kafka.bootstrap, flows, values)
+    print(f"loaded {args.records} records ({mb:.0f} MB JSON) in {load_s:.1f} s", flush=True)
+    baseline = statistics.median(consume_rate(cfg.kafka.bootstrap, flows, args.records) for _ in range(3))
+    print(f"baseline: plain Kafka consume (kafka-python, read_committed) {baseline:,.0f} records/s", flush=True)
+
+    cfg_path = Path("/tmp") / f"gwtel-bench-{tag}.yaml"
+    import yaml
+
+    cfg_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")), encoding="utf-8")
+    results: dict[str, Any] = {
+        "records": args.records,
+        "json_mb": round(mb, 1),
+        "baseline_consume_records_per_s": round(baseline),
+        "runs": [],
+    }
+    for p in (int(x) for x in args.parallelism.split(",")):
+        startup = statistics.median(run_variant(cfg_path, "job", p, empty)["seconds"] for _ in range(args.runs))
+        print(f"p{p}: startup (empty topic) {startup:.1f} s", flush=True)
+        reference: tuple[int, int] | None = None
+        for variant in args.variants.split(","):
+            outs = [run_variant(cfg_path, variant, p, flows) for _ in range(args.runs)]
+            secs = statistics.median(o["seconds"] for o in outs)
+            counts = (outs[0]["aggregates"], outs[0]["late"])
+            reference = reference or counts
+            # A variant that writes other records than the first one is wrong, however fast.
+            same = counts == reference
+            # Below the startup time the run is inside the noise of this machine: no rate.
+            rate = args.records / (secs - startup) if secs > startup * 1.1 else None
+            results["runs"].append(
+                {
+                    "variant": variant,
+                    "parallelism": p,
+                    "seconds": round(secs, 1),
+                    "startup_s": round(startup, 1),
+                    "records_per_s": round(rate) if rate else None,
+                    "vs_baseline": round(rate / baseline, 3) if rate else None,
+                    "aggregates": counts[0],
+                    "late": counts[1],
+                    "same_output_as_first": same,
+                }
+            )
+            shown = f"{rate:>9,.0f} records/s ({rate / baseline:.2f}x plain consume)" if rate else "rate: within noise"
+            verdict = "" if same else f"  WRONG: {counts[0]} aggregates, {counts[1]} late vs {reference}"
+            print(f"p{p} {variant:<18} {secs:6.1f} s end to end, {shown}{verdict}", flush=True)
+    out_dir = Path(__file__).parent / "results"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / "job.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
