@@ -51,8 +51,10 @@ def _migrate(args: argparse.Namespace) -> int:
 def _load(args: argparse.Namespace) -> int:
     from prometheus_client import REGISTRY, start_http_server
 
+    from processors import faults
     from processors.loader_setup import build_loader, migrate
 
+    fault = faults.configured()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO lines are per-connection chatter
     cfg = load_config(args.config)
@@ -69,7 +71,7 @@ def _load(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    loader = build_loader(cfg, REGISTRY)
+    loader = build_loader(cfg, REGISTRY, after_insert=faults.loader_after_insert(fault))
     try:
         loader.run(stop.is_set)
     finally:
