@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from gwtel.config import GwtelConfig
@@ -112,6 +113,18 @@ def private_kafka(base: GwtelConfig, home: Path, shared_home: Path) -> KafkaServ
     ports = {**base.local.ports.model_dump(), "kafka": free_port(), "kafka_controller": free_port()}
     cfg = GwtelConfig.model_validate({"local": {"ports": ports}})
     return KafkaService(cfg, home)
+
+
+def ensure_topics(svc: KafkaService, topics: list[str], partitions: int = 2) -> None:
+    """Create topics, retrying while a broker that just (re)started still refuses clients."""
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            svc.ensure_topics(topics, partitions=partitions)
+            return
+        except KafkaError:
+            assert time.monotonic() < deadline, f"the broker at {svc.endpoint()} did not take clients in 90s"
+            time.sleep(1.0)
 
 
 def private_clickhouse(home: Path) -> ClickHouseService:
