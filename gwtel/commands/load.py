@@ -8,6 +8,7 @@ import signal
 import threading
 from types import FrameType
 
+from gwtel import preflight
 from gwtel.config import load_config
 
 
@@ -58,6 +59,8 @@ def _load(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO lines are per-connection chatter
     cfg = load_config(args.config)
+    # ClickHouse is needed at start only to migrate: the loader itself waits out a later outage.
+    preflight.check(cfg, args.config, kafka=True, clickhouse=not args.no_migrate)
     if not args.no_migrate:
         applied, _ = migrate(cfg)
         logging.getLogger("gwtel.loader").info("migrations applied: %s", applied or "none")

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gwtel import preflight
 from gwtel.config import GwtelConfig, load_config
 from gwtel.errors import UserError
 
@@ -77,6 +78,7 @@ def _run(args: argparse.Namespace) -> int:
     db = cfg.clickhouse.database
     t = _step("starting local services")
     _up(cfg)
+    preflight.check(cfg, args.config, kafka=True, clickhouse=True)
     migrate(cfg)
     _done(t)
 
