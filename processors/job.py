@@ -43,17 +43,22 @@ def aggregate_records(flows: Any, window_sizes_s: tuple[int, ...]) -> Any:
 
 
 def build_statement_set(
-    t_env: Any, flows: Any, raw: Any, window_sizes_s: tuple[int, ...], sinks: SinkNames = SinkNames()
+    t_env: Any,
+    flows: Any,
+    raw: Any,
+    window_sizes_s: tuple[int, ...],
+    sinks: SinkNames = SinkNames(),
+    max_future_skew_s: int = agg.DEFAULT_MAX_FUTURE_SKEW_S,
 ) -> Any:
     """Wire sources to sinks: on-time valid rows to the windows, late rows and bad records aside.
 
     ``flows`` is the FlowRecord source (with a rowtime attribute), ``raw`` the same topic as text.
     """
-    checked = agg.valid(flows)
+    checked = agg.valid(flows, max_future_skew_s)
     stmt = t_env.create_statement_set()
     stmt.add_insert(sinks.aggregates, aggregate_records(agg.on_time(checked), window_sizes_s))
     stmt.add_insert(sinks.late, agg.late(checked))
-    stmt.add_insert(sinks.dead_letter, agg.malformed(raw).union_all(agg.invalid(flows)))
+    stmt.add_insert(sinks.dead_letter, agg.malformed(raw).union_all(agg.invalid(flows, max_future_skew_s)))
     return stmt
 
 
@@ -103,7 +108,13 @@ def run_job(cfg: GwtelConfig, *, bounded: bool) -> None:
         log_dir=cfg.local.home_path() / "logs",
     )
     create_tables(t_env, cfg, bounded=bounded)
-    stmt = build_statement_set(t_env, t_env.from_path("flows"), t_env.from_path("flows_raw"), job.window_sizes_s)
+    stmt = build_statement_set(
+        t_env,
+        t_env.from_path("flows"),
+        t_env.from_path("flows_raw"),
+        job.window_sizes_s,
+        max_future_skew_s=job.max_future_skew_s,
+    )
     result = stmt.execute()
     try:
         result.wait()
