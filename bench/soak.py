@@ -147,8 +147,10 @@ def main() -> int:
     rows: list[tuple[float, list[float], float | None, float | None]] = []
     t0 = time.monotonic()
     try:
-        while procs["agent"].poll() is None:
+        while True:
             time.sleep(args.sample_s)
+            if procs["agent"].poll() is not None:
+                break  # the replay is over: a sample now would show the agent at 0 MB
             now_ns = time.time_ns()
             rss = [
                 rss_mb(procs["agent"].pid),
