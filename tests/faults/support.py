@@ -115,6 +115,25 @@ def private_kafka(base: GwtelConfig, home: Path, shared_home: Path) -> KafkaServ
     return KafkaService(cfg, home)
 
 
+def restart(svc: KafkaService, timeout_s: float = 120.0) -> None:
+    """Start a killed broker again once the dead one released its ports (a JVM killed with SIGKILL may hold
+    them for a moment after its pid is gone); retries a start that found them still taken."""
+    from gwtel.errors import ServiceError
+    from gwtel.services.base import port_open
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if not (port_open("127.0.0.1", svc.port) or port_open("127.0.0.1", svc.controller_port)):
+            try:
+                svc.start()
+                return
+            except ServiceError:
+                if time.monotonic() > deadline:
+                    raise
+        assert time.monotonic() < deadline, f"the broker's ports stayed taken for {timeout_s:.0f}s"
+        time.sleep(1.0)
+
+
 def ensure_topics(svc: KafkaService, topics: list[str], partitions: int = 2) -> None:
     """Create topics, retrying while a broker that just (re)started still refuses clients."""
     deadline = time.monotonic() + 90

@@ -68,7 +68,7 @@ def test_broker_killed_mid_replay_every_record_once_and_totals_exact(
     truth = generate(SynthConfig(seed=13, flows=600, duration_s=60), tmp_path / "in.pcap", tmp_path / "in.json")
     producer = FlowProducer(broker.endpoint(), cfg.kafka.topics.flows, spool_dir=tmp_path / "spool",
                             spool_max_bytes=64 << 20, spill_after_s=1.0, linger_ms=5)  # fmt: skip
-    restart = threading.Thread(target=broker.start, daemon=True)
+    restart = threading.Thread(target=s.restart, args=(broker,), daemon=True)
     sent = 0
 
     def sink(rec: FlowRecord) -> None:
@@ -125,7 +125,7 @@ def test_agent_restarted_with_a_full_spool_sends_it_once(
     try:
         first = s.run_gwtel(["replay", str(tmp_path / "in.pcap")], config, 180)
     finally:
-        broker.start()
+        s.restart(broker)
     assert first.returncode == 0 and "Traceback" not in first.stderr, first.stderr[-2000:]
     records, acked, spooled, pending = _summary(first.stderr)
     assert records > 0 and (acked, spooled, pending) == (0, records, records)
