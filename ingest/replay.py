@@ -78,11 +78,13 @@ def replay_files(
                 frames: Iterator[RawFrame] = iter(reader)
                 if pace:
                     frames = _paced(frames, shift_to_now)
-                for i, frame in enumerate(frames):
+                for frame in frames:
                     agent.feed(frame)
-                    if progress is not None and i % 65536 == 0:
+                    # Counted as fed, so a file damaged midway reports the frames read before the damage
+                    # (`--allow-truncated` and the pipeline tell those from unreadable files by it).
+                    outcome.frames += 1
+                    if progress is not None and outcome.frames % 65536 == 1:
                         progress(agent)
-                outcome.frames = reader.stats.frames
         except CaptureError as exc:
             outcome.error = exc
         result.files.append(outcome)

@@ -78,10 +78,43 @@ def _window_cols(window_s: int) -> str:
     )
 
 
-def valid(flows: Table) -> Table:
-    """Rows that are FlowRecord v1 with every required field present; ``malformed`` counts the others."""
-    checks = " AND ".join(f"`{name}` IS NOT NULL" for name in REQUIRED_FIELDS)
-    return _query(flows, f"SELECT * FROM {flows} WHERE `schema_version` = {FLOW_SCHEMA_VERSION} AND {checks}")
+# Values no real flow has; the loader rejects the same (schemas.codec). Event times must also lie between
+# 2000-01-01 and now + the allowed clock skew: one far-future record would otherwise move the watermark
+# ahead and send every later record to the late topic (the source's rowtime clamps them, see processors.ddl).
+MIN_EVENT_NS = 946_684_800 * 10**9
+DEFAULT_MAX_FUTURE_SKEW_S = 900
+_NON_NEGATIVE = ("bytes_fwd", "bytes_rev", "packets_fwd", "packets_rev", "retrans_fwd", "retrans_rev")
+
+
+def max_event_ns_sql(max_future_skew_s: int) -> str:
+    """Latest acceptable event time, ns, evaluated per record."""
+    return f"((CAST(UNIX_TIMESTAMP() AS BIGINT) + {int(max_future_skew_s)}) * 1000000000)"
+
+
+def bad_value_sql(max_future_skew_s: int) -> str:
+    """The first field whose value no flow can have, or NULL (the checks of schemas.codec that matter here)."""
+    latest = max_event_ns_sql(max_future_skew_s)
+    whens = [f"WHEN `{n}` < 0 THEN '{n}'" for n in _NON_NEGATIVE] + [
+        f"WHEN `last_ns` < {MIN_EVENT_NS} OR `last_ns` > {latest} THEN 'last_ns'",
+        "WHEN `first_ns` > `last_ns` OR `first_ns` < " + str(MIN_EVENT_NS) + " THEN 'first_ns'",
+        "WHEN `packets_fwd` + `packets_rev` = 0 THEN 'packets_fwd'",
+        "WHEN `sampling_rate` < 1 THEN 'sampling_rate'",
+        "WHEN `ip_version` NOT IN (4, 6) THEN 'ip_version'",
+    ]
+    return f"CASE {' '.join(whens)} END"
+
+
+def _all_present() -> str:
+    return " AND ".join(f"`{name}` IS NOT NULL" for name in REQUIRED_FIELDS)
+
+
+def valid(flows: Table, max_future_skew_s: int = DEFAULT_MAX_FUTURE_SKEW_S) -> Table:
+    """FlowRecord v1 rows with every required field present and plausible; ``invalid`` takes the others."""
+    return _query(
+        flows,
+        f"SELECT * FROM {flows} WHERE `schema_version` = {FLOW_SCHEMA_VERSION} AND {_all_present()} "
+        f"AND ({bad_value_sql(max_future_skew_s)}) IS NULL",
+    )
 
 
 def on_time(flows: Table) -> Table:
@@ -215,19 +248,20 @@ def _identity_json() -> str:
     return "JSON_OBJECT(KEY 'agent_id' VALUE `agent_id`, KEY 'seq' VALUE `seq`, KEY 'link_id' VALUE `link_id`)"
 
 
-def invalid(flows: Table) -> Table:
-    """Dead-letter rows for parsed FlowRecords v1 that miss a required field: the complement of ``valid``.
+def invalid(flows: Table, max_future_skew_s: int = DEFAULT_MAX_FUTURE_SKEW_S) -> Table:
+    """Dead-letter rows for parsed FlowRecords v1 that miss a required field (``bad_field``) or hold a value
+    no flow can have (``bad_value``): the complement of ``valid``.
 
     Other versions are left to ``malformed``, which sees every value, so nothing is counted twice.
     """
     first_null = " ".join(f"WHEN `{n}` IS NULL THEN '{n}'" for n in REQUIRED_FIELDS)
+    bad = bad_value_sql(max_future_skew_s)
     return _query(
         flows,
-        "SELECT CAST('aggregate' AS STRING) AS `stage`, CAST('bad_field' AS STRING) AS `reason`, "
-        f"CAST(CASE {first_null} END AS STRING) AS `field`, {_identity_json()} AS `value` "
-        f"FROM {flows} WHERE `schema_version` = {FLOW_SCHEMA_VERSION} AND NOT ("
-        + " AND ".join(f"`{n}` IS NOT NULL" for n in REQUIRED_FIELDS)
-        + ")",
+        "SELECT CAST('aggregate' AS STRING) AS `stage`, "
+        f"CAST(CASE WHEN {_all_present()} THEN 'bad_value' ELSE 'bad_field' END AS STRING) AS `reason`, "
+        f"CAST(COALESCE(CASE {first_null} END, {bad}) AS STRING) AS `field`, {_identity_json()} AS `value` "
+        f"FROM {flows} WHERE `schema_version` = {FLOW_SCHEMA_VERSION} AND NOT ({_all_present()} AND ({bad}) IS NULL)",
     )
 
 

@@ -9,20 +9,29 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from gwtel.config import GwtelConfig
+from processors.aggregate import DEFAULT_MAX_FUTURE_SKEW_S, MIN_EVENT_NS, max_event_ns_sql
 from schemas.aggregate import AGGREGATE_FIELDS, DEAD_LETTER_FIELDS, LATE_FIELDS
 from schemas.flow_record import FieldSpec, flink_columns_ddl
 
-# Event time: the flow's last packet, at millisecond precision (integer division truncates, so a record
-# 1 ns before a window boundary stays in the earlier window). A missing last_ns becomes the epoch: the
-# row then fails `valid` and the dead-letter path counts it, instead of a null rowtime failing the job.
-ROWTIME_SQL = "TO_TIMESTAMP_LTZ(COALESCE(`last_ns`, 0) / 1000000, 3)"
+
+def rowtime_sql(max_future_skew_s: int = DEFAULT_MAX_FUTURE_SKEW_S) -> str:
+    """Event time: the flow's last packet, at millisecond precision (integer division truncates, so a record
+    1 ns before a window boundary stays in the earlier window). A missing or implausible last_ns (before 2000,
+    or beyond now + the skew) becomes the epoch: the row cannot move the watermark, fails `valid` and the
+    dead-letter path counts it, instead of a null rowtime failing the job or a far-future one making every
+    later record late."""
+    latest = max_event_ns_sql(max_future_skew_s)
+    return (
+        f"TO_TIMESTAMP_LTZ(CASE WHEN `last_ns` BETWEEN {MIN_EVENT_NS} AND {latest} THEN `last_ns` ELSE 0 END "
+        "/ 1000000, 3)"
+    )
 
 
-def flows_columns_sql(watermark_bound_ms: int) -> str:
+def flows_columns_sql(watermark_bound_ms: int, max_future_skew_s: int = DEFAULT_MAX_FUTURE_SKEW_S) -> str:
     """FlowRecord columns plus ``rowtime`` and its watermark, for any connector carrying FlowRecords."""
     return (
         f"{flink_columns_ddl()},\n"
-        f"  `rowtime` AS {ROWTIME_SQL},\n"
+        f"  `rowtime` AS {rowtime_sql(max_future_skew_s)},\n"
         f"  WATERMARK FOR `rowtime` AS `rowtime` - {interval_sql(watermark_bound_ms)}"
     )
 
@@ -84,7 +93,7 @@ def flows_source_ddl(cfg: GwtelConfig, *, name: str = "flows", bounded: bool = F
             "json.fail-on-missing-field": "false",
         }
     )
-    return create_table_sql(name, flows_columns_sql(cfg.job.watermark_bound_ms), opts)
+    return create_table_sql(name, flows_columns_sql(cfg.job.watermark_bound_ms, cfg.job.max_future_skew_s), opts)
 
 
 def flows_raw_source_ddl(cfg: GwtelConfig, *, name: str = "flows_raw", bounded: bool = False) -> str:

@@ -54,6 +54,7 @@ def build_statement_set(
     sinks: SinkNames = SinkNames(),
     *,
     distinct_hosts: bool = True,
+    max_future_skew_s: int = agg.DEFAULT_MAX_FUTURE_SKEW_S,
 ) -> Any:
     """Wire sources to sinks: on-time valid rows to the windows, late rows and bad records aside.
 
@@ -61,13 +62,13 @@ def build_statement_set(
     no raw side path, only parsed rows missing a field are dead-lettered). The planner reuses the one
     scan of ``flows`` for every branch (tests/unit/test_aggregate.py checks the plan).
     """
-    checked = agg.valid(flows)
+    checked = agg.valid(flows, max_future_skew_s)
     stmt = t_env.create_statement_set()
     stmt.add_insert(
         sinks.aggregates, aggregate_records(agg.on_time(checked), window_sizes_s, distinct_hosts=distinct_hosts)
     )
     stmt.add_insert(sinks.late, agg.late(checked))
-    bad = agg.invalid(flows)
+    bad = agg.invalid(flows, max_future_skew_s)
     stmt.add_insert(sinks.dead_letter, bad if raw is None else agg.malformed(raw).union_all(bad))
     return stmt
 
@@ -139,7 +140,12 @@ def run_job(
         create_tables(t_env, cfg, bounded=bounded)
         raw = t_env.from_path("flows_raw") if raw_side_path else None
         stmt = build_statement_set(
-            t_env, t_env.from_path("flows"), raw, job.window_sizes_s, distinct_hosts=distinct_hosts
+            t_env,
+            t_env.from_path("flows"),
+            raw,
+            job.window_sizes_s,
+            distinct_hosts=distinct_hosts,
+            max_future_skew_s=job.max_future_skew_s,
         )
         result = stmt.execute()
         client = result.get_job_client()

@@ -39,6 +39,8 @@ from schemas.codec import RecordError
 
 log = logging.getLogger("gwtel.loader")
 
+_LAG_TIMEOUT_MS = 5_000
+
 INSERT_SETTINGS_FIXED = {
     # Without it a retry that the source table drops as a duplicate still reaches the rollup views
     # (measured: they double count); with it each view deduplicates on a token derived from ours.
@@ -342,14 +344,19 @@ class Loader:
         if not tps:
             return
         try:
-            ends: dict[TopicPartition, int] = self.consumer.end_offsets(tps)
+            # Bounded: the client's default (request_timeout_ms, 305 s) blocked the loader for minutes
+            # after a ClickHouse outage; a lag reading can wait for the next interval.
+            ends: dict[TopicPartition, int] = self.consumer.end_offsets(tps, timeout_ms=_LAG_TIMEOUT_MS)
         except KafkaError as exc:
-            log.debug("end offsets unavailable: %s", exc)
+            log.info("end offsets unavailable (%s); lag not updated this time", exc)
             return
         for tp, end in ends.items():
             st = self._parts.get(tp)
             if st is None:
                 continue
-            base = st.committed if st.committed is not None else self.consumer.position(tp)
+            # With nothing in hand everything read is stored: count from the position, which is past the
+            # commit markers of a transactional topic (the last committed offset stays one below its end).
+            in_hand = len(st.batcher) > 0 and st.committed is not None
+            base = st.committed if in_hand and st.committed is not None else self.consumer.position(tp)
             self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, int(end) - int(base)))
             self._lag_labels.add(tp)

@@ -10,6 +10,7 @@ import socket
 import threading
 from types import FrameType
 
+from gwtel import preflight
 from gwtel.config import load_config
 
 
@@ -54,11 +55,15 @@ def _load(args: argparse.Namespace) -> int:
     from prometheus_client import REGISTRY
 
     from gwtel.metrics_http import serve_metrics
+    from processors import faults
     from processors.loader_setup import build_loader, migrate
 
+    fault = faults.configured()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO lines are per-connection chatter
     cfg = load_config(args.config)
+    # ClickHouse is needed at start only to migrate: the loader itself waits out a later outage.
+    preflight.check(cfg, args.config, kafka=True, clickhouse=not args.no_migrate)
     if not args.no_migrate:
         applied, _ = migrate(cfg)
         logging.getLogger("gwtel.loader").info("migrations applied: %s", applied or "none")
@@ -69,7 +74,7 @@ def _load(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    loader = build_loader(cfg, REGISTRY)
+    loader = build_loader(cfg, REGISTRY, after_insert=faults.loader_after_insert(fault))
     endpoint = None
     try:
         port = cfg.loader.metrics_port if args.metrics_port is None else args.metrics_port

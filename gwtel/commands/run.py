@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gwtel import preflight
 from gwtel.config import GwtelConfig, load_config
 from gwtel.errors import UserError
 
@@ -65,6 +66,7 @@ def _run(args: argparse.Namespace) -> int:
     db = cfg.clickhouse.database
     t = _step("starting local services")
     start_services(cfg, say=lambda msg: print(f"    {msg}", flush=True))
+    preflight.check(cfg, args.config, kafka=True, clickhouse=True)
     prepare(cfg)
     _done(t)
 
