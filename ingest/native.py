@@ -165,8 +165,12 @@ class NativeAgent:
 
     # ------------------------------------------------------------------ files
 
-    def replay_file(self, path: str | PathLike[str]) -> int:
-        """Meter one capture file; returns its frames, or raises CaptureError after what it held."""
+    def replay_file(self, path: str | PathLike[str]) -> tuple[int, CaptureError | None]:
+        """Meter one capture file; returns its frames and, for a file damaged midway, the damage.
+
+        A file that cannot be opened at all raises CaptureError. A damaged one is metered up to the damage
+        and the frames read before it are returned with the error, as the reference reader reports them.
+        """
         with open_capture(path) as reader:  # the reference reader's own open and header checks
             compressed = reader.compressed
         eng = self._engine
@@ -191,10 +195,10 @@ class NativeAgent:
             frames, _skipped_ts, _skipped_blocks, err = eng.end()
             self._drain()
         if ref_error is not None:
-            raise ref_error
+            return frames, ref_error
         if err is not None:
-            raise CaptureError(path, err[0], err[1], err[2])
-        return frames
+            return frames, CaptureError(path, err[0], err[1], err[2])
+        return frames, None
 
     @staticmethod
     def _gzip_damage(path: str | PathLike[str]) -> tuple[CaptureError | None, int | None]:

@@ -62,7 +62,7 @@ def replay_files(
         for path in paths:
             outcome = FileOutcome(str(path), 0)
             try:
-                outcome.frames = agent.replay_file(path)
+                outcome.frames, outcome.error = agent.replay_file(path)
             except CaptureError as exc:
                 outcome.error = exc
             result.files.append(outcome)

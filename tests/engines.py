@@ -1,4 +1,4 @@
-"""Run a capture through both agent engines and require identical output (records, counters, errors)."""
+"""Run a capture through both agent engines and require identical output (records, counters, errors, frames)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,19 @@ from ingest.classify import PartnerClassifier
 from ingest.config import AgentConfig
 from ingest.native import NativeAgent
 from ingest.partners import PartnersConfig
-from ingest.replay import replay_files
+from ingest.replay import ReplayResult, replay_files
 from schemas.flow_record import FlowRecord
 
 _CLASSIFIER = PartnerClassifier(PartnersConfig.default())
 
 
 class _Run:
-    def __init__(self, records: list[FlowRecord], counters: AgentCounters, errors: list[str], stats: object) -> None:
+    def __init__(self, records: list[FlowRecord], counters: AgentCounters, res: ReplayResult, stats: object) -> None:
         self.records = records
         self.counters = counters
-        self.errors = errors
+        self.errors = [str(e) for e in res.errors]
+        # Frames read per file, before the damage for a damaged one (what `--allow-truncated` relies on).
+        self.frames = [f.frames for f in res.files]
         self.stats = stats
 
 
@@ -29,7 +31,7 @@ def _python(cfg: AgentConfig, paths: list[Path]) -> _Run:
     res = replay_files(agent, paths)
     st = agent.meter.stats
     stats = (st.packets, st.bytes, st.flows_created, st.records, st.exported, st.evicted, st.reoriented)
-    return _Run(out, agent.counters, [str(e) for e in res.errors], (stats, agent.fragments.stats))
+    return _Run(out, agent.counters, res, (stats, agent.fragments.stats))
 
 
 def _native(cfg: AgentConfig, paths: list[Path]) -> _Run:
@@ -38,13 +40,14 @@ def _native(cfg: AgentConfig, paths: list[Path]) -> _Run:
     res = replay_files(agent, paths)
     st = agent.meter.stats
     stats = (st.packets, st.bytes, st.flows_created, st.records, st.exported, st.evicted, st.reoriented)
-    return _Run(out, agent.counters, [str(e) for e in res.errors], (stats, agent.fragments))
+    return _Run(out, agent.counters, res, (stats, agent.fragments))
 
 
 def same_records(cfg: AgentConfig, paths: list[Path]) -> _Run:
     ref = _python(cfg, paths)
     nat = _native(cfg, paths)
     assert nat.errors == ref.errors
+    assert nat.frames == ref.frames
     assert nat.counters == ref.counters
     assert len(nat.records) == len(ref.records)
     for a, b in zip(nat.records, ref.records, strict=True):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scapy.config import conf
+from scapy.contrib import gtp as _gtp  # noqa: F401  # binds GTP-U to UDP 2152, so Scapy sees the inner flow
 from scapy.contrib.mpls import MPLS
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import (
