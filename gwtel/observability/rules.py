@@ -147,6 +147,16 @@ def pipeline_alerts(cfg: GwtelConfig) -> list[Alert]:
             "only on checkpoints, so aggregates stop reaching the loader until checkpoints succeed.",
         ),
         Alert(
+            "GwtelLateRecordsDropped",
+            "sum by (job_name) (increase(flink_taskmanager_job_task_operator_numLateRecordsDropped[10m])) > 0",
+            "1m",
+            "critical",
+            "{{ $labels.job_name }}: window operators dropped late records",
+            "Flink dropped records behind the window operators' watermark (numLateRecordsDropped): they are in "
+            "no window and not on the late topic. At parallelism above 1 a partition that paused longer than "
+            "job.idle_timeout_ms and resumed does this; raise job.idle_timeout_ms (docs/processors.md).",
+        ),
+        Alert(
             "GwtelPipelineStalled",
             "sum(rate(gwtel_agent_records_produced_total[10m])) > 0\n"
             "unless sum(rate(gwtel_loader_flow_records_stored_total[10m])) > 0",
