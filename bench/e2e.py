@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import yaml
 from _results import Row, table, write
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from gwtel.commands.replay import do_replay
 from gwtel.config import GwtelConfig, load_config
@@ -163,10 +163,14 @@ class KafkaWatch(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        cons = KafkaConsumer(
-            self.cfg.kafka.topics.flows, bootstrap_servers=self.cfg.kafka.bootstrap, auto_offset_reset="earliest",
-            group_id=f"bench-watch-{uuid.uuid4().hex[:8]}", enable_auto_commit=False,
-        )  # fmt: skip
+        # Partitions assigned by hand: no group join or rebalance delays the baseline.
+        cons = KafkaConsumer(bootstrap_servers=self.cfg.kafka.bootstrap, enable_auto_commit=False)
+        topic = self.cfg.kafka.topics.flows
+        parts = [TopicPartition(topic, p) for p in sorted(cons.partitions_for_topic(topic) or ())]
+        if not parts:
+            raise SystemExit(f"freshness baseline: topic {topic} has no partitions")
+        cons.assign(parts)
+        cons.seek_to_beginning(*parts)
         while not self.stop.is_set():
             for batch in cons.poll(timeout_ms=200).values():
                 now = time.time_ns()
@@ -250,8 +254,10 @@ def freshness(
     print(
         f"    freshness over {len(sent):,} records: raw rows {len(raw):,}, windows {len(agg):,}, kafka {len(kafka):,}"
     )
-    if not raw or not agg or not kafka:
+    if not raw or not agg:
         raise SystemExit("freshness: rows did not show up in ClickHouse; see the logs in " + str(logs))
+    if not kafka:
+        raise SystemExit("freshness: the baseline consumer saw none of the records")
     bound = cfg.job.watermark_bound_ms / 1000
     target = f"<= {10 + 10} s (window + 10 s)"
     return [

@@ -47,3 +47,16 @@ def test_errors_name_file_and_key(tmp_path: Path, text: str, expected: str) -> N
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.yaml")
+
+
+def test_low_latency_profile_is_valid_and_keeps_its_promise() -> None:
+    from processors.job import warnings_for
+
+    path = Path(__file__).resolve().parents[2] / "deploy" / "profiles" / "low-latency.yaml"
+    cfg = load_config(path)
+    assert warnings_for(cfg) == []  # no idle-ended flow is late, no flow slice spans windows
+    # A 10 s window row is due after the window, the bound and at most one checkpoint and one loader batch:
+    # these are what keeps it within the window + 10 s.
+    job = cfg.job
+    assert (job.watermark_bound_ms + job.checkpoint_interval_ms) / 1000 + cfg.loader.batch_seconds <= 10
+    assert job.watermark_bound_ms > cfg.agent.idle_timeout_s * 1000
