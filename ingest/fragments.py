@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ingest.flowkey import PROTO_ICMP, PROTO_ICMPV6, icmp_key_port
 from ingest.packet import DecodedPacket
 
 _Key = tuple[bytes, bytes, int, int]
@@ -73,15 +74,12 @@ class FragmentTracker:
         elif len(table) >= self.max_datagrams:
             del table[next(iter(table))]
             self.stats.evicted += 1
-        table[key] = (
-            pkt.ts_ns + self.timeout_ns,
-            pkt.ip_version,
-            pkt.src_ip,
-            pkt.dst_ip,
-            pkt.protocol,
-            pkt.src_port,
-            pkt.dst_port,
-        )
+        sport, dport = pkt.src_port, pkt.dst_port
+        if pkt.protocol in (PROTO_ICMP, PROTO_ICMPV6):
+            # ICMP keys on its echo id or type/code, which later fragments lack: they get the first
+            # fragment's key port in both port fields (ingest.flowkey.icmp_key_port reads it back).
+            sport = dport = icmp_key_port(pkt)
+        table[key] = (pkt.ts_ns + self.timeout_ns, pkt.ip_version, pkt.src_ip, pkt.dst_ip, pkt.protocol, sport, dport)
         self.stats.first_fragments += 1
 
     def _expire(self, now_ns: int) -> None:

@@ -218,6 +218,24 @@ struct FragEntry {
     dport: u32,
 }
 
+fn is_icmp(proto: u8) -> bool {
+    proto == 1 || proto == 58
+}
+
+/// Both "ports" of an ICMP/ICMPv6 key (ingest/flowkey.py): the echo id for echo messages, else
+/// 0x10000 | type << 8 | code; a non-first fragment carries the first fragment's value in `sport`.
+fn icmp_key_port(p: &Pkt) -> u32 {
+    if !p.l4_present || p.itype < 0 {
+        p.sport
+    } else if (p.proto == 1 && (p.itype == 8 || p.itype == 0))
+        || (p.proto == 58 && (p.itype == 128 || p.itype == 129))
+    {
+        p.iid
+    } else {
+        0x10000 | ((p.itype as u32) << 8) | (p.icode.max(0) as u32)
+    }
+}
+
 pub type Oracle = Box<dyn FnMut(&[u8; 16], &[u8; 16], bool) -> bool>;
 
 pub struct Core {
@@ -371,8 +389,18 @@ impl Core {
                     src: p.src,
                     dst: p.dst,
                     proto: p.proto,
-                    sport: p.sport,
-                    dport: p.dport,
+                    // ICMP keys on its echo id or type/code, which later fragments lack: they get the first
+                    // fragment's key port in both port fields (see icmp_key_port).
+                    sport: if is_icmp(p.proto) {
+                        icmp_key_port(p)
+                    } else {
+                        p.sport
+                    },
+                    dport: if is_icmp(p.proto) {
+                        icmp_key_port(p)
+                    } else {
+                        p.dport
+                    },
                 },
             );
             self.frag_order.push_back((key, order));
@@ -438,16 +466,8 @@ impl Core {
         let ts = p.ts;
         self.clock = self.clock.max(ts);
         let v6 = p.ver == 6;
-        let (sport, dport) = if p.proto == 1 || p.proto == 58 {
-            let kp = if !p.l4_present || p.itype < 0 {
-                p.sport
-            } else if (p.proto == 1 && (p.itype == 8 || p.itype == 0))
-                || (p.proto == 58 && (p.itype == 128 || p.itype == 129))
-            {
-                p.iid
-            } else {
-                0x10000 | ((p.itype as u32) << 8) | (p.icode.max(0) as u32)
-            };
+        let (sport, dport) = if is_icmp(p.proto) {
+            let kp = icmp_key_port(p);
             (kp, kp)
         } else {
             (p.sport, p.dport)

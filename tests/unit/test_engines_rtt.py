@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from scapy.layers.dns import DNS, DNSQR
-from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment
 from scapy.packet import Packet, Raw
 
 from ingest.agent import Agent
@@ -135,6 +135,20 @@ def test_icmp_echo_rtt(engine: str, tmp_path: Path) -> None:
     (r,) = _records(engine, pkts, tmp_path)
     assert (r.protocol, r.src_port, r.dst_port) == (1, 0, 8 << 8)
     assert (r.icmp_rtt_count, r.icmp_rtt_min_us, r.icmp_rtt_max_us) == (2, 20_000, 25_001)
+
+
+@engines
+def test_fragmented_icmp_echo_is_one_flow(engine: str, tmp_path: Path) -> None:
+    # 3000 bytes of payload in 1200-byte fragments: 3 fragments each way, only the first with the ICMP header.
+    pkts: list[tuple[int, Packet]] = []
+    for i, (src, dst, typ) in enumerate(((DOM, REM, 8), (REM, DOM, 0))):
+        echo = IP(src=src, dst=dst, id=500 + i) / ICMP(type=typ, id=77, seq=1) / Raw(b"x" * 3000)
+        frags: list[Packet] = fragment(echo, fragsize=1200)  # type: ignore[no-untyped-call]
+        pkts += [(T0 + i * 30 * MS + j * 1000, frag) for j, frag in enumerate(frags)]
+    (r,) = _records(engine, pkts, tmp_path)
+    # IP octets: 8 + 3000 bytes of ICMP in pieces of 1200, 1200 and 608, each behind a 20-byte header.
+    assert (r.packets_fwd, r.bytes_fwd, r.packets_rev, r.bytes_rev) == (3, 3068, 3, 3068)
+    assert (r.protocol, r.src_port, r.dst_port, r.icmp_rtt_count, r.icmp_rtt_min_us) == (1, 0, 8 << 8, 1, 30_000)
 
 
 @engines
