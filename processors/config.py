@@ -21,8 +21,9 @@ class JobConfig(BaseModel):
     watermark_bound_ms: int = Field(default=45_000, ge=0)
     # A Kafka partition with no records for this long stops holding back the watermark.
     idle_timeout_ms: int = Field(default=30_000, ge=1)
-    # Records whose last packet lies further ahead of the job's clock go to the dead-letter topic
-    # (bad_value): one far-future record would otherwise move the watermark past every real one.
+    # Records whose last packet lies further ahead of the job's clock (the loader: of the record's Kafka
+    # timestamp) go to the dead-letter topic (bad_value): one far-future record would otherwise move the
+    # watermark past every real one.
     max_future_skew_s: int = Field(default=900, ge=0)
     parallelism: int = Field(default=1, ge=1)
     checkpoint_interval_ms: int = Field(default=10_000, ge=100)

@@ -116,6 +116,7 @@ class Loader:
         settings: LoaderConfig,
         metrics: LoaderMetrics,
         after_insert: Callable[[Batch[Decoded]], None] | None = None,
+        max_future_skew_s: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -130,6 +131,9 @@ class Loader:
         self.settings = settings
         self.metrics = metrics
         self.after_insert = after_insert
+        # A flow ending this far after its record reached Kafka cannot be real (a sender's clock years
+        # ahead); measured against the record's own timestamp, so a re-read decides the same way.
+        self._skew_ns = None if max_future_skew_s is None else max_future_skew_s * 1_000_000_000
         self._clock = clock
         self._sleep = sleep
         self._parts: dict[TopicPartition, _Partition] = {}
@@ -199,8 +203,12 @@ class Loader:
 
     def _decode(self, tp: TopicPartition, rec: Any) -> Decoded:
         value: bytes = rec.value if rec.value is not None else b""
+        ts = getattr(rec, "timestamp", None)
+        latest = (
+            ts * 1_000_000 + self._skew_ns if self._skew_ns is not None and isinstance(ts, int) and ts > 0 else None
+        )
         try:
-            table_rows = self.routes[tp.topic].decode(value)
+            table_rows = self.routes[tp.topic].decode(value, latest)
         except RecordError as exc:
             dead = DeadLetter(tp.topic, tp.partition, rec.offset, rec.key, value, exc.reason, exc.detail)
             return Decoded((), dead)

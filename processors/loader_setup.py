@@ -84,4 +84,5 @@ def build_loader(
         settings=cfg.loader,
         metrics=LoaderMetrics(registry),
         after_insert=after_insert,
+        max_future_skew_s=cfg.job.max_future_skew_s,
     )

@@ -28,7 +28,8 @@ from schemas.codec import RecordError, decode
 from schemas.flow_record import FLOW_RECORD_FIELDS
 
 TableRows = list[tuple[TableSpec, list[Any]]]
-Decoder = Callable[[bytes], TableRows]
+# (Kafka value, latest plausible last_ns or None) -> rows
+Decoder = Callable[[bytes, int | None], TableRows]
 
 _INT_RANGES: Final = {
     "UInt8": (0, 2**8 - 1),
@@ -88,18 +89,28 @@ _FLOW_TYPES: Final = tuple((f.name, f.clickhouse) for f in FLOW_RECORD_FIELDS)
 _HIST: Final = frozenset(f.name for f in FLOW_RECORD_FIELDS if f.name.endswith("_hist"))
 
 
-def flow_rows(value: bytes) -> TableRows:
-    """A FlowRecord v1 value -> one `flows_raw` row (without the Kafka coordinates)."""
-    return [(FLOWS_RAW, _flow_row(value))]
+def flow_rows(value: bytes, latest_ns: int | None = None) -> TableRows:
+    """A FlowRecord v1 value -> one `flows_raw` row (without the Kafka coordinates).
+
+    ``latest_ns``: the latest plausible ``last_ns`` (the record's Kafka timestamp plus the allowed clock
+    skew); a record ending after it is dead-lettered as ``bad_value``, as the Flink job does.
+    """
+    return [(FLOWS_RAW, _flow_row(value, latest_ns))]
 
 
-def late_rows(value: bytes) -> TableRows:
+def late_rows(value: bytes, latest_ns: int | None = None) -> TableRows:
     """A late-topic value (a FlowRecord v1, schemas.aggregate.LATE_FIELDS) -> one `flows_late` row."""
-    return [(FLOWS_LATE, _flow_row(value))]
+    return [(FLOWS_LATE, _flow_row(value, latest_ns))]
 
 
-def _flow_row(value: bytes) -> list[Any]:
+def _flow_row(value: bytes, latest_ns: int | None) -> list[Any]:
     rec = decode(value)
+    if latest_ns is not None and rec.last_ns > latest_ns:
+        raise RecordError(
+            "bad_value",
+            f"field 'last_ns'={rec.last_ns} lies beyond {latest_ns} (the record's Kafka timestamp plus "
+            "job.max_future_skew_s)",
+        )
     row: list[Any] = []
     for name, ch_type in _FLOW_TYPES:
         v = getattr(rec, name)
@@ -112,8 +123,11 @@ def _flow_row(value: bytes) -> list[Any]:
 _AGG_COLUMN_TYPES: Final = {kind: dict(spec.columns) for kind, spec in AGG_TABLES.items()}
 
 
-def aggregate_rows(value: bytes) -> TableRows:
-    """An aggregate record v1 value -> one row of the window table of its kind."""
+def aggregate_rows(value: bytes, latest_ns: int | None = None) -> TableRows:
+    """An aggregate record v1 value -> one row of the window table of its kind.
+
+    ``latest_ns`` is not used: the job only writes windows its watermark, bounded by the same skew, closed.
+    """
     try:
         d = orjson.loads(value)
     except orjson.JSONDecodeError as exc:

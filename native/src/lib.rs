@@ -7,10 +7,9 @@ mod latency;
 mod meter;
 mod reader;
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::File;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -24,12 +23,14 @@ use reader::{Reader, Step};
 
 const ORACLE_CACHE_MAX: usize = 1 << 20;
 
-#[pyclass(unsendable, module = "gwtel_native")]
+// Send + Sync (not `unsendable`): Python's cycle collector may free an engine on whichever thread it
+// runs, such as the Kafka client's sender thread.
+#[pyclass(module = "gwtel_native")]
 struct Engine {
     core: Core,
     reader: Option<Reader>,
     pending: Vec<u8>, // bytes pushed and not parsed yet
-    oracle_err: Rc<RefCell<Option<PyErr>>>,
+    oracle_err: Arc<Mutex<Option<PyErr>>>,
 }
 
 fn addr_bytes(a: &[u8; 16], v6: bool) -> &[u8] {
@@ -44,7 +45,7 @@ fn addr_bytes(a: &[u8; 16], v6: bool) -> &[u8] {
 fn make_oracle(
     domestic: Option<Py<PyAny>>,
     pair: Option<Py<PyAny>>,
-    err: Rc<RefCell<Option<PyErr>>>,
+    err: Arc<Mutex<Option<PyErr>>>,
 ) -> meter::Oracle {
     let mut cache: HashMap<([u8; 16], bool), bool> = HashMap::new();
     Box::new(move |src: &[u8; 16], dst: &[u8; 16], v6: bool| -> bool {
@@ -57,7 +58,9 @@ fn make_oracle(
                 match r {
                     Ok(b) => b,
                     Err(e) => {
-                        err.borrow_mut().get_or_insert(e);
+                        err.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(e);
                         false
                     }
                 }
@@ -140,7 +143,7 @@ fn pump(
     rd: &mut Reader,
     buf: &[u8],
     eof: bool,
-    err: &RefCell<Option<PyErr>>,
+    err: &Mutex<Option<PyErr>>,
 ) -> PyResult<()> {
     loop {
         match rd.next(buf, eof) {
@@ -155,7 +158,7 @@ fn pump(
             Step::NeedMore | Step::End => break,
         }
     }
-    if let Some(e) = err.borrow_mut().take() {
+    if let Some(e) = err.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Err(e);
     }
     Ok(())
@@ -224,7 +227,7 @@ impl Engine {
             // bucket numbers are u16 and a flow's count of distinct buckets must fit one too
             return Err(PyValueError::new_err("too many histogram buckets"));
         }
-        let err = Rc::new(RefCell::new(None));
+        let err = Arc::new(Mutex::new(None));
         let cfg = MeterConfig {
             idle_ns,
             active_ns,

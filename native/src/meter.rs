@@ -236,7 +236,7 @@ fn icmp_key_port(p: &Pkt) -> u32 {
     }
 }
 
-pub type Oracle = Box<dyn FnMut(&[u8; 16], &[u8; 16], bool) -> bool>;
+pub type Oracle = Box<dyn FnMut(&[u8; 16], &[u8; 16], bool) -> bool + Send + Sync>;
 
 pub struct Core {
     cfg: MeterConfig,

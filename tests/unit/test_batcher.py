@@ -10,7 +10,7 @@ import pytest
 from processors.batcher import PartitionBatcher, dedup_token
 from processors.intent import parse_pending, pending_metadata
 from processors.loader import Backoff
-from processors.rows import aggregate_rows, check_value, flow_rows
+from processors.rows import aggregate_rows, check_value, flow_rows, late_rows
 from processors.tables import AGG_TABLES, FLOWS_RAW
 from schemas import codec
 from schemas.codec import RecordError
@@ -167,6 +167,16 @@ def test_flow_values_that_do_not_fit_are_rejected(changes: dict[str, Any], reaso
     with pytest.raises(RecordError) as info:
         flow_rows(codec.encode(flow(**changes)))
     assert info.value.reason == reason
+
+
+def test_flow_ending_beyond_the_latest_plausible_time_is_rejected() -> None:
+    rec = flow()
+    [(_, row)] = flow_rows(codec.encode(rec), latest_ns=rec.last_ns)  # at the bound: kept
+    assert row[[f.name for f in FLOW_RECORD_FIELDS].index("last_ns")] == rec.last_ns
+    for decoder in (flow_rows, late_rows):
+        with pytest.raises(RecordError) as info:
+            decoder(codec.encode(rec), latest_ns=rec.last_ns - 1)
+        assert info.value.reason == "bad_value" and "last_ns" in str(info.value)
 
 
 def test_flow_src_port_too_wide() -> None:

@@ -7,9 +7,12 @@ The shared corpus is compared in tests/corpus/test_native_corpus.py.
 
 from __future__ import annotations
 
+import gc
 import gzip
 import random
 import struct
+import sys
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -227,3 +230,19 @@ def test_table_breakdown_adds_up_to_table_bytes(synth: dict[str, Path]) -> None:
     assert int(eng.counters()["active"]) > 0  # type: ignore[arg-type]
     assert sum(parts.values()) == agent.table_bytes()
     assert parts["flows"] > 0 and parts["tcp"] > 0 and parts["latency"] > 0
+
+
+def test_an_engine_can_be_freed_on_another_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The cycle collector frees objects on whichever thread it runs (the Kafka client's sender thread too).
+    from ingest.classify import PartnerClassifier
+    from ingest.native import NativeAgent
+    from ingest.partners import PartnersConfig
+
+    raised: list[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: raised.append(repr(u.exc_value)))
+    holder = [NativeAgent(AgentConfig(), PartnerClassifier(PartnersConfig.default()), lambda _r: None)]
+    freer = threading.Thread(target=holder.clear)
+    freer.start()
+    freer.join()
+    gc.collect()
+    assert holder == [] and raised == []
