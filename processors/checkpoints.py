@@ -1,13 +1,15 @@
-"""Find the checkpoint a stopped job can be restarted from.
+"""Find the checkpoint a stopped job can be restarted from, and drop those of older runs.
 
 Flink writes each job's checkpoints to `<checkpoint_dir>/<job id>/chk-<n>/`, and a checkpoint is complete
 once its `_metadata` file exists. Checkpoints are retained when a job is cancelled or its process dies
 (`RETAIN_ON_CANCELLATION`), so the newest complete one of any earlier run is where the next run resumes.
+Each run writes a new job folder, so `prune` keeps only the newest few.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 from gwtel.errors import UserError
@@ -49,3 +51,43 @@ def resolve(spec: str, root: Path) -> Path:
     if not (path / "_metadata").is_file():
         raise UserError(f"{path} is not a completed checkpoint or savepoint (no _metadata file in it)")
     return path
+
+
+def _last_written(job: Path) -> float:
+    """When a job folder last completed a checkpoint (or, without one, when the folder changed)."""
+    times = []
+    for meta in job.glob("chk-*/_metadata"):
+        try:
+            times.append(meta.stat().st_mtime)
+        except OSError:
+            continue
+    if times:
+        return max(times)
+    try:
+        return job.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def prune(root: Path, keep_runs: int, protect: Path | None = None) -> list[Path]:
+    """Remove the job folders of all but the newest `keep_runs` runs; return what was removed.
+
+    The folder holding `protect` (the checkpoint being resumed from) is always kept. A resumed job does not
+    depend on older folders: Flink restores in NO_CLAIM mode, so the resumed job's first checkpoint is full.
+    """
+    if keep_runs < 1:
+        raise ValueError("keep_runs must be >= 1")
+    try:
+        jobs = [p for p in root.iterdir() if p.is_dir()]
+    except OSError:  # no checkpoint folder yet
+        return []
+    jobs.sort(key=_last_written, reverse=True)
+    kept = {p.resolve() for p in jobs[:keep_runs]}
+    if protect is not None:
+        kept.update(p.resolve() for p in jobs if p.resolve() in protect.resolve().parents)
+    removed = []
+    for job in jobs:
+        if job.resolve() not in kept:
+            shutil.rmtree(job, ignore_errors=True)
+            removed.append(job)
+    return removed

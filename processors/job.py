@@ -7,6 +7,7 @@ Kafka transactions on the same checkpoints.
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -16,8 +17,10 @@ from typing import Any
 
 from gwtel.config import GwtelConfig
 from processors import aggregate as agg
-from processors import ddl, job_metrics
+from processors import checkpoints, ddl, job_metrics
 from processors.flink_env import make_table_env
+
+log = logging.getLogger(__name__)
 
 # Session time zone of the job: window_start (wall-clock time) converts to epoch ms without DST gaps.
 SESSION_TIME_ZONE = "UTC"
@@ -126,6 +129,9 @@ def run_job(
     with _stop_requests() as stop:
         job = cfg.job
         home = cfg.local.home_path()
+        # Every run writes a new job folder of checkpoints; older runs' are not needed once newer ones exist.
+        for old in checkpoints.prune(checkpoint_dir(cfg), job.checkpoint_retain_runs, protect=restore_from):
+            log.info("removed the checkpoints of an older run: %s", old)
         port = job_metrics.choose_port(job.metrics_port)
         t_env = make_table_env(
             streaming=True,

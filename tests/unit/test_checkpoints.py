@@ -42,3 +42,16 @@ def test_explicit_path_must_hold_metadata(tmp_path: Path) -> None:
 def test_no_checkpoint_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="without --from-checkpoint"):
         checkpoints.latest_checkpoint(tmp_path / "never-ran")
+
+
+def test_prune_keeps_the_newest_runs_and_the_one_being_resumed(tmp_path: Path) -> None:
+    oldest = chk(tmp_path, "a" * 32, 9, mtime=1000)
+    chk(tmp_path, "b" * 32, 4, mtime=2000)
+    chk(tmp_path, "c" * 32, 7, mtime=3000)
+    newest = chk(tmp_path, "d" * 32, 1, mtime=4000)
+    removed = checkpoints.prune(tmp_path, keep_runs=2, protect=oldest)
+    assert sorted(p.name for p in removed) == ["b" * 32]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a" * 32, "c" * 32, "d" * 32]
+    assert checkpoints.latest_checkpoint(tmp_path) == newest
+    assert [p.name for p in checkpoints.prune(tmp_path, keep_runs=1)] == ["c" * 32, "a" * 32]
+    assert checkpoints.prune(tmp_path / "missing", keep_runs=1) == []
