@@ -48,6 +48,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no_distinct_hosts": {"distinct_hosts": False},
     "lean": {"raw_side_path": False, "distinct_hosts": False},
     "object_reuse": {"tuning": {"pipeline.object-reuse": "true"}},
+    # State on the heap instead of RocksDB (the job's default): what the state backend costs.
+    "hashmap_state": {"tuning": {"state.backend.type": "hashmap"}},
     # Measured wrong, kept to show it: the mini-batch assigner runs in processing time and replaces the
     # event-time watermark, so every record is behind it and goes to the late topic (no aggregates).
     "mini_batch": {
