@@ -29,7 +29,7 @@ class JobConfig(BaseModel):
     checkpoint_interval_ms: int = Field(default=10_000, ge=100)
     # Relative paths are resolved under the local services home (GWTEL_HOME).
     checkpoint_dir: str = "flink/checkpoints"
-    # Each run of the job writes its own folder there; `gwtel aggregate` removes all but this many newest.
+    # Each run of the job writes its own folder there; the job removes all but this many newest at start.
     checkpoint_retain_runs: int = Field(default=3, ge=1)
     group_id: str = "gwtel-aggregate"
     # Must be unique per job on a cluster: Flink fences (aborts) open transactions with this prefix.

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from ingest.classify import PartnerClassifier
 from ingest.config import AgentConfig
-from ingest.native import bucket_thresholds
+from ingest.native import NativeAgent, bucket_thresholds
 from ingest.packet import RawFrame
+from ingest.partners import PartnersConfig
 from ingest.sources import open_capture
 from ingest.synth import SynthConfig, generate
 from schemas.histogram import MAX_BUCKET, bucket_of_us
@@ -234,10 +236,6 @@ def test_table_breakdown_adds_up_to_table_bytes(synth: dict[str, Path]) -> None:
 
 def test_an_engine_can_be_freed_on_another_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     # The cycle collector frees objects on whichever thread it runs (the Kafka client's sender thread too).
-    from ingest.classify import PartnerClassifier
-    from ingest.native import NativeAgent
-    from ingest.partners import PartnersConfig
-
     raised: list[str] = []
     monkeypatch.setattr(sys, "unraisablehook", lambda u: raised.append(repr(u.exc_value)))
     holder = [NativeAgent(AgentConfig(), PartnerClassifier(PartnersConfig.default()), lambda _r: None)]
