@@ -152,7 +152,12 @@ def run_until_done(loader: Loader, cfg: GwtelConfig, timeout_s: float = 180.0) -
         f"{tp.topic}:{tp.partition}": (len(st.batcher), st.committed, st.batcher.pin)
         for tp, st in loader._parts.items()
     }
-    raise AssertionError(f"loader did not commit everything within {timeout_s}s; partitions in hand: {state}")
+    # What the group gave the consumer, to tell a stalled group join from a stalled batch.
+    consumer = loader.consumer
+    raise AssertionError(
+        f"loader did not commit everything within {timeout_s}s; partitions in hand: {state}; "
+        f"subscription {sorted(consumer.subscription() or ())}, assignment {sorted(map(str, consumer.assignment()))}"
+    )
 
 
 def q(cfg: GwtelConfig, sql: str) -> list[tuple[Any, ...]]:
