@@ -47,7 +47,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no_raw_side_path": {"raw_side_path": False},
     "no_distinct_hosts": {"distinct_hosts": False},
     "lean": {"raw_side_path": False, "distinct_hosts": False},
-    "object_reuse": {"tuning": {"pipeline.object-reuse": "true"}},
+    # Chained operators deep-copy every row they pass on (the job sets pipeline.object-reuse: true).
+    "copying_chain": {"tuning": {"pipeline.object-reuse": "false"}},
     # State on the heap instead of RocksDB (the job's default): what the state backend costs.
     "hashmap_state": {"tuning": {"state.backend.type": "hashmap"}},
     # Measured wrong, kept to show it: the mini-batch assigner runs in processing time and replaces the

@@ -120,7 +120,7 @@ def scapy_pps(pcap: Path, count: int) -> float:
     from scapy.layers.l2 import Ether
     from scapy.utils import rdpcap
 
-    assert Ether and IP
+    _layers = (Ether, IP)  # imported for their side effect only
 
     t0 = time.perf_counter()
     pkts = rdpcap(str(pcap), count=count)

@@ -66,8 +66,8 @@ def bucket_sql(value: str) -> str:
     return f"CASE WHEN {value} <= 0 THEN 0 ELSE LEAST({guarded}, {MAX_BUCKET}) END"
 
 
-def _window(source: Table, window_s: int) -> str:
-    return f"TABLE(TUMBLE(TABLE {source}, DESCRIPTOR(`rowtime`), INTERVAL '{int(window_s)}' SECOND))"
+def _window(source: Table, window_s: int, time_col: str = "rowtime") -> str:
+    return f"TABLE(TUMBLE(TABLE {source}, DESCRIPTOR(`{time_col}`), INTERVAL '{int(window_s)}' SECOND))"
 
 
 def _window_cols(window_s: int) -> str:
@@ -196,13 +196,22 @@ def latency(flows: Table, window_s: int) -> Table:
         for m in HISTOGRAM_METRICS
     ]
     samples = _query(flows, " UNION ALL ".join(parts))
-    w = int(window_s)
+    return _latency_windows(samples, int(window_s), "`n`", "`lo`", "`hi`", "`total`", "rowtime")
+
+
+def _latency_windows(src: Table, w: int, n: str, lo: str, hi: str, total: str, time_col: str) -> Table:
     return _query(
-        flows,
-        f"SELECT {_window_cols(w)}, {_KEYS}, `metric`, SUM(`n`) AS `samples`, MIN(`lo`) AS `min_us`, "
-        f"MAX(`hi`) AS `max_us`, SUM(`total`) AS `sum_us` FROM {_window(samples, w)} "
-        f"GROUP BY `window_start`, `window_end`, {_KEYS}, `metric`",
+        src,
+        f"SELECT {_window_cols(w)}, {_KEYS}, `metric`, SUM({n}) AS `samples`, MIN({lo}) AS `min_us`, "
+        f"MAX({hi}) AS `max_us`, SUM({total}) AS `sum_us`, `window_time` AS `rowtime` "
+        f"FROM {_window(src, w, time_col)} "
+        f"GROUP BY `window_start`, `window_end`, `window_time`, {_KEYS}, `metric`",
     )
+
+
+def latency_from(finer: Table, window_s: int) -> Table:
+    """``latency`` of a longer window from a shorter one's rows (every column is a sum, min or max)."""
+    return _latency_windows(finer, int(window_s), "`samples`", "`min_us`", "`max_us`", "`sum_us`", "rowtime")
 
 
 def latency_buckets(flows: Table, window_s: int) -> Table:
@@ -217,13 +226,21 @@ def latency_buckets(flows: Table, window_s: int) -> Table:
         for m in HISTOGRAM_METRICS
     ]
     samples = _query(flows, " UNION ALL ".join(parts))
-    w = int(window_s)
+    return _bucket_windows(samples, int(window_s), "`n`")
+
+
+def _bucket_windows(src: Table, w: int, n: str) -> Table:
     return _query(
-        flows,
-        f"SELECT {_window_cols(w)}, {_KEYS}, `metric`, `bucket`, SUM(`n`) AS `samples` "
-        f"FROM {_window(samples, w)} "
-        f"GROUP BY `window_start`, `window_end`, {_KEYS}, `metric`, `bucket`",
+        src,
+        f"SELECT {_window_cols(w)}, {_KEYS}, `metric`, `bucket`, SUM({n}) AS `samples`, `window_time` AS `rowtime` "
+        f"FROM {_window(src, w)} "
+        f"GROUP BY `window_start`, `window_end`, `window_time`, {_KEYS}, `metric`, `bucket`",
     )
+
+
+def latency_buckets_from(finer: Table, window_s: int) -> Table:
+    """``latency_buckets`` of a longer window from a shorter one's rows."""
+    return _bucket_windows(finer, int(window_s), "`samples`")
 
 
 def as_records(table: Table, kind: Kind) -> Table:
@@ -273,12 +290,14 @@ def malformed(raw: Table) -> Table:
     checks only what is cheap (one parse per check: a check per field cost 40x the whole job): missing
     fields are caught after parsing by ``invalid``.
     """
+    # JSON_VALUE parses the whole value and is NULL on a parse error, so a good record costs one parse;
+    # only the others are parsed again to tell bad JSON from another version.
     version = "TRY_CAST(JSON_VALUE(`value`, '$.schema_version' NULL ON EMPTY NULL ON ERROR) AS INT)"
     checked = _query(
         raw,
-        "SELECT `value`, CASE WHEN `value` IS NULL OR NOT (`value` IS JSON OBJECT) THEN 'not_json' "
-        f"WHEN COALESCE({version}, -1) <> {FLOW_SCHEMA_VERSION} THEN 'wrong_version' END AS `reason` "
-        f"FROM {raw}",
+        f"SELECT `value`, CASE WHEN COALESCE({version}, -1) <> {FLOW_SCHEMA_VERSION} THEN "
+        "CASE WHEN `value` IS NULL OR NOT (`value` IS JSON OBJECT) THEN 'not_json' ELSE 'wrong_version' END "
+        f"END AS `reason` FROM {raw}",
     )
     return _query(
         raw,
