@@ -66,8 +66,8 @@ def bucket_sql(value: str) -> str:
     return f"CASE WHEN {value} <= 0 THEN 0 ELSE LEAST({guarded}, {MAX_BUCKET}) END"
 
 
-def _window(source: Table, window_s: int, time_col: str = "rowtime") -> str:
-    return f"TABLE(TUMBLE(TABLE {source}, DESCRIPTOR(`{time_col}`), INTERVAL '{int(window_s)}' SECOND))"
+def _window(source: Table, window_s: int) -> str:
+    return f"TABLE(TUMBLE(TABLE {source}, DESCRIPTOR(`rowtime`), INTERVAL '{int(window_s)}' SECOND))"
 
 
 def _window_cols(window_s: int) -> str:
@@ -196,22 +196,23 @@ def latency(flows: Table, window_s: int) -> Table:
         for m in HISTOGRAM_METRICS
     ]
     samples = _query(flows, " UNION ALL ".join(parts))
-    return _latency_windows(samples, int(window_s), "`n`", "`lo`", "`hi`", "`total`", "rowtime")
+    return _latency_windows(samples, int(window_s), "`n`", "`lo`", "`hi`", "`total`")
 
 
-def _latency_windows(src: Table, w: int, n: str, lo: str, hi: str, total: str, time_col: str) -> Table:
+def _latency_windows(src: Table, w: int, n: str, lo: str, hi: str, total: str) -> Table:
+    # `window_time` goes on as `rowtime`, the event time a longer window built from these rows reads.
     return _query(
         src,
         f"SELECT {_window_cols(w)}, {_KEYS}, `metric`, SUM({n}) AS `samples`, MIN({lo}) AS `min_us`, "
         f"MAX({hi}) AS `max_us`, SUM({total}) AS `sum_us`, `window_time` AS `rowtime` "
-        f"FROM {_window(src, w, time_col)} "
+        f"FROM {_window(src, w)} "
         f"GROUP BY `window_start`, `window_end`, `window_time`, {_KEYS}, `metric`",
     )
 
 
 def latency_from(finer: Table, window_s: int) -> Table:
     """``latency`` of a longer window from a shorter one's rows (every column is a sum, min or max)."""
-    return _latency_windows(finer, int(window_s), "`samples`", "`min_us`", "`max_us`", "`sum_us`", "rowtime")
+    return _latency_windows(finer, int(window_s), "`samples`", "`min_us`", "`max_us`", "`sum_us`")
 
 
 def latency_buckets(flows: Table, window_s: int) -> Table:

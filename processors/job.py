@@ -36,25 +36,22 @@ class SinkNames:
 
 def aggregate_records(flows: Any, window_sizes_s: tuple[int, ...], *, distinct_hosts: bool = True) -> Any:
     """Every aggregate record of every window size, in the sink's column order, from on-time flows."""
-    parts = []
     finest = min(window_sizes_s)
-    lat = agg.latency(flows, finest)
-    buckets = agg.latency_buckets(flows, finest)
+    lat, buckets = agg.latency(flows, finest), agg.latency_buckets(flows, finest)
+    parts = []
     for w in window_sizes_s:
-        # Latency of longer windows from the finest one's rows (exact: sums, min, max, bucket counts), when
-        # it divides them; bandwidth per window from the flows (its distinct host count does not add up).
-        cascade = w != finest and w % finest == 0
+        # Latency of a longer window from the finest one's rows when that divides it (exact: sums, min, max,
+        # bucket counts); bandwidth per window from the flows (its distinct host count does not add up).
+        if w == finest:
+            w_lat, w_buckets = lat, buckets
+        elif w % finest == 0:
+            w_lat, w_buckets = agg.latency_from(lat, w), agg.latency_buckets_from(buckets, w)
+        else:
+            w_lat, w_buckets = agg.latency(flows, w), agg.latency_buckets(flows, w)
         parts += [
             agg.as_records(agg.bandwidth(flows, w, distinct_hosts=distinct_hosts), "bandwidth"),
-            agg.as_records(
-                agg.latency_from(lat, w) if cascade else (lat if w == finest else agg.latency(flows, w)), "latency"
-            ),
-            agg.as_records(
-                agg.latency_buckets_from(buckets, w)
-                if cascade
-                else (buckets if w == finest else agg.latency_buckets(flows, w)),
-                "latency_bucket",
-            ),
+            agg.as_records(w_lat, "latency"),
+            agg.as_records(w_buckets, "latency_bucket"),
         ]
     out = parts[0]
     for part in parts[1:]:
