@@ -8,9 +8,14 @@ JVM), writing to a fresh aggregates topic. Figures per run:
   read_committed consumers): the end-to-end lag of a backlog of N records;
 - `startup_s`: the same job over an empty topic (JVM, job submission, final checkpoint), measured in the
   same session per parallelism;
-- `records_per_s`: N / (seconds - startup_s), the rate the job sustains once running.
+- `records_per_s`: N / (seconds - startup_s), the rate over the whole run once started (JIT warm-up included);
+- `steady_records_per_s`: the rate between 30% and 90% of the records read by the FlowRecord source (its
+  `numRecordsOut`, scraped from the job's Prometheus endpoint every 0.25 s): the rate once the JIT compilers
+  have done most of their work (they take up to a core in the first tens of seconds of a run).
 
-Baseline, same session: a plain read_committed Kafka consume of the same topic (kafka-python), records/s.
+Baselines, same session: a plain read_committed Kafka consume of the same topic (kafka-python), records/s;
+and the variant `source_only`: Flink's Kafka source and JSON format alone, every valid record into a
+blackhole sink (what reading the topic costs the job before any window).
 Writes bench/results/job.json. Usage: `python bench/job.py [--records 200000] [--parallelism 1,2] [--runs 1]`.
 """
 
@@ -19,11 +24,15 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import statistics
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +43,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from gwtel.config import GwtelConfig, load_config
 from gwtel.services.kafka import KafkaService
 from schemas import codec
-from schemas.flow_record import FlowRecord, HistBin
+from schemas.flow_record import FLOW_RECORD_FIELDS, FlowRecord, HistBin
 
 S = 10**9
 T0_S = 1_767_225_600
@@ -44,6 +53,8 @@ LINKS = ("jp-1", "jp-2", "kr-1", "bri-1")
 # name -> run_job keyword arguments (tuning = extra Flink settings)
 VARIANTS: dict[str, dict[str, Any]] = {
     "job": {},
+    # Not the job: its source and JSON parse alone (run_source_only), the ceiling for any window logic.
+    "source_only": {},
     "no_raw_side_path": {"raw_side_path": False},
     "no_distinct_hosts": {"distinct_hosts": False},
     "lean": {"raw_side_path": False, "distinct_hosts": False},
@@ -142,6 +153,51 @@ def count_committed(bootstrap: str, topic: str) -> int:
     return n
 
 
+# The FlowRecord source's own counter (the raw side path's source is `Source:_flows_raw_N_`).
+_SOURCE_OUT = re.compile(
+    r"^flink_taskmanager_job_task_operator_numRecordsOut\{[^}]*"
+    r'operator_name="Source:_flows_\d+_"[^}]*\} (\S+)$',
+    re.M,
+)
+
+
+class SourceProgress:
+    """Samples (seconds, records read by the FlowRecord source) from the job's metrics every 0.25 s."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, _job_id: str, port: int) -> None:
+        self._thread = threading.Thread(target=self._poll, args=(port,), daemon=True)
+        self._thread.start()
+
+    def _poll(self, port: int) -> None:
+        while not self._stop.wait(0.25):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                    text = resp.read().decode()
+            except OSError:
+                continue  # not serving yet, or the job just ended
+            found = _SOURCE_OUT.findall(text)
+            if found:
+                self.samples.append((time.perf_counter(), sum(float(v) for v in found)))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def steady_rate(self, total: int, lo: float = 0.3, hi: float = 0.9) -> float | None:
+        """Records/s between the first samples at or past ``lo`` and ``hi`` of ``total`` (None: too few)."""
+        first = next(((t, n) for t, n in self.samples if n >= lo * total), None)
+        last = next(((t, n) for t, n in self.samples if n >= hi * total), None)
+        if first is None or last is None or last[0] - first[0] < 1.5:
+            return None
+        return (last[1] - first[1]) / (last[0] - first[0])
+
+
 def run_variant(cfg_path: Path, variant: str, parallelism: int, flows: str) -> dict[str, Any]:
     """One bounded run in a fresh process; returns its `seconds` and the aggregates written."""
     argv = [sys.executable, __file__, "--child", variant, str(parallelism), flows, str(cfg_path)]
@@ -150,6 +206,31 @@ def run_variant(cfg_path: Path, variant: str, parallelism: int, flows: str) -> d
         raise SystemExit(f"{variant} p{parallelism} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
+
+
+def run_source_only(cfg: GwtelConfig, on_start: Callable[[str, int], None]) -> None:
+    """The job's FlowRecord source and `valid` filter into a blackhole: the cost of reading and parsing."""
+    from processors import aggregate as agg
+    from processors import ddl, job_metrics
+    from processors.flink_env import make_table_env
+    from processors.job import checkpoint_dir, create_tables
+
+    port = job_metrics.choose_port(0)
+    t_env = make_table_env(
+        streaming=True,
+        parallelism=cfg.job.parallelism,
+        checkpoint_dir=checkpoint_dir(cfg),
+        checkpoint_interval_ms=cfg.job.checkpoint_interval_ms,
+        extra={"table.local-time-zone": "UTC"},
+        metrics_port=port,
+    )
+    create_tables(t_env, cfg, bounded=True)
+    t_env.execute_sql(ddl.create_table_sql("sink", ddl.columns_sql(FLOW_RECORD_FIELDS), {"connector": "blackhole"}))
+    valid = agg.valid(t_env.from_path("flows"), cfg.job.max_future_skew_s)
+    names = ", ".join(f"`{f.name}`" for f in FLOW_RECORD_FIELDS)
+    result = t_env.execute_sql(f"INSERT INTO `sink` SELECT {names} FROM {valid}")
+    on_start("", port)
+    result.wait()
 
 
 def child(variant: str, parallelism: int, flows: str, cfg_path: Path) -> None:
@@ -172,11 +253,19 @@ def child(variant: str, parallelism: int, flows: str, cfg_path: Path) -> None:
         }
     )
     cfg = GwtelConfig.model_validate(data)
+    progress = SourceProgress()
     t0 = time.perf_counter()
-    run_job(cfg, bounded=True, **VARIANTS[variant])
+    try:
+        if variant == "source_only":
+            run_source_only(cfg, progress.start)
+        else:
+            run_job(cfg, bounded=True, on_start=progress.start, **VARIANTS[variant])
+    finally:
+        progress.stop()
     seconds = time.perf_counter() - t0
     counts = {k: count_committed(cfg.kafka.bootstrap, sinks[k]) for k in ("aggregates", "late")}
-    print(json.dumps({"seconds": seconds, **counts}))
+    total = count_committed(cfg.kafka.bootstrap, flows)
+    print(json.dumps({"seconds": seconds, "steady": progress.steady_rate(total), **counts}))
 
 
 def main() -> int:
@@ -218,15 +307,22 @@ def main() -> int:
         startup = statistics.median(run_variant(cfg_path, "job", p, empty)["seconds"] for _ in range(args.runs))
         print(f"p{p}: startup (empty topic) {startup:.1f} s", flush=True)
         reference: tuple[int, int] | None = None
+        source_steady: float | None = None
         for variant in args.variants.split(","):
             outs = [run_variant(cfg_path, variant, p, flows) for _ in range(args.runs)]
             secs = statistics.median(o["seconds"] for o in outs)
             counts = (outs[0]["aggregates"], outs[0]["late"])
-            reference = reference or counts
-            # A variant that writes other records than the first one is wrong, however fast.
-            same = counts == reference
+            # A variant that writes other records than the first one is wrong, however fast (source_only
+            # writes none: it is a baseline, not a variant of the job).
+            if variant != "source_only":
+                reference = reference or counts
+            same = counts == reference or variant == "source_only"
             # Below the startup time the run is inside the noise of this machine: no rate.
             rate = args.records / (secs - startup) if secs > startup * 1.1 else None
+            steadies = [o["steady"] for o in outs if o["steady"]]
+            steady = statistics.median(steadies) if steadies else None
+            if variant == "source_only":
+                source_steady = steady
             results["runs"].append(
                 {
                     "variant": variant,
@@ -235,6 +331,7 @@ def main() -> int:
                     "startup_s": round(startup, 1),
                     "records_per_s": round(rate) if rate else None,
                     "vs_baseline": round(rate / baseline, 3) if rate else None,
+                    "steady_records_per_s": round(steady) if steady else None,
                     "aggregates": counts[0],
                     "late": counts[1],
                     "same_output_as_first": same,
@@ -242,6 +339,9 @@ def main() -> int:
             )
             shown = f"{rate:>9,.0f} records/s ({rate / baseline:.2f}x plain consume)" if rate else "rate: within noise"
             verdict = "" if same else f"  WRONG: {counts[0]} aggregates, {counts[1]} late vs {reference}"
+            shown += f", steady {steady:,.0f}/s ({steady / baseline:.2f}x)" if steady else ", steady: too short"
+            if steady and source_steady and variant != "source_only":
+                shown += f" = {steady / source_steady:.2f}x source_only"
             print(f"p{p} {variant:<18} {secs:6.1f} s end to end, {shown}{verdict}", flush=True)
     out_dir = Path(__file__).parent / "results"
     out_dir.mkdir(exist_ok=True)

@@ -7,7 +7,6 @@ end-to-end test proves equal to the fault-free run) and the (agent id, seq) rang
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from processors.loader import Loader
 from processors.loader_setup import build_loader
 from schemas import codec
 from schemas.flow_record import FlowRecord
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,12 +39,6 @@ KAFKA_WARNINGS = [
     "ignore:read_text is deprecated:DeprecationWarning",
     "ignore:open_text is deprecated:DeprecationWarning",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(cond: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.1) -> None:

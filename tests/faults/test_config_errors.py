@@ -12,6 +12,7 @@ from kafka import KafkaAdminClient
 from gwtel.services.clickhouse import ClickHouseService
 from gwtel.services.kafka import KafkaService
 from tests.faults import support as s
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.integration, *(pytest.mark.filterwarnings(w) for w in s.KAFKA_WARNINGS)]
 
@@ -61,7 +62,7 @@ def test_unreachable_endpoints_stop_before_any_data_moves(
     kafka_service: KafkaService, clickhouse_service: ClickHouseService, tmp_path: Path
 ) -> None:
     tag = uuid.uuid4().hex[:10]
-    dead_kafka, dead_ch = f"127.0.0.1:{s.free_port()}", f"http://127.0.0.1:{s.free_port()}"
+    dead_kafka, dead_ch = f"127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
     cases = {
         "kafka": (dead_kafka, clickhouse_service.endpoint(), ["kafka.bootstrap", dead_kafka, "gwtel up"]),
         "clickhouse": (kafka_service.endpoint(), dead_ch, ["clickhouse.url", dead_ch, "gwtel up"]),

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 
 from gwtel.config import GwtelConfig, LocalConfig, LocalPorts
 from gwtel.services.clickhouse import REPO_ROOT, ClickHouseService
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -66,12 +66,6 @@ def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict
 
 def query_url(svc: ClickHouseService, sql: str, **params: str) -> str:
     return f"{svc.endpoint()}/?{urllib.parse.urlencode({'query': sql, **params})}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_ping_root_and_health(clickhouse_service: ClickHouseService) -> None:

@@ -8,7 +8,6 @@ the test produced.
 from __future__ import annotations
 
 import datetime as dt
-import socket
 import threading
 import time
 import uuid
@@ -30,6 +29,7 @@ from processors.intent import parse_pending
 from processors.loader import Decoded, Loader
 from processors.loader_setup import build_loader, migrate
 from schemas import codec
+from tests.ports import free_port
 from tests.unit.test_batcher import bandwidth, flow
 
 pytestmark = [
@@ -302,16 +302,10 @@ def test_crash_between_insert_and_commit_leaves_totals_unchanged(setup: Callable
     assert q(cfg, "SELECT sum(bytes) FROM DB.bandwidth_1h") == [(55,)]  # rollups: no double count either
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_clickhouse_outage_delays_but_loses_nothing(setup: Callable[..., GwtelConfig], tmp_path: Path) -> None:
     # A private server, so stopping it disturbs no other test.
-    ports = {"clickhouse": _free_port(), "clickhouse_metrics": _free_port()}
+    ports = {"clickhouse": free_port(), "clickhouse_metrics": free_port()}
     private = ClickHouseService(GwtelConfig.model_validate({"local": {"ports": ports}}), tmp_path)
     private.start()
     try:

@@ -43,6 +43,7 @@ from processors.chclient import make_client
 from processors.loader_setup import migrate
 from schemas.aggregate import METRICS
 from tests.integration.test_end_to_end import unique_config
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -291,12 +292,6 @@ def test_promtool_accepts_the_clickhouse_server_scrape(clickhouse_service: Click
     body = scrape(clickhouse_service.metrics_url())
     assert b"gwtel_clickhouse_http_requests_total" in body
     promtool_check_metrics(body)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_gwtel_load_serves_metrics_and_announces_itself(observed: Observed, tmp_path: Path) -> None:

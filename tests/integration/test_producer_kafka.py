@@ -1,6 +1,6 @@
 """FlowProducer against a real Kafka broker that is killed mid-stream and started again.
 
-Runs its own broker (ports 9192/9193, a fresh GWTEL_HOME) so that killing it cannot disturb the session
+Runs its own broker (free ports, a fresh GWTEL_HOME) so that killing it cannot disturb the session
 broker other tests share.
 """
 
@@ -21,16 +21,14 @@ from gwtel.services.kafka import KafkaService
 from ingest.producer import FlowProducer
 from schemas import codec
 from schemas.flow_record import FlowRecord
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-PORT = 9192
-CONTROLLER_PORT = 9193
 
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaService]:
-    cfg = GwtelConfig(local=LocalConfig(ports=LocalPorts(kafka=PORT, kafka_controller=CONTROLLER_PORT)))
+    cfg = GwtelConfig(local=LocalConfig(ports=LocalPorts(kafka=free_port(), kafka_controller=free_port())))
     svc = KafkaService(cfg, tmp_path_factory.mktemp("producer-kafka-home"))
     try:
         svc.start()
