@@ -15,7 +15,8 @@ JVM), writing to a fresh aggregates topic. Figures per run:
 
 Baselines, same session: a plain read_committed Kafka consume of the same topic (kafka-python), records/s;
 and the variant `source_only`: Flink's Kafka source and JSON format alone, every valid record into a
-blackhole sink (what reading the topic costs the job before any window).
+blackhole sink (what reading the topic costs the job before any window). `bandwidth_only`, `latency_only`
+and `buckets_only` run one kind of aggregate of the job alone, into a blackhole.
 Writes bench/results/job.json. Usage: `python bench/job.py [--records 200000] [--parallelism 1,2] [--runs 1]`.
 """
 
@@ -43,7 +44,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from gwtel.config import GwtelConfig, load_config
 from gwtel.services.kafka import KafkaService
 from schemas import codec
-from schemas.flow_record import FLOW_RECORD_FIELDS, FlowRecord, HistBin
+from schemas.aggregate import AGGREGATE_FIELDS
+from schemas.flow_record import FLOW_RECORD_FIELDS, FieldSpec, FlowRecord, HistBin
 
 S = 10**9
 T0_S = 1_767_225_600
@@ -53,8 +55,12 @@ LINKS = ("jp-1", "jp-2", "kr-1", "bri-1")
 # name -> run_job keyword arguments (tuning = extra Flink settings)
 VARIANTS: dict[str, dict[str, Any]] = {
     "job": {},
-    # Not the job: its source and JSON parse alone (run_source_only), the ceiling for any window logic.
+    # Not the job but parts of it, each into a blackhole (run_partial; PARTIAL): the source with its JSON
+    # parse alone (the ceiling for any window logic), and each kind of aggregate alone.
     "source_only": {},
+    "bandwidth_only": {},
+    "latency_only": {},
+    "buckets_only": {},
     "no_raw_side_path": {"raw_side_path": False},
     "no_distinct_hosts": {"distinct_hosts": False},
     "lean": {"raw_side_path": False, "distinct_hosts": False},
@@ -73,6 +79,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
         }
     },
 }
+
+
+PARTIAL = frozenset({"source_only", "bandwidth_only", "latency_only", "buckets_only"})
 
 
 def records(n: int, seed: int = 7) -> list[bytes]:
@@ -208,12 +217,39 @@ def run_variant(cfg_path: Path, variant: str, parallelism: int, flows: str) -> d
     return result
 
 
-def run_source_only(cfg: GwtelConfig, on_start: Callable[[str, int], None]) -> None:
-    """The job's FlowRecord source and `valid` filter into a blackhole: the cost of reading and parsing."""
+def partial_table(t_env: Any, cfg: GwtelConfig, part: str) -> tuple[Any, tuple[FieldSpec, ...]]:
+    """What a partial variant writes to its blackhole, and the sink's columns."""
     from processors import aggregate as agg
+
+    valid = agg.valid(t_env.from_path("flows"), cfg.job.max_future_skew_s)
+    if part == "source_only":
+        names = ", ".join(f"`{f.name}`" for f in FLOW_RECORD_FIELDS)
+        return t_env.sql_query(f"SELECT {names} FROM {valid}"), FLOW_RECORD_FIELDS
+    flows = agg.on_time(valid)
+    sizes = cfg.job.window_sizes_s
+    finest = min(sizes)
+    # The same windows as processors.job.aggregate_records, one kind of aggregate only.
+    if part == "bandwidth_only":
+        tables = [agg.as_records(agg.bandwidth(flows, w), "bandwidth") for w in sizes]
+    elif part == "latency_only":
+        fine = agg.latency(flows, finest)
+        tables = [agg.as_records(fine if w == finest else agg.latency_from(fine, w), "latency") for w in sizes]
+    else:
+        fine = agg.latency_buckets(flows, finest)
+        tables = [
+            agg.as_records(fine if w == finest else agg.latency_buckets_from(fine, w), "latency_bucket") for w in sizes
+        ]
+    out = tables[0]
+    for table in tables[1:]:
+        out = out.union_all(table)
+    return out, AGGREGATE_FIELDS
+
+
+def run_partial(cfg: GwtelConfig, part: str, on_start: Callable[[str, int], None]) -> None:
+    """One part of the job alone (PARTIAL), into a blackhole sink: what that part costs."""
     from processors import ddl, job_metrics
     from processors.flink_env import make_table_env
-    from processors.job import checkpoint_dir, create_tables
+    from processors.job import SESSION_TIME_ZONE, checkpoint_dir, create_tables
 
     port = job_metrics.choose_port(0)
     t_env = make_table_env(
@@ -221,14 +257,13 @@ def run_source_only(cfg: GwtelConfig, on_start: Callable[[str, int], None]) -> N
         parallelism=cfg.job.parallelism,
         checkpoint_dir=checkpoint_dir(cfg),
         checkpoint_interval_ms=cfg.job.checkpoint_interval_ms,
-        extra={"table.local-time-zone": "UTC"},
+        extra={"table.local-time-zone": SESSION_TIME_ZONE},
         metrics_port=port,
     )
     create_tables(t_env, cfg, bounded=True)
-    t_env.execute_sql(ddl.create_table_sql("sink", ddl.columns_sql(FLOW_RECORD_FIELDS), {"connector": "blackhole"}))
-    valid = agg.valid(t_env.from_path("flows"), cfg.job.max_future_skew_s)
-    names = ", ".join(f"`{f.name}`" for f in FLOW_RECORD_FIELDS)
-    result = t_env.execute_sql(f"INSERT INTO `sink` SELECT {names} FROM {valid}")
+    table, fields = partial_table(t_env, cfg, part)
+    t_env.execute_sql(ddl.create_table_sql("sink", ddl.columns_sql(fields), {"connector": "blackhole"}))
+    result = table.execute_insert("sink")
     on_start("", port)
     result.wait()
 
@@ -256,8 +291,8 @@ def child(variant: str, parallelism: int, flows: str, cfg_path: Path) -> None:
     progress = SourceProgress()
     t0 = time.perf_counter()
     try:
-        if variant == "source_only":
-            run_source_only(cfg, progress.start)
+        if variant in PARTIAL:
+            run_partial(cfg, variant, progress.start)
         else:
             run_job(cfg, bounded=True, on_start=progress.start, **VARIANTS[variant])
     finally:
@@ -312,11 +347,11 @@ def main() -> int:
             outs = [run_variant(cfg_path, variant, p, flows) for _ in range(args.runs)]
             secs = statistics.median(o["seconds"] for o in outs)
             counts = (outs[0]["aggregates"], outs[0]["late"])
-            # A variant that writes other records than the first one is wrong, however fast (source_only
-            # writes none: it is a baseline, not a variant of the job).
-            if variant != "source_only":
+            # A variant that writes other records than the first one is wrong, however fast (the partial
+            # ones write to a blackhole: they are parts of the job, not variants of it).
+            if variant not in PARTIAL:
                 reference = reference or counts
-            same = counts == reference or variant == "source_only"
+            same = counts == reference or variant in PARTIAL
             # Below the startup time the run is inside the noise of this machine: no rate.
             rate = args.records / (secs - startup) if secs > startup * 1.1 else None
             steadies = [o["steady"] for o in outs if o["steady"]]

@@ -184,19 +184,45 @@ def _metric(name: str) -> str:
 
 
 def latency(flows: Table, window_s: int) -> Table:
-    """Per window x partner x direction x link x metric: samples, min_us, max_us, sum_us."""
-    common = f"`rowtime`, {_KEYS}"
-    parts = [
-        f"SELECT {common}, {_metric(m)}, CAST(1 AS BIGINT) AS `n`, `{m}_us` AS `lo`, `{m}_us` AS `hi`, "
-        f"`{m}_us` AS `total` FROM {flows} WHERE `{m}_us` IS NOT NULL"
-        for m in SINGLE_VALUE_METRICS
-    ] + [
-        f"SELECT {common}, {_metric(m)}, `{m}_count`, `{m}_min_us`, `{m}_max_us`, `{m}_sum_us` "
-        f"FROM {flows} WHERE `{m}_count` > 0"
-        for m in HISTOGRAM_METRICS
-    ]
-    samples = _query(flows, " UNION ALL ".join(parts))
-    return _latency_windows(samples, int(window_s), "`n`", "`lo`", "`hi`", "`total`")
+    """Per window x partner x direction x link x metric: samples, min_us, max_us, sum_us.
+
+    One row per flow record into the window, every metric in its own columns; the window's result is
+    then turned into one row per metric with samples. (A row per metric and record would be several rows
+    per record through the window operators.)
+    """
+    w = int(window_s)
+    aggs = []
+    for m in SINGLE_VALUE_METRICS:
+        aggs += [
+            f"SUM(CASE WHEN `{m}_us` IS NULL THEN 0 ELSE 1 END) AS `{m}_n`",
+            f"MIN(`{m}_us`) AS `{m}_lo`",
+            f"MAX(`{m}_us`) AS `{m}_hi`",
+            f"SUM(`{m}_us`) AS `{m}_total`",
+        ]
+    for m in HISTOGRAM_METRICS:
+        # Only records with samples count, as if the others were not there.
+        has = f"`{m}_count` > 0"
+        aggs += [
+            f"SUM(CASE WHEN {has} THEN `{m}_count` ELSE 0 END) AS `{m}_n`",
+            f"MIN(CASE WHEN {has} THEN `{m}_min_us` END) AS `{m}_lo`",
+            f"MAX(CASE WHEN {has} THEN `{m}_max_us` END) AS `{m}_hi`",
+            f"SUM(CASE WHEN {has} THEN `{m}_sum_us` ELSE 0 END) AS `{m}_total`",
+        ]
+    wide = _query(
+        flows,
+        f"SELECT {_window_cols(w)}, {_KEYS}, `window_time` AS `rowtime`, {', '.join(aggs)} "
+        f"FROM {_window(flows, w)} GROUP BY `window_start`, `window_end`, `window_time`, {_KEYS}",
+    )
+    rows = ", ".join(
+        f"ROW(CAST('{m}' AS STRING), CAST(`{m}_n` AS BIGINT), `{m}_lo`, `{m}_hi`, CAST(`{m}_total` AS BIGINT))"
+        for m in (*SINGLE_VALUE_METRICS, *HISTOGRAM_METRICS)
+    )
+    return _query(
+        wide,
+        f"SELECT `window_s`, `window_start_ms`, {_KEYS}, `l`.`metric`, `l`.`samples`, `l`.`min_us`, `l`.`max_us`, "
+        f"`l`.`sum_us`, `rowtime` FROM {wide} CROSS JOIN UNNEST(ARRAY[{rows}]) "
+        "AS `l` (`metric`, `samples`, `min_us`, `max_us`, `sum_us`) WHERE `l`.`samples` > 0",
+    )
 
 
 def _latency_windows(src: Table, w: int, n: str, lo: str, hi: str, total: str) -> Table:
