@@ -179,10 +179,6 @@ def bandwidth(flows: Table, window_s: int, *, distinct_hosts: bool = True) -> Ta
     )
 
 
-def _metric(name: str) -> str:
-    return f"CAST('{name}' AS STRING) AS `metric`"
-
-
 def latency(flows: Table, window_s: int) -> Table:
     """Per window x partner x direction x link x metric: samples, min_us, max_us, sum_us.
 
@@ -242,18 +238,30 @@ def latency_from(finer: Table, window_s: int) -> Table:
 
 
 def latency_buckets(flows: Table, window_s: int) -> Table:
-    """Per window x partner x direction x link x metric x bucket: the number of samples (long format)."""
-    common = f"`rowtime`, {_KEYS}"
-    parts = [
-        f"SELECT {common}, {_metric(m)}, {bucket_sql(f'`{m}_us`')} AS `bucket`, CAST(1 AS BIGINT) AS `n` "
-        f"FROM {flows} WHERE `{m}_us` IS NOT NULL"
+    """Per window x partner x direction x link x metric x bucket: the number of samples (long format).
+
+    One operator with one input per flow record (an UNNEST of every metric's histogram, a single value being
+    a histogram of one), not a UNION ALL of a select per metric: it chains into the source's task, so the
+    rows reach the local window aggregate without crossing a network buffer.
+    """
+    hist = "ARRAY<ROW<`b` INT, `c` BIGINT>>"
+    rows = [
+        f"ROW({_name(m)}, CAST(ARRAY[ROW({bucket_sql(f'`{m}_us`')}, CAST(1 AS BIGINT))] AS {hist}), "
+        f"`{m}_us` IS NOT NULL)"
         for m in SINGLE_VALUE_METRICS
-    ] + [
-        f"SELECT {common}, {_metric(m)}, `h`.`b`, `h`.`c` FROM {flows} CROSS JOIN UNNEST(`{m}_hist`) AS `h` (`b`, `c`)"
-        for m in HISTOGRAM_METRICS
-    ]
-    samples = _query(flows, " UNION ALL ".join(parts))
+    ] + [f"ROW({_name(m)}, CAST(`{m}_hist` AS {hist}), TRUE)" for m in HISTOGRAM_METRICS]
+    samples = _query(
+        flows,
+        f"SELECT `rowtime`, {_KEYS}, `m`.`metric`, `h`.`b` AS `bucket`, `h`.`c` AS `n` FROM {flows} "
+        f"CROSS JOIN UNNEST(ARRAY[{', '.join(rows)}]) AS `m` (`metric`, `hist`, `keep`) "
+        "CROSS JOIN UNNEST(`m`.`hist`) AS `h` (`b`, `c`) WHERE `m`.`keep`",
+    )
     return _bucket_windows(samples, int(window_s), "`n`")
+
+
+def _name(metric: str) -> str:
+    # STRING, not CHAR(n): an ARRAY of literals of different lengths would be padded to the longest.
+    return f"CAST('{metric}' AS STRING)"
 
 
 def _bucket_windows(src: Table, w: int, n: str) -> Table:
