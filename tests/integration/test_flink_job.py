@@ -139,7 +139,12 @@ def bounded_runs(
         by_p[p] = committed_rows(kafka_bootstrap, topics["aggregates"])
         late[p] = len(read_committed(kafka_bootstrap, topics["late"])[0])
     # The last run's group again, after more records arrived: only the new ones are aggregated.
+    # The source commits the group's offsets asynchronously on the final checkpoint: give it time to land.
+    deadline = time.monotonic() + 30
     group_offsets, end_offsets = group_position(kafka_bootstrap, cfg.job.group_id, flows_topic)
+    while group_offsets != end_offsets and time.monotonic() < deadline:
+        time.sleep(1)
+        group_offsets, end_offsets = group_position(kafka_bootstrap, cfg.job.group_id, flows_topic)
     more = flow_records(seed=2, start_s=T0_S + 600, seconds=30, per_link=10)
     produce(kafka_bootstrap, flows_topic, more)
     rerun_topic = kafka_topic("job-rerun", partitions=1)
