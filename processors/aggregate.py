@@ -210,7 +210,7 @@ def latency(flows: Table, window_s: int) -> Table:
         f"FROM {_window(flows, w)} GROUP BY `window_start`, `window_end`, `window_time`, {_KEYS}",
     )
     rows = ", ".join(
-        f"ROW(CAST('{m}' AS STRING), CAST(`{m}_n` AS BIGINT), `{m}_lo`, `{m}_hi`, CAST(`{m}_total` AS BIGINT))"
+        f"ROW({_name(m)}, CAST(`{m}_n` AS BIGINT), `{m}_lo`, `{m}_hi`, CAST(`{m}_total` AS BIGINT))"
         for m in (*SINGLE_VALUE_METRICS, *HISTOGRAM_METRICS)
     )
     return _query(
