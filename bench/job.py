@@ -44,7 +44,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from gwtel.config import GwtelConfig, load_config
 from gwtel.services.kafka import KafkaService
 from schemas import codec
-from schemas.aggregate import AGGREGATE_FIELDS
+from schemas.aggregate import AGGREGATE_FIELDS, Kind
 from schemas.flow_record import FLOW_RECORD_FIELDS, FieldSpec, FlowRecord, HistBin
 
 S = 10**9
@@ -81,7 +81,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-PARTIAL = frozenset({"source_only", "bandwidth_only", "latency_only", "buckets_only"})
+PARTIAL_KINDS: dict[str, Kind] = {
+    "bandwidth_only": "bandwidth",
+    "latency_only": "latency",
+    "buckets_only": "latency_bucket",
+}
+PARTIAL = frozenset({"source_only", *PARTIAL_KINDS})
 
 
 def records(n: int, seed: int = 7) -> list[bytes]:
@@ -220,29 +225,15 @@ def run_variant(cfg_path: Path, variant: str, parallelism: int, flows: str) -> d
 def partial_table(t_env: Any, cfg: GwtelConfig, part: str) -> tuple[Any, tuple[FieldSpec, ...]]:
     """What a partial variant writes to its blackhole, and the sink's columns."""
     from processors import aggregate as agg
+    from processors.job import aggregate_records
 
     valid = agg.valid(t_env.from_path("flows"), cfg.job.max_future_skew_s)
     if part == "source_only":
         names = ", ".join(f"`{f.name}`" for f in FLOW_RECORD_FIELDS)
         return t_env.sql_query(f"SELECT {names} FROM {valid}"), FLOW_RECORD_FIELDS
-    flows = agg.on_time(valid)
-    sizes = cfg.job.window_sizes_s
-    finest = min(sizes)
-    # The same windows as processors.job.aggregate_records, one kind of aggregate only.
-    if part == "bandwidth_only":
-        tables = [agg.as_records(agg.bandwidth(flows, w), "bandwidth") for w in sizes]
-    elif part == "latency_only":
-        fine = agg.latency(flows, finest)
-        tables = [agg.as_records(fine if w == finest else agg.latency_from(fine, w), "latency") for w in sizes]
-    else:
-        fine = agg.latency_buckets(flows, finest)
-        tables = [
-            agg.as_records(fine if w == finest else agg.latency_buckets_from(fine, w), "latency_bucket") for w in sizes
-        ]
-    out = tables[0]
-    for table in tables[1:]:
-        out = out.union_all(table)
-    return out, AGGREGATE_FIELDS
+    # The same windows as the job, one kind of aggregate only.
+    kind = PARTIAL_KINDS[part]
+    return aggregate_records(agg.on_time(valid), cfg.job.window_sizes_s, kinds=(kind,)), AGGREGATE_FIELDS
 
 
 def run_partial(cfg: GwtelConfig, part: str, on_start: Callable[[str, int], None]) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from processors.udf import BUCKET_COUNTS, KEY_STRIDE
 from schemas.aggregate import (
     AGGREGATE_FIELDS,
     AGGREGATE_SCHEMA_VERSION,
@@ -240,23 +241,31 @@ def latency_from(finer: Table, window_s: int) -> Table:
 def latency_buckets(flows: Table, window_s: int) -> Table:
     """Per window x partner x direction x link x metric x bucket: the number of samples (long format).
 
-    One operator with one input per flow record (an UNNEST of every metric's histogram, a single value being
-    a histogram of one), not a UNION ALL of a select per metric: it chains into the source's task, so the
-    rows reach the local window aggregate without crossing a network buffer.
+    Each flow record enters the window as one row, its histograms (a single value being a histogram of one
+    bucket) merged by one Java aggregate function, ``processors.udf.BUCKET_COUNTS``; each window's merged
+    histogram is then turned into one row per metric and bucket. One row per bucket and record through the
+    window operators cost several times more (docs/processors.md).
     """
+    w = int(window_s)
     hist = "ARRAY<ROW<`b` INT, `c` BIGINT>>"
-    rows = [
-        f"ROW({_name(m)}, CAST(ARRAY[ROW({bucket_sql(f'`{m}_us`')}, CAST(1 AS BIGINT))] AS {hist}), "
-        f"`{m}_us` IS NOT NULL)"
+    args = [
+        f"CASE WHEN `{m}_us` IS NULL THEN CAST(NULL AS {hist}) "
+        f"ELSE CAST(ARRAY[ROW({bucket_sql(f'`{m}_us`')}, CAST(1 AS BIGINT))] AS {hist}) END"
         for m in SINGLE_VALUE_METRICS
-    ] + [f"ROW({_name(m)}, CAST(`{m}_hist` AS {hist}), TRUE)" for m in HISTOGRAM_METRICS]
-    samples = _query(
+    ] + [f"CAST(`{m}_hist` AS {hist})" for m in HISTOGRAM_METRICS]
+    merged = _query(
         flows,
-        f"SELECT `rowtime`, {_KEYS}, `m`.`metric`, `h`.`b` AS `bucket`, `h`.`c` AS `n` FROM {flows} "
-        f"CROSS JOIN UNNEST(ARRAY[{', '.join(rows)}]) AS `m` (`metric`, `hist`, `keep`) "
-        "CROSS JOIN UNNEST(`m`.`hist`) AS `h` (`b`, `c`) WHERE `m`.`keep`",
+        f"SELECT {_window_cols(w)}, {_KEYS}, `window_time` AS `rowtime`, {BUCKET_COUNTS}({', '.join(args)}) AS `h` "
+        f"FROM {_window(flows, w)} GROUP BY `window_start`, `window_end`, `window_time`, {_KEYS}",
     )
-    return _bucket_windows(samples, int(window_s), "`n`")
+    # The map's key is metric position * KEY_STRIDE + bucket (processors/java/gwtel/udf/BucketCounts.java).
+    names = ", ".join(_name(m) for m in (*SINGLE_VALUE_METRICS, *HISTOGRAM_METRICS))
+    return _query(
+        merged,
+        f"SELECT `window_s`, `window_start_ms`, {_KEYS}, (ARRAY[{names}])[`k` / {KEY_STRIDE} + 1] AS `metric`, "
+        f"MOD(`k`, {KEY_STRIDE}) AS `bucket`, `n` AS `samples`, `rowtime` "
+        f"FROM {merged} CROSS JOIN UNNEST(`h`) AS `e` (`k`, `n`)",
+    )
 
 
 def _name(metric: str) -> str:

@@ -8,6 +8,26 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 BROKER_MAX_TRANSACTION_MS = 15 * 60 * 1000
 
 
+# Flink settings the job derives itself, with where to set them instead.
+RESERVED_FLINK_SETTINGS = {
+    "pipeline.jars": "the job ships its own jars (the Kafka connector and its Java functions)",
+    "parallelism.default": "use job.parallelism",
+    "table.local-time-zone": "the job computes window starts in UTC",
+    "execution.savepoint.path": "use `gwtel aggregate --from-checkpoint`",
+    "execution.checkpointing.interval": "use job.checkpoint_interval_ms",
+    "execution.checkpointing.dir": "use job.checkpoint_dir",
+}
+
+
+def _flink_value(value: object) -> object:
+    """A YAML scalar as Flink writes it: true -> "true", 8081 -> "8081"; anything else is left to validation."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
 class JobConfig(BaseModel):
     """The aggregation job. Times are event time unless named otherwise."""
 
@@ -41,6 +61,21 @@ class JobConfig(BaseModel):
     startup_mode: str = Field(default="group-offsets", pattern="^(earliest-offset|latest-offset|group-offsets)$")
     # Flink's Prometheus reporter (all job, task and Kafka source metrics); 0 picks a free port.
     metrics_port: int = Field(default=9472, ge=0, le=65535)
+    # Extra Flink settings for the job, e.g. to submit it to a cluster instead of the in-process
+    # MiniCluster: {execution.target: remote, rest.address: <JobManager host>, rest.port: 8081}.
+    flink: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("flink", mode="before")
+    @classmethod
+    def _flink(cls, v: object) -> object:
+        if not isinstance(v, dict):
+            return v
+        out = {}
+        for key, value in v.items():
+            if key in RESERVED_FLINK_SETTINGS:
+                raise ValueError(f"job.flink may not set {key!r}: {RESERVED_FLINK_SETTINGS[key]}")
+            out[key] = _flink_value(value)
+        return out
 
     @field_validator("window_sizes_s")
     @classmethod

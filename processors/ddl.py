@@ -13,6 +13,9 @@ from processors.aggregate import DEFAULT_MAX_FUTURE_SKEW_S, MIN_EVENT_NS, max_ev
 from schemas.aggregate import AGGREGATE_FIELDS, DEAD_LETTER_FIELDS, LATE_FIELDS
 from schemas.flow_record import FieldSpec, flink_columns_ddl
 
+# The validation side path reads the topic with its own group: `<job.group_id><RAW_GROUP_SUFFIX>`.
+RAW_GROUP_SUFFIX = "-validate"
+
 
 def rowtime_sql(max_future_skew_s: int = DEFAULT_MAX_FUTURE_SKEW_S) -> str:
     """Event time: the flow's last packet, at millisecond precision (integer division truncates, so a record
@@ -56,11 +59,20 @@ def create_table_sql(name: str, columns: str, options: Mapping[str, str]) -> str
     return f"CREATE TEMPORARY TABLE `{name}` (\n{columns}\n) WITH (\n{opts}\n)"
 
 
+def specific_offsets_option(offsets: Mapping[int, int]) -> str:
+    """The value of the Kafka SQL connector's ``scan.bounded.specific-offsets`` for ``offsets``."""
+    if not offsets:
+        raise ValueError("a bounded run needs at least one partition to stop at")
+    return ";".join(f"partition:{p},offset:{o}" for p, o in sorted(offsets.items()))
+
+
 def _quote(value: str) -> str:
     return value.replace("'", "''")
 
 
-def _kafka_source_options(cfg: GwtelConfig, *, group_suffix: str, bounded: bool) -> dict[str, str]:
+def _kafka_source_options(
+    cfg: GwtelConfig, *, group_suffix: str, bounded: bool, stop_at: Mapping[int, int] | None
+) -> dict[str, str]:
     job = cfg.job
     opts = {
         "connector": "kafka",
@@ -75,15 +87,26 @@ def _kafka_source_options(cfg: GwtelConfig, *, group_suffix: str, bounded: bool)
         # A partition without records stops holding the watermark (and the windows) back.
         "scan.watermark.idle-timeout": f"{job.idle_timeout_ms} ms",
     }
-    if bounded:
+    if bounded and stop_at is not None:
+        # Stop at offsets read before the job started, which the run then commits for its groups itself
+        # (processors.stop_offsets).
+        opts["scan.bounded.mode"] = "specific-offsets"
+        opts["scan.bounded.specific-offsets"] = specific_offsets_option(stop_at)
+    elif bounded:
         # Read what the topic holds when the job starts, then finish (pcap replay, tests).
         opts["scan.bounded.mode"] = "latest-offset"
     return opts
 
 
-def flows_source_ddl(cfg: GwtelConfig, *, name: str = "flows", bounded: bool = False) -> str:
-    """The FlowRecord source. Unparseable values are skipped here and counted by ``flows_raw_source_ddl``."""
-    opts = _kafka_source_options(cfg, group_suffix="", bounded=bounded)
+def flows_source_ddl(
+    cfg: GwtelConfig, *, name: str = "flows", bounded: bool = False, stop_at: Mapping[int, int] | None = None
+) -> str:
+    """The FlowRecord source. Unparseable values are skipped here and counted by ``flows_raw_source_ddl``.
+
+    ``bounded``: read up to ``stop_at`` (partition -> offset), or without it up to the end offsets the
+    source sees when it starts, then finish.
+    """
+    opts = _kafka_source_options(cfg, group_suffix="", bounded=bounded, stop_at=stop_at)
     opts.update(
         {
             "format": "json",
@@ -96,9 +119,11 @@ def flows_source_ddl(cfg: GwtelConfig, *, name: str = "flows", bounded: bool = F
     return create_table_sql(name, flows_columns_sql(cfg.job.watermark_bound_ms, cfg.job.max_future_skew_s), opts)
 
 
-def flows_raw_source_ddl(cfg: GwtelConfig, *, name: str = "flows_raw", bounded: bool = False) -> str:
+def flows_raw_source_ddl(
+    cfg: GwtelConfig, *, name: str = "flows_raw", bounded: bool = False, stop_at: Mapping[int, int] | None = None
+) -> str:
     """The same topic as text, one ``value`` per Kafka record, for the validation side path."""
-    opts = _kafka_source_options(cfg, group_suffix="-validate", bounded=bounded)
+    opts = _kafka_source_options(cfg, group_suffix=RAW_GROUP_SUFFIX, bounded=bounded, stop_at=stop_at)
     opts.update({"format": "raw", "raw.charset": "UTF-8"})
     return create_table_sql(name, "  `value` STRING", opts)
 

@@ -19,6 +19,7 @@ from pyflink.table import EnvironmentSettings, TableEnvironment
 from gwtel.config import LocalConfig
 from gwtel.errors import ServiceError
 from gwtel.services.flink import prometheus_reporter_jar
+from processors import udf
 
 CONNECTOR_GLOB = "flink-sql-connector-kafka-*.jar"
 PROMETHEUS_REPORTER_FACTORY = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
@@ -152,9 +153,10 @@ def make_table_env(
     (batch tests on in-memory rows). The Flink JVM logs to `log_dir` (default `<GWTEL_HOME>/logs/flink`),
     unless $FLINK_LOG_DIR is set; it only takes effect before the first environment of the process.
     """
+    # The job's own Java functions go with every environment, connector or not.
     conf = build_configuration(
         parallelism=parallelism,
-        jars=jars,
+        jars=[*(default_jars() if jars is None else jars), udf.udf_jar()],
         checkpoint_dir=checkpoint_dir,
         checkpoint_interval_ms=checkpoint_interval_ms,
         extra=extra,
@@ -174,4 +176,6 @@ def make_table_env(
         config.set_string(key, value)
     builder = EnvironmentSettings.new_instance().with_configuration(config)
     builder = builder.in_streaming_mode() if streaming else builder.in_batch_mode()
-    return TableEnvironment.create(builder.build())
+    t_env = TableEnvironment.create(builder.build())
+    udf.register(t_env)
+    return t_env

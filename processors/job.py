@@ -10,15 +10,16 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gwtel.config import GwtelConfig
 from processors import aggregate as agg
-from processors import checkpoints, ddl, job_metrics
+from processors import checkpoints, ddl, job_metrics, stop_offsets
 from processors.flink_env import make_table_env
+from schemas.aggregate import KINDS, Kind
 
 log = logging.getLogger(__name__)
 
@@ -34,25 +35,42 @@ class SinkNames:
     dead_letter: str = "dead_letter"
 
 
-def aggregate_records(flows: Any, window_sizes_s: tuple[int, ...], *, distinct_hosts: bool = True) -> Any:
-    """Every aggregate record of every window size, in the sink's column order, from on-time flows."""
+# kind -> (its aggregate of flow records for one window size, the same of a longer window from its rows)
+_CASCADES: dict[Kind, tuple[Callable[[Any, int], Any], Callable[[Any, int], Any]]] = {
+    "latency": (agg.latency, agg.latency_from),
+    "latency_bucket": (agg.latency_buckets, agg.latency_buckets_from),
+}
+
+
+def aggregate_records(
+    flows: Any,
+    window_sizes_s: tuple[int, ...],
+    *,
+    distinct_hosts: bool = True,
+    kinds: Collection[Kind] = KINDS,
+) -> Any:
+    """Every aggregate record of every window size, in the sink's column order, from on-time flows.
+
+    ``kinds`` leaves out the others (bench/job.py measures each kind alone).
+    """
     finest = min(window_sizes_s)
-    lat, buckets = agg.latency(flows, finest), agg.latency_buckets(flows, finest)
+    fine = {kind: make(flows, finest) for kind, (make, _) in _CASCADES.items() if kind in kinds}
     parts = []
     for w in window_sizes_s:
-        # Latency of a longer window from the finest one's rows when that divides it (exact: sums, min, max,
-        # bucket counts); bandwidth per window from the flows (its distinct host count does not add up).
-        if w == finest:
-            w_lat, w_buckets = lat, buckets
-        elif w % finest == 0:
-            w_lat, w_buckets = agg.latency_from(lat, w), agg.latency_buckets_from(buckets, w)
-        else:
-            w_lat, w_buckets = agg.latency(flows, w), agg.latency_buckets(flows, w)
-        parts += [
-            agg.as_records(agg.bandwidth(flows, w, distinct_hosts=distinct_hosts), "bandwidth"),
-            agg.as_records(w_lat, "latency"),
-            agg.as_records(w_buckets, "latency_bucket"),
-        ]
+        # Bandwidth per window from the flows (its distinct host count does not add up); latency of a longer
+        # window from the finest one's rows when that divides it (exact: sums, min, max, bucket counts).
+        if "bandwidth" in kinds:
+            parts.append(agg.as_records(agg.bandwidth(flows, w, distinct_hosts=distinct_hosts), "bandwidth"))
+        for kind, table in fine.items():
+            make, longer = _CASCADES[kind]
+            if w == finest:
+                parts.append(agg.as_records(table, kind))
+            elif w % finest == 0:
+                parts.append(agg.as_records(longer(table, w), kind))
+            else:
+                parts.append(agg.as_records(make(flows, w), kind))
+    if not parts:
+        raise ValueError(f"no aggregate kind chosen (known: {', '.join(KINDS)})")
     out = parts[0]
     for part in parts[1:]:
         out = out.union_all(part)
@@ -86,10 +104,10 @@ def build_statement_set(
     return stmt
 
 
-def create_tables(t_env: Any, cfg: GwtelConfig, *, bounded: bool) -> None:
+def create_tables(t_env: Any, cfg: GwtelConfig, *, bounded: bool, stop_at: Mapping[int, int] | None = None) -> None:
     for sql in (
-        ddl.flows_source_ddl(cfg, bounded=bounded),
-        ddl.flows_raw_source_ddl(cfg, bounded=bounded),
+        ddl.flows_source_ddl(cfg, bounded=bounded, stop_at=stop_at),
+        ddl.flows_raw_source_ddl(cfg, bounded=bounded, stop_at=stop_at),
         ddl.aggregates_sink_ddl(cfg),
         ddl.late_sink_ddl(cfg),
         ddl.dead_letter_sink_ddl(cfg),
@@ -132,6 +150,9 @@ def run_job(
 ) -> None:
     """Run the job on the local MiniCluster until it ends (``bounded``: at the offsets seen at start).
 
+    A bounded run that ends well commits those offsets for its consumer groups (``processors.stop_offsets``),
+    so a rerun with the same group starts exactly where this one stopped.
+
     ``restore_from`` (a checkpoint folder, see ``processors.checkpoints``) resumes from that state.
     ``on_start(job_id, metrics_port)`` is called once the job is submitted. ``tuning`` (extra Flink
     settings), ``raw_side_path`` and ``distinct_hosts`` are the variants bench/job.py compares.
@@ -148,12 +169,18 @@ def run_job(
             parallelism=job.parallelism,
             checkpoint_dir=checkpoint_dir(cfg),
             checkpoint_interval_ms=job.checkpoint_interval_ms,
-            extra={"table.local-time-zone": SESSION_TIME_ZONE, "pipeline.name": JOB_NAME, **(tuning or {})},
+            extra={
+                "table.local-time-zone": SESSION_TIME_ZONE,
+                "pipeline.name": JOB_NAME,
+                **job.flink,
+                **(tuning or {}),
+            },
             log_dir=home / "logs",
             metrics_port=port,
             restore_from=restore_from,
         )
-        create_tables(t_env, cfg, bounded=bounded)
+        stop_at = stop_offsets.end_offsets(cfg.kafka.bootstrap, cfg.kafka.topics.flows) if bounded else None
+        create_tables(t_env, cfg, bounded=bounded, stop_at=stop_at)
         raw = t_env.from_path("flows_raw") if raw_side_path else None
         stmt = build_statement_set(
             t_env,
@@ -174,6 +201,10 @@ def run_job(
             result.wait()  # raises when the job failed
         finally:
             job_metrics.withdraw(target)
+        if stop_at is not None:
+            groups = [job.group_id] + ([job.group_id + ddl.RAW_GROUP_SUFFIX] if raw_side_path else [])
+            for group in groups:
+                stop_offsets.commit(cfg.kafka.bootstrap, group, cfg.kafka.topics.flows, stop_at)
 
 
 @contextlib.contextmanager

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Debian packages the local services need: Java for Kafka and Flink, Maven to gather jars, Prometheus (and promtool),
-# tcpdump (compiles `gwtel capture --bpf` filters), Rust (builds the agent's native engine).
+# Debian packages the local services need: a JDK for Kafka and Flink (javac builds the job's Java functions), Maven
+# to gather jars, Prometheus (and promtool), tcpdump (compiles `gwtel capture --bpf` filters), Rust (builds the
+# agent's native engine).
 # Installs only what is missing; needs root (or sudo) the first time.
 set -euo pipefail
 need=()
-command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
+command -v java >/dev/null 2>&1 && command -v javac >/dev/null 2>&1 || need+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null 2>&1 || need+=(maven)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)

@@ -1,7 +1,7 @@
 """Flink runtime: not a process. Jobs run on a MiniCluster inside the `gwtel aggregate` process (PyFlink
 starts its JVM), or on a remote cluster in deployment. What this "service" owns is the Kafka SQL connector
-jar under `<GWTEL_HOME>/lib/flink/`, the Prometheus metrics reporter jar, and the checks that a job can
-start here.
+jar under `<GWTEL_HOME>/lib/flink/`, the Prometheus metrics reporter jar, the jar of the job's Java functions
+(built by `processors.udf`), and the checks that a job can start here.
 
 The reporter jar comes with apache-flink itself (`pyflink/plugins/metrics-prometheus/`), built from the
 same release as the runtime, so it can never be of another version than the JVM that loads it. A local
@@ -19,6 +19,7 @@ from gwtel.config import GwtelConfig
 from gwtel.errors import ServiceError
 from gwtel.services.base import Health
 from gwtel.services.java import DEPLOY_LOCAL, jars_present, java_version, maven_copy_dependencies
+from processors import udf
 
 CONNECTOR_VERSION = "5.0.0-2.2"
 CONNECTOR_JAR = f"flink-sql-connector-kafka-{CONNECTOR_VERSION}.jar"
@@ -81,6 +82,8 @@ class FlinkRuntime:
 
     def start(self) -> None:
         self.fetch()
+        # Built here so a missing JDK shows at `gwtel up`, not at the first job (which would build it too).
+        udf.udf_jar(self.home)
         h = self.health()
         if not h.ok:
             raise ServiceError(f"flink: {h.detail}")

@@ -21,10 +21,10 @@ from pyflink.table import EnvironmentSettings, TableEnvironment
 
 from gwtel.config import GwtelConfig
 from processors import aggregate as agg
-from processors import ddl
+from processors import ddl, udf
 from processors.job import SESSION_TIME_ZONE, SinkNames, aggregate_records, build_statement_set
 from schemas import codec
-from schemas.aggregate import AGGREGATE_FIELDS, DEAD_LETTER_FIELDS, LATE_FIELDS
+from schemas.aggregate import AGGREGATE_FIELDS, DEAD_LETTER_FIELDS, KINDS, LATE_FIELDS
 from schemas.flow_record import FLOW_RECORD_FIELDS, FlowRecord, HistBin
 from schemas.histogram import MAX_BUCKET, RTT_GAMMA, bucket_mid_us, bucket_of_us
 
@@ -190,6 +190,9 @@ def make_env(streaming: bool) -> Any:
     conf = t_env.get_config()
     conf.set("parallelism.default", "1")
     conf.set("table.local-time-zone", SESSION_TIME_ZONE)
+    # The job's Java functions, as processors.flink_env gives them to every environment.
+    conf.set("pipeline.jars", udf.udf_jar().resolve().as_uri())
+    udf.register(t_env)
     return t_env
 
 
@@ -376,6 +379,19 @@ def test_parallelism_two_gives_identical_rows(batch_env: Any, data_dir: Path, re
     parallel = run_all(batch_env, data_dir, parallelism=2)
     assert len(parallel) == len(results)
     assert sorted(map(key, parallel)) == sorted(map(key, results))
+
+
+def test_each_kind_alone_gives_the_rows_of_that_kind(batch_env: Any, data_dir: Path, results: list[Row]) -> None:
+    def key(r: Row) -> tuple[str, ...]:
+        return tuple(repr(r[f.name]) for f in AGGREGATE_FIELDS)
+
+    path = write_lines(data_dir, [codec.encode(r) for r in ALL_RECORDS])
+    for kind in KINDS:
+        alone = collect(aggregate_records(agg.valid(flows_table(batch_env, path)), WINDOWS, kinds=(kind,)))
+        want = [r for r in results if r["kind"] == kind]
+        assert want and sorted(map(key, alone)) == sorted(map(key, want)), kind
+    with pytest.raises(ValueError, match="no aggregate kind"):
+        aggregate_records(agg.valid(flows_table(batch_env, path)), WINDOWS, kinds=())
 
 
 # ---- latency ---------------------------------------------------------------------------------------------

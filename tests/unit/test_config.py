@@ -33,6 +33,9 @@ def test_file_overrides(tmp_path: Path) -> None:
         ("kafka:\n  partitions: 0\n", "kafka.partitions"),
         ("- a\n- b\n", "top level must be a mapping"),
         ("kafka: [unclosed\n", "not valid YAML"),
+        ("job:\n  flink:\n    pipeline.jars: file:///x.jar\n", "job.flink may not set 'pipeline.jars'"),
+        ("job:\n  flink:\n    parallelism.default: 4\n", "use job.parallelism"),
+        ("job:\n  flink:\n    rest.port: [8081]\n", "job.flink"),
     ],
 )
 def test_errors_name_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -42,6 +45,12 @@ def test_errors_name_file_and_key(tmp_path: Path, text: str, expected: str) -> N
         load_config(p)
     assert str(p) in str(info.value)
     assert expected in str(info.value)
+
+
+def test_job_flink_settings_are_strings_as_flink_writes_them(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("job:\n  flink:\n    execution.target: remote\n    rest.port: 8081\n    a.flag: true\n")
+    assert load_config(p).job.flink == {"execution.target": "remote", "rest.port": "8081", "a.flag": "true"}
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -146,3 +146,16 @@ def test_default_startup_continues_from_the_group_offsets() -> None:
     assert opts["scan.startup.mode"] == "group-offsets"
     # a group with no committed offset yet (first run) starts at the beginning instead of failing
     assert opts["properties.auto.offset.reset"] == "earliest"
+
+
+def test_bounded_source_stops_at_the_given_offsets_of_every_partition() -> None:
+    stop = {1: 60, 0: 7}
+    for sql in (ddl.flows_source_ddl(custom(), bounded=True, stop_at=stop),
+                ddl.flows_raw_source_ddl(custom(), bounded=True, stop_at=stop)):  # fmt: skip
+        opts = options(sql)
+        assert opts["scan.bounded.mode"] == "specific-offsets"
+        assert opts["scan.bounded.specific-offsets"] == "partition:0,offset:7;partition:1,offset:60"
+    # Unbounded runs never stop, whatever offsets are passed.
+    assert "scan.bounded.mode" not in options(ddl.flows_source_ddl(custom(), stop_at=stop))
+    with pytest.raises(ValueError, match="at least one partition"):
+        ddl.flows_source_ddl(custom(), bounded=True, stop_at={})

@@ -1,0 +1,111 @@
+"""A standalone Flink session cluster (one JobManager, one TaskManager) from the distribution inside PyFlink.
+
+Not part of `gwtel up`: the local pipeline runs its job on an in-process MiniCluster. This is the other way
+the same job runs, submitted to a cluster over REST (`job.flink` in the configuration, see
+docs/processors.md), here on this machine, so that way is tested and can be tried without a cluster of
+one's own. Both processes run in the foreground of one process group, so `stop` ends both.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gwtel.errors import ServiceError
+from gwtel.services.base import Health, ProcessService
+
+_STARTUP_TIMEOUT_S = 120.0
+
+
+def flink_home() -> Path:
+    """The Flink distribution that ships with apache-flink (bin/, lib/, plugins/, conf/)."""
+    import pyflink
+
+    home = Path(pyflink.__file__).parent
+    if not (home / "bin" / "jobmanager.sh").is_file():
+        raise ServiceError(f"no Flink distribution in {home} (bin/jobmanager.sh): reinstall apache-flink")
+    return home
+
+
+class FlinkCluster(ProcessService):
+    name = "flink-cluster"
+
+    def __init__(
+        self, home: Path, *, rest_port: int = 8081, rpc_port: int = 6123, slots: int = 2, metrics_port: int = 0
+    ) -> None:
+        super().__init__(home)
+        self.rest_port = rest_port
+        self.rpc_port = rpc_port
+        self.slots = slots
+        self.metrics_port = metrics_port
+        self.conf_dir = self.dir / "conf"
+
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    def _overview(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.endpoint()}/overview", timeout=2) as resp:
+            data: dict[str, Any] = json.load(resp)
+        return data
+
+    def health(self) -> Health:
+        try:
+            view = self._overview()
+        except (OSError, ValueError) as exc:
+            return Health(False, f"{self.endpoint()}/overview: {exc}")
+        if view.get("taskmanagers", 0) < 1:
+            return Health(False, "the JobManager answers but no TaskManager has registered yet")
+        return Health(True, f"Flink {view.get('flink-version', '?')}, {view.get('slots-total', 0)} slots")
+
+    def write_config(self) -> None:
+        """The cluster's conf folder: PyFlink's own (its JVM options are needed on Java 17), on loopback."""
+        dist = flink_home()
+        self.conf_dir.mkdir(parents=True, exist_ok=True)
+        for log_conf in (dist / "conf").glob("log4j*.properties"):
+            shutil.copy(log_conf, self.conf_dir / log_conf.name)
+        conf = yaml.safe_load((dist / "conf" / "config.yaml").read_text(encoding="utf-8")) or {}
+        conf["jobmanager"] = {
+            **conf.get("jobmanager", {}),
+            "bind-host": "127.0.0.1",
+            "rpc": {"address": "127.0.0.1", "port": self.rpc_port},
+            "memory": {"process": {"size": "1024m"}},
+        }
+        conf["taskmanager"] = {
+            **conf.get("taskmanager", {}),
+            "bind-host": "127.0.0.1",
+            "host": "127.0.0.1",
+            "numberOfTaskSlots": self.slots,
+            "memory": {"process": {"size": "1600m"}},
+        }
+        conf["rest"] = {"address": "127.0.0.1", "bind-address": "127.0.0.1", "port": self.rest_port}
+        if self.metrics_port:
+            # Flink's Prometheus reporter is one of the distribution's plugins; JobManager and TaskManager
+            # each take a port from the range.
+            conf["metrics"] = {
+                "reporter": {
+                    "prom": {
+                        "factory": {"class": "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"},
+                        "port": f"{self.metrics_port}-{self.metrics_port + 1}",
+                    }
+                }
+            }
+        (self.conf_dir / "config.yaml").write_text(yaml.safe_dump(conf, sort_keys=False), encoding="utf-8")
+
+    def _start(self) -> None:
+        dist = flink_home()
+        self.write_config()
+        bin_dir = dist / "bin"
+        script = f'"{bin_dir}/jobmanager.sh" start-foreground & "{bin_dir}/taskmanager.sh" start-foreground & wait'
+        env = {
+            "FLINK_HOME": str(dist),
+            "FLINK_CONF_DIR": str(self.conf_dir),
+            "FLINK_LOG_DIR": str(self.log_path.parent / self.name),
+        }
+        (self.log_path.parent / self.name).mkdir(parents=True, exist_ok=True)
+        self.spawn(["bash", "-c", script], env=env)
+        self.wait_healthy(_STARTUP_TIMEOUT_S)

@@ -1,0 +1,102 @@
+"""The job's Java functions: built once from ``processors/java`` into a jar, registered on every environment.
+
+Flink SQL runs a Java aggregate function in the JVM without crossing to Python; a Python one would cost
+more per row than the rows it saves. The jar is compiled with the JDK's ``javac`` against PyFlink's own
+jars and kept under ``<GWTEL_HOME>/lib/udf/``, named by a hash of its sources and the Flink release, so an
+edit or an upgrade builds a new one and nothing stale is ever loaded. It goes on ``pipeline.jars``, which
+ships it with the job to a remote cluster too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pyflink
+
+from gwtel.config import LocalConfig
+from gwtel.errors import ServiceError
+from schemas.aggregate import METRICS
+from schemas.histogram import MAX_BUCKET
+
+JAVA_SOURCES = Path(__file__).parent / "java"
+# SQL name -> Java class of each function the job calls.
+BUCKET_COUNTS = "GWTEL_BUCKET_COUNTS"
+FUNCTIONS = {BUCKET_COUNTS: "gwtel.udf.BucketCounts"}
+# BucketCounts keys its map by metric * KEY_STRIDE + bucket; the SQL that reads the map splits it again.
+KEY_STRIDE = 1 << 16
+assert MAX_BUCKET < KEY_STRIDE
+# BucketCounts takes one histogram argument per metric.
+BUCKET_COUNTS_ARITY = 5
+assert len(METRICS) == BUCKET_COUNTS_ARITY, "processors/java/gwtel/udf/BucketCounts.java takes 5 histograms"
+_JAVA_RELEASE = "11"
+
+
+def _sources() -> list[Path]:
+    return sorted(JAVA_SOURCES.rglob("*.java"))
+
+
+def _flink_lib() -> Path:
+    return Path(pyflink.__file__).parent / "lib"
+
+
+def _fingerprint() -> str:
+    digest = hashlib.sha256()
+    for src in _sources():
+        digest.update(src.relative_to(JAVA_SOURCES).as_posix().encode())
+        digest.update(src.read_bytes())
+    digest.update(" ".join(sorted(p.name for p in _flink_lib().glob("*.jar"))).encode())
+    digest.update(_JAVA_RELEASE.encode())
+    return digest.hexdigest()[:16]
+
+
+def jar_path(home: Path | None = None) -> Path:
+    """Where the jar of the current sources lives (it may not be built yet)."""
+    root = home if home is not None else LocalConfig().home_path()
+    return root / "lib" / "udf" / f"gwtel-udf-{_fingerprint()}.jar"
+
+
+def udf_jar(home: Path | None = None) -> Path:
+    """The jar of the job's Java functions, built first if the current sources have none yet."""
+    target = jar_path(home)
+    if target.is_file():
+        return target
+    javac = shutil.which("javac")
+    if javac is None:
+        raise ServiceError(
+            "javac not found: the job's Java functions are built with a JDK (11 or later); install one "
+            "(e.g. `apt install openjdk-17-jdk-headless`) or put its bin folder on PATH"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="gwtel-udf-") as tmp:
+        classes = Path(tmp) / "classes"
+        cmd = [javac, "--release", _JAVA_RELEASE, "-nowarn", "-d", str(classes),
+               "-cp", str(_flink_lib() / "*"), *map(str, _sources())]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise ServiceError(f"building the job's Java functions failed:\n{done.stderr.strip()}")
+        # Written aside, then renamed: a concurrent build or reader never sees half a jar.
+        partial = Path(tmp) / target.name
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as jar:
+            jar.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\r\n\r\n")
+            for cls in sorted(classes.rglob("*.class")):
+                jar.write(cls, cls.relative_to(classes).as_posix())
+        staged = target.parent / f".{target.name}.{os.getpid()}"
+        shutil.move(str(partial), str(staged))
+        os.replace(staged, target)
+    for old in target.parent.glob("gwtel-udf-*.jar"):
+        if old != target:
+            old.unlink(missing_ok=True)
+    return target
+
+
+def register(t_env: Any) -> None:
+    """Make the job's functions callable by their SQL names in ``t_env`` (its jars must hold ``udf_jar``)."""
+    for name, cls in FUNCTIONS.items():
+        t_env.create_java_temporary_system_function(name, cls)

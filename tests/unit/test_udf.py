@@ -1,0 +1,49 @@
+"""Building the jar of the job's Java functions: cached by content, clear errors when it cannot be built."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from gwtel.errors import ServiceError
+from processors import udf
+
+
+def test_jar_holds_the_functions_and_is_built_once(tmp_path: Path) -> None:
+    jar = udf.udf_jar(tmp_path)
+    with zipfile.ZipFile(jar) as z:
+        names = set(z.namelist())
+    assert {cls.replace(".", "/") + ".class" for cls in udf.FUNCTIONS.values()} <= names
+    built = jar.stat().st_mtime_ns
+    assert udf.udf_jar(tmp_path) == jar and jar.stat().st_mtime_ns == built
+    assert list(jar.parent.iterdir()) == [jar]  # no staging file left behind
+
+
+def test_an_edited_source_builds_a_new_jar_in_place_of_the_old(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sources = tmp_path / "java"
+    src = sources / "gwtel" / "udf" / "Probe.java"
+    src.parent.mkdir(parents=True)
+    src.write_text("package gwtel.udf; public final class Probe { public static int v() { return 1; } }\n")
+    monkeypatch.setattr(udf, "JAVA_SOURCES", sources)
+    first = udf.udf_jar(tmp_path / "home")
+    src.write_text("package gwtel.udf; public final class Probe { public static int v() { return 2; } }\n")
+    second = udf.udf_jar(tmp_path / "home")
+    assert second != first and second.is_file() and not first.exists()
+
+
+def test_a_compile_error_is_reported_with_the_compiler_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sources = tmp_path / "java"
+    (sources / "gwtel").mkdir(parents=True)
+    (sources / "gwtel" / "Broken.java").write_text("package gwtel; class Broken { int x = ; }\n")
+    monkeypatch.setattr(udf, "JAVA_SOURCES", sources)
+    with pytest.raises(ServiceError, match=r"(?s)building the job's Java functions failed.*Broken\.java"):
+        udf.udf_jar(tmp_path / "home")
+    assert not any((tmp_path / "home" / "lib" / "udf").iterdir())
+
+
+def test_without_a_jdk_the_error_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("processors.udf.shutil.which", lambda _name: None)
+    with pytest.raises(ServiceError, match=r"javac not found.*JDK"):
+        udf.udf_jar(tmp_path)
