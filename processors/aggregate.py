@@ -10,7 +10,8 @@ initiator's counters to its own ``direction`` and its responder's counters to th
 ingress; other directions map to themselves). Latency rows are per window x partner x direction (the
 flow's) x link x metric. See docs/processors.md for the reasons.
 
-The functions build SQL over the input table's inline name, so they run on any TableEnvironment.
+The functions build SQL over the input table's inline name, so they run on any TableEnvironment that has
+the job's Java aggregate functions registered (``processors.udf.register``; ``make_table_env`` does it).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from processors.udf import BUCKET_COUNTS, KEY_STRIDE
+from processors.udf import BUCKET_COUNTS, KEY_STRIDE, SIDE_COUNTS
 from schemas.aggregate import (
     AGGREGATE_FIELDS,
     AGGREGATE_SCHEMA_VERSION,
@@ -136,47 +137,45 @@ def late(flows: Table) -> Table:
     return _query(flows, f"SELECT {cols} FROM {flows} WHERE `rowtime` <= CURRENT_WATERMARK(`rowtime`)")
 
 
-def _sides(flows: Table) -> Table:
-    """Each flow as one row per direction of travel: initiator's counters, then the responder's."""
-    remote = "CASE WHEN `direction` = 'ingress' THEN `src_ip` ELSE `dst_ip` END"
+def bandwidth(flows: Table, window_s: int, *, distinct_hosts: bool = True) -> Table:
+    """Per window x partner x direction x link x sampling rate: counters, scaled totals and rates.
+
+    Each flow record enters the window as one row; one Java aggregate function (``processors.udf.SIDE_COUNTS``)
+    adds its initiator's counters to its ``direction`` and, when the responder sent packets, the responder's
+    to the opposite one (egress <-> ingress; other directions map to themselves), and counts the distinct
+    remote addresses of the sides with packets. Each window's result becomes one row per direction.
+    ``distinct_hosts=False`` leaves ``remote_hosts`` null (bench/job.py measures what the count costs).
+    """
+    w = int(window_s)
+    remote = "CASE WHEN `direction` = 'ingress' THEN `src_ip` ELSE `dst_ip` END" if distinct_hosts else "NULL"
     opposite = (
         "CAST(CASE `direction` WHEN 'egress' THEN 'ingress' WHEN 'ingress' THEN 'egress' "
         "ELSE `direction` END AS STRING)"
     )
-    common = "`rowtime`, `partner`, `link_id`, `sampling_rate`"
-    return _query(
-        flows,
-        f"SELECT {common}, `direction`, `bytes_fwd` AS `bytes`, `packets_fwd` AS `packets`, "
-        "`retrans_fwd` AS `retrans`, CAST(1 AS BIGINT) AS `flows`, "
-        "CAST(CASE WHEN `end_reason` = 'active' THEN 0 ELSE 1 END AS BIGINT) AS `flows_ended`, "
-        f"CASE WHEN `packets_fwd` > 0 THEN {remote} END AS `remote` FROM {flows} "
-        f"UNION ALL SELECT {common}, {opposite}, `bytes_rev`, `packets_rev`, `retrans_rev`, "
-        f"CAST(0 AS BIGINT), CAST(0 AS BIGINT), {remote} FROM {flows} WHERE `packets_rev` > 0",
+    ended = "CAST(CASE WHEN `end_reason` = 'active' THEN 0 ELSE 1 END AS BIGINT)"
+    args = (
+        f"CAST(`direction` AS STRING), {opposite}, `bytes_fwd`, `packets_fwd`, `retrans_fwd`, "
+        f"`bytes_rev`, `packets_rev`, `retrans_rev`, {ended}, CAST({remote} AS STRING)"
     )
-
-
-def bandwidth(flows: Table, window_s: int, *, distinct_hosts: bool = True) -> Table:
-    """Per window x partner x direction x link x sampling rate: counters, scaled totals and rates.
-
-    ``distinct_hosts=False`` leaves ``remote_hosts`` null (its exact COUNT DISTINCT is the costliest
-    part of the aggregate; bench/job.py measures it).
-    """
-    sides = _sides(flows)
-    w = int(window_s)
-    hosts = "COUNT(DISTINCT `remote`)" if distinct_hosts else "CAST(NULL AS BIGINT)"
-    return _query(
+    keys = "`partner`, `link_id`, `sampling_rate`"
+    merged = _query(
         flows,
-        f"SELECT {_window_cols(w)}, {_KEYS}, `sampling_rate`, "
-        "SUM(`bytes`) AS `bytes`, SUM(`packets`) AS `packets`, SUM(`retrans`) AS `retrans`, "
-        "SUM(`flows`) AS `flows`, SUM(`flows_ended`) AS `flows_ended`, "
-        f"{hosts} AS `remote_hosts`, "
-        "SUM(`bytes` * `sampling_rate`) AS `bytes_scaled`, "
-        "SUM(`packets` * `sampling_rate`) AS `packets_scaled`, "
-        "SUM(`retrans` * `sampling_rate`) AS `retrans_scaled`, "
-        f"CAST(SUM(`bytes` * `sampling_rate`) AS DOUBLE) * 8 / {w} AS `bits_per_s`, "
-        f"CAST(SUM(`packets` * `sampling_rate`) AS DOUBLE) / {w} AS `packets_per_s` "
-        f"FROM {_window(sides, w)} "
-        f"GROUP BY `window_start`, `window_end`, {_KEYS}, `sampling_rate`",
+        f"SELECT {_window_cols(w)}, {keys}, {SIDE_COUNTS}({args}) AS `d` "
+        f"FROM {_window(flows, w)} GROUP BY `window_start`, `window_end`, {keys}",
+    )
+    hosts = "`s`.`remote_hosts`" if distinct_hosts else "CAST(NULL AS BIGINT)"
+    scaled = "`s`.`bytes` * `sampling_rate`"
+    return _query(
+        merged,
+        f"SELECT `window_s`, `window_start_ms`, `partner`, `s`.`direction` AS `direction`, `link_id`, "
+        "`sampling_rate`, `s`.`bytes` AS `bytes`, `s`.`packets` AS `packets`, `s`.`retrans` AS `retrans`, "
+        f"`s`.`flows` AS `flows`, `s`.`flows_ended` AS `flows_ended`, {hosts} AS `remote_hosts`, "
+        f"{scaled} AS `bytes_scaled`, `s`.`packets` * `sampling_rate` AS `packets_scaled`, "
+        "`s`.`retrans` * `sampling_rate` AS `retrans_scaled`, "
+        f"CAST({scaled} AS DOUBLE) * 8 / {w} AS `bits_per_s`, "
+        f"CAST(`s`.`packets` * `sampling_rate` AS DOUBLE) / {w} AS `packets_per_s` "
+        f"FROM {merged} CROSS JOIN UNNEST(`d`) AS `s` "
+        "(`direction`, `bytes`, `packets`, `retrans`, `flows`, `flows_ended`, `remote_hosts`)",
     )
 
 

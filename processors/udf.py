@@ -28,7 +28,8 @@ from schemas.histogram import MAX_BUCKET
 JAVA_SOURCES = Path(__file__).parent / "java"
 # SQL name -> Java class of each function the job calls.
 BUCKET_COUNTS = "GWTEL_BUCKET_COUNTS"
-FUNCTIONS = {BUCKET_COUNTS: "gwtel.udf.BucketCounts"}
+SIDE_COUNTS = "GWTEL_SIDE_COUNTS"
+FUNCTIONS = {BUCKET_COUNTS: "gwtel.udf.BucketCounts", SIDE_COUNTS: "gwtel.udf.SideCounts"}
 # BucketCounts keys its map by metric * KEY_STRIDE + bucket; the SQL that reads the map splits it again.
 KEY_STRIDE = 1 << 16
 assert MAX_BUCKET < KEY_STRIDE

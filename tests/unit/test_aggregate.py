@@ -381,6 +381,19 @@ def test_parallelism_two_gives_identical_rows(batch_env: Any, data_dir: Path, re
     assert sorted(map(key, parallel)) == sorted(map(key, results))
 
 
+def test_without_distinct_hosts_only_remote_hosts_is_left_out(
+    batch_env: Any, data_dir: Path, results: list[Row]
+) -> None:
+    def key(r: Row) -> tuple[str, ...]:
+        return tuple(repr(r[f.name]) for f in AGGREGATE_FIELDS)
+
+    path = write_lines(data_dir, [codec.encode(r) for r in ALL_RECORDS])
+    flows = agg.valid(flows_table(batch_env, path))
+    got = collect(agg.as_records(agg.bandwidth(flows, 10, distinct_hosts=False), "bandwidth"))
+    want = [{**r, "remote_hosts": None} for r in results if r["kind"] == "bandwidth" and r["window_s"] == 10]
+    assert want and sorted(map(key, got)) == sorted(map(key, want))
+
+
 def test_each_kind_alone_gives_the_rows_of_that_kind(batch_env: Any, data_dir: Path, results: list[Row]) -> None:
     def key(r: Row) -> tuple[str, ...]:
         return tuple(repr(r[f.name]) for f in AGGREGATE_FIELDS)
