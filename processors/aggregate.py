@@ -179,12 +179,13 @@ def bandwidth(flows: Table, window_s: int, *, distinct_hosts: bool = True) -> Ta
     )
 
 
-def latency(flows: Table, window_s: int) -> Table:
-    """Per window x partner x direction x link x metric: samples, min_us, max_us, sum_us.
+def latency_window(flows: Table, window_s: int) -> Table:
+    """Per window x partner x direction x link, one row: every metric's samples, min, max and sum in its own
+    columns, and the window's merged histograms (``h``, see ``bucket_rows``).
 
-    One row per flow record into the window, every metric in its own columns; the window's result is
-    then turned into one row per metric with samples. (A row per metric and record would be several rows
-    per record through the window operators.)
+    Each flow record enters the window as one row, in one window operator for both the summaries and the
+    histograms; ``latency_rows`` and ``bucket_rows`` turn its rows into the long format after the window.
+    (A row per metric, or per bucket, and record cost several times more through the window operators.)
     """
     w = int(window_s)
     aggs = []
@@ -204,11 +205,23 @@ def latency(flows: Table, window_s: int) -> Table:
             f"MAX(CASE WHEN {has} THEN `{m}_max_us` END) AS `{m}_hi`",
             f"SUM(CASE WHEN {has} THEN `{m}_sum_us` ELSE 0 END) AS `{m}_total`",
         ]
-    wide = _query(
+    # Histograms, a single value being a histogram of one bucket, merged by processors.udf.BUCKET_COUNTS.
+    hist = "ARRAY<ROW<`b` INT, `c` BIGINT>>"
+    hists = [
+        f"CASE WHEN `{m}_us` IS NULL THEN CAST(NULL AS {hist}) "
+        f"ELSE CAST(ARRAY[ROW({bucket_sql(f'`{m}_us`')}, CAST(1 AS BIGINT))] AS {hist}) END"
+        for m in SINGLE_VALUE_METRICS
+    ] + [f"CAST(`{m}_hist` AS {hist})" for m in HISTOGRAM_METRICS]
+    aggs.append(f"{BUCKET_COUNTS}({', '.join(hists)}) AS `h`")
+    return _query(
         flows,
         f"SELECT {_window_cols(w)}, {_KEYS}, `window_time` AS `rowtime`, {', '.join(aggs)} "
         f"FROM {_window(flows, w)} GROUP BY `window_start`, `window_end`, `window_time`, {_KEYS}",
     )
+
+
+def latency_rows(wide: Table) -> Table:
+    """``latency_window``'s rows as one row per metric with samples: samples, min_us, max_us, sum_us."""
     rows = ", ".join(
         f"ROW({_name(m)}, CAST(`{m}_n` AS BIGINT), `{m}_lo`, `{m}_hi`, CAST(`{m}_total` AS BIGINT))"
         for m in (*SINGLE_VALUE_METRICS, *HISTOGRAM_METRICS)
@@ -219,6 +232,11 @@ def latency(flows: Table, window_s: int) -> Table:
         f"`l`.`sum_us`, `rowtime` FROM {wide} CROSS JOIN UNNEST(ARRAY[{rows}]) "
         "AS `l` (`metric`, `samples`, `min_us`, `max_us`, `sum_us`) WHERE `l`.`samples` > 0",
     )
+
+
+def latency(flows: Table, window_s: int) -> Table:
+    """Per window x partner x direction x link x metric: samples, min_us, max_us, sum_us."""
+    return latency_rows(latency_window(flows, window_s))
 
 
 def _latency_windows(src: Table, w: int, n: str, lo: str, hi: str, total: str) -> Table:
@@ -237,34 +255,21 @@ def latency_from(finer: Table, window_s: int) -> Table:
     return _latency_windows(finer, int(window_s), "`samples`", "`min_us`", "`max_us`", "`sum_us`")
 
 
-def latency_buckets(flows: Table, window_s: int) -> Table:
-    """Per window x partner x direction x link x metric x bucket: the number of samples (long format).
-
-    Each flow record enters the window as one row, its histograms (a single value being a histogram of one
-    bucket) merged by one Java aggregate function, ``processors.udf.BUCKET_COUNTS``; each window's merged
-    histogram is then turned into one row per metric and bucket. One row per bucket and record through the
-    window operators cost several times more (docs/processors.md).
-    """
-    w = int(window_s)
-    hist = "ARRAY<ROW<`b` INT, `c` BIGINT>>"
-    args = [
-        f"CASE WHEN `{m}_us` IS NULL THEN CAST(NULL AS {hist}) "
-        f"ELSE CAST(ARRAY[ROW({bucket_sql(f'`{m}_us`')}, CAST(1 AS BIGINT))] AS {hist}) END"
-        for m in SINGLE_VALUE_METRICS
-    ] + [f"CAST(`{m}_hist` AS {hist})" for m in HISTOGRAM_METRICS]
-    merged = _query(
-        flows,
-        f"SELECT {_window_cols(w)}, {_KEYS}, `window_time` AS `rowtime`, {BUCKET_COUNTS}({', '.join(args)}) AS `h` "
-        f"FROM {_window(flows, w)} GROUP BY `window_start`, `window_end`, `window_time`, {_KEYS}",
-    )
+def bucket_rows(wide: Table) -> Table:
+    """``latency_window``'s merged histograms as one row per metric and bucket: the number of samples."""
     # The map's key is metric position * KEY_STRIDE + bucket (processors/java/gwtel/udf/BucketCounts.java).
     names = ", ".join(_name(m) for m in (*SINGLE_VALUE_METRICS, *HISTOGRAM_METRICS))
     return _query(
-        merged,
+        wide,
         f"SELECT `window_s`, `window_start_ms`, {_KEYS}, (ARRAY[{names}])[`k` / {KEY_STRIDE} + 1] AS `metric`, "
         f"MOD(`k`, {KEY_STRIDE}) AS `bucket`, `n` AS `samples`, `rowtime` "
-        f"FROM {merged} CROSS JOIN UNNEST(`h`) AS `e` (`k`, `n`)",
+        f"FROM {wide} CROSS JOIN UNNEST(`h`) AS `e` (`k`, `n`)",
     )
+
+
+def latency_buckets(flows: Table, window_s: int) -> Table:
+    """Per window x partner x direction x link x metric x bucket: the number of samples (long format)."""
+    return bucket_rows(latency_window(flows, window_s))
 
 
 def _name(metric: str) -> str:

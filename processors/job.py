@@ -35,10 +35,10 @@ class SinkNames:
     dead_letter: str = "dead_letter"
 
 
-# kind -> (its aggregate of flow records for one window size, the same of a longer window from its rows)
-_CASCADES: dict[Kind, tuple[Callable[[Any, int], Any], Callable[[Any, int], Any]]] = {
-    "latency": (agg.latency, agg.latency_from),
-    "latency_bucket": (agg.latency_buckets, agg.latency_buckets_from),
+# kind -> (its rows from agg.latency_window's, the same of a longer window from a shorter one's rows)
+_CASCADES: dict[Kind, tuple[Callable[[Any], Any], Callable[[Any, int], Any]]] = {
+    "latency": (agg.latency_rows, agg.latency_from),
+    "latency_bucket": (agg.bucket_rows, agg.latency_buckets_from),
 }
 
 
@@ -54,21 +54,25 @@ def aggregate_records(
     ``kinds`` leaves out the others (bench/job.py measures each kind alone).
     """
     finest = min(window_sizes_s)
-    fine = {kind: make(flows, finest) for kind, (make, _) in _CASCADES.items() if kind in kinds}
+    latency_kinds = [kind for kind in _CASCADES if kind in kinds]
+    # One window operator for the latency summaries and histograms of the finest windows.
+    fine_wide = agg.latency_window(flows, finest) if latency_kinds else None
+    fine = {kind: _CASCADES[kind][0](fine_wide) for kind in latency_kinds}
     parts = []
     for w in window_sizes_s:
         # Bandwidth per window from the flows (its distinct host count does not add up); latency of a longer
         # window from the finest one's rows when that divides it (exact: sums, min, max, bucket counts).
         if "bandwidth" in kinds:
             parts.append(agg.as_records(agg.bandwidth(flows, w, distinct_hosts=distinct_hosts), "bandwidth"))
-        for kind, table in fine.items():
-            make, longer = _CASCADES[kind]
+        wide = agg.latency_window(flows, w) if latency_kinds and w % finest else None
+        for kind in latency_kinds:
+            rows_of, longer = _CASCADES[kind]
             if w == finest:
-                parts.append(agg.as_records(table, kind))
-            elif w % finest == 0:
-                parts.append(agg.as_records(longer(table, w), kind))
+                parts.append(agg.as_records(fine[kind], kind))
+            elif wide is None:
+                parts.append(agg.as_records(longer(fine[kind], w), kind))
             else:
-                parts.append(agg.as_records(make(flows, w), kind))
+                parts.append(agg.as_records(rows_of(wide), kind))
     if not parts:
         raise ValueError(f"no aggregate kind chosen (known: {', '.join(KINDS)})")
     out = parts[0]

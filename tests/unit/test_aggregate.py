@@ -394,6 +394,18 @@ def test_without_distinct_hosts_only_remote_hosts_is_left_out(
     assert want and sorted(map(key, got)) == sorted(map(key, want))
 
 
+def test_a_window_the_finest_does_not_divide_is_built_from_the_flows(batch_env: Any, data_dir: Path) -> None:
+    def key(r: Row) -> tuple[str, ...]:
+        return tuple(repr(r[f.name]) for f in AGGREGATE_FIELDS)
+
+    path = write_lines(data_dir, [codec.encode(r) for r in ALL_RECORDS])
+    both = collect(aggregate_records(agg.valid(flows_table(batch_env, path)), (10, 15)))
+    alone = collect(aggregate_records(agg.valid(flows_table(batch_env, path)), (15,)))
+    fifteen = [r for r in both if r["window_s"] == 15]
+    assert {r["kind"] for r in fifteen} == set(KINDS)
+    assert sorted(map(key, fifteen)) == sorted(map(key, alone))
+
+
 def test_each_kind_alone_gives_the_rows_of_that_kind(batch_env: Any, data_dir: Path, results: list[Row]) -> None:
     def key(r: Row) -> tuple[str, ...]:
         return tuple(repr(r[f.name]) for f in AGGREGATE_FIELDS)
