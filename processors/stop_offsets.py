@@ -74,7 +74,7 @@ def commit(bootstrap: str, group_id: str, topic: str, offsets: Mapping[int, int]
             return
         log.warning("group %s holds offsets %s after committing %s (attempt %d)", group_id, now, wanted, attempt)
         time.sleep(0.5 * attempt)
-    raise RuntimeError(
+    raise ServiceError(
         f"could not commit the stopping offsets {wanted} of topic {topic!r} for group {group_id!r}: "
         "a rerun with this group would read part of the topic again; restart from the last checkpoint instead"
     )

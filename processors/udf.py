@@ -22,20 +22,15 @@ import pyflink
 
 from gwtel.config import LocalConfig
 from gwtel.errors import ServiceError
-from schemas.aggregate import METRICS
-from schemas.histogram import MAX_BUCKET
 
 JAVA_SOURCES = Path(__file__).parent / "java"
 # SQL name -> Java class of each function the job calls.
 BUCKET_COUNTS = "GWTEL_BUCKET_COUNTS"
 SIDE_COUNTS = "GWTEL_SIDE_COUNTS"
 FUNCTIONS = {BUCKET_COUNTS: "gwtel.udf.BucketCounts", SIDE_COUNTS: "gwtel.udf.SideCounts"}
-# BucketCounts keys its map by metric * KEY_STRIDE + bucket; the SQL that reads the map splits it again.
+# BucketCounts keys its map by metric * KEY_STRIDE + bucket (its own KEY_STRIDE, which tests/unit/test_udf.py
+# checks against this one and schemas.histogram.MAX_BUCKET); the SQL that reads the map splits it again.
 KEY_STRIDE = 1 << 16
-assert MAX_BUCKET < KEY_STRIDE
-# BucketCounts takes one histogram argument per metric.
-BUCKET_COUNTS_ARITY = 5
-assert len(METRICS) == BUCKET_COUNTS_ARITY, "processors/java/gwtel/udf/BucketCounts.java takes 5 histograms"
 _JAVA_RELEASE = "11"
 
 

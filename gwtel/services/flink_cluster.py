@@ -35,14 +35,11 @@ def flink_home() -> Path:
 class FlinkCluster(ProcessService):
     name = "flink-cluster"
 
-    def __init__(
-        self, home: Path, *, rest_port: int = 8081, rpc_port: int = 6123, slots: int = 2, metrics_port: int = 0
-    ) -> None:
+    def __init__(self, home: Path, *, rest_port: int = 8081, rpc_port: int = 6123, slots: int = 2) -> None:
         super().__init__(home)
         self.rest_port = rest_port
         self.rpc_port = rpc_port
         self.slots = slots
-        self.metrics_port = metrics_port
         self.conf_dir = self.dir / "conf"
 
     def endpoint(self) -> str:
@@ -83,17 +80,6 @@ class FlinkCluster(ProcessService):
             "memory": {"process": {"size": "1600m"}},
         }
         conf["rest"] = {"address": "127.0.0.1", "bind-address": "127.0.0.1", "port": self.rest_port}
-        if self.metrics_port:
-            # Flink's Prometheus reporter is one of the distribution's plugins; JobManager and TaskManager
-            # each take a port from the range.
-            conf["metrics"] = {
-                "reporter": {
-                    "prom": {
-                        "factory": {"class": "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"},
-                        "port": f"{self.metrics_port}-{self.metrics_port + 1}",
-                    }
-                }
-            }
         (self.conf_dir / "config.yaml").write_text(yaml.safe_dump(conf, sort_keys=False), encoding="utf-8")
 
     def _start(self) -> None:

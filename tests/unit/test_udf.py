@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zipfile
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import pytest
 
 from gwtel.errors import ServiceError
 from processors import udf
+from schemas.aggregate import METRICS
+from schemas.histogram import MAX_BUCKET
 
 
 def test_jar_holds_the_functions_and_is_built_once(tmp_path: Path) -> None:
@@ -47,3 +50,11 @@ def test_without_a_jdk_the_error_says_what_to_install(tmp_path: Path, monkeypatc
     monkeypatch.setattr("processors.udf.shutil.which", lambda _name: None)
     with pytest.raises(ServiceError, match=r"javac not found.*JDK"):
         udf.udf_jar(tmp_path)
+
+
+def test_bucket_keys_agree_between_java_and_sql() -> None:
+    java = (udf.JAVA_SOURCES / "gwtel" / "udf" / "BucketCounts.java").read_text()
+    stride = re.search(r"int KEY_STRIDE = 1 << (\d+);", java)
+    assert stride is not None and 1 << int(stride.group(1)) == udf.KEY_STRIDE > MAX_BUCKET
+    accumulate = java[java.index("public void accumulate(") : java.index(") {", java.index("public void accumulate("))]
+    assert accumulate.count("ArrayData h") == len(METRICS)

@@ -18,7 +18,7 @@ import org.apache.flink.table.functions.AggregateFunction;
  */
 public final class BucketCounts extends AggregateFunction<Map<Integer, Long>, BucketCounts.Acc> {
 
-    /** Buckets are below this (processors.udf checks it against schemas.histogram.MAX_BUCKET). */
+    /** Buckets are below this; equal to processors.udf.KEY_STRIDE (tests/unit/test_udf.py checks both). */
     public static final int KEY_STRIDE = 1 << 16;
 
     /** Summed counts by {@code metric * KEY_STRIDE + bucket}. */
@@ -33,7 +33,7 @@ public final class BucketCounts extends AggregateFunction<Map<Integer, Long>, Bu
 
     private static final String HIST = "ARRAY<ROW<b INT, c BIGINT>>";
 
-    /** One histogram per metric, in the order of schemas.aggregate.METRICS (processors.udf checks the count). */
+    /** One histogram per metric, in the order of schemas.aggregate.METRICS (five). */
     public void accumulate(
             Acc acc,
             @DataTypeHint(value = HIST, bridgedTo = ArrayData.class) ArrayData h0,
