@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from processors.udf import BUCKET_COUNTS, KEY_STRIDE, SIDE_COUNTS
+from processors.udf import BUCKET_COUNTS, KEY_STRIDE, RECORD_PROBLEM, SIDE_COUNTS
 from schemas.aggregate import (
     AGGREGATE_FIELDS,
     AGGREGATE_SCHEMA_VERSION,
@@ -338,15 +338,9 @@ def malformed(raw: Table) -> Table:
     checks only what is cheap (one parse per check: a check per field cost 40x the whole job): missing
     fields are caught after parsing by ``invalid``.
     """
-    # JSON_VALUE parses the whole value and is NULL on a parse error, so a good record costs one parse;
-    # only the others are parsed again to tell bad JSON from another version.
-    version = "TRY_CAST(JSON_VALUE(`value`, '$.schema_version' NULL ON EMPTY NULL ON ERROR) AS INT)"
-    checked = _query(
-        raw,
-        f"SELECT `value`, CASE WHEN COALESCE({version}, -1) <> {FLOW_SCHEMA_VERSION} THEN "
-        "CASE WHEN `value` IS NULL OR NOT (`value` IS JSON OBJECT) THEN 'not_json' ELSE 'wrong_version' END "
-        f"END AS `reason` FROM {raw}",
-    )
+    # One streaming pass over the value in Java (processors/java/gwtel/udf/RecordProblem.java): JSON_VALUE
+    # built a tree of maps per record and was the costliest part of this path.
+    checked = _query(raw, f"SELECT `value`, {RECORD_PROBLEM}(`value`, {FLOW_SCHEMA_VERSION}) AS `reason` FROM {raw}")
     return _query(
         raw,
         "SELECT CAST('aggregate' AS STRING) AS `stage`, CAST(`reason` AS STRING) AS `reason`, "

@@ -1,6 +1,6 @@
 """The job's Java functions: built once from ``processors/java`` into a jar, registered on every environment.
 
-Flink SQL runs a Java aggregate function in the JVM without crossing to Python; a Python one would cost
+Flink SQL runs a Java function in the JVM without crossing to Python; a Python one would cost
 more per row than the rows it saves. The jar is compiled with the JDK's ``javac`` against PyFlink's own
 jars and kept under ``<GWTEL_HOME>/lib/udf/``, named by a hash of its sources and the Flink release, so an
 edit or an upgrade builds a new one and nothing stale is ever loaded. It goes on ``pipeline.jars``, which
@@ -27,7 +27,12 @@ JAVA_SOURCES = Path(__file__).parent / "java"
 # SQL name -> Java class of each function the job calls.
 BUCKET_COUNTS = "GWTEL_BUCKET_COUNTS"
 SIDE_COUNTS = "GWTEL_SIDE_COUNTS"
-FUNCTIONS = {BUCKET_COUNTS: "gwtel.udf.BucketCounts", SIDE_COUNTS: "gwtel.udf.SideCounts"}
+RECORD_PROBLEM = "GWTEL_RECORD_PROBLEM"
+FUNCTIONS = {
+    BUCKET_COUNTS: "gwtel.udf.BucketCounts",
+    SIDE_COUNTS: "gwtel.udf.SideCounts",
+    RECORD_PROBLEM: "gwtel.udf.RecordProblem",
+}
 # BucketCounts keys its map by metric * KEY_STRIDE + bucket (its own KEY_STRIDE, which tests/unit/test_udf.py
 # checks against this one and schemas.histogram.MAX_BUCKET); the SQL that reads the map splits it again.
 KEY_STRIDE = 1 << 16

@@ -38,6 +38,7 @@ from gwtel.services.kafka import KafkaService
 from gwtel.services.prometheus import PrometheusService
 from processors import checkpoints, job_metrics
 from processors.ddl import RAW_GROUP_SUFFIX
+from processors.flink_env import REPORTER_EXCLUDED_LABELS
 from processors.job import run_job
 from tests.integration.flink_truth import (
     FLUSH_PARTNER,
@@ -270,6 +271,7 @@ class ResumedRun:
     final: Counter[AggRow]
     late: int
     metric_names: set[str]
+    metric_labels: set[str]
     completed_checkpoints: float
     announced: bool
     stop_code: int | None
@@ -318,12 +320,14 @@ def resumed_run(
         port = metrics_port_of(log)
         instance = f'instance="127.0.0.1:{port}"'
         names: set[str] = set()
+        labels: set[str] = set()
         completed = 0.0
 
         def scraped() -> bool:
             nonlocal names, completed
             series = prom.query(prometheus.endpoint(), f"{{{instance}}}")
             names = {s["metric"]["__name__"] for s in series}
+            labels.update(key for s in series for key in s["metric"])
             done = prom.query(prometheus.endpoint(), f"flink_jobmanager_job_numberOfCompletedCheckpoints{{{instance}}}")
             completed = max((float(s["value"][1]) for s in done), default=0.0)
             return set(WATCHED) <= names and completed > 0
@@ -351,6 +355,7 @@ def resumed_run(
         final=committed(),
         late=len(read_committed(kafka_bootstrap, topics["late"])[0]),
         metric_names=names,
+        metric_labels=labels,
         completed_checkpoints=completed,
         announced=announced,
         stop_code=stop_code,
@@ -371,6 +376,9 @@ def test_killed_job_resumes_from_its_checkpoint_with_every_window_exactly_once(r
 
 def test_running_job_metrics_reach_prometheus(resumed_run: ResumedRun) -> None:
     assert set(WATCHED) <= resumed_run.metric_names
+    # Series are told apart by operator and subtask, without the chain's long name or the attempt's id.
+    assert {"operator_name", "task_id", "subtask_index"} <= resumed_run.metric_labels
+    assert not set(REPORTER_EXCLUDED_LABELS) & resumed_run.metric_labels
     assert resumed_run.completed_checkpoints >= 1
 
 

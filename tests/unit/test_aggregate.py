@@ -499,7 +499,9 @@ def test_bucket_sql_equals_python_at_every_boundary(batch_env: Any) -> None:
 
 
 def test_each_value_is_either_valid_or_dead_lettered(batch_env: Any, data_dir: Path) -> None:
-    good, no_asn_rec, no_partner, null_partner, no_last = (flow(partner="m") for _ in range(5))
+    good, no_asn_rec, no_partner, null_partner, no_last, v_float, v_text, trailing, wrong_type = (
+        flow(partner="m") for _ in range(9)
+    )
 
     def without(rec: FlowRecord, name: str) -> bytes:
         return orjson.dumps({k: v for k, v in codec.to_dict(rec).items() if k != name})
@@ -515,20 +517,32 @@ def test_each_value_is_either_valid_or_dead_lettered(batch_env: Any, data_dir: P
         without(no_partner, "partner"),
         orjson.dumps({**codec.to_dict(null_partner), "partner": None}),
         without(no_last, "last_ns"),
+        # the version as the JSON format reads an INT: a float truncated, a string trimmed
+        orjson.dumps({**codec.to_dict(v_float), "schema_version": 1.0}),
+        orjson.dumps({**codec.to_dict(v_text), "schema_version": " 1 "}),
+        orjson.dumps({**codec.to_dict(flow(partner="m")), "schema_version": "one"}),
+        orjson.dumps({**codec.to_dict(flow(partner="m")), "schema_version": None}),
+        orjson.dumps({k: v for k, v in codec.to_dict(flow(partner="m")).items() if k != "schema_version"}),
+        codec.encode(flow(partner="m")).replace(
+            b'"dns_rtt_hist":[', b'"dns_rtt_hist":[}', 1
+        ),  # broken inside a nested value
+        orjson.dumps({**codec.to_dict(wrong_type), "bytes_fwd": "many"}),  # the format nulls the field
+        codec.encode(trailing) + b" and more",  # read as the format reads it: the object, then stop
     ]
     path = write_lines(data_dir, lines)
     flows = flows_table(batch_env, path)
     dead = collect(agg.malformed(raw_table(batch_env, path)).union_all(agg.invalid(flows)))
     assert sorted((r["reason"], r["field"]) for r in dead) == sorted([
         ("not_json", ""), ("not_json", ""), ("not_json", ""), ("wrong_version", ""), ("wrong_version", ""),
-        ("bad_field", "partner"), ("bad_field", "partner"), ("bad_field", "last_ns"),
+        ("wrong_version", ""), ("wrong_version", ""), ("wrong_version", ""), ("not_json", ""),
+        ("bad_field", "partner"), ("bad_field", "partner"), ("bad_field", "last_ns"), ("bad_field", "bytes_fwd"),
     ])  # fmt: skip
     assert all(r["stage"] == "aggregate" for r in dead)
     # a bad_field record names the agent and sequence number it came with
     seqs = {orjson.loads(r["value"])["seq"] for r in dead if r["reason"] == "bad_field"}
-    assert seqs == {no_partner.seq, null_partner.seq, no_last.seq}
+    assert seqs == {no_partner.seq, null_partner.seq, no_last.seq, wrong_type.seq}
     kept = collect(batch_env.sql_query(f"SELECT `seq` FROM {agg.valid(flows)}"))
-    assert sorted(r["seq"] for r in kept) == sorted([good.seq, no_asn_rec.seq])
+    assert sorted(r["seq"] for r in kept) == sorted([good.seq, no_asn_rec.seq, v_float.seq, v_text.seq, trailing.seq])
     assert len(kept) + len(dead) == len(lines)
 
 
