@@ -176,6 +176,7 @@ def run_job(
             extra={
                 "table.local-time-zone": SESSION_TIME_ZONE,
                 "pipeline.name": JOB_NAME,
+                "pipeline.auto-watermark-interval": f"{job.watermark_interval_ms} ms",
                 **job.flink,
                 **(tuning or {}),
             },

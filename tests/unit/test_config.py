@@ -36,6 +36,8 @@ def test_file_overrides(tmp_path: Path) -> None:
         ("job:\n  flink:\n    pipeline.jars: file:///x.jar\n", "job.flink may not set 'pipeline.jars'"),
         ("job:\n  flink:\n    parallelism.default: 4\n", "use job.parallelism"),
         ("job:\n  flink:\n    rest.port: [8081]\n", "job.flink"),
+        ("job:\n  flink:\n    pipeline.auto-watermark-interval: 1 s\n", "use job.watermark_interval_ms"),
+        ("job:\n  watermark_interval_ms: 0\n", "job.watermark_interval_ms"),
     ],
 )
 def test_errors_name_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -64,8 +66,9 @@ def test_low_latency_profile_is_valid_and_keeps_its_promise() -> None:
     path = Path(__file__).resolve().parents[2] / "deploy" / "profiles" / "low-latency.yaml"
     cfg = load_config(path)
     assert warnings_for(cfg) == []  # no idle-ended flow is late, no flow slice spans windows
-    # A 10 s window row is due after the window, the bound and at most one checkpoint and one loader batch:
-    # these are what keeps it within the window + 10 s.
+    # A 10 s window row is due after the window, the bound, one watermark interval and at most one checkpoint
+    # and one loader batch: these are what keeps it within the window + 10 s.
     job = cfg.job
-    assert (job.watermark_bound_ms + job.checkpoint_interval_ms) / 1000 + cfg.loader.batch_seconds <= 10
+    due_ms = job.watermark_bound_ms + job.watermark_interval_ms + job.checkpoint_interval_ms
+    assert due_ms / 1000 + cfg.loader.batch_seconds <= 10
     assert job.watermark_bound_ms > cfg.agent.idle_timeout_s * 1000
