@@ -58,12 +58,20 @@ def aggregate_records(
     # One window operator for the latency summaries and histograms of the finest windows.
     fine_wide = agg.latency_window(flows, finest) if latency_kinds else None
     fine = {kind: _CASCADES[kind][0](fine_wide) for kind in latency_kinds}
+    fine_bandwidth = agg.bandwidth(flows, finest, distinct_hosts=distinct_hosts) if "bandwidth" in kinds else None
     parts = []
     for w in window_sizes_s:
-        # Bandwidth per window from the flows (its distinct host count does not add up); latency of a longer
-        # window from the finest one's rows when that divides it (exact: sums, min, max, bucket counts).
-        if "bandwidth" in kinds:
-            parts.append(agg.as_records(agg.bandwidth(flows, w, distinct_hosts=distinct_hosts), "bandwidth"))
+        # A longer window from the finest one's rows when that divides it: exact (sums, min, max, bucket
+        # counts, and distinct hosts counted again from the finest rows' addresses), and the flows pass
+        # through one window operator per kind instead of one per kind and size.
+        if fine_bandwidth is not None:
+            if w == finest:
+                rows = fine_bandwidth
+            elif w % finest:
+                rows = agg.bandwidth(flows, w, distinct_hosts=distinct_hosts)
+            else:
+                rows = agg.bandwidth_from(fine_bandwidth, w, distinct_hosts=distinct_hosts)
+            parts.append(agg.as_records(rows, "bandwidth"))
         wide = agg.latency_window(flows, w) if latency_kinds and w % finest else None
         for kind in latency_kinds:
             rows_of, longer = _CASCADES[kind]
@@ -97,13 +105,15 @@ def build_statement_set(
     no raw side path, only parsed rows missing a field are dead-lettered). The planner reuses the one
     scan of ``flows`` for every branch (tests/unit/test_aggregate.py checks the plan).
     """
-    checked = agg.valid(flows, max_future_skew_s)
+    # One table of checked rows for both the windows and the dead-letter path: the checks run once.
+    classified = agg.classify(flows, max_future_skew_s)
+    checked = agg.valid_rows(classified)
     stmt = t_env.create_statement_set()
     stmt.add_insert(
         sinks.aggregates, aggregate_records(agg.on_time(checked), window_sizes_s, distinct_hosts=distinct_hosts)
     )
     stmt.add_insert(sinks.late, agg.late(checked))
-    bad = agg.invalid(flows, max_future_skew_s)
+    bad = agg.invalid_rows(classified)
     stmt.add_insert(sinks.dead_letter, bad if raw is None else agg.malformed(raw).union_all(bad))
     return stmt
 

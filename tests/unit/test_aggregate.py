@@ -24,7 +24,7 @@ from processors import aggregate as agg
 from processors import ddl, udf
 from processors.job import SESSION_TIME_ZONE, SinkNames, aggregate_records, build_statement_set
 from schemas import codec
-from schemas.aggregate import AGGREGATE_FIELDS, DEAD_LETTER_FIELDS, KINDS, LATE_FIELDS
+from schemas.aggregate import AGGREGATE_FIELDS, DEAD_LETTER_FIELDS, KINDS, LATE_FIELDS, Kind
 from schemas.flow_record import FLOW_RECORD_FIELDS, FlowRecord, HistBin
 from schemas.histogram import MAX_BUCKET, RTT_GAMMA, bucket_mid_us, bucket_of_us
 
@@ -327,11 +327,14 @@ def test_links_are_kept_apart(results: list[Row]) -> None:
     assert {k: r["bytes"] for k, r in rows.items()} == {"jp-1": 15, "jp-2": 20, "kr-1": 40}
 
 
-def test_random_flows_match_a_python_reference(results: list[Row]) -> None:
+@pytest.mark.parametrize("window_s", WINDOWS)
+def test_random_flows_match_a_python_reference(results: list[Row], window_s: int) -> None:
+    # The longer windows come from the finest one's rows: their distinct hosts must still be counted
+    # over the whole window, not added up from the shorter ones.
     expected: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
     remotes: dict[tuple[Any, ...], set[str]] = defaultdict(set)
     for r in (rec for rec in ALL_RECORDS if rec.partner.startswith("rand_")):
-        start = (r.last_ns // S // 10) * 10 * 1000
+        start = (r.last_ns // S // window_s) * window_s * 1000
         remote = r.src_ip if r.direction == "ingress" else r.dst_ip
         other = "ingress" if r.direction == "egress" else "egress"
         sides = [(r.direction, r.bytes_fwd, r.packets_fwd, r.retrans_fwd, 1)]
@@ -349,7 +352,7 @@ def test_random_flows_match_a_python_reference(results: list[Row]) -> None:
     got = {
         (r["window_start_ms"], r["partner"], r["direction"], r["link_id"], r["sampling_rate"]): r
         for r in results
-        if r["kind"] == "bandwidth" and r["window_s"] == 10 and r["partner"].startswith("rand_")
+        if r["kind"] == "bandwidth" and r["window_s"] == window_s and r["partner"].startswith("rand_")
     }
     assert set(got) == set(expected)
     for key, (b, p, rt, f, scaled) in expected.items():
@@ -357,6 +360,11 @@ def test_random_flows_match_a_python_reference(results: list[Row]) -> None:
         got_counts = (row["bytes"], row["packets"], row["retrans"], row["flows"], row["bytes_scaled"])
         assert got_counts == (b, p, rt, f, scaled)
         assert row["remote_hosts"] == len(remotes[key])
+    if window_s > min(WINDOWS):
+        # the same remote hosts recur across the shorter windows, so a sum of their counts would be wrong
+        shorter = sum(r["remote_hosts"] for r in results if r["kind"] == "bandwidth" and r["window_s"] == min(WINDOWS)
+                      and r["partner"].startswith("rand_"))  # fmt: skip
+        assert shorter > sum(len(v) for v in remotes.values())
 
 
 def test_ten_second_windows_roll_up_into_minutes(results: list[Row]) -> None:
@@ -389,8 +397,10 @@ def test_without_distinct_hosts_only_remote_hosts_is_left_out(
 
     path = write_lines(data_dir, [codec.encode(r) for r in ALL_RECORDS])
     flows = agg.valid(flows_table(batch_env, path))
-    got = collect(agg.as_records(agg.bandwidth(flows, 10, distinct_hosts=False), "bandwidth"))
-    want = [{**r, "remote_hosts": None} for r in results if r["kind"] == "bandwidth" and r["window_s"] == 10]
+    only: tuple[Kind, ...] = ("bandwidth",)
+    got = collect(aggregate_records(flows, WINDOWS, kinds=only, distinct_hosts=False))
+    want = [{**r, "remote_hosts": None} for r in results if r["kind"] == "bandwidth"]
+    assert {r["window_s"] for r in want} == set(WINDOWS)
     assert want and sorted(map(key, got)) == sorted(map(key, want))
 
 

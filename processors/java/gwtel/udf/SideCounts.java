@@ -16,7 +16,9 @@ import org.apache.flink.types.Row;
  * <p>A flow gives its initiator's counters to its own direction and, when the responder sent packets, the
  * responder's counters to the opposite direction (both passed in, so the mapping stays in one place, the
  * SQL of processors.aggregate.bandwidth). Distinct remote hosts are counted exactly per direction, over the
- * sides that carried packets. Result: one ROW per direction that received a side.
+ * sides that carried packets. Result: one ROW per direction that received a side, with the count of its
+ * distinct remote addresses and the addresses themselves ({@code remotes}), from which
+ * {@link DistinctCount} counts a longer window's distinct hosts exactly.
  *
  * <p>A flow record enters the window as one row: the window operators' cost is per row, and Flink's own
  * COUNT DISTINCT keeps its set in keyed state, one state access per side. Here the set is part of the
@@ -37,7 +39,7 @@ public final class SideCounts extends AggregateFunction<Row[], SideCounts.Acc> {
 
     static final String RESULT =
             "ARRAY<ROW<`direction` STRING, `bytes` BIGINT, `packets` BIGINT, `retrans` BIGINT, `flows` BIGINT, "
-                    + "`flows_ended` BIGINT, `remote_hosts` BIGINT>>";
+                    + "`flows_ended` BIGINT, `remote_hosts` BIGINT, `remotes` ARRAY<STRING>>>";
 
     private static final String SEP = "\u0000";
 
@@ -97,13 +99,15 @@ public final class SideCounts extends AggregateFunction<Row[], SideCounts.Acc> {
 
     @Override
     public Row[] getValue(Acc acc) {
-        Map<String, Long> hostCounts = new HashMap<>();
+        Map<String, List<String>> remotes = new HashMap<>();
         for (String key : acc.hosts.keySet()) {
-            hostCounts.merge(key.substring(0, key.indexOf(SEP)), 1L, Long::sum);
+            int sep = key.indexOf(SEP);
+            remotes.computeIfAbsent(key.substring(0, sep), d -> new ArrayList<>()).add(key.substring(sep + 1));
         }
         List<Row> out = new ArrayList<>(acc.bytes.size());
         for (Map.Entry<String, Long> e : acc.bytes.entrySet()) {
             String dir = e.getKey();
+            List<String> seen = remotes.getOrDefault(dir, List.of());
             out.add(
                     Row.of(
                             dir,
@@ -112,7 +116,8 @@ public final class SideCounts extends AggregateFunction<Row[], SideCounts.Acc> {
                             acc.retrans.get(dir),
                             acc.flows.get(dir),
                             acc.ended.get(dir),
-                            hostCounts.getOrDefault(dir, 0L)));
+                            (long) seen.size(),
+                            seen.toArray(new String[0])));
         }
         return out.toArray(new Row[0]);
     }
