@@ -41,10 +41,10 @@ class JobConfig(BaseModel):
     # exceed it, or idle-ended flows land in the late topic instead of their window.
     watermark_bound_ms: int = Field(default=45_000, ge=0)
     # How often (processing time) the source emits a watermark. Each one makes every window operator flush
-    # its buffer of pre-aggregated rows into state, so fewer means more rows combined per flush: 1 s
-    # sustained about 1.08x the records/s of Flink's 200 ms (bench/job.py, `watermark_200ms`); windows
-    # close up to this much later.
-    watermark_interval_ms: int = Field(default=1_000, ge=10, le=60_000)
+    # its buffer of pre-aggregated rows into state: 1 s sustained 1.06-1.09x the records/s of Flink's
+    # 200 ms (bench/job.py, `watermark_1s`), but window rows reached ClickHouse about 8 s later in two
+    # streaming runs of bench/e2e.py (62-63 s against 54-56 s), so the default stays at 200 ms.
+    watermark_interval_ms: int = Field(default=200, ge=10, le=60_000)
     # A Kafka partition with no records for this long stops holding back the watermark.
     idle_timeout_ms: int = Field(default=30_000, ge=1)
     # Records whose last packet lies further ahead of the job's clock (the loader: of the record's Kafka
