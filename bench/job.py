@@ -2,7 +2,14 @@
 
 Needs the local services (`gwtel up`; the configuration from $GWTEL_CONFIG). N FlowRecords are loaded into a
 fresh 2-partition topic once; then each variant of the job runs bounded over it, in a fresh process (its own
-JVM), writing to a fresh aggregates topic. Figures per run:
+JVM), writing to a fresh aggregates topic.
+
+The records' event times advance at `--event-rate` records per second (default 50,000: the target). That is
+what a gateway sending that many records produces, and it decides how many aggregates the job writes: about
+1.5 per 100 records at 50k/s, about one per record at 500/s (a quiet gateway's records replayed fast), when
+the sink and the global windows carry as much as the source.
+
+Figures per run:
 
 - `seconds`: wall time of the run, from creating the environment to the last aggregate committed (visible to
   read_committed consumers): the end-to-end lag of a backlog of N records;
@@ -13,11 +20,12 @@ JVM), writing to a fresh aggregates topic. Figures per run:
   `numRecordsOut`, scraped from the job's Prometheus endpoint every 0.25 s): the rate once the JIT compilers
   have done most of their work (they take up to a core in the first tens of seconds of a run).
 
-Baselines, same session: a plain read_committed Kafka consume of the same topic (kafka-python), records/s;
-and the variant `source_only`: Flink's Kafka source and JSON format alone, every valid record into a
-blackhole sink (what reading the topic costs the job before any window). `bandwidth_only`, `latency_only`
-and `buckets_only` run one kind of aggregate of the job alone, into a blackhole.
-Writes bench/results/job.json. Usage: `python bench/job.py [--records 200000] [--parallelism 1,2] [--runs 1]`.
+Baselines, same session: a plain read_committed Kafka consume of the first 200k records of the topic
+(kafka-python), records/s; and the variant `source_only`: Flink's Kafka source and JSON format alone, every
+valid record into a blackhole sink (what reading the topic costs the job before any window).
+`bandwidth_only`, `latency_only` and `buckets_only` run one kind of aggregate of the job alone, into a
+blackhole. Writes bench/results/job.json.
+Usage: `python bench/job.py [--records 1000000] [--event-rate 50000] [--parallelism 1,2] [--runs 1]`.
 """
 
 from __future__ import annotations
@@ -49,6 +57,13 @@ from schemas.flow_record import FLOW_RECORD_FIELDS, FieldSpec, FlowRecord, HistB
 
 S = 10**9
 T0_S = 1_767_225_600
+# Records per second of event time. A gateway that sends the target's 50k records/s fills a 10 s window
+# with 500k records, and the job writes about 1.5 aggregates per 100 records. SPARSE is a quiet gateway's
+# records replayed fast (300k over 10 minutes): every window holds few records and the job writes about
+# one aggregate per record, so the sink and the global windows carry as much as the source.
+TARGET_EVENT_RATE = 50_000
+SPARSE_EVENT_RATE = 500
+BASELINE_RECORDS = 200_000
 PARTNERS = ("japan", "korea", "belt_and_road", "other")
 LINKS = ("jp-1", "jp-2", "kr-1", "bri-1")
 
@@ -91,11 +106,11 @@ PARTIAL_KINDS: dict[str, Kind] = {
 PARTIAL = frozenset({"source_only", *PARTIAL_KINDS})
 
 
-def records(n: int, seed: int = 7) -> list[bytes]:
-    """n encoded FlowRecords over 10 minutes of event time, shaped like the agent's (RTTs, histograms)."""
+def records(n: int, event_rate: int, seed: int = 7) -> list[bytes]:
+    """n encoded FlowRecords, ``event_rate`` of them per second of event time, shaped like the agent's."""
     rng = random.Random(seed)
     out = []
-    span_ms = 600_000
+    span_ms = max(1, n * 1000 // event_rate)
     for i in range(n):
         last_ns = (T0_S * 1000 + i * span_ms // n) * 1_000_000 + rng.randrange(1_000_000)
         hist = tuple(HistBin(b, rng.randrange(1, 5)) for b in sorted(rng.sample(range(400, 600), 2)))
@@ -167,6 +182,16 @@ def count_committed(bootstrap: str, topic: str) -> int:
             n += len(msgs)
     consumer.close()
     return n
+
+
+def topic_size(bootstrap: str, topic: str) -> int:
+    """Records in `topic`, from its offsets: load_topic writes without transactions, so no markers."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    ends = consumer.end_offsets(parts)
+    starts = consumer.beginning_offsets(parts)
+    consumer.close()
+    return sum(ends[tp] - starts[tp] for tp in parts)
 
 
 # The FlowRecord source's own counter (the raw side path's source is `Source:_flows_raw_N_`).
@@ -292,13 +317,19 @@ def child(variant: str, parallelism: int, flows: str, cfg_path: Path) -> None:
         progress.stop()
     seconds = time.perf_counter() - t0
     counts = {k: count_committed(cfg.kafka.bootstrap, sinks[k]) for k in ("aggregates", "late")}
-    total = count_committed(cfg.kafka.bootstrap, flows)
+    total = topic_size(cfg.kafka.bootstrap, flows)
     print(json.dumps({"seconds": seconds, "steady": progress.steady_rate(total), **counts}))
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--records", type=int, default=200_000)
+    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument(
+        "--event-rate",
+        type=int,
+        default=TARGET_EVENT_RATE,
+        help=f"records per second of event time, i.e. how busy the gateway was (a stress case: {SPARSE_EVENT_RATE})",
+    )
     ap.add_argument("--parallelism", default="1,2")
     ap.add_argument("--runs", type=int, default=1, help="runs per variant and parallelism (median reported)")
     ap.add_argument("--variants", default=",".join(VARIANTS))
@@ -314,11 +345,13 @@ def main() -> int:
     tag = uuid.uuid4().hex[:10]
     flows, empty = f"bench.flows.{tag}", f"bench.empty.{tag}"
     svc.ensure_topics([flows, empty], partitions=2)
-    values = records(args.records)
+    values = records(args.records, args.event_rate)
     mb = sum(map(len, values)) / 1e6
     load_s = load_topic(cfg.kafka.bootstrap, flows, values)
     print(f"loaded {args.records} records ({mb:.0f} MB JSON) in {load_s:.1f} s", flush=True)
-    baseline = statistics.median(consume_rate(cfg.kafka.bootstrap, flows, args.records) for _ in range(3))
+    # A rate: the first records are enough (kafka-python reads 7-10k/s; all of a 1M topic takes minutes).
+    sample = min(args.records, BASELINE_RECORDS)
+    baseline = statistics.median(consume_rate(cfg.kafka.bootstrap, flows, sample) for _ in range(3))
     print(f"baseline: plain Kafka consume (kafka-python, read_committed) {baseline:,.0f} records/s", flush=True)
 
     cfg_path = Path("/tmp") / f"gwtel-bench-{tag}.yaml"
@@ -327,6 +360,7 @@ def main() -> int:
     cfg_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")), encoding="utf-8")
     results: dict[str, Any] = {
         "records": args.records,
+        "event_rate": args.event_rate,
         "json_mb": round(mb, 1),
         "baseline_consume_records_per_s": round(baseline),
         "runs": [],

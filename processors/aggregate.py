@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from processors.udf import BUCKET_COUNTS, DISTINCT_COUNT, KEY_STRIDE, RECORD_PROBLEM, SIDE_COUNTS
+from processors.udf import BUCKET_COUNTS, KEY_STRIDE, RECORD_PROBLEM, SIDE_COUNTS
 from schemas.aggregate import (
     AGGREGATE_FIELDS,
     AGGREGATE_SCHEMA_VERSION,
@@ -178,55 +178,23 @@ def bandwidth(flows: Table, window_s: int, *, distinct_hosts: bool = True) -> Ta
     keys = "`partner`, `link_id`, `sampling_rate`"
     merged = _query(
         flows,
-        f"SELECT {_window_cols(w)}, {keys}, `window_time` AS `rowtime`, {SIDE_COUNTS}({args}) AS `d` "
-        f"FROM {_window(flows, w)} GROUP BY `window_start`, `window_end`, `window_time`, {keys}",
+        f"SELECT {_window_cols(w)}, {keys}, {SIDE_COUNTS}({args}) AS `d` "
+        f"FROM {_window(flows, w)} GROUP BY `window_start`, `window_end`, {keys}",
     )
     hosts = "`s`.`remote_hosts`" if distinct_hosts else "CAST(NULL AS BIGINT)"
-    sides = _query(
+    scaled = "`s`.`bytes` * `sampling_rate`"
+    return _query(
         merged,
         f"SELECT `window_s`, `window_start_ms`, `partner`, `s`.`direction` AS `direction`, `link_id`, "
         "`sampling_rate`, `s`.`bytes` AS `bytes`, `s`.`packets` AS `packets`, `s`.`retrans` AS `retrans`, "
         f"`s`.`flows` AS `flows`, `s`.`flows_ended` AS `flows_ended`, {hosts} AS `remote_hosts`, "
-        "`s`.`remotes` AS `remotes`, `rowtime` "
+        f"{scaled} AS `bytes_scaled`, `s`.`packets` * `sampling_rate` AS `packets_scaled`, "
+        "`s`.`retrans` * `sampling_rate` AS `retrans_scaled`, "
+        f"CAST({scaled} AS DOUBLE) * 8 / {w} AS `bits_per_s`, "
+        f"CAST(`s`.`packets` * `sampling_rate` AS DOUBLE) / {w} AS `packets_per_s` "
         f"FROM {merged} CROSS JOIN UNNEST(`d`) AS `s` "
-        "(`direction`, `bytes`, `packets`, `retrans`, `flows`, `flows_ended`, `remote_hosts`, `remotes`)",
+        "(`direction`, `bytes`, `packets`, `retrans`, `flows`, `flows_ended`, `remote_hosts`)",
     )
-    return _with_rates(sides, w, "`remotes`, `rowtime`")
-
-
-def _with_rates(sides: Table, w: int, extra: str = "") -> Table:
-    """Bandwidth rows plus their scaled totals and rates (and the ``extra`` columns, if any)."""
-    scaled = "`bytes` * `sampling_rate`"
-    return _query(
-        sides,
-        "SELECT `window_s`, `window_start_ms`, `partner`, `direction`, `link_id`, `sampling_rate`, `bytes`, "
-        "`packets`, `retrans`, `flows`, `flows_ended`, `remote_hosts`, "
-        f"{scaled} AS `bytes_scaled`, `packets` * `sampling_rate` AS `packets_scaled`, "
-        "`retrans` * `sampling_rate` AS `retrans_scaled`, "
-        f"CAST({scaled} AS DOUBLE) * 8 / {int(w)} AS `bits_per_s`, "
-        f"CAST(`packets` * `sampling_rate` AS DOUBLE) / {int(w)} AS `packets_per_s`{', ' + extra if extra else ''} "
-        f"FROM {sides}",
-    )
-
-
-def bandwidth_from(finer: Table, window_s: int, *, distinct_hosts: bool = True) -> Table:
-    """``bandwidth`` of a longer window from a shorter one's rows.
-
-    Counters add up; distinct remote hosts do not, so each shorter row's distinct addresses (``remotes``)
-    are counted again over the longer window (``processors.udf.DISTINCT_COUNT``): exact, as from the flows.
-    """
-    w = int(window_s)
-    keys = "`partner`, `direction`, `link_id`, `sampling_rate`"
-    hosts = f"{DISTINCT_COUNT}(`remotes`)" if distinct_hosts else "CAST(NULL AS BIGINT)"
-    sides = _query(
-        finer,
-        f"SELECT {_window_cols(w)}, {keys}, SUM(`bytes`) AS `bytes`, SUM(`packets`) AS `packets`, "
-        "SUM(`retrans`) AS `retrans`, SUM(`flows`) AS `flows`, SUM(`flows_ended`) AS `flows_ended`, "
-        f"{hosts} AS `remote_hosts` "
-        f"FROM {_window(finer, w)} GROUP BY `window_start`, `window_end`, {keys}",
-    )
-    # No `remotes` in these rows: a still longer window is built from the finest rows, not from these.
-    return _with_rates(sides, w)
 
 
 def latency_window(flows: Table, window_s: int) -> Table:

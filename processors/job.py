@@ -58,20 +58,14 @@ def aggregate_records(
     # One window operator for the latency summaries and histograms of the finest windows.
     fine_wide = agg.latency_window(flows, finest) if latency_kinds else None
     fine = {kind: _CASCADES[kind][0](fine_wide) for kind in latency_kinds}
-    fine_bandwidth = agg.bandwidth(flows, finest, distinct_hosts=distinct_hosts) if "bandwidth" in kinds else None
     parts = []
     for w in window_sizes_s:
-        # A longer window from the finest one's rows when that divides it: exact (sums, min, max, bucket
-        # counts, and distinct hosts counted again from the finest rows' addresses), and the flows pass
-        # through one window operator per kind instead of one per kind and size.
-        if fine_bandwidth is not None:
-            if w == finest:
-                rows = fine_bandwidth
-            elif w % finest:
-                rows = agg.bandwidth(flows, w, distinct_hosts=distinct_hosts)
-            else:
-                rows = agg.bandwidth_from(fine_bandwidth, w, distinct_hosts=distinct_hosts)
-            parts.append(agg.as_records(rows, "bandwidth"))
+        # Bandwidth of every window from the flows: its distinct host count does not add up, and carrying a
+        # shorter window's remote addresses to the longer one made rows too large for Flink's window
+        # buffers (a window with many distinct hosts overflowed the stack at parallelism 2). Latency of a
+        # longer window from the finest one's rows when that divides it (exact: sums, min, max, bucket counts).
+        if "bandwidth" in kinds:
+            parts.append(agg.as_records(agg.bandwidth(flows, w, distinct_hosts=distinct_hosts), "bandwidth"))
         wide = agg.latency_window(flows, w) if latency_kinds and w % finest else None
         for kind in latency_kinds:
             rows_of, longer = _CASCADES[kind]

@@ -28,12 +28,10 @@ JAVA_SOURCES = Path(__file__).parent / "java"
 BUCKET_COUNTS = "GWTEL_BUCKET_COUNTS"
 SIDE_COUNTS = "GWTEL_SIDE_COUNTS"
 RECORD_PROBLEM = "GWTEL_RECORD_PROBLEM"
-DISTINCT_COUNT = "GWTEL_DISTINCT_COUNT"
 FUNCTIONS = {
     BUCKET_COUNTS: "gwtel.udf.BucketCounts",
     SIDE_COUNTS: "gwtel.udf.SideCounts",
     RECORD_PROBLEM: "gwtel.udf.RecordProblem",
-    DISTINCT_COUNT: "gwtel.udf.DistinctCount",
 }
 # BucketCounts keys its map by metric * KEY_STRIDE + bucket (its own KEY_STRIDE, which tests/unit/test_udf.py
 # checks against this one and schemas.histogram.MAX_BUCKET); the SQL that reads the map splits it again.

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -27,7 +28,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from gwtel.config import GwtelConfig
 from gwtel.metrics_http import target_path
@@ -40,8 +41,10 @@ from processors import checkpoints, job_metrics
 from processors.ddl import RAW_GROUP_SUFFIX
 from processors.flink_env import REPORTER_EXCLUDED_LABELS
 from processors.job import run_job
+from schemas import codec
 from tests.integration.flink_truth import (
     FLUSH_PARTNER,
+    LINKS,
     T0_S,
     AggRow,
     as_rows,
@@ -51,6 +54,7 @@ from tests.integration.flink_truth import (
     produce,
 )
 from tests.integration.test_flink_kafka import read_committed
+from tests.records import sample_flow
 
 pytestmark = [
     pytest.mark.integration,
@@ -193,6 +197,45 @@ def test_rerun_with_the_same_group_continues_where_the_last_stopped(bounded_runs
     assert bounded_runs.validate_offsets == bounded_runs.end_offsets
     got, want = bounded_runs.rerun, bounded_runs.rerun_truth
     assert got == want, f"extra rows: {list(got - want)[:5]}; missing rows: {list(want - got)[:5]}"
+
+
+def test_windows_with_many_distinct_hosts_count_them_exactly_at_parallelism_two(
+    flink_runtime: FlinkRuntime,
+    kafka_bootstrap: str,
+    kafka_config: GwtelConfig,
+    new_topic: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    # A 10 s window of one link with 150k distinct IPv6 remote hosts, each on both sides of its flow: one
+    # busy partner at the target's rate. Rows that carried a window's addresses on to the 1 min window
+    # (300k addresses in one row here) did not fit Flink's window buffer at parallelism 2: the job failed.
+    # Beyond 2048 hosts the count is a HyperLogLog estimate (processors/java/gwtel/udf/HostSketch.java):
+    # relative standard error 0.8%, so 3% is more than three of them.
+    hosts = 150_000
+    link = LINKS[0]
+    records = [
+        sample_flow(link_id=link, partner="many_hosts", seq=i, ip_version=6, src_ip="2001:db8:ffff::1",
+                    dst_ip=f"2001:db8:{i >> 16:x}:{i & 0xFFFF:x}:5efe:c000:221:{i % 7:x}",
+                    first_ns=T0_S * 10**9, last_ns=(T0_S + 1) * 10**9 + i * 40_000)
+        for i in range(hosts)
+    ]  # fmt: skip
+    topics = make_topics(new_topic)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=20, batch_size=1 << 20)
+    try:
+        for rec in records:
+            producer.send(topics["flows"], value=codec.encode(rec), partition=0)
+        producer.flush(timeout=120)
+    finally:
+        producer.close(timeout=10)
+    run_job(job_config(kafka_config, topics, tmp_path, parallelism=2, idle_timeout_ms=600_000), bounded=True)
+    rows = [json.loads(v) for v in read_committed(kafka_bootstrap, topics["aggregates"])[0]]
+    got = {(r["window_s"], r["link_id"], r["direction"]): r for r in rows if r["kind"] == "bandwidth"}
+    # every flow is egress; its responder's side is ingress, with the same remote host and no flow of its own
+    flows = {"egress": hosts, "ingress": 0}
+    assert set(got) == {(w, link, d) for w in WINDOWS for d in flows}
+    for (_, _, direction), row in got.items():
+        assert row["flows"] == flows[direction]
+        assert abs(row["remote_hosts"] - hosts) <= 0.03 * hosts, row
 
 
 # -- restart from a checkpoint after the process is killed -----------------------------------------------

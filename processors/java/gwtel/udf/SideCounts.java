@@ -15,33 +15,30 @@ import org.apache.flink.types.Row;
  *
  * <p>A flow gives its initiator's counters to its own direction and, when the responder sent packets, the
  * responder's counters to the opposite direction (both passed in, so the mapping stays in one place, the
- * SQL of processors.aggregate.bandwidth). Distinct remote hosts are counted exactly per direction, over the
- * sides that carried packets. Result: one ROW per direction that received a side, with the count of its
- * distinct remote addresses and the addresses themselves ({@code remotes}), from which
- * {@link DistinctCount} counts a longer window's distinct hosts exactly.
+ * SQL of processors.aggregate.bandwidth). Distinct remote hosts are counted per direction, over the sides
+ * that carried packets, by a {@link HostSketch}: exact up to its limit, estimated beyond it, in bounded
+ * memory. Result: one ROW per direction that received a side.
  *
  * <p>A flow record enters the window as one row: the window operators' cost is per row, and Flink's own
- * COUNT DISTINCT keeps its set in keyed state, one state access per side. Here the set is part of the
+ * COUNT DISTINCT keeps its set in keyed state, one state access per side. Here the sketch is part of the
  * accumulator, read and written once per key when the window operator flushes its buffer.
  */
 @FunctionHint(output = @DataTypeHint(SideCounts.RESULT))
 public final class SideCounts extends AggregateFunction<Row[], SideCounts.Acc> {
 
-    /** Counters by direction; hosts keyed by direction + SEP + address. */
+    /** Counters and distinct remote hosts, by direction. */
     public static final class Acc {
         public Map<String, Long> bytes = new HashMap<>();
         public Map<String, Long> packets = new HashMap<>();
         public Map<String, Long> retrans = new HashMap<>();
         public Map<String, Long> flows = new HashMap<>();
         public Map<String, Long> ended = new HashMap<>();
-        public Map<String, Boolean> hosts = new HashMap<>();
+        public Map<String, HostSketch> hosts = new HashMap<>();
     }
 
     static final String RESULT =
             "ARRAY<ROW<`direction` STRING, `bytes` BIGINT, `packets` BIGINT, `retrans` BIGINT, `flows` BIGINT, "
-                    + "`flows_ended` BIGINT, `remote_hosts` BIGINT, `remotes` ARRAY<STRING>>>";
-
-    private static final String SEP = "\u0000";
+                    + "`flows_ended` BIGINT, `remote_hosts` BIGINT>>";
 
     @Override
     public Acc createAccumulator() {
@@ -78,7 +75,7 @@ public final class SideCounts extends AggregateFunction<Row[], SideCounts.Acc> {
         acc.flows.merge(dir, flows, Long::sum);
         acc.ended.merge(dir, orZero(ended), Long::sum);
         if (remote != null && packets != null && packets > 0) {
-            acc.hosts.put(dir + SEP + remote, Boolean.TRUE);
+            acc.hosts.computeIfAbsent(dir, d -> new HostSketch()).add(remote);
         }
     }
 
@@ -93,21 +90,15 @@ public final class SideCounts extends AggregateFunction<Row[], SideCounts.Acc> {
             o.retrans.forEach((k, v) -> acc.retrans.merge(k, v, Long::sum));
             o.flows.forEach((k, v) -> acc.flows.merge(k, v, Long::sum));
             o.ended.forEach((k, v) -> acc.ended.merge(k, v, Long::sum));
-            acc.hosts.putAll(o.hosts);
+            o.hosts.forEach((k, v) -> acc.hosts.computeIfAbsent(k, d -> new HostSketch()).merge(v));
         }
     }
 
     @Override
     public Row[] getValue(Acc acc) {
-        Map<String, List<String>> remotes = new HashMap<>();
-        for (String key : acc.hosts.keySet()) {
-            int sep = key.indexOf(SEP);
-            remotes.computeIfAbsent(key.substring(0, sep), d -> new ArrayList<>()).add(key.substring(sep + 1));
-        }
         List<Row> out = new ArrayList<>(acc.bytes.size());
         for (Map.Entry<String, Long> e : acc.bytes.entrySet()) {
             String dir = e.getKey();
-            List<String> seen = remotes.getOrDefault(dir, List.of());
             out.add(
                     Row.of(
                             dir,
@@ -116,8 +107,7 @@ public final class SideCounts extends AggregateFunction<Row[], SideCounts.Acc> {
                             acc.retrans.get(dir),
                             acc.flows.get(dir),
                             acc.ended.get(dir),
-                            (long) seen.size(),
-                            seen.toArray(new String[0])));
+                            acc.hosts.containsKey(dir) ? acc.hosts.get(dir).estimate() : 0L));
         }
         return out.toArray(new Row[0]);
     }
