@@ -127,6 +127,8 @@ class Loader:
         self._client: Any = None
         self.database = database
         self.routes = {r.topic: r for r in routes}
+        # Looked up once: `labels()` per record cost a tenth of the loader's time.
+        self._consumed = {r.topic: metrics.records_consumed.labels(r.topic) for r in routes}
         self.deadletters = deadletters
         self.settings = settings
         self.metrics = metrics
@@ -195,7 +197,7 @@ class Loader:
                 return False
             st = st2
         st.batcher.add(rec.offset, self._decode(tp, rec))
-        self.metrics.records_consumed.labels(tp.topic).inc()
+        self._consumed[tp.topic].inc()
         if st.batcher.ready():
             self._flush(tp)
             return tp in self._parts

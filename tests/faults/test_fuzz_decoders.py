@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +20,9 @@ from ingest.classify import PartnerClassifier
 from ingest.config import AgentConfig
 from ingest.decode import DecodeConfig, decode
 from ingest.packet import DecodedPacket, RawFrame
+from processors import rows
 from processors.rows import aggregate_rows, flow_rows
+from processors.tables import FLOWS_RAW
 from schemas import codec
 from schemas.codec import RecordError
 from tests.records import sample_flow
@@ -96,3 +99,66 @@ def test_kafka_decoders_take_any_field_values(changes: dict[str, Any], drop: lis
     for name in drop:
         d.pop(name, None)
     _only_record_errors(json.dumps(d).encode())  # stdlib: also writes integers beyond 64 bits
+
+
+def _same_verdicts(d: dict[str, Any], latest: int | None) -> bool:
+    """Both paths on one record: same row, or both reject (the reference names why); True if accepted."""
+    value = json.dumps(d).encode()
+    try:
+        fast = rows._accepted_row(orjson.loads(value), latest)
+    except orjson.JSONDecodeError:
+        fast = None
+    reference = _verdict(rows._checked_row, value, latest)
+    if fast is not None:
+        assert fast == reference, d
+    else:
+        assert isinstance(reference, str), d
+    want = reference if isinstance(reference, str) else [(FLOWS_RAW, reference)]
+    assert _verdict(rows.flow_rows, value, latest) == want
+    return fast is not None
+
+
+def _verdict(fn: Any, value: bytes, latest_ns: int | None) -> Any:
+    try:
+        return fn(value, latest_ns)
+    except RecordError as exc:
+        return exc.reason
+
+
+_BOUNDARY_VALUES: list[Any] = (
+    [0, -1, 1, 2, 3, 4, 5, 6, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**63 - 1, 2**63, 2**64 - 1, True, 1.0,
+     946_684_800 * 10**9 - 1, 946_684_800 * 10**9, 4_102_444_800 * 10**9, 4_102_444_800 * 10**9 + 1, None, "", []]
+)  # fmt: skip
+_BOUNDARY = st.sampled_from(_BOUNDARY_VALUES)
+_BIN = st.dictionaries(st.sampled_from(["b", "c", "x"]), _BOUNDARY | _JSON, max_size=3)
+
+
+@FUZZ
+@given(changes=st.dictionaries(st.sampled_from(_FIELDS), _BOUNDARY | _JSON | st.lists(_BIN, max_size=3), max_size=4),
+       drop=st.lists(st.sampled_from(_FIELDS), max_size=2),
+       latest=st.none() | st.sampled_from([1_700_000_000_999_999_999, 1_700_000_001_000_000_000]))  # fmt: skip
+def test_fast_flow_rows_give_the_reference_verdict(
+    changes: dict[str, Any], drop: list[str], latest: int | None
+) -> None:
+    """The loader's fast path accepts exactly what the reference path accepts, with the same row."""
+    d = {**codec.to_dict(sample_flow()), **changes}
+    for name in drop:
+        d.pop(name, None)
+    _same_verdicts(d, latest)
+
+
+def test_fast_flow_rows_agree_on_every_field_at_its_bounds() -> None:
+    """Each field alone at each boundary value, each histogram bin at its bounds, and each field missing."""
+    base = codec.to_dict(sample_flow())
+    accepted = 0
+    for name in _FIELDS:
+        for v in _BOUNDARY_VALUES:
+            accepted += _same_verdicts({**base, name: v}, None)
+        accepted += _same_verdicts({k: x for k, x in base.items() if k != name}, None)
+    for b in _BOUNDARY_VALUES:
+        for c in _BOUNDARY_VALUES:
+            accepted += _same_verdicts({**base, "dns_rtt_hist": [{"b": b, "c": c}]}, None)
+    accepted += _same_verdicts({**base, "dns_rtt_hist": [{"b": 1, "c": 1, "x": 1}]}, None)
+    for latest in (base["last_ns"] - 1, base["last_ns"]):
+        accepted += _same_verdicts(base, latest)
+    assert 100 < accepted < 2000  # both verdicts occur
