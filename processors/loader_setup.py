@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,18 @@ _MAX_POLL_RECORDS = 5_000
 # While ClickHouse is down the loader does not poll; this long a silence is tolerated before the group
 # hands its partitions to another member (which then re-forms the announced batch: still no double count).
 _MAX_POLL_INTERVAL_MS = 600_000
+
+
+def tune_gc() -> None:
+    """Collect cycles rarely: the loader allocates about 60 objects per record and holds a batch of them.
+
+    With the default thresholds (700, 10, 10) the collector walked every batch in hand many times per batch:
+    the loader ran 1.4x slower. Its objects are freed by reference counting (no cycles), so fewer
+    collections leave memory as it is. Objects alive at start-up are frozen out of the collections.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
 
 
 def routes_for(cfg: GwtelConfig) -> list[Route]:
