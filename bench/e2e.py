@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -26,12 +25,11 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import yaml
+from _processes import start_pipeline, stop_pipeline
 from _results import Row, table, write
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -113,18 +111,6 @@ def throughput(base: GwtelConfig, flows: int, tmp: Path) -> tuple[list[Row], lis
 
 
 # -- 2. freshness -----------------------------------------------------------------------------------------
-def _config_file(cfg: GwtelConfig, tmp: Path) -> Path:
-    """The run's configuration as a file for the job and loader processes: the user's file plus the overrides."""
-    raw: dict[str, Any] = {}
-    if os.environ.get("GWTEL_CONFIG"):
-        raw = yaml.safe_load(Path(os.environ["GWTEL_CONFIG"]).read_text()) or {}
-    for section in ("kafka", "clickhouse", "job", "loader", "agent"):
-        raw[section] = {**raw.get(section, {}), **json.loads(getattr(cfg, section).model_dump_json())}
-    path = tmp / "stream.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
-
-
 class Poller(threading.Thread):
     """Notes when each flow row and each 10 s window first shows up in ClickHouse."""
 
@@ -184,20 +170,12 @@ def freshness(
 ) -> list[Row]:
     cfg = isolated(base, uuid.uuid4().hex[:10])
     prepare(cfg)
-    conf = _config_file(cfg, tmp)
-    logs = cfg.local.home_path() / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    procs: list[subprocess.Popen[bytes]] = []
     poller, watch = Poller(cfg), KafkaWatch(cfg)
     sent: dict[int, int] = {}  # seq -> last_ns
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = cfg.local.home_path() / "logs"
     try:
-        for name, args in (("aggregate", ["aggregate"]), ("load", ["load", "--no-migrate", "--metrics-port", "0"])):
-            with open(logs / f"bench-e2e-{name}.log", "wb") as log:
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "gwtel.cli", "--config", str(conf), *args], stdout=log, stderr=log
-                    )
-                )
+        procs, logs = start_pipeline(cfg, tmp, "bench-e2e")
         poller.start()
         watch.start()
         producer = FlowProducer(
@@ -233,13 +211,7 @@ def freshness(
     finally:
         poller.stop.set()
         watch.stop.set()
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_pipeline(procs)
         poller.join(5)
         watch.join(5)
         discard(cfg)

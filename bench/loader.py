@@ -1,0 +1,106 @@
+"""Loader benchmark (`gwtel up` first): flow records/s from Kafka into ClickHouse's `flows_raw`, alone.
+
+N FlowRecords (bench/job.py's, at `--event-rate` per second of event time) are loaded into a fresh 2-partition
+topic once. Each run then loads the whole topic with the loader as `gwtel load` builds it (consumer group,
+batches, deduplication tokens, commits after insert, its garbage-collector setting), into a database of its
+own, and stops when the loader has acknowledged N rows. Figures are medians over `--runs`:
+
+- records/s: N / (time from the loader's creation to its last commit), group join included;
+- the same with the loader's own garbage-collector setting left at Python's defaults (`default_gc`).
+
+Baseline, same session: a plain kafka-python read_committed consume of the same topic (records/s).
+Writes bench/results/loader.json. Usage: `python bench/loader.py [--records 300000] [--runs 3]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _results import Row, table, write
+from job import TARGET_EVENT_RATE, consume_rate, load_topic, records
+from prometheus_client import CollectorRegistry
+
+from gwtel.config import GwtelConfig, load_config
+from gwtel.pipeline import discard, isolated, prepare
+from processors.loader_setup import build_loader, migrate, tune_gc
+
+
+def one_run(base: GwtelConfig, n: int, tuned: bool) -> float:
+    """Records/s of one loader over the whole topic, in a database and consumer group of its own."""
+    tag = uuid.uuid4().hex[:10]
+    cfg = base.model_copy(
+        update={
+            "clickhouse": base.clickhouse.model_copy(update={"database": f"{base.clickhouse.database}_{tag}"}),
+            "loader": base.loader.model_copy(update={"group_id": f"{base.loader.group_id}-{tag}"}),
+        }
+    )
+    migrate(cfg)
+    gc.collect()
+    gc.unfreeze()
+    gc.set_threshold(700, 10, 10)  # Python's defaults
+    if tuned:
+        tune_gc()
+    t0 = time.perf_counter()
+    registry = CollectorRegistry()
+    loader = build_loader(cfg, registry)
+    try:
+        while (registry.get_sample_value("gwtel_loader_flow_records_stored_total") or 0) < n:
+            loader.step()
+        seconds = time.perf_counter() - t0
+    finally:
+        loader.close()
+        discard_database(cfg)
+    return n / seconds
+
+
+def discard_database(cfg: GwtelConfig) -> None:
+    from processors.chclient import make_client
+
+    client = make_client(cfg.clickhouse, database="")
+    try:
+        client.command(f"DROP DATABASE IF EXISTS {cfg.clickhouse.database}")
+    finally:
+        client.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--records", type=int, default=300_000, help="records in the topic (default 300000)")
+    ap.add_argument("--event-rate", type=int, default=TARGET_EVENT_RATE, help="records per second of event time")
+    ap.add_argument("--runs", type=int, default=3, help="runs per variant, alternating (default 3)")
+    args = ap.parse_args()
+    n = args.records
+    cfg = isolated(load_config(), uuid.uuid4().hex[:10])
+    prepare(cfg)
+    rates: dict[str, list[float]] = {"loader": [], "default_gc": []}
+    try:
+        load_topic(cfg.kafka.bootstrap, cfg.kafka.topics.flows, records(n, args.event_rate))
+        baseline = consume_rate(cfg.kafka.bootstrap, cfg.kafka.topics.flows, n)
+        print(f"baseline consume {baseline:,.0f} records/s", flush=True)
+        for i in range(args.runs):
+            for variant in ("loader", "default_gc"):
+                rates[variant].append(one_run(cfg, n, tuned=variant == "loader"))
+                print(f"  run {i + 1} {variant}: {rates[variant][-1]:,.0f} records/s", flush=True)
+    finally:
+        discard(cfg)
+    rows = [
+        Row("loader records/s into flows_raw (median)", statistics.median(rates["loader"]), "records/s", baseline),
+        Row("  with Python's default GC thresholds", statistics.median(rates["default_gc"]), "records/s", baseline),
+    ]
+    path = write("loader", rows, records=n, event_rate=args.event_rate, runs=rates)
+    print(table([{"benchmark": "loader", **r} for r in json.loads(path.read_text())["rows"]]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

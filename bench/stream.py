@@ -1,0 +1,150 @@
+"""Whole-pipeline throughput while streaming (`gwtel up` first): writes bench/results/stream.json.
+
+A backlog of N FlowRecords (records at `--event-rate` per second of event time, as in bench/job.py) waits in a
+fresh flows topic. Then the streaming job (`gwtel aggregate`) and the loader (`gwtel load`) start as their own
+processes, as deployed, and drain it: the loader stores every record in `flows_raw`, the job aggregates every
+record into windows that the loader stores too. Two closing records, one per partition and 2 minutes of event
+time later, move the job's watermark past the backlog's last window.
+
+The run ends when the delivery ledger balances: `flows_raw` holds N + 2 rows and the 10 s bandwidth windows
+count N flows (the ledger's `flows_aggregated`). Figures:
+
+- records/s end to end: N / (time from the processes' start to the ledger balancing), start-up included;
+- the same after start-up: from the first raw row stored;
+- raw rows/s, steady: the loader's rate between 30% and 90% of N rows stored;
+- the Flink job's read rate, steady (its source's records out, 30% to 90% of N), and when it has read all;
+- the lag of the aggregates: from the last raw row stored to the ledger balancing.
+
+Baseline, same run: a plain kafka-python read_committed consume of the same topic (records/s). Every process
+shares the machine's cores: the figures are those of the pipeline on this machine, not of one stage.
+Usage: `python bench/stream.py [--records 500000] [--event-rate 50000]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import orjson
+from _processes import start_pipeline, stop_pipeline
+from _results import Row, table, write
+from job import TARGET_EVENT_RATE, SourceProgress, consume_rate, load_topic, records
+
+from gwtel.config import GwtelConfig, load_config
+from gwtel.pipeline import discard, isolated, prepare
+from processors.chclient import make_client
+
+S = 10**9
+
+
+def closing_records(last: bytes, n: int) -> list[bytes]:
+    """Two records (seq n, n + 1) 2 minutes of event time after `last`: one per partition of load_topic."""
+    out = []
+    for i in range(2):
+        d = orjson.loads(last)
+        for f in ("first_ns", "last_ns", "export_ns"):
+            d[f] += 120 * S
+        d["seq"] = n + i
+        out.append(orjson.dumps(d))
+    return out
+
+
+def drain(cfg: GwtelConfig, n: int, tmp: Path, timeout_s: float) -> dict[str, float]:
+    """Start the job and the loader over the backlog; seconds from their start to each milestone."""
+    db = cfg.clickhouse.database
+    client = make_client(cfg.clickhouse)
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = cfg.local.home_path() / "logs"
+    marks: dict[str, float] = {}
+    progress = SourceProgress()
+    try:
+        t0 = time.perf_counter()
+        procs, logs = start_pipeline(cfg, tmp, "bench-stream")
+        progress.start("", cfg.job.metrics_port)
+        while True:
+            now = time.perf_counter() - t0
+            if now > timeout_s:
+                raise SystemExit(f"stream: the ledger did not balance in {timeout_s:.0f} s ({marks}); logs in {logs}")
+            for p in procs:
+                if p.poll() is not None:
+                    raise SystemExit(f"stream: a pipeline process exited with {p.returncode}; logs in {logs}")
+            raw = int(client.query(f"SELECT count() FROM {db}.flows_raw").result_rows[0][0])
+            agg = int(
+                client.query(f"SELECT sum(flows) FROM {db}.bandwidth_window WHERE window_s = 10").result_rows[0][0] or 0
+            )
+            for name, reached in (
+                ("first_raw", raw > 0),
+                ("raw_30", raw >= 0.3 * n),
+                ("raw_90", raw >= 0.9 * n),
+                ("raw_all", raw >= n + 2),
+                ("first_agg", agg > 0),
+            ):
+                if reached:
+                    marks.setdefault(name, now)
+            if agg > n:
+                raise SystemExit(f"stream: the windows count {agg} flows, more than the {n} records")
+            if raw >= n + 2 and agg == n:
+                marks["balanced"] = now
+                progress.stop()
+                read = next((t - t0 for t, k in progress.samples if k >= n + 2), None)
+                if read is not None:
+                    marks["job_read_all"] = read
+                if (rate := progress.steady_rate(n)) is not None:
+                    marks["job_steady_rate"] = rate
+                return marks
+            time.sleep(0.25)
+    finally:
+        progress.stop()
+        stop_pipeline(procs)
+        client.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--records", type=int, default=500_000, help="records in the backlog (default 500000)")
+    ap.add_argument("--event-rate", type=int, default=TARGET_EVENT_RATE, help="records per second of event time")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the ledger (default 900)")
+    args = ap.parse_args()
+    n = args.records
+    cfg = isolated(load_config(), uuid.uuid4().hex[:10])
+    prepare(cfg)
+    try:
+        values = records(n, args.event_rate)
+        print(f"loading {n:,} records into {cfg.kafka.topics.flows}", flush=True)
+        load_topic(cfg.kafka.bootstrap, cfg.kafka.topics.flows, [*values, *closing_records(values[-1], n)])
+        baseline = consume_rate(cfg.kafka.bootstrap, cfg.kafka.topics.flows, n + 2)
+        print(f"baseline consume {baseline:,.0f} records/s; draining with gwtel aggregate + gwtel load", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            m = drain(cfg, n, Path(tmp), args.timeout)
+    finally:
+        discard(cfg)
+    print(f"milestones (s from start): {json.dumps({k: round(v, 1) for k, v in m.items()})}", flush=True)
+    rows = [
+        Row("records/s end to end, backlog drained (start-up included)", n / m["balanced"], "records/s", baseline,
+            ">= 50,000"),
+        Row("records/s end to end, from the first row stored", n / (m["balanced"] - m["first_raw"]), "records/s",
+            baseline, ">= 50,000"),
+        Row("raw rows/s stored by the loader, steady (30-90%)", 0.6 * n / (m["raw_90"] - m["raw_30"]), "records/s",
+            baseline),
+        Row("Flink job records/s read, steady (30-90%)", m.get("job_steady_rate", float("nan")), "records/s", baseline),
+        Row("  start-up: processes started -> first raw row", m["first_raw"], "s"),
+        Row("  processes started -> the job has read every record", m.get("job_read_all", float("nan")), "s"),
+        Row("  start-up: processes started -> first window row", m["first_agg"], "s"),
+        Row("  lag of the aggregates: last raw row -> ledger balanced", m["balanced"] - m["raw_all"], "s"),
+    ]  # fmt: skip
+    path = write("stream", rows, records=n, event_rate=args.event_rate, milestones=m)
+    print(table([{"benchmark": "stream", **r} for r in json.loads(path.read_text())["rows"]]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
