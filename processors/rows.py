@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 import orjson
@@ -97,6 +97,14 @@ def _group_by(pairs: Iterable[tuple[Any, int]]) -> dict[Any, list[int]]:
     return out
 
 
+def _tuple_getter(idx: Sequence[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """`operator.itemgetter` that returns a tuple for one index too (itemgetter's own returns the item)."""
+    if len(idx) == 1:
+        i = idx[0]
+        return lambda row: (row[i],)
+    return operator.itemgetter(*idx)
+
+
 def flow_rows(value: bytes, latest_ns: int | None = None) -> TableRows:
     """A FlowRecord v1 value -> one `flows_raw` row (without the Kafka coordinates).
 
@@ -127,7 +135,7 @@ _NAMES: Final = tuple(name for name, _t in _FLOW_TYPES)
 _COL: Final = {name: i for i, name in enumerate(_NAMES)}
 _ALL_FIELDS: Final = operator.itemgetter(*_NAMES)
 _INT_GROUPS: Final = tuple(
-    (operator.itemgetter(*idx), hi, nullable)
+    (_tuple_getter(idx), hi, nullable)
     for (hi, nullable), idx in sorted(
         _group_by(
             ((min(_MAX_COUNTER, _INT_RANGES[_base(t)[0]][1]), _base(t)[1]), i)
@@ -136,7 +144,7 @@ _INT_GROUPS: Final = tuple(
         ).items()
     )
 )
-_STRINGS: Final = operator.itemgetter(*(i for i, (_n, t) in enumerate(_FLOW_TYPES) if _base(t)[0] == "String"))
+_STRINGS: Final = _tuple_getter([i for i, (_n, t) in enumerate(_FLOW_TYPES) if _base(t)[0] == "String"])
 _HIST_COLS: Final = tuple(_COL[name] for name in _NAMES if name in _HIST)
 _I_FIRST, _I_LAST, _I_EXPORT = _COL["first_ns"], _COL["last_ns"], _COL["export_ns"]
 _I_SAMPLING, _I_IPV, _I_PFWD, _I_PREV = (
@@ -164,7 +172,7 @@ def _accepted_row(d: Any, latest_ns: int | None) -> list[Any] | None:
     except KeyError:
         return None
     for get, hi, nullable in _INT_GROUPS:
-        vs = get(row)
+        vs: Sequence[Any] = get(row)
         types = set(map(type, vs))
         if nullable and types <= _INT_OR_NONE:
             vs = [v for v in vs if v is not None]
