@@ -31,7 +31,7 @@ from job import TARGET_EVENT_RATE, consume_rate, load_topic, records
 from prometheus_client import CollectorRegistry
 
 from gwtel.config import GwtelConfig, load_config
-from gwtel.pipeline import discard, isolated, prepare
+from gwtel.pipeline import discard, drop_database, isolated, prepare
 from processors.loader_setup import build_loader, migrate, tune_gc
 
 
@@ -59,18 +59,8 @@ def one_run(base: GwtelConfig, n: int, tuned: bool) -> float:
         seconds = time.perf_counter() - t0
     finally:
         loader.close()
-        discard_database(cfg)
+        drop_database(cfg)
     return n / seconds
-
-
-def discard_database(cfg: GwtelConfig) -> None:
-    from processors.chclient import make_client
-
-    client = make_client(cfg.clickhouse, database="")
-    try:
-        client.command(f"DROP DATABASE IF EXISTS {cfg.clickhouse.database}")
-    finally:
-        client.close()
 
 
 def main() -> int:

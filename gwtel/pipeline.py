@@ -184,17 +184,23 @@ def prepare(cfg: GwtelConfig) -> None:
     migrate(cfg)
 
 
-def discard(cfg: GwtelConfig) -> None:
-    """Drop what `isolated` + `prepare` created: database, topics, spool, checkpoints and sequence file."""
-    from gwtel.services.kafka import KafkaService
+def drop_database(cfg: GwtelConfig) -> None:
+    """Drop `cfg.clickhouse.database` if it exists."""
     from processors.chclient import make_client
 
-    home = cfg.local.home_path()
     client = make_client(cfg.clickhouse, database="")
     try:
         client.command(f"DROP DATABASE IF EXISTS {cfg.clickhouse.database}")
     finally:
         client.close()
+
+
+def discard(cfg: GwtelConfig) -> None:
+    """Drop what `isolated` + `prepare` created: database, topics, spool, checkpoints and sequence file."""
+    from gwtel.services.kafka import KafkaService
+
+    home = cfg.local.home_path()
+    drop_database(cfg)
     svc = KafkaService(cfg, home)
     with svc.admin() as admin:
         existing = set(admin.list_topics())

@@ -127,7 +127,7 @@ class Loader:
         self._client: Any = None
         self.database = database
         self.routes = {r.topic: r for r in routes}
-        # Looked up once: `labels()` per record cost a tenth of the loader's time.
+        # Looked up once: `labels()` per record cost about 4% of the loader's time (cProfile).
         self._consumed = {r.topic: metrics.records_consumed.labels(r.topic) for r in routes}
         self.deadletters = deadletters
         self.settings = settings
