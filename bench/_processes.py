@@ -26,13 +26,27 @@ def config_file(cfg: GwtelConfig, tmp: Path) -> Path:
     return path
 
 
+_LOAD = ["load", "--no-migrate", "--metrics-port", "0"]
+
+
 def start_pipeline(cfg: GwtelConfig, tmp: Path, log_prefix: str) -> tuple[list[subprocess.Popen[bytes]], Path]:
     """`gwtel aggregate` and `gwtel load` on `cfg`; returns them and the folder of their logs."""
+    return _start(cfg, tmp, log_prefix, [("aggregate", ["aggregate"]), ("load", _LOAD)])
+
+
+def start_loaders(cfg: GwtelConfig, tmp: Path, log_prefix: str, count: int) -> list[subprocess.Popen[bytes]]:
+    """`count` `gwtel load` processes on `cfg`, one consumer group (migrations already applied)."""
+    return _start(cfg, tmp, log_prefix, [(f"load{i}", _LOAD) for i in range(count)])[0]
+
+
+def _start(
+    cfg: GwtelConfig, tmp: Path, log_prefix: str, commands: list[tuple[str, list[str]]]
+) -> tuple[list[subprocess.Popen[bytes]], Path]:
     conf = config_file(cfg, tmp)
     logs = cfg.local.home_path() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     procs = []
-    for name, args in (("aggregate", ["aggregate"]), ("load", ["load", "--no-migrate", "--metrics-port", "0"])):
+    for name, args in commands:
         with open(logs / f"{log_prefix}-{name}.log", "wb") as log:
             cmd = [sys.executable, "-m", "gwtel.cli", "--config", str(conf), *args]
             procs.append(subprocess.Popen(cmd, stdout=log, stderr=log))

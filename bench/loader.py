@@ -6,10 +6,13 @@ batches, deduplication tokens, commits after insert, its garbage-collector setti
 own, and stops when the loader has acknowledged N rows. Figures are medians over `--runs`:
 
 - records/s: N / (time from the loader's creation to its last commit), group join included;
-- the same with the loader's own garbage-collector setting left at Python's defaults (`default_gc`).
+- the same with the loader's own garbage-collector setting left at Python's defaults (`default_gc`);
+- `gwtel load` as processes, one and then two in one consumer group (`--processes`, default 2; a partition
+  each): N / (time from starting them to N rows in `flows_raw`), interpreter start-up included. The ratio
+  of the two says how the loader scales when cores are free for it.
 
 Baseline, same session: a plain kafka-python read_committed consume of the same topic (records/s).
-Writes bench/results/loader.json. Usage: `python bench/loader.py [--records 300000] [--runs 3]`.
+Writes bench/results/loader.json. Usage: `python bench/loader.py [--records 300000] [--runs 3] [--processes 2]`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import gc
 import json
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -26,24 +30,34 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _processes import start_loaders, stop_pipeline
 from _results import Row, table, write
 from job import TARGET_EVENT_RATE, consume_rate, load_topic, records
 from prometheus_client import CollectorRegistry
 
 from gwtel.config import GwtelConfig, load_config
 from gwtel.pipeline import discard, drop_database, isolated, prepare
+from processors.chclient import make_client
 from processors.loader_setup import build_loader, migrate, tune_gc
 
+# No new row for this long means records were lost (or a loader hangs): fail instead of waiting forever.
+_STALL_S = 120
 
-def one_run(base: GwtelConfig, n: int, tuned: bool) -> float:
-    """Records/s of one loader over the whole topic, in a database and consumer group of its own."""
+
+def own(base: GwtelConfig) -> GwtelConfig:
+    """`base` with a database and consumer group of the run's own."""
     tag = uuid.uuid4().hex[:10]
-    cfg = base.model_copy(
+    return base.model_copy(
         update={
             "clickhouse": base.clickhouse.model_copy(update={"database": f"{base.clickhouse.database}_{tag}"}),
             "loader": base.loader.model_copy(update={"group_id": f"{base.loader.group_id}-{tag}"}),
         }
     )
+
+
+def one_run(base: GwtelConfig, n: int, tuned: bool) -> float:
+    """Records/s of one loader over the whole topic, in a database and consumer group of its own."""
+    cfg = own(base)
     migrate(cfg)
     gc.collect()
     gc.unfreeze()
@@ -63,16 +77,46 @@ def one_run(base: GwtelConfig, n: int, tuned: bool) -> float:
     return n / seconds
 
 
+def processes_run(base: GwtelConfig, n: int, count: int) -> float:
+    """Records/s of `count` `gwtel load` processes sharing one consumer group, until `flows_raw` holds N rows."""
+    cfg = own(base)
+    migrate(cfg)
+    client = make_client(cfg.clickhouse)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        procs = start_loaders(cfg, Path(tmp), f"bench-loader-{count}", count)
+        try:
+            last, progress = -1, time.monotonic()
+            while (stored := int(client.command("SELECT count() FROM flows_raw"))) < n:
+                if any(p.poll() is not None for p in procs):
+                    raise RuntimeError(f"a gwtel load process exited after {stored} rows; see its log")
+                if stored != last:
+                    last, progress = stored, time.monotonic()
+                elif time.monotonic() - progress > _STALL_S:
+                    raise RuntimeError(f"flows_raw stuck at {stored} of {n} rows for {_STALL_S} s")
+                time.sleep(0.1)
+            seconds = time.perf_counter() - t0
+        finally:
+            stop_pipeline(procs)
+            client.close()
+            drop_database(cfg)
+    if stored != n:
+        raise RuntimeError(f"flows_raw holds {stored} rows for {n} records")
+    return n / seconds
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=300_000, help="records in the topic (default 300000)")
     ap.add_argument("--event-rate", type=int, default=TARGET_EVENT_RATE, help="records per second of event time")
     ap.add_argument("--runs", type=int, default=3, help="runs per variant, alternating (default 3)")
+    ap.add_argument("--processes", type=int, default=2, help="loader processes in the last variant (default 2)")
     args = ap.parse_args()
     n = args.records
     cfg = isolated(load_config(), uuid.uuid4().hex[:10])
     prepare(cfg)
-    rates: dict[str, list[float]] = {"loader": [], "default_gc": []}
+    procs = f"processes{args.processes}"
+    rates: dict[str, list[float]] = {"loader": [], "default_gc": [], "processes1": [], procs: []}
     try:
         load_topic(cfg.kafka.bootstrap, cfg.kafka.topics.flows, records(n, args.event_rate))
         baseline = consume_rate(cfg.kafka.bootstrap, cfg.kafka.topics.flows, n)
@@ -81,11 +125,21 @@ def main() -> int:
             for variant in ("loader", "default_gc"):
                 rates[variant].append(one_run(cfg, n, tuned=variant == "loader"))
                 print(f"  run {i + 1} {variant}: {rates[variant][-1]:,.0f} records/s", flush=True)
+            for count, variant in ((1, "processes1"), (args.processes, procs)):
+                rates[variant].append(processes_run(cfg, n, count))
+                print(f"  run {i + 1} {variant}: {rates[variant][-1]:,.0f} records/s", flush=True)
     finally:
         discard(cfg)
     rows = [
         Row("loader records/s into flows_raw (median)", statistics.median(rates["loader"]), "records/s", baseline),
         Row("  with Python's default GC thresholds", statistics.median(rates["default_gc"]), "records/s", baseline),
+        Row("gwtel load, 1 process (start-up included)", statistics.median(rates["processes1"]), "records/s", baseline),
+        Row(
+            f"gwtel load, {args.processes} processes, one group",
+            statistics.median(rates[procs]),
+            "records/s",
+            statistics.median(rates["processes1"]),
+        ),
     ]
     path = write("loader", rows, records=n, event_rate=args.event_rate, runs=rates)
     print(table([{"benchmark": "loader", **r} for r in json.loads(path.read_text())["rows"]]))

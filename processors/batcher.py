@@ -87,6 +87,10 @@ class PartitionBatcher(Generic[T]):
     def add(self, offset: int, item: T) -> None:
         if self._offsets and offset <= self._offsets[-1]:
             raise ValueError(f"offset {offset} is not after {self._offsets[-1]} in {self.topic}:{self.partition}")
+        if self.pin is not None and not self._items and offset > self.pin[1]:
+            # Every record of the announced range is gone (retention): a batch of later records must not
+            # carry its token, or ClickHouse would drop it as a retry of what the range may have stored.
+            self.pin = None
         if self.closes_before(offset):
             raise ValueError(f"offset {offset} is past the pinned range {self.pin}; take the batch first")
         if not self._items:

@@ -13,6 +13,13 @@ validated as they arrive and gathered per partition (`processors.batcher`). A re
 
 A crash anywhere before 4 leaves the announced range as the committed state; the next owner of the partition
 pins its first batch to that range, so the retry carries the same token and ClickHouse keeps one copy.
+
+A rebalance drops the batches in hand. Whenever the loader drops a partition's batch, or is assigned a
+partition, it seeks that partition back to its committed offset: kafka-python keeps the fetch position of a
+partition that stays assigned across a rebalance, and reading on from there would skip the dropped records
+while the next commit acknowledged them. A batch is committed only while no revocation is pending for it,
+and a commit refused because the group is rebalancing is not retried: after the rebalance the partition may
+be someone else's, and the broker would take a commit of the new generation from any member.
 """
 
 from __future__ import annotations
@@ -23,10 +30,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, OffsetAndMetadata, TopicPartition
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 
 from processors.batcher import Batch, PartitionBatcher
 from processors.config import LoaderConfig
@@ -85,22 +93,31 @@ class Backoff:
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Records revocations; kafka-python may call it from its IO thread, so it only notes them."""
+    """Records revocations and assignments; kafka-python may call it from its IO thread, so it only notes them."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._revoked: set[TopicPartition] = set()
+        self._assigned: set[TopicPartition] = set()
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         with self._lock:
             self._revoked.update(revoked)
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        pass
-
-    def take(self) -> set[TopicPartition]:
         with self._lock:
-            out, self._revoked = self._revoked, set()
+            self._assigned.update(assigned)
+
+    def revoking(self, tp: TopicPartition) -> bool:
+        """A revocation of `tp` was noted and not yet taken (a rebalance began since the last poll)."""
+        with self._lock:
+            return tp in self._revoked
+
+    def take(self) -> tuple[set[TopicPartition], set[TopicPartition]]:
+        """(revoked, assigned) since the last call."""
+        with self._lock:
+            out = self._revoked, self._assigned
+            self._revoked, self._assigned = set(), set()
         return out
 
 
@@ -143,6 +160,9 @@ class Loader:
         self._stop: Callable[[], bool] = lambda: False
         self._next_lag = 0.0
         self._lag_labels: set[TopicPartition] = set()
+        # Partitions sought back to their committed offset in this step: the rest of the records polled for
+        # them come from the old position and are read again from the committed offset instead.
+        self._rewound: set[TopicPartition] = set()
         self.consumer.subscribe(sorted(self.routes), listener=self._listener)
 
     # -- main loop --------------------------------------------------------------------------------------
@@ -157,11 +177,16 @@ class Loader:
 
     def step(self, poll_timeout_ms: int = 200) -> None:
         polled: dict[TopicPartition, list[Any]] = self.consumer.poll(timeout_ms=poll_timeout_ms)
-        self._forget(self._listener.take())
+        self._rewound.clear()
+        revoked, assigned = self._listener.take()
+        self._reset(revoked | assigned)
+        owned = set(self.consumer.assignment())
         for tp, records in polled.items():
+            if tp not in owned:
+                continue  # fetched before a revocation: someone else's now
             for rec in records:
                 if not self._accept(tp, rec):
-                    break  # the partition was lost while flushing: its remaining records are someone else's
+                    break  # lost or rewound while flushing: its remaining records are someone else's or re-read
         for tp in list(self._parts):
             st = self._parts.get(tp)
             if st is not None and st.batcher.ready():
@@ -183,6 +208,8 @@ class Loader:
 
     # -- records ----------------------------------------------------------------------------------------
     def _accept(self, tp: TopicPartition, rec: Any) -> bool:
+        if tp in self._rewound:
+            return False
         st = self._parts.get(tp) or self._init_partition(tp)
         nxt = st.batcher.next_offset
         if nxt is not None and rec.offset < nxt:
@@ -230,6 +257,21 @@ class Loader:
         st = _Partition(batcher, offset)
         self._parts[tp] = st
         return st
+
+    def _reset(self, tps: set[TopicPartition]) -> None:
+        """Drop the batches in hand of `tps` and read the ones still assigned again from the committed offset."""
+        if not tps:
+            return
+        self._forget(tps)
+        owned = tps & set(self.consumer.assignment())
+        for tp in sorted(owned):
+            meta = self._with_retry("read committed offset", partial(self.consumer.committed, tp))
+            if meta is None:
+                # Nothing committed yet: where a new member of the group would start.
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, int(meta))
+        self._rewound |= owned
 
     def _forget(self, tps: set[TopicPartition]) -> None:
         for tp in tps:
@@ -315,16 +357,23 @@ class Loader:
                 client.close()
 
     def _commit(self, offsets: dict[TopicPartition, Any]) -> bool:
-        """Commit; False when the group moved on (the partitions are someone else's now)."""
+        """Commit; False when the group moved on (the partitions may be someone else's now)."""
+        if any(self._listener.revoking(tp) for tp in offsets):
+            log.info("a rebalance began: not committing %s; dropping batches in hand", sorted(offsets))
+            self._reset(set(self._parts))
+            return False
+        commit = lambda: self.consumer.commit(offsets=offsets)  # noqa: E731
         try:
-            self._with_retry("commit offsets", lambda: self.consumer.commit(offsets=offsets), fatal=CommitFailedError)
-        except CommitFailedError as exc:
-            log.warning("commit refused (%s): the group rebalanced; dropping batches in hand", exc)
-            self._forget(set(self._parts))
+            self._with_retry("commit offsets", commit, fatal=(CommitFailedError, RebalanceInProgressError))
+        except (CommitFailedError, RebalanceInProgressError) as exc:
+            log.warning("commit refused (%s): the group is rebalancing; dropping batches in hand", exc)
+            self._reset(set(self._parts))
             return False
         return True
 
-    def _with_retry(self, what: str, fn: Callable[[], Any], fatal: type[Exception] | None = None) -> Any:
+    def _with_retry(
+        self, what: str, fn: Callable[[], Any], fatal: type[Exception] | tuple[type[Exception], ...] | None = None
+    ) -> Any:
         backoff = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
         while True:
             try:

@@ -109,6 +109,15 @@ def test_pinned_range_names_the_batch_even_if_its_first_records_are_gone() -> No
     assert b.take().token == "gwtel.flows.v1:4:5-9"
 
 
+def test_a_pin_whose_records_are_all_gone_does_not_name_later_records() -> None:
+    b, _ = make(max_rows=2)
+    b.pin_to(5, 9)
+    b.add(12, "x")
+    b.add(13, "y")
+    assert b.ready()
+    assert b.take().token == "gwtel.flows.v1:4:12-13"
+
+
 def test_pin_rules() -> None:
     b, _ = make()
     with pytest.raises(ValueError):
