@@ -14,12 +14,13 @@ validated as they arrive and gathered per partition (`processors.batcher`). A re
 A crash anywhere before 4 leaves the announced range as the committed state; the next owner of the partition
 pins its first batch to that range, so the retry carries the same token and ClickHouse keeps one copy.
 
-A rebalance drops the batches in hand. Whenever the loader drops a partition's batch, or is assigned a
-partition, it seeks that partition back to its committed offset: kafka-python keeps the fetch position of a
-partition that stays assigned across a rebalance, and reading on from there would skip the dropped records
-while the next commit acknowledged them. A batch is committed only while no revocation is pending for it,
-and a commit refused because the group is rebalancing is not retried: after the rebalance the partition may
-be someone else's, and the broker would take a commit of the new generation from any member.
+A rebalance drops the batches in hand. Whenever the loader drops records of a partition it still owns, it
+seeks that partition back to its committed offset and ignores the records of it already polled: kafka-python
+keeps the fetch position of a partition that stays assigned across a rebalance, and reading on from there
+would skip the dropped records while the next commit acknowledged them. A batch is committed only while no
+revocation is pending for it, and a commit refused because the group is rebalancing is not retried: after
+the rebalance the partition may be someone else's, and the broker would take a commit of the new generation
+from any member.
 """
 
 from __future__ import annotations
@@ -258,12 +259,15 @@ class Loader:
         self._parts[tp] = st
         return st
 
-    def _reset(self, tps: set[TopicPartition]) -> None:
-        """Drop the batches in hand of `tps` and read the ones still assigned again from the committed offset."""
+    def _reset(self, tps: set[TopicPartition], dropped: frozenset[TopicPartition] = frozenset()) -> None:
+        """Forget `tps`; those that held records (in hand, or a batch `dropped` by the caller) and are still
+        assigned are read again from their committed offset. The others' positions are their committed offsets
+        already (everything read was committed), or fresh from the group for a newly assigned partition."""
         if not tps:
             return
+        held = {tp for tp in tps if (st := self._parts.get(tp)) is not None and len(st.batcher) > 0}
         self._forget(tps)
-        owned = tps & set(self.consumer.assignment())
+        owned = (held | (dropped & tps)) & set(self.consumer.assignment())
         for tp in sorted(owned):
             meta = self._with_retry("read committed offset", partial(self.consumer.committed, tp))
             if meta is None:
@@ -360,14 +364,14 @@ class Loader:
         """Commit; False when the group moved on (the partitions may be someone else's now)."""
         if any(self._listener.revoking(tp) for tp in offsets):
             log.info("a rebalance began: not committing %s; dropping batches in hand", sorted(offsets))
-            self._reset(set(self._parts))
+            self._reset(set(self._parts) | set(offsets), dropped=frozenset(offsets))
             return False
         commit = lambda: self.consumer.commit(offsets=offsets)  # noqa: E731
         try:
             self._with_retry("commit offsets", commit, fatal=(CommitFailedError, RebalanceInProgressError))
         except (CommitFailedError, RebalanceInProgressError) as exc:
             log.warning("commit refused (%s): the group is rebalancing; dropping batches in hand", exc)
-            self._reset(set(self._parts))
+            self._reset(set(self._parts) | set(offsets), dropped=frozenset(offsets))
             return False
         return True
 
