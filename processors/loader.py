@@ -49,6 +49,10 @@ from schemas.codec import RecordError
 log = logging.getLogger("gwtel.loader")
 
 _LAG_TIMEOUT_MS = 5_000
+# kafka-python 3.0 can leave a member with no partitions for good: when topic metadata arrives just after its
+# first join, the second join may complete after poll() returned, and its assignment is never applied. A
+# loader that owns nothing this long while its topics have partitions leaves the group and joins again.
+_UNASSIGNED_REJOIN_S = 60.0
 
 INSERT_SETTINGS_FIXED = {
     # Without it a retry that the source table drops as a duplicate still reaches the rollup views
@@ -164,6 +168,7 @@ class Loader:
         # Partitions sought back to their committed offset in this step: the rest of the records polled for
         # them come from the old position and are read again from the committed offset instead.
         self._rewound: set[TopicPartition] = set()
+        self._unassigned_since: float | None = None
         self.consumer.subscribe(sorted(self.routes), listener=self._listener)
 
     # -- main loop --------------------------------------------------------------------------------------
@@ -182,6 +187,7 @@ class Loader:
         revoked, assigned = self._listener.take()
         self._reset(revoked | assigned)
         owned = set(self.consumer.assignment())
+        self._watch_assignment(owned)
         for tp, records in polled.items():
             if tp not in owned:
                 continue  # fetched before a revocation: someone else's now
@@ -193,6 +199,22 @@ class Loader:
             if st is not None and st.batcher.ready():
                 self._flush(tp)
         self._update_lag()
+
+    def _watch_assignment(self, owned: set[TopicPartition]) -> None:
+        now = self._clock()
+        if owned or self._unassigned_since is None:
+            self._unassigned_since = None if owned else now
+            return
+        if now - self._unassigned_since < _UNASSIGNED_REJOIN_S:
+            return
+        self._unassigned_since = now
+        if not any(self.consumer.partitions_for_topic(t) for t in self.routes):
+            return  # nothing to own yet
+        # A legitimately idle member (more loaders than partitions) rejoins too: one rebalance a minute.
+        log.warning("no partitions assigned for %.0fs while the topics have some: leaving and rejoining the group",
+                    _UNASSIGNED_REJOIN_S)  # fmt: skip
+        self.consumer.unsubscribe()
+        self.consumer.subscribe(sorted(self.routes), listener=self._listener)
 
     def idle(self) -> bool:
         """No batch in hand: everything read so far is inserted and committed."""
