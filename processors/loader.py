@@ -98,31 +98,27 @@ class Backoff:
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Records revocations and assignments; kafka-python may call it from its IO thread, so it only notes them."""
+    """Records revocations; kafka-python may call it from its IO thread, so it only notes them."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._revoked: set[TopicPartition] = set()
-        self._assigned: set[TopicPartition] = set()
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         with self._lock:
             self._revoked.update(revoked)
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        with self._lock:
-            self._assigned.update(assigned)
+        pass  # a newly assigned partition starts at its committed offset; a kept one was revoked first
 
     def revoking(self, tp: TopicPartition) -> bool:
         """A revocation of `tp` was noted and not yet taken (a rebalance began since the last poll)."""
         with self._lock:
             return tp in self._revoked
 
-    def take(self) -> tuple[set[TopicPartition], set[TopicPartition]]:
-        """(revoked, assigned) since the last call."""
+    def take(self) -> set[TopicPartition]:
         with self._lock:
-            out = self._revoked, self._assigned
-            self._revoked, self._assigned = set(), set()
+            out, self._revoked = self._revoked, set()
         return out
 
 
@@ -184,8 +180,7 @@ class Loader:
     def step(self, poll_timeout_ms: int = 200) -> None:
         polled: dict[TopicPartition, list[Any]] = self.consumer.poll(timeout_ms=poll_timeout_ms)
         self._rewound.clear()
-        revoked, assigned = self._listener.take()
-        self._reset(revoked | assigned)
+        self._reset(self._listener.take())
         owned = set(self.consumer.assignment())
         self._watch_assignment(owned)
         for tp, records in polled.items():
@@ -388,7 +383,7 @@ class Loader:
             log.info("a rebalance began: not committing %s; dropping batches in hand", sorted(offsets))
             self._reset(set(self._parts) | set(offsets), dropped=frozenset(offsets))
             return False
-        commit = lambda: self.consumer.commit(offsets=offsets)  # noqa: E731
+        commit = partial(self.consumer.commit, offsets=offsets)
         try:
             self._with_retry("commit offsets", commit, fatal=(CommitFailedError, RebalanceInProgressError))
         except (CommitFailedError, RebalanceInProgressError) as exc:
