@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from operator import attrgetter
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, OffsetAndMetadata, TopicPartition
@@ -41,6 +42,7 @@ from processors.batcher import Batch, PartitionBatcher
 from processors.config import LoaderConfig
 from processors.deadletter import DeadLetter, DeadLetterSink
 from processors.intent import parse_pending, pending_metadata
+from processors.landing import INPUT_SETTINGS, LANDING, outcome_sql, raw_token
 from processors.loader_metrics import LoaderMetrics
 from processors.rows import Decoder
 from processors.tables import AGG_TABLES, FLOWS_RAW, TableSpec
@@ -62,6 +64,39 @@ INSERT_SETTINGS_FIXED = {
 }
 
 
+# Errors with which ClickHouse refuses a batch's data rather than fails to take it: the batch then takes the
+# slow path, which finds the records at fault. CANNOT_PARSE_TEXT, CANNOT_PARSE_ESCAPE_SEQUENCE,
+# CANNOT_PARSE_QUOTED_STRING, CANNOT_PARSE_INPUT_ASSERTION_FAILED, ATTEMPT_TO_READ_AFTER_EOF,
+# CANNOT_READ_ALL_DATA, TYPE_MISMATCH, ARGUMENT_OUT_OF_BOUND, CANNOT_CONVERT_TYPE, CANNOT_PARSE_NUMBER,
+# INCORRECT_DATA, CANNOT_READ_ARRAY_FROM_TEXT, TOO_LARGE_STRING_SIZE, CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN.
+REFUSED_DATA_CODES = frozenset({6, 25, 26, 27, 32, 33, 53, 69, 70, 72, 117, 130, 131, 349})
+_VALUE = attrgetter("value")
+_OFFSET = attrgetter("offset")
+_TIMESTAMP = attrgetter("timestamp")
+
+
+def refused_data(exc: Exception) -> bool:
+    """ClickHouse answered that the data cannot be read (not: unreachable, overloaded, timed out)."""
+    code = getattr(exc, "code", None)
+    return type(exc).__name__ == "DatabaseError" and code in REFUSED_DATA_CODES
+
+
+def landing_block(values: Sequence[bytes | None]) -> bytes | None:
+    """The batch's values as JSONEachRow, one record per line, or None when that cannot hold.
+
+    Row i must be record i (its offset is computed from i): a value with a newline, an empty one, or one
+    not starting with `{` (`[...]` holds any number of rows) would shift the rows. Checked on the joined
+    bytes with three counts instead of record by record.
+    """
+    if not values or None in values:
+        return None
+    data = b"\n".join(values)  # type: ignore[arg-type]
+    n = len(values)
+    if data[:1] != b"{" or data.count(b"\n") != n - 1 or data.count(b"\n{") != n - 1:
+        return None
+    return data
+
+
 class LoaderStoppedError(Exception):
     """The loader was asked to stop while a batch was waiting for ClickHouse; the batch stays unacknowledged."""
 
@@ -72,6 +107,8 @@ class Route:
 
     topic: str
     decode: Decoder
+    # Raw: the values go to ClickHouse as they are (the landing path), `decode` serves only the slow path.
+    raw: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +223,9 @@ class Loader:
         for tp, records in polled.items():
             if tp not in owned:
                 continue  # fetched before a revocation: someone else's now
+            if self.routes[tp.topic].raw:
+                self._accept_raw(tp, records)
+                continue
             for rec in records:
                 if not self._accept(tp, rec):
                     break  # lost or rewound while flushing: its remaining records are someone else's or re-read
@@ -248,6 +288,36 @@ class Loader:
             return tp in self._parts
         return True
 
+    def _accept_raw(self, tp: TopicPartition, records: Sequence[Any]) -> None:
+        """Add a poll's records of a raw partition to its batches, a batch's worth at a time."""
+        offsets = list(map(_OFFSET, records))
+        i = 0
+        while i < len(records):
+            if tp in self._rewound:
+                return
+            st = self._parts.get(tp) or self._init_partition(tp)
+            nxt = st.batcher.next_offset
+            if nxt is not None and offsets[i] < nxt:
+                log.warning(
+                    "%s:%d rewound to %d; re-reading from the committed offset", tp.topic, tp.partition, offsets[i]
+                )
+                self._forget({tp})
+                st = self._init_partition(tp)
+            if st.batcher.closes_before(offsets[i]):
+                self._flush(tp)
+                if tp not in self._parts:
+                    return
+                continue
+            taken = st.batcher.add_many(offsets[i:], records[i:])
+            if taken == 0:
+                raise RuntimeError(f"{tp.topic}:{tp.partition}: batch full but not ready")  # not reachable
+            self._consumed[tp.topic].inc(taken)
+            i += taken
+            if st.batcher.ready():
+                self._flush(tp)
+                if tp not in self._parts:
+                    return
+
     def _decode(self, tp: TopicPartition, rec: Any) -> Decoded:
         value: bytes = rec.value if rec.value is not None else b""
         ts = getattr(rec, "timestamp", None)
@@ -306,6 +376,64 @@ class Loader:
     def _flush(self, tp: TopicPartition) -> None:
         st = self._parts[tp]
         batch = st.batcher.take()
+        if self.routes[tp.topic].raw:
+            self._flush_raw(tp, st, batch)
+        else:
+            self._store(tp, st, batch)
+
+    def _flush_raw(self, tp: TopicPartition, st: _Partition, batch: Batch[Any]) -> None:
+        """Store a batch of raw records through the landing table: ClickHouse parses and checks them.
+
+        Falls back to the slow path (each record decoded in Python, as `_store` does for other topics) when
+        the batch's rows could not be numbered by offset, or ClickHouse refuses its data.
+        """
+        recs: tuple[Any, ...] = batch.items
+        values = list(map(_VALUE, recs))
+        contiguous = batch.last - batch.first + 1 == len(recs) and recs[0].offset == batch.first
+        data = landing_block(values) if contiguous else None
+        if data is None:
+            self._slow_path(tp, st, batch, "its records cannot be numbered by offset")
+            return
+        announce = {tp: OffsetAndMetadata(batch.first, pending_metadata(batch.first, batch.last), -1)}
+        if not self._commit(announce):
+            return
+        latest = 0
+        if self._skew_ns is not None:
+            newest = max(map(_TIMESTAMP, recs))
+            latest = newest * 1_000_000 + self._skew_ns if isinstance(newest, int) and newest > 0 else 0
+        token = raw_token(tp.topic, tp.partition, batch.first, batch.last, latest)
+        if not self._insert_raw(data, token):
+            self._slow_path(tp, st, batch, "ClickHouse refused its data")
+            return
+        records, stored, packets, quarantined = self._outcome(tp, batch, token)
+        if records != len(recs):
+            log.error("%s: ClickHouse read %d rows for %d records", token, records, len(recs))
+        dead = [
+            DeadLetter(tp.topic, tp.partition, off, recs[off - batch.first].key, values[off - batch.first] or b"",
+                       reason, f"field {field!r}: {reason} (checked in ClickHouse)")
+            for off, reason, field in quarantined
+        ]  # fmt: skip
+        if dead:
+            self._with_retry("send dead letters", lambda: self.deadletters.send_all(dead))
+            for d in dead:
+                self.metrics.dead_lettered.labels(d.reason).inc()
+        if self.after_insert is not None:
+            self.after_insert(batch)
+        if self._commit({tp: OffsetAndMetadata(batch.last + 1, "", -1)}):
+            st.committed = batch.last + 1
+            self.metrics.batches.labels(tp.topic).inc()
+            self.metrics.last_commit.set(time.time())
+            self.metrics.rows_inserted.labels(FLOWS_RAW.name).inc(stored)
+            self.metrics.flow_records_stored.inc(stored)
+            self.metrics.flow_packets_stored.inc(packets)
+
+    def _slow_path(self, tp: TopicPartition, st: _Partition, batch: Batch[Any], why: str) -> None:
+        log.info("%s:%d:%d-%d takes the slow path: %s", tp.topic, tp.partition, batch.first, batch.last, why)
+        self.metrics.slow_batches.labels(tp.topic).inc()
+        decoded = tuple(self._decode(tp, rec) for rec in batch.items)
+        self._store(tp, st, Batch(batch.topic, batch.partition, batch.first, batch.last, decoded))
+
+    def _store(self, tp: TopicPartition, st: _Partition, batch: Batch[Decoded]) -> None:
         dead = [d.dead for d in batch.items if d.dead is not None]
         tables: dict[str, tuple[TableSpec, list[list[Any]]]] = {}
         for item in batch.items:
@@ -370,6 +498,54 @@ class Loader:
             self.metrics.rows_inserted.labels(spec.name).inc(len(rows))
             self.metrics.clickhouse_up.set(1)
             return
+
+    def _insert_raw(self, data: bytes, token: str) -> bool:
+        """Insert a landing block, retrying like `_insert`; False when ClickHouse refuses the data itself."""
+        backoff = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
+        settings = {**INSERT_SETTINGS_FIXED, **INPUT_SETTINGS, "insert_deduplication_token": token}
+        while True:
+            t0 = time.perf_counter()
+            try:
+                if self._client is None:
+                    self._client = self._client_factory()
+                self._client.raw_insert(f"`{self.database}`.`{LANDING}`", insert_block=data, fmt="JSONEachRow",
+                                        settings=settings)  # fmt: skip
+            except Exception as exc:
+                if refused_data(exc):
+                    log.info("ClickHouse refused the data of %s: %s", token, str(exc)[:300])
+                    return False
+                self._drop_client()
+                self.metrics.insert_retries.labels(FLOWS_RAW.name).inc()
+                self.metrics.clickhouse_up.set(0)
+                delay = backoff.next_delay()
+                log.warning("insert into %s (%s) failed: %s; retrying in %.1fs", LANDING, token, exc, delay)
+                self._pause(delay)
+                continue
+            self.metrics.insert_seconds.labels(FLOWS_RAW.name).observe(time.perf_counter() - t0)
+            self.metrics.clickhouse_up.set(1)
+            return True
+
+    def _outcome(self, tp: TopicPartition, batch: Batch[Any], token: str) -> tuple[int, int, int, list[Any]]:
+        """(records read, rows stored, packets stored, quarantined (offset, reason, field)) of a landed batch."""
+        params = {
+            "token": token,
+            "topic": tp.topic,
+            "partition": tp.partition,
+            "first": batch.first,
+            "last": batch.last,
+        }
+        backoff = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
+        while True:
+            try:
+                if self._client is None:
+                    self._client = self._client_factory()
+                counts, bad = self._client.query(outcome_sql(self.database), parameters=params).result_rows[0]
+                return int(counts[0]), int(counts[1]), int(counts[2]), sorted(bad)
+            except Exception as exc:
+                self._drop_client()
+                delay = backoff.next_delay()
+                log.warning("reading the outcome of %s failed: %s; retrying in %.1fs", token, exc, delay)
+                self._pause(delay)
 
     def _drop_client(self) -> None:
         client, self._client = self._client, None

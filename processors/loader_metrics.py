@@ -58,6 +58,12 @@ class LoaderMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
             registry=registry,
         )
+        self.slow_batches = Counter(
+            "gwtel_loader_slow_batches_total",
+            "Raw batches ClickHouse could not take as they were, loaded record by record instead, by topic",
+            ["topic"],
+            registry=registry,
+        )
         self.batches = Counter(
             "gwtel_loader_batches_total",
             "Batches whose offsets were committed, by topic",

@@ -40,7 +40,12 @@ def tune_gc() -> None:
 
 def routes_for(cfg: GwtelConfig) -> list[Route]:
     topics = cfg.kafka.topics
-    return [Route(topics.flows, flow_rows), Route(topics.aggregates, aggregate_rows), Route(topics.late, late_rows)]
+    # The flows topic takes the landing path (ClickHouse parses and checks); the others are small.
+    return [
+        Route(topics.flows, flow_rows, raw=True),
+        Route(topics.aggregates, aggregate_rows),
+        Route(topics.late, late_rows),
+    ]
 
 
 def make_consumer(cfg: GwtelConfig) -> Any:

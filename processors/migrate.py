@@ -35,6 +35,8 @@ _MV_WINDOW_RE: Final = re.compile(r"\bwindow_s\s*=\s*(\d+)")
 TTL_PARAMS: Final[Mapping[str, str]] = {
     "flows_raw": "ttl_flows_raw_days",
     "flows_late": "ttl_flows_raw_days",
+    "flows_quarantine": "ttl_flows_raw_days",
+    "flows_batches": "ttl_flows_raw_days",
     "bandwidth_window": "ttl_window_days",
     "latency_window": "ttl_window_days",
     "latency_hist_window": "ttl_window_days",

@@ -25,8 +25,9 @@ from processors.tables import (
     TableSpec,
 )
 from schemas.aggregate import AGGREGATE_SCHEMA_VERSION, KINDS
-from schemas.codec import _MAX_COUNTER, _MAX_NS, _MIN_NS, _OPTIONAL_WITH_DEFAULT, RecordError, decode
-from schemas.flow_record import FLOW_RECORD_FIELDS, FLOW_SCHEMA_VERSION
+from schemas.checks import CheckError, checked
+from schemas.codec import RecordError
+from schemas.flow_record import FLOW_RECORD_FIELDS
 
 TableRows = list[tuple[TableSpec, list[Any]]]
 # (Kafka value, latest plausible last_ns or None) -> rows
@@ -86,8 +87,7 @@ def check_value(name: str, ch_type: str, v: Any) -> Any:
     raise TypeError(f"no validation for ClickHouse type {ch_type!r} of {name!r}")
 
 
-_FLOW_TYPES: Final = tuple((f.name, f.clickhouse) for f in FLOW_RECORD_FIELDS)
-_HIST: Final = frozenset(f.name for f in FLOW_RECORD_FIELDS if f.name.endswith("_hist"))
+_NAMES: Final = tuple(f.name for f in FLOW_RECORD_FIELDS)
 
 
 def _group_by(pairs: Iterable[tuple[Any, int]]) -> dict[Any, list[int]]:
@@ -120,109 +120,19 @@ def late_rows(value: bytes, latest_ns: int | None = None) -> TableRows:
 
 
 def _flow_row(value: bytes, latest_ns: int | None) -> list[Any]:
-    try:
-        row = _accepted_row(orjson.loads(value), latest_ns)
-    except orjson.JSONDecodeError:
-        row = None
-    # Anything the fast path does not accept goes through the reference path, which names what is wrong.
-    return row if row is not None else _checked_row(value, latest_ns)
+    """The checks of `schemas.checks` (the same ClickHouse runs on the landing path); raises what is wrong.
 
-
-# The fast path checks values in groups with C-level builtins (one `set(map(type, ...))`, one `min` and one
-# `max` per group) instead of one Python test per field. The bounds are those of the record codec (0 to
-# 2**63 - 1) narrowed to the column's type; a histogram bin is (UInt16, counter).
-_NAMES: Final = tuple(name for name, _t in _FLOW_TYPES)
-_COL: Final = {name: i for i, name in enumerate(_NAMES)}
-_ALL_FIELDS: Final = operator.itemgetter(*_NAMES)
-_INT_GROUPS: Final = tuple(
-    (_tuple_getter(idx), hi, nullable)
-    for (hi, nullable), idx in sorted(
-        _group_by(
-            ((min(_MAX_COUNTER, _INT_RANGES[_base(t)[0]][1]), _base(t)[1]), i)
-            for i, (_n, t) in enumerate(_FLOW_TYPES)
-            if _base(t)[0] in _INT_RANGES
-        ).items()
-    )
-)
-_STRINGS: Final = _tuple_getter([i for i, (_n, t) in enumerate(_FLOW_TYPES) if _base(t)[0] == "String"])
-_HIST_COLS: Final = tuple(_COL[name] for name in _NAMES if name in _HIST)
-_I_FIRST, _I_LAST, _I_EXPORT = _COL["first_ns"], _COL["last_ns"], _COL["export_ns"]
-_I_SAMPLING, _I_IPV, _I_PFWD, _I_PREV = (
-    _COL["sampling_rate"], _COL["ip_version"], _COL["packets_fwd"], _COL["packets_rev"]
-)  # fmt: skip
-_BIN_MAX: Final = _INT_RANGES["UInt16"][1]
-_INT_ONLY: Final = frozenset({int})
-_INT_OR_NONE: Final = frozenset({int, type(None)})
-_STR_ONLY: Final = frozenset({str})
-
-
-def _accepted_row(d: Any, latest_ns: int | None) -> list[Any] | None:
-    """The row of a valid record, or None: the same verdict as `_checked_row`, several times faster.
-
-    The loader reads every flow record; building a `FlowRecord` and checking each value twice (record schema,
-    then column type) was most of its time. This says only yes or no; the tests compare both paths on
-    mutated records.
+    Every bound there fits the column (`out_of_range` otherwise), so the row needs no second check.
     """
-    if type(d) is not dict or d.get("schema_version") != FLOW_SCHEMA_VERSION:
-        return None
-    for name, default in _OPTIONAL_WITH_DEFAULT.items():
-        d.setdefault(name, default)
     try:
-        row = list(_ALL_FIELDS(d))
-    except KeyError:
-        return None
-    for get, hi, nullable in _INT_GROUPS:
-        vs: Sequence[Any] = get(row)
-        types = set(map(type, vs))
-        if nullable and types <= _INT_OR_NONE:
-            vs = [v for v in vs if v is not None]
-            if not vs:
-                continue
-        elif types != _INT_ONLY:
-            return None
-        if min(vs) < 0 or max(vs) > hi:
-            return None
-    if set(map(type, _STRINGS(row))) != _STR_ONLY:
-        return None
-    for i in _HIST_COLS:
-        v = row[i]
-        if type(v) is not list:
-            return None
-        bins = []
-        for item in v:
-            if type(item) is not dict or len(item) != 2:
-                return None
-            b, c = item.get("b"), item.get("c")
-            if type(b) is not int or type(c) is not int or not 0 <= b <= _BIN_MAX or not 0 <= c <= _MAX_COUNTER:
-                return None
-            bins.append((b, c))
-        row[i] = bins
-    first, last = row[_I_FIRST], row[_I_LAST]
-    if not (_MIN_NS <= first <= last <= _MAX_NS and _MIN_NS <= row[_I_EXPORT] <= _MAX_NS):
-        return None
-    if row[_I_SAMPLING] < 1 or row[_I_IPV] not in (4, 6) or row[_I_PFWD] + row[_I_PREV] == 0:
-        return None
-    if latest_ns is not None and last > latest_ns:
-        return None
-    return row
-
-
-def _checked_row(value: bytes, latest_ns: int | None) -> list[Any]:
-    """The reference path: the record codec, then each value against its column; raises what is wrong."""
-    rec = decode(value)
-    if latest_ns is not None and rec.last_ns > latest_ns:
-        raise RecordError(
-            "bad_value",
-            f"field 'last_ns'={rec.last_ns} lies beyond {latest_ns} (the record's Kafka timestamp plus "
-            "job.max_future_skew_s)",
-        )
-    row: list[Any] = []
-    for name, ch_type in _FLOW_TYPES:
-        v = getattr(rec, name)
-        if name in _HIST:
-            v = [(h.b, h.c) for h in v]
-        row.append(check_value(name, ch_type, v))
-    return row
+        d = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise RecordError("not_json", f"value is not JSON ({exc})") from None
+    try:
+        values = checked(d, latest_ns)
+    except CheckError as exc:
+        raise RecordError(exc.reason, exc.detail) from None
+    return [values[name] for name in _NAMES]
 
 
 _AGG_COLUMN_TYPES: Final = {kind: dict(spec.columns) for kind, spec in AGG_TABLES.items()}

@@ -63,7 +63,10 @@ def test_codec_rejects_garbage(value: bytes, reason: str) -> None:
     [
         (lambda d: d.pop("bytes_fwd"), "missing_field"),
         (lambda d: d.update(bytes_fwd=-5), "bad_value"),
-        (lambda d: d.update(bytes_fwd="12"), "bad_type"),
+        (lambda d: d.update(bytes_fwd="1.5"), "bad_type"),  # a quoted integer ("12") is read as one
+        (lambda d: d.update(bytes_fwd=True), "bad_type"),
+        (lambda d: d.update(src_ip="999.1.2.3"), "bad_value"),
+        (lambda d: d.update(src_port=70_000), "out_of_range"),
         (lambda d: d.update(first_ns=5, last_ns=6), "bad_value"),
         (lambda d: d.update(last_ns=d["first_ns"] - 1), "bad_value"),
         (lambda d: d.update(sampling_rate=0), "bad_value"),

@@ -1,0 +1,255 @@
+"""What makes a FlowRecord v1 acceptable: one table of field bounds and record rules, read by every checker.
+
+The loader checks records in ClickHouse (`clickhouse_problem_sql`, the expression of the landing views in
+migration 0005), and in Python only for a batch ClickHouse refused to parse (`checked`, used by
+`schemas.codec`). Both are generated from `INT_BOUNDS` and `RECORD_RULES` below, in the same order, so they
+name the same reason for the same record; `tests/unit/test_checks.py` feeds the same records to both.
+
+Reasons are short labels fit for a metric: `missing_field` (absent or null), `bad_type`, `bad_value`,
+`out_of_range` (fits the record's meaning but not its ClickHouse column), plus `not_json` and
+`wrong_version` from the codec.
+
+Integers may also arrive as quoted decimal strings ("12"): ClickHouse's JSONEachRow and Flink's JSON format
+both read them as numbers, so every stage takes them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from schemas.flow_record import FLOW_RECORD_FIELDS, FLOW_SCHEMA_VERSION
+
+MIN_NS: Final = 946_684_800 * 10**9  # 2000-01-01
+MAX_NS: Final = 4_102_444_800 * 10**9  # 2100-01-01
+MAX_COUNTER: Final = 2**63 - 1
+MAX_BUCKET_INDEX: Final = 2**16 - 1  # a histogram bin's `b` is a UInt16 column
+
+_COLUMN_MAX: Final = {"UInt8": 2**8 - 1, "UInt16": 2**16 - 1, "UInt32": 2**32 - 1, "UInt64": 2**64 - 1,
+                      "Int64": 2**63 - 1}  # fmt: skip
+_TIMESTAMPS: Final = frozenset({"first_ns", "last_ns", "export_ns"})
+_LOWER: Final = {"sampling_rate": 1, **dict.fromkeys(_TIMESTAMPS, MIN_NS)}
+# Fields an absent (or null) value defaults for, instead of being refused.
+DEFAULTS: Final[Mapping[str, int]] = {"remote_asn": 0}
+
+
+def _base(ch_type: str) -> tuple[str, bool]:
+    t = ch_type.removeprefix("LowCardinality(").removesuffix(")") if ch_type.startswith("LowCardinality(") else ch_type
+    if t.startswith("Nullable("):
+        return t[len("Nullable(") : -1], True
+    return t, False
+
+
+@dataclass(frozen=True, slots=True)
+class IntBound:
+    """An integer field: `lo <= v <= hi`; below is `bad_value`, above is `above` (the column or the meaning)."""
+
+    name: str
+    lo: int
+    hi: int
+    above: str
+    nullable: bool
+
+
+def _int_bound(name: str, ch_type: str) -> IntBound:
+    base, nullable = _base(ch_type)
+    col_max = _COLUMN_MAX[base]
+    if name in _TIMESTAMPS:
+        return IntBound(name, MIN_NS, MAX_NS, "bad_value", nullable)
+    hi, above = (col_max, "out_of_range") if col_max < MAX_COUNTER else (MAX_COUNTER, "bad_value")
+    return IntBound(name, _LOWER.get(name, 0), hi, above, nullable)
+
+
+def _kind(ch_type: str) -> str:
+    base, _ = _base(ch_type)
+    if base.startswith("Array("):
+        return "hist"
+    return "str" if base == "String" else "int"
+
+
+FIELD_KINDS: Final[tuple[tuple[str, str], ...]] = tuple((f.name, _kind(f.clickhouse)) for f in FLOW_RECORD_FIELDS)
+INT_BOUNDS: Final[Mapping[str, IntBound]] = {
+    f.name: _int_bound(f.name, f.clickhouse) for f in FLOW_RECORD_FIELDS if _kind(f.clickhouse) == "int"
+}
+BIN_BOUNDS: Final = (IntBound("b", 0, MAX_BUCKET_INDEX, "out_of_range", False),
+                     IntBound("c", 0, MAX_COUNTER, "bad_value", False))  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRule:
+    """A rule across fields, checked after every field passed; `sql` is the same test on the landing row."""
+
+    field: str
+    ok: Callable[[Mapping[str, Any], int | None], bool]
+    sql: str
+    detail: str
+
+
+def ip_ok(text: str, version: int) -> bool:
+    """`text` is an address of IP `version` as ClickHouse's isIPv4String / isIPv6String read it."""
+    try:
+        if version == 4:
+            ipaddress.IPv4Address(text)
+            return True
+        if "%" in text:
+            return False  # a scope id: ClickHouse refuses it
+        # ClickHouse takes leading zeros in the dotted tail of an IPv6 address (::ffff:1.2.3.04); Python not.
+        head, dot, tail = text.rpartition(":")
+        if dot and "." in tail and re.fullmatch(r"[0-9]{1,3}(\.[0-9]{1,3}){3}", tail):
+            text = head + ":" + ".".join(str(int(o)) for o in tail.split("."))
+        ipaddress.IPv6Address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _address_rule(name: str) -> RecordRule:
+    return RecordRule(
+        name,
+        lambda d, _latest: ip_ok(d[name], d["ip_version"]),
+        f"if(ip_version = 4, isIPv4String({name}), isIPv6String({name}))",
+        f"{name} is not an address of ip_version",
+    )
+
+
+def _not_ahead(d: Mapping[str, Any], latest: int | None) -> bool:
+    return latest is None or d["last_ns"] <= latest
+
+
+# In SQL, `{latest}` is the bound of the batch (0: none, a batch without Kafka timestamps).
+RECORD_RULES: Final[tuple[RecordRule, ...]] = (
+    RecordRule("last_ns", lambda d, _l: d["last_ns"] >= d["first_ns"], "last_ns >= first_ns",
+               "last_ns is before first_ns"),
+    RecordRule("packets_fwd", lambda d, _l: d["packets_fwd"] + d["packets_rev"] > 0,
+               "packets_fwd + packets_rev > 0", "flow has no packets"),
+    RecordRule("ip_version", lambda d, _l: d["ip_version"] in (4, 6), "ip_version IN (4, 6)",
+               "ip_version is neither 4 nor 6"),
+    _address_rule("src_ip"),
+    _address_rule("dst_ip"),
+    RecordRule("last_ns", _not_ahead, "{latest} = 0 OR last_ns <= {latest}",
+               "last_ns lies beyond the record's Kafka timestamp plus job.max_future_skew_s"),
+)  # fmt: skip
+
+_QUOTED_INT: Final = re.compile(r"-?[0-9]+")
+
+
+class CheckError(ValueError):
+    """Why a parsed record is not acceptable: `reason` (a metric label), `field` and `detail`."""
+
+    def __init__(self, reason: str, field: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.field = field
+        self.detail = detail
+
+
+def _int(name: str, v: Any, bound: IntBound) -> int:
+    if type(v) is str and _QUOTED_INT.fullmatch(v):
+        v = int(v)
+    if type(v) is not int:
+        raise CheckError("bad_type", name, f"field {name!r} must be an integer, got {type(v).__name__}")
+    if v < bound.lo:
+        raise CheckError("bad_value", name, f"field {name!r}={v} is below {bound.lo}")
+    if v > bound.hi:
+        raise CheckError(bound.above, name, f"field {name!r}={v} is above {bound.hi}")
+    return v
+
+
+def _bins(name: str, v: Any) -> list[tuple[int, int]]:
+    if type(v) is not list:
+        raise CheckError("bad_type", name, f"field {name!r} must be a list of {{b, c}} objects")
+    out = []
+    for item in v:
+        if type(item) is not dict or set(item) != {"b", "c"}:
+            raise CheckError("bad_type", name, f"field {name!r} holds an item that is not {{b, c}}")
+        out.append((_int(name, item["b"], BIN_BOUNDS[0]), _int(name, item["c"], BIN_BOUNDS[1])))
+    return out
+
+
+def checked(d: Any, latest_ns: int | None = None) -> dict[str, Any]:
+    """The record's values, typed (ints as int, bins as (b, c) tuples), or raise `CheckError`.
+
+    ``latest_ns``: the latest plausible ``last_ns`` (a Kafka timestamp plus the allowed clock skew).
+    """
+    if type(d) is not dict:
+        raise CheckError("bad_type", "", "record is not a JSON object")
+    version = d.get("schema_version")
+    if version not in (FLOW_SCHEMA_VERSION, str(FLOW_SCHEMA_VERSION)):
+        raise CheckError("wrong_version", "schema_version",
+                      f"schema_version={version!r}, this reader takes {FLOW_SCHEMA_VERSION}")  # fmt: skip
+    out: dict[str, Any] = {}
+    for name, kind in FIELD_KINDS:
+        v = d.get(name)
+        if v is None:
+            if name in DEFAULTS:
+                out[name] = DEFAULTS[name]
+                continue
+            if kind == "hist":
+                out[name] = []  # an Array column has no null: ClickHouse reads a missing list as empty
+                continue
+            if kind == "int" and INT_BOUNDS[name].nullable:
+                out[name] = None
+                continue
+            raise CheckError("missing_field", name, f"field {name!r} is missing or null")
+        if kind == "int":
+            out[name] = _int(name, v, INT_BOUNDS[name])
+        elif kind == "str":
+            if type(v) is not str:
+                raise CheckError("bad_type", name, f"field {name!r} must be a string")
+            out[name] = v
+        else:
+            out[name] = _bins(name, v)
+    for rule in RECORD_RULES:
+        if not rule.ok(out, latest_ns):
+            raise CheckError("bad_value", rule.field, rule.detail)
+    return out
+
+
+# -- the same checks in ClickHouse SQL, over the landing table's columns ---------------------------------------
+def landing_type(name: str, kind: str) -> str:
+    """Landing column type: wide enough that a value out of any bound still parses and is judged by the view."""
+    if kind == "int":
+        return "Nullable(Int128)"
+    if kind == "str":
+        return "Nullable(String)"
+    return "Array(Tuple(b Int128, c Int128))"
+
+
+def _int_sql(expr: str, name: str, bound: IntBound) -> list[tuple[str, str, str]]:
+    return [(f"{expr} < {bound.lo}", "bad_value", name), (f"{expr} > {bound.hi}", bound.above, name)]
+
+
+def problem_cases(latest_sql: str) -> list[tuple[str, str, str]]:
+    """(condition, reason, field) in the order `checked` checks them; the first true one names the fault."""
+    cases: list[tuple[str, str, str]] = [
+        (f"isNull(schema_version) OR schema_version != {FLOW_SCHEMA_VERSION}", "wrong_version", "schema_version")
+    ]
+    for name, kind in FIELD_KINDS:
+        if kind == "int":
+            bound = INT_BOUNDS[name]
+            if not bound.nullable and name not in DEFAULTS:
+                cases.append((f"isNull({name})", "missing_field", name))
+            cases.extend(_int_sql(name, name, bound))
+        elif kind == "str":
+            cases.append((f"isNull({name})", "missing_field", name))
+            # orjson refuses a value with invalid UTF-8 (`not_json`); ClickHouse's parser takes any bytes.
+            cases.append((f"NOT isValidUTF8({name})", "not_json", name))
+        else:
+            b, c = BIN_BOUNDS
+            # Per bin in order, as `_bins` reads them: the first bad element decides the reason.
+            first = f"arrayFirst(t -> t.1 < {b.lo} OR t.1 > {b.hi} OR t.2 < {c.lo} OR t.2 > {c.hi}, {name})"
+            cases.append((f"{first}.1 < {b.lo} OR ({first}.1 <= {b.hi} AND {first}.2 < {c.lo})", "bad_value", name))
+            cases.append((f"{first}.1 > {b.hi}", b.above, name))
+            cases.append((f"{first}.2 > {c.hi}", c.above, name))
+    for rule in RECORD_RULES:
+        cases.append((f"NOT ({rule.sql.format(latest=latest_sql)})", "bad_value", rule.field))
+    return cases
+
+
+def clickhouse_problem_sql(latest_sql: str) -> str:
+    """`(reason, field)` of a landing row, `('', '')` when it may be stored: `checked` in ClickHouse SQL."""
+    whens = ",\n        ".join(f"{cond}, ('{reason}', '{field}')" for cond, reason, field in problem_cases(latest_sql))
+    return f"multiIf(\n        {whens},\n        ('', ''))"

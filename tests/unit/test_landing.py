@@ -1,0 +1,193 @@
+"""The landing path in the ClickHouse engine itself (chDB, in process): the generated migration, the checks
+ClickHouse runs against the Python ones on the same records, the Kafka coordinates, and deduplication of a
+retried batch through the materialised views.
+
+Expected outcomes are written by hand per case (reason and field), not taken from either checker.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from chdb import session as chdb_session
+
+from processors.config import LoaderConfig
+from processors.landing import INPUT_SETTINGS, migration_sql, raw_token
+from processors.loader import landing_block
+from processors.migrate import MIGRATIONS_DIR, discover, params_from, render
+from schemas import codec
+from schemas.checks import CheckError, checked
+from tests.records import sample_flow
+
+DB = "gw"
+# chDB ships no type information.
+Session = Any
+_new_session: Any = chdb_session.Session
+_tokens = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def ch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+    session = _new_session(str(tmp_path_factory.mktemp("chdb")))
+    session.query(f"CREATE DATABASE {DB}")
+    for mig in discover():
+        for stmt in render(mig, params_from(DB, LoaderConfig())):
+            session.query(stmt)
+    yield session
+    session.close()
+
+
+def fresh(**changes: Any) -> dict[str, Any]:
+    """A valid record of the last minute (older ones would fall to the raw table's TTL at insert)."""
+    now = time.time_ns()
+    d = codec.to_dict(sample_flow())
+    d.update(first_ns=now - 2 * 10**9, last_ns=now - 10**9, export_ns=now)
+    d.update(changes)
+    return d
+
+
+def rows(ch: Session, sql: str) -> list[list[Any]]:
+    out = ch.query(sql, "JSONCompact").bytes()
+    return list(orjson.loads(out)["data"]) if out else []
+
+
+def land(ch: Session, lines: list[bytes], token: str) -> None:
+    settings = {**INPUT_SETTINGS, "insert_deduplication_token": f"'{token}'",
+                "deduplicate_blocks_in_dependent_materialized_views": 1}  # fmt: skip
+    clause = ", ".join(f"{k} = {v}" for k, v in settings.items())
+    ch.query(f"INSERT INTO {DB}.flows_in SETTINGS {clause} FORMAT JSONEachRow\n" + b"\n".join(lines).decode())
+
+
+def test_migration_file_is_the_generated_sql() -> None:
+    # The checks have one owner (schemas/checks.py); the released migration must be what it generates.
+    assert (Path(MIGRATIONS_DIR) / "0005_landing.sql").read_text() == migration_sql()
+
+
+def test_landing_block_numbers_rows_only_when_each_value_is_one_line() -> None:
+    assert landing_block([b'{"a":1}', b'{"a":2}']) == b'{"a":1}\n{"a":2}'
+    for values in ([b'{"a":1}', b""], [b'{"a":1}', b"[]"], [b'{"a":\n1}'], [b" {}"], [b'{"a":1}', None], []):
+        assert landing_block(values) is None, values
+
+
+def _mut(**changes: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda d: d.update(changes)
+
+
+def _drop(name: str) -> Callable[[dict[str, Any]], None]:
+    return lambda d: d.pop(name)
+
+
+# (name, change to a valid record, expected (reason, field) or None when valid). The twelve kinds of the
+# malicious-producer trial and the bounds of each check, by hand.
+CASES: list[tuple[str, Callable[[dict[str, Any]], None], tuple[str, str] | None]] = [
+    ("valid", _mut(), None),
+    ("quoted integer", _mut(bytes_fwd="1200"), None),
+    ("ipv6 record", _mut(ip_version=6, src_ip="2001:db8::1", dst_ip="::ffff:1.2.3.4"), None),
+    ("ipv6 dotted tail with a leading zero", _mut(ip_version=6, src_ip="::ffff:1.2.3.04", dst_ip="::1"), None),
+    ("missing remote_asn takes 0", _drop("remote_asn"), None),
+    ("missing nullable rtt", _drop("hs_rtt_ext_us"), None),
+    ("missing histogram is empty", _drop("dns_rtt_hist"), None),
+    ("unknown extra field", _mut(extra="x"), None),
+    ("ports at their bounds", _mut(src_port=0, dst_port=65_535), None),
+    ("wrong version", _mut(schema_version=2), ("wrong_version", "schema_version")),
+    ("missing version", _drop("schema_version"), ("wrong_version", "schema_version")),
+    ("missing counter", _drop("bytes_rev"), ("missing_field", "bytes_rev")),
+    ("null string", _mut(partner=None), ("missing_field", "partner")),
+    ("negative counter", _mut(bytes_fwd=-5), ("bad_value", "bytes_fwd")),
+    ("port 70000", _mut(src_port=70_000), ("out_of_range", "src_port")),
+    ("protocol 256", _mut(protocol=256), ("out_of_range", "protocol")),
+    ("sampling rate 0", _mut(sampling_rate=0), ("bad_value", "sampling_rate")),
+    ("counter above 2**63-1", _mut(bytes_fwd=2**63), ("bad_value", "bytes_fwd")),
+    ("year 1990", _mut(first_ns=631_152_000 * 10**9), ("bad_value", "first_ns")),
+    ("year 2150", _mut(last_ns=5_680_281_600 * 10**9), ("bad_value", "last_ns")),
+    ("ends before it starts", lambda d: d.update(last_ns=d["first_ns"] - 1), ("bad_value", "last_ns")),
+    ("no packets", _mut(packets_fwd=0, packets_rev=0), ("bad_value", "packets_fwd")),
+    ("ip version 5", _mut(ip_version=5), ("bad_value", "ip_version")),
+    ("src_ip 999.1.2.3", _mut(src_ip="999.1.2.3"), ("bad_value", "src_ip")),
+    ("dst_ip not an address", _mut(dst_ip="gateway"), ("bad_value", "dst_ip")),
+    ("ipv6 address on a v4 record", _mut(src_ip="::1"), ("bad_value", "src_ip")),
+    ("histogram bucket 70000", _mut(ts_rtt_hist=[{"b": 70_000, "c": 1}]), ("out_of_range", "ts_rtt_hist")),
+    ("histogram negative count", _mut(ts_rtt_hist=[{"b": 3, "c": -1}]), ("bad_value", "ts_rtt_hist")),
+    ("a year ahead of its Kafka time", lambda d: d.update(last_ns=d["last_ns"] + 365 * 86_400 * 10**9),
+     ("bad_value", "last_ns")),
+]  # fmt: skip
+
+# Kinds ClickHouse refuses to parse: the batch takes the slow path, where Python names them.
+REFUSED: list[tuple[str, bytes, str]] = [
+    ("boolean counter", orjson.dumps(fresh(bytes_fwd=True)), "bad_type"),
+    ("float counter", orjson.dumps(fresh(bytes_fwd=1.5)), "bad_type"),
+    ("number as a string field", orjson.dumps(fresh(partner=3)), "bad_type"),
+    ("object as a string field", orjson.dumps(fresh(partner={"a": 1})), "bad_type"),
+    ("histogram bin without c", orjson.dumps(fresh(ts_rtt_hist=[{"b": 1}])), "bad_type"),
+    ("histogram bin with more keys", orjson.dumps(fresh(ts_rtt_hist=[{"b": 1, "c": 1, "d": 1}])), "bad_type"),
+    ("truncated JSON", orjson.dumps(fresh())[:-20], "not_json"),
+]
+
+
+@pytest.mark.parametrize(("name", "change", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_clickhouse_and_python_checks_agree(
+    ch: Session, name: str, change: Callable[[dict[str, Any]], None], expected: tuple[str, str] | None
+) -> None:
+    d = fresh()
+    change(d)
+    kafka_ms = time.time_ns() // 1_000_000
+    latest = kafka_ms * 1_000_000 + 900 * 10**9
+    first = next(_tokens) * 10
+    token = raw_token("t.flows", 0, first, first, latest)
+    land(ch, [orjson.dumps(d)], token)
+    stored = rows(ch, f"SELECT seq, kafka_offset FROM {DB}.flows_raw WHERE kafka_offset = {first}")
+    bad = rows(ch, f"SELECT reason, field FROM {DB}.flows_quarantine WHERE kafka_offset = {first}")
+    try:
+        checked(d, latest)
+        python = None
+    except CheckError as exc:
+        python = (exc.reason, exc.field)
+    assert python == expected, name
+    if expected is None:
+        assert stored == [[d["seq"], first]] and bad == [], name
+    else:
+        assert stored == [] and bad == [list(expected)], name
+
+
+@pytest.mark.parametrize(("name", "value", "reason"), REFUSED, ids=[r[0] for r in REFUSED])
+def test_what_clickhouse_refuses_python_names(ch: Session, name: str, value: bytes, reason: str) -> None:
+    with pytest.raises(Exception, match=r"Code: (26|27|117)\b"):
+        land(ch, [orjson.dumps(fresh()), value], raw_token("t.refused", 0, 0, 1, 0))
+    with pytest.raises(codec.RecordError) as info:
+        codec.decode(value)
+    assert info.value.reason == reason, name
+
+
+def test_a_refused_batch_stores_nothing(ch: Session) -> None:
+    good = [orjson.dumps(fresh(seq=i)) for i in range(5)]
+    with pytest.raises(Exception, match="Code: 27"):
+        land(ch, [*good, orjson.dumps(fresh(bytes_fwd=True))], raw_token("t.atomic", 0, 0, 5, 0))
+    assert rows(ch, f"SELECT count() FROM {DB}.flows_raw WHERE kafka_topic = 't.atomic'") == [[0]]
+
+
+def test_coordinates_come_from_the_token_and_a_retry_stores_nothing_twice(ch: Session) -> None:
+    lines = [orjson.dumps(fresh(seq=1000 + i)) for i in range(50)]
+    lines[7] = orjson.dumps(fresh(seq=1007, src_ip="999.1.2.3"))
+    token = raw_token("t.dedup", 3, 500, 549, 0)
+    for _attempt in range(3):  # the loader retries an insert with the same token until it is acknowledged
+        land(ch, lines, token)
+    got = rows(ch, f"SELECT seq, kafka_partition, kafka_offset FROM {DB}.flows_raw WHERE kafka_topic = 't.dedup' "
+                   "ORDER BY kafka_offset")  # fmt: skip
+    assert got == [[1000 + i, 3, 500 + i] for i in range(50) if i != 7]
+    assert rows(ch, f"SELECT kafka_offset, reason, field FROM {DB}.flows_quarantine WHERE kafka_topic = 't.dedup'") == [
+        [507, "bad_value", "src_ip"]
+    ]
+    kept = [orjson.loads(v) for i, v in enumerate(lines) if i != 7]
+    packets = sum(d["packets_fwd"] + d["packets_rev"] for d in kept)
+    assert rows(ch, f"SELECT records, stored, packets_stored FROM {DB}.flows_batches WHERE token = '{token}'") == [
+        [50, 49, packets]
+    ]
+    # The same bytes under another batch's token are other records: stored again.
+    land(ch, lines, raw_token("t.dedup", 3, 600, 649, 0))
+    assert rows(ch, f"SELECT count() FROM {DB}.flows_raw WHERE kafka_topic = 't.dedup'") == [[98]]
