@@ -1,24 +1,27 @@
 """Loader benchmark (`gwtel up` first): flow records/s from Kafka into ClickHouse's `flows_raw`, alone.
 
 N FlowRecords (bench/job.py's, at `--event-rate` per second of event time) are loaded into a fresh 2-partition
-topic once. Each run then loads the whole topic with the loader as `gwtel load` builds it (consumer group,
-batches, deduplication tokens, commits after insert, its garbage-collector setting), into a database of its
-own, and stops when the loader has acknowledged N rows. Figures are medians over `--runs`:
+topic once. Each run then loads the whole topic into a database of its own, and stops when the loader has
+acknowledged N rows. Variants, alternating, medians over `--runs`:
 
-- records/s: N / (time from the loader's creation to its last commit), group join included;
-- the same with the loader's own garbage-collector setting left at Python's defaults (`default_gc`);
-- `gwtel load` as processes, one and then two in one consumer group (`--processes`, default 2; a partition
-  each): N / (time from starting them to N rows in `flows_raw`), interpreter start-up included. The ratio
-  of the two says how the loader scales when cores are free for it.
+- `loader`: as `gwtel load` builds it (consumer group, batches, deduplication tokens, commits after insert):
+  the landing path, where ClickHouse parses and checks the records' bytes. N / (time from the loader's
+  creation to its last commit), group join included;
+- `per_record`: the same loader with the flows topic on the slow path (each record decoded and checked in
+  Python, rows encoded by clickhouse-connect), the design before the landing path;
+- `clickhouse`: the landing inserts alone, without Kafka: the topic's values joined per batch of
+  `loader.batch_rows` and inserted with their tokens, what ClickHouse (embedded here) takes per second;
+- `gwtel load` as processes, one and then `--processes` in one consumer group (a partition each), start-up
+  included (`--processes 0` skips both).
 
-Baseline, same session: a plain kafka-python read_committed consume of the same topic (records/s).
-Writes bench/results/loader.json. Usage: `python bench/loader.py [--records 300000] [--runs 3] [--processes 2]`.
+Baseline, same runs: a plain kafka-python read_committed consume of the same topic (records/s; its inverse is
+kafka-python's cost per message, printed in us). Writes bench/results/loader.json.
+Usage: `python bench/loader.py [--records 2000000] [--runs 3] [--processes 2]`.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import statistics
 import sys
@@ -38,7 +41,10 @@ from prometheus_client import CollectorRegistry
 from gwtel.config import GwtelConfig, load_config
 from gwtel.pipeline import discard, drop_database, isolated, prepare
 from processors.chclient import make_client
+from processors.landing import INPUT_SETTINGS, LANDING, raw_token
+from processors.loader import INSERT_SETTINGS_FIXED, Route
 from processors.loader_setup import build_loader, migrate, tune_gc
+from processors.rows import flow_rows
 
 # No new row for this long means records were lost (or a loader hangs): fail instead of waiting forever.
 _STALL_S = 120
@@ -55,18 +61,17 @@ def own(base: GwtelConfig) -> GwtelConfig:
     )
 
 
-def one_run(base: GwtelConfig, n: int, tuned: bool) -> float:
+def one_run(base: GwtelConfig, n: int, raw: bool) -> float:
     """Records/s of one loader over the whole topic, in a database and consumer group of its own."""
     cfg = own(base)
     migrate(cfg)
-    gc.collect()
-    gc.unfreeze()
-    gc.set_threshold(700, 10, 10)  # Python's defaults
-    if tuned:
-        tune_gc()
+    tune_gc()
     t0 = time.perf_counter()
     registry = CollectorRegistry()
     loader = build_loader(cfg, registry)
+    if not raw:
+        flows = cfg.kafka.topics.flows
+        loader.routes[flows] = Route(flows, flow_rows, raw=False)
     try:
         while (registry.get_sample_value("gwtel_loader_flow_records_stored_total") or 0) < n:
             loader.step()
@@ -75,6 +80,29 @@ def one_run(base: GwtelConfig, n: int, tuned: bool) -> float:
         loader.close()
         drop_database(cfg)
     return n / seconds
+
+
+def clickhouse_run(base: GwtelConfig, values: list[bytes]) -> float:
+    """Records/s of the landing inserts alone: the values in batches of `loader.batch_rows`, no Kafka."""
+    cfg = own(base)
+    migrate(cfg)
+    client = make_client(cfg.clickhouse)
+    size = cfg.loader.batch_rows
+    try:
+        t0 = time.perf_counter()
+        for first in range(0, len(values), size):
+            chunk = values[first : first + size]
+            token = raw_token("bench", 0, first, first + len(chunk) - 1, 0)
+            settings = {**INSERT_SETTINGS_FIXED, **INPUT_SETTINGS, "insert_deduplication_token": token}
+            client.raw_insert(LANDING, insert_block=b"\n".join(chunk), fmt="JSONEachRow", settings=settings)
+        seconds = time.perf_counter() - t0
+        stored = int(client.command("SELECT count() FROM flows_raw"))
+    finally:
+        client.close()
+        drop_database(cfg)
+    if stored != len(values):
+        raise RuntimeError(f"flows_raw holds {stored} rows for {len(values)} records")
+    return len(values) / seconds
 
 
 def processes_run(base: GwtelConfig, n: int, count: int) -> float:
@@ -107,40 +135,51 @@ def processes_run(base: GwtelConfig, n: int, count: int) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--records", type=int, default=300_000, help="records in the topic (default 300000)")
+    ap.add_argument("--records", type=int, default=2_000_000, help="records in the topic (default 2000000)")
     ap.add_argument("--event-rate", type=int, default=TARGET_EVENT_RATE, help="records per second of event time")
     ap.add_argument("--runs", type=int, default=3, help="runs per variant, alternating (default 3)")
-    ap.add_argument("--processes", type=int, default=2, help="loader processes in the last variant (default 2)")
+    ap.add_argument("--processes", type=int, default=2, help="loader processes in the last variant (0: skip)")
+    ap.add_argument("--per-record-records", type=int, default=300_000,
+                    help="records the per-record variant loads, a prefix of the topic (default 300000)")  # fmt: skip
     args = ap.parse_args()
     n = args.records
     cfg = isolated(load_config(), uuid.uuid4().hex[:10])
     prepare(cfg)
-    procs = f"processes{args.processes}"
-    rates: dict[str, list[float]] = {"loader": [], "default_gc": [], "processes1": [], procs: []}
+    variants = ["baseline", "loader", "per_record", "clickhouse"]
+    if args.processes:
+        variants += ["processes1", f"processes{args.processes}"]
+    rates: dict[str, list[float]] = {v: [] for v in variants}
+    slow_n = min(n, args.per_record_records)
     try:
-        load_topic(cfg.kafka.bootstrap, cfg.kafka.topics.flows, records(n, args.event_rate))
-        baseline = consume_rate(cfg.kafka.bootstrap, cfg.kafka.topics.flows, n)
-        print(f"baseline consume {baseline:,.0f} records/s", flush=True)
+        values = records(n, args.event_rate)
+        load_topic(cfg.kafka.bootstrap, cfg.kafka.topics.flows, values)
         for i in range(args.runs):
-            for variant in ("loader", "default_gc"):
-                rates[variant].append(one_run(cfg, n, tuned=variant == "loader"))
-                print(f"  run {i + 1} {variant}: {rates[variant][-1]:,.0f} records/s", flush=True)
-            for count, variant in ((1, "processes1"), (args.processes, procs)):
-                rates[variant].append(processes_run(cfg, n, count))
-                print(f"  run {i + 1} {variant}: {rates[variant][-1]:,.0f} records/s", flush=True)
+            # Each figure beside a plain consume of the same topic in the same run: the machine is shared.
+            rates["baseline"].append(consume_rate(cfg.kafka.bootstrap, cfg.kafka.topics.flows, n))
+            rates["loader"].append(one_run(cfg, n, raw=True))
+            rates["per_record"].append(one_run(cfg, slow_n, raw=False))
+            rates["clickhouse"].append(clickhouse_run(cfg, values))
+            if args.processes:
+                for count in (1, args.processes):
+                    rates[f"processes{count}"].append(processes_run(cfg, n, count))
+            print(f"  run {i + 1}: " + ", ".join(f"{v} {rates[v][-1]:,.0f}/s" for v in variants), flush=True)
     finally:
         discard(cfg)
+    med = {v: statistics.median(r) for v, r in rates.items()}
+    base = med["baseline"]
+    print(f"kafka-python plain consume: {base:,.0f} records/s = {1e6 / base:.1f} us per message", flush=True)
     rows = [
-        Row("loader records/s into flows_raw (median)", statistics.median(rates["loader"]), "records/s", baseline),
-        Row("  with Python's default GC thresholds", statistics.median(rates["default_gc"]), "records/s", baseline),
-        Row("gwtel load, 1 process (start-up included)", statistics.median(rates["processes1"]), "records/s", baseline),
-        Row(
-            f"gwtel load, {args.processes} processes, one group",
-            statistics.median(rates[procs]),
-            "records/s",
-            statistics.median(rates["processes1"]),
-        ),
+        Row("plain kafka-python consume (the baseline)", base, "records/s", base),
+        Row("loader records/s into flows_raw (median)", med["loader"], "records/s", base, ">= 150,000"),
+        Row(f"  per-record Python path ({slow_n:,} records)", med["per_record"], "records/s", base),
+        Row("  ClickHouse landing inserts alone (no Kafka)", med["clickhouse"], "records/s", base),
     ]
+    if args.processes:
+        rows += [
+            Row("gwtel load, 1 process (start-up included)", med["processes1"], "records/s", base),
+            Row(f"gwtel load, {args.processes} processes, one group", med[f"processes{args.processes}"],
+                "records/s", med["processes1"]),
+        ]  # fmt: skip
     path = write("loader", rows, records=n, event_rate=args.event_rate, runs=rates)
     print(table([{"benchmark": "loader", **r} for r in json.loads(path.read_text())["rows"]]))
     return 0

@@ -30,6 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from operator import attrgetter
@@ -124,6 +125,18 @@ class _Partition:
 
 
 @dataclass
+class _InFlight:
+    """A raw batch whose landing insert runs in the worker thread; finished (committed) by the main thread."""
+
+    st: _Partition
+    batch: Batch[Any]
+    values: list[bytes | None]
+    token: str
+    # (inserted, outcome): inserted False when ClickHouse refused the data (the batch takes the slow path).
+    future: Future[tuple[bool, tuple[int, int, int, list[Any]] | None]]
+
+
+@dataclass
 class Backoff:
     initial_s: float
     max_s: float
@@ -202,6 +215,12 @@ class Loader:
         # them come from the old position and are read again from the committed offset instead.
         self._rewound: set[TopicPartition] = set()
         self._unassigned_since: float | None = None
+        # Landing inserts run in one worker thread with a client of its own, so ClickHouse parses a batch
+        # while this thread reads the next from Kafka (both cost CPU: serially the loader reached their
+        # harmonic mean). At most one batch per partition is in flight; only this thread commits.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gwtel-landing")
+        self._land_client: Any = None
+        self._inflight: dict[TopicPartition, _InFlight] = {}
         self.consumer.subscribe(sorted(self.routes), listener=self._listener)
 
     # -- main loop --------------------------------------------------------------------------------------
@@ -229,6 +248,8 @@ class Loader:
             for rec in records:
                 if not self._accept(tp, rec):
                     break  # lost or rewound while flushing: its remaining records are someone else's or re-read
+        for tp in [tp for tp, fl in self._inflight.items() if fl.future.done()]:
+            self._settle(tp)
         for tp in list(self._parts):
             st = self._parts.get(tp)
             if st is not None and st.batcher.ready():
@@ -253,16 +274,20 @@ class Loader:
 
     def idle(self) -> bool:
         """No batch in hand: everything read so far is inserted and committed."""
-        return all(len(st.batcher) == 0 for st in self._parts.values())
+        return not self._inflight and all(len(st.batcher) == 0 for st in self._parts.values())
 
     def close(self) -> None:
         """Leave the group without committing anything (batches in hand were not acknowledged)."""
         try:
+            self._drop_inflight(set(self._inflight))
+            self._worker.shutdown(wait=True)
             self.consumer.close(autocommit=False)
         finally:
             self.deadletters.producer.close()
             if self._client is not None:
                 self._client.close()
+            if self._land_client is not None:
+                self._land_client.close()
 
     # -- records ----------------------------------------------------------------------------------------
     def _accept(self, tp: TopicPartition, rec: Any) -> bool:
@@ -353,6 +378,7 @@ class Loader:
         if not tps:
             return
         held = {tp for tp in tps if (st := self._parts.get(tp)) is not None and len(st.batcher) > 0}
+        held |= tps & set(self._inflight)
         self._forget(tps)
         owned = (held | (dropped & tps)) & set(self.consumer.assignment())
         for tp in sorted(owned):
@@ -365,6 +391,7 @@ class Loader:
         self._rewound |= owned
 
     def _forget(self, tps: set[TopicPartition]) -> None:
+        self._drop_inflight(tps)
         for tp in tps:
             self._parts.pop(tp, None)
             if tp in self._lag_labels:
@@ -374,7 +401,10 @@ class Loader:
 
     # -- storing a batch --------------------------------------------------------------------------------
     def _flush(self, tp: TopicPartition) -> None:
-        st = self._parts[tp]
+        self._settle(tp)  # batches of a partition are committed in order
+        st = self._parts.get(tp)
+        if st is None:
+            return  # settling it found the group rebalancing: the records in hand were dropped
         batch = st.batcher.take()
         if self.routes[tp.topic].raw:
             self._flush_raw(tp, st, batch)
@@ -402,12 +432,30 @@ class Loader:
             newest = max(map(_TIMESTAMP, recs))
             latest = newest * 1_000_000 + self._skew_ns if isinstance(newest, int) and newest > 0 else 0
         token = raw_token(tp.topic, tp.partition, batch.first, batch.last, latest)
+        future = self._worker.submit(self._land, data, token, tp, batch)
+        self._inflight[tp] = _InFlight(st, batch, values, token, future)
+
+    def _land(
+        self, data: bytes, token: str, tp: TopicPartition, batch: Batch[Any]
+    ) -> tuple[bool, tuple[int, int, int, list[Any]] | None]:
+        """In the worker thread: insert a landing block and read its outcome."""
         if not self._insert_raw(data, token):
-            self._slow_path(tp, st, batch, "ClickHouse refused its data")
+            return False, None
+        return True, self._outcome(tp, batch, token)
+
+    def _settle(self, tp: TopicPartition) -> None:
+        """Wait for the partition's batch in flight, if any, and finish it: dead letters, then the commit."""
+        fl = self._inflight.pop(tp, None)
+        if fl is None:
             return
-        records, stored, packets, quarantined = self._outcome(tp, batch, token)
+        inserted, outcome = fl.future.result()  # LoaderStoppedError when asked to stop while it waited
+        if not inserted or outcome is None:
+            self._slow_path(tp, fl.st, fl.batch, "ClickHouse refused its data")
+            return
+        records, stored, packets, quarantined = outcome
+        batch, recs, values = fl.batch, fl.batch.items, fl.values
         if records != len(recs):
-            log.error("%s: ClickHouse read %d rows for %d records", token, records, len(recs))
+            log.error("%s: ClickHouse read %d rows for %d records", fl.token, records, len(recs))
         dead = [
             DeadLetter(tp.topic, tp.partition, off, recs[off - batch.first].key, values[off - batch.first] or b"",
                        reason, f"field {field!r}: {reason} (checked in ClickHouse)")
@@ -420,12 +468,20 @@ class Loader:
         if self.after_insert is not None:
             self.after_insert(batch)
         if self._commit({tp: OffsetAndMetadata(batch.last + 1, "", -1)}):
-            st.committed = batch.last + 1
+            fl.st.committed = batch.last + 1
             self.metrics.batches.labels(tp.topic).inc()
             self.metrics.last_commit.set(time.time())
             self.metrics.rows_inserted.labels(FLOWS_RAW.name).inc(stored)
             self.metrics.flow_records_stored.inc(stored)
             self.metrics.flow_packets_stored.inc(packets)
+
+    def _drop_inflight(self, tps: set[TopicPartition]) -> None:
+        """Let the inserts of `tps` finish and acknowledge nothing: their announced ranges stay pending."""
+        for tp in tps:
+            fl = self._inflight.pop(tp, None)
+            if fl is not None:
+                with contextlib.suppress(Exception):
+                    fl.future.result()
 
     def _slow_path(self, tp: TopicPartition, st: _Partition, batch: Batch[Any], why: str) -> None:
         log.info("%s:%d:%d-%d takes the slow path: %s", tp.topic, tp.partition, batch.first, batch.last, why)
@@ -506,15 +562,15 @@ class Loader:
         while True:
             t0 = time.perf_counter()
             try:
-                if self._client is None:
-                    self._client = self._client_factory()
-                self._client.raw_insert(f"`{self.database}`.`{LANDING}`", insert_block=data, fmt="JSONEachRow",
+                if self._land_client is None:
+                    self._land_client = self._client_factory()
+                self._land_client.raw_insert(f"`{self.database}`.`{LANDING}`", insert_block=data, fmt="JSONEachRow",
                                         settings=settings)  # fmt: skip
             except Exception as exc:
                 if refused_data(exc):
                     log.info("ClickHouse refused the data of %s: %s", token, str(exc)[:300])
                     return False
-                self._drop_client()
+                self._drop_land_client()
                 self.metrics.insert_retries.labels(FLOWS_RAW.name).inc()
                 self.metrics.clickhouse_up.set(0)
                 delay = backoff.next_delay()
@@ -537,15 +593,21 @@ class Loader:
         backoff = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
         while True:
             try:
-                if self._client is None:
-                    self._client = self._client_factory()
-                counts, bad = self._client.query(outcome_sql(self.database), parameters=params).result_rows[0]
+                if self._land_client is None:
+                    self._land_client = self._client_factory()
+                counts, bad = self._land_client.query(outcome_sql(self.database), parameters=params).result_rows[0]
                 return int(counts[0]), int(counts[1]), int(counts[2]), sorted(bad)
             except Exception as exc:
-                self._drop_client()
+                self._drop_land_client()
                 delay = backoff.next_delay()
                 log.warning("reading the outcome of %s failed: %s; retrying in %.1fs", token, exc, delay)
                 self._pause(delay)
+
+    def _drop_land_client(self) -> None:
+        client, self._land_client = self._land_client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
 
     def _drop_client(self) -> None:
         client, self._client = self._client, None
@@ -612,7 +674,7 @@ class Loader:
                 continue
             # With nothing in hand everything read is stored: count from the position, which is past the
             # commit markers of a transactional topic (the last committed offset stays one below its end).
-            in_hand = len(st.batcher) > 0 and st.committed is not None
+            in_hand = (len(st.batcher) > 0 or tp in self._inflight) and st.committed is not None
             base = st.committed if in_hand and st.committed is not None else self.consumer.position(tp)
             self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, int(end) - int(base)))
             self._lag_labels.add(tp)

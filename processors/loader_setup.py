@@ -20,7 +20,11 @@ from processors.migrate import Migrator
 from processors.rows import aggregate_rows, flow_rows, late_rows
 
 # Fetched records wait in memory only up to one batch per partition: never ask for more per poll.
-_MAX_POLL_RECORDS = 5_000
+_MAX_POLL_RECORDS = 50_000
+# Fetch in large pieces: the landing path hands a poll's records to the batches in one step, and kafka-python
+# pays per fetch request too (1 MiB per partition, its default, is about a thousand flow records).
+_MAX_PARTITION_FETCH_BYTES = 8 << 20
+_FETCH_MAX_BYTES = 64 << 20
 # While ClickHouse is down the loader does not poll; this long a silence is tolerated before the group
 # hands its partitions to another member (which then re-forms the announced batch: still no double count).
 _MAX_POLL_INTERVAL_MS = 600_000
@@ -58,6 +62,8 @@ def make_consumer(cfg: GwtelConfig) -> Any:
         isolation_level="read_committed",
         auto_offset_reset="earliest",
         max_poll_records=min(_MAX_POLL_RECORDS, cfg.loader.batch_rows),
+        max_partition_fetch_bytes=_MAX_PARTITION_FETCH_BYTES,
+        fetch_max_bytes=_FETCH_MAX_BYTES,
         max_poll_interval_ms=_MAX_POLL_INTERVAL_MS,
         # A busy host can delay the heartbeat thread for seconds; a short session would evict the loader
         # and restart the group's rebalance over and over.

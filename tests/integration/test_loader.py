@@ -391,3 +391,87 @@ def test_malformed_records_go_to_the_dead_letter_topic(setup: Callable[..., Gwte
         assert headers["source_topic"] == cfg.kafka.topics.flows
         assert (headers["source_partition"], headers["source_offset"]) == ("0", str(offset))
     assert "dst_port" in letters[2][1]["detail"]
+
+
+def read_dead_letters(cfg: GwtelConfig, n: int) -> list[tuple[bytes, dict[str, str]]]:
+    reader = KafkaConsumer(
+        cfg.kafka.topics.dead_letter, bootstrap_servers=cfg.kafka.bootstrap, auto_offset_reset="earliest"
+    )
+    got: list[Any] = []
+    try:
+        deadline = time.monotonic() + 20
+        while len(got) < n and time.monotonic() < deadline:
+            for records in reader.poll(timeout_ms=500).values():
+                got.extend(records)
+    finally:
+        reader.close()
+    return [(r.value, {k: v.decode() for k, v in r.headers}) for r in got]
+
+
+def test_clickhouse_checks_the_batch_and_its_quarantine_is_dead_lettered(setup: Callable[..., GwtelConfig]) -> None:
+    # Every fault here parses: the batch lands whole (no slow path) and ClickHouse names each bad record.
+    cfg = setup(partitions=1, batch_rows=100, batch_seconds=0.2)
+    migrate(cfg)
+
+    def changed(i: int, **change: Any) -> bytes:
+        return orjson.dumps({**orjson.loads(flow_value(i)), **change})
+
+    faults = {
+        1: (changed(1, src_ip="999.1.2.3"), "bad_value", "src_ip"),
+        3: (changed(3, src_port=70_000), "out_of_range", "src_port"),
+        4: (changed(4, schema_version=2), "wrong_version", "schema_version"),
+        6: (changed(6, packets_fwd=0, packets_rev=0), "bad_value", "packets_fwd"),
+        7: (changed(7, last_ns=NOW_NS + 10 * 86_400 * 10**9), "bad_value", "last_ns"),  # days past its Kafka time
+    }
+    values = [faults[i][0] if i in faults else flow_value(i) for i in range(9)]
+    produce(cfg, cfg.kafka.topics.flows, [(0, v) for v in values])
+    registry = CollectorRegistry()
+    loader = build_loader(cfg, registry)
+    try:
+        run_until_done(loader, cfg)
+    finally:
+        loader.close()
+    good = [i for i in range(9) if i not in faults]
+    assert q(cfg, "SELECT kafka_offset, bytes_fwd FROM DB.flows_raw ORDER BY kafka_offset") == [
+        (i, 100 * i) for i in good
+    ]
+    assert metric(registry, "gwtel_loader_slow_batches_total", topic=cfg.kafka.topics.flows) == 0
+    assert metric(registry, "gwtel_loader_flow_records_stored_total") == len(good)
+    stored_packets = q(cfg, "SELECT sum(packets_fwd + packets_rev) FROM DB.flows_raw")[0][0]
+    assert metric(registry, "gwtel_loader_flow_packets_stored_total") == stored_packets > 0
+    assert metric(registry, "gwtel_loader_dead_lettered_total", reason="bad_value") == 3
+    letters = read_dead_letters(cfg, len(faults))
+    assert len(letters) == len(faults)
+    for value, headers in letters:
+        offset = int(headers["source_offset"])
+        assert value == faults[offset][0]  # the original bytes
+        assert (headers["reason"], headers["stage"]) == (faults[offset][1], "loader")
+        assert faults[offset][2] in headers["detail"]
+
+
+def test_a_batch_clickhouse_refuses_stores_the_others_once(setup: Callable[..., GwtelConfig]) -> None:
+    # One record ClickHouse cannot parse (a boolean counter) sends its batch down the slow path; a record that
+    # only ClickHouse's checks would refuse is refused there too, by the same table of checks.
+    cfg = setup(partitions=1, batch_rows=100, batch_seconds=0.2)
+    migrate(cfg)
+    boolean = orjson.dumps({**orjson.loads(flow_value(2)), "bytes_rev": True})
+    address = orjson.dumps({**orjson.loads(flow_value(5)), "dst_ip": "1.2.3.256"})
+    values = [boolean if i == 2 else address if i == 5 else flow_value(i) for i in range(8)]
+    produce(cfg, cfg.kafka.topics.flows, [(0, v) for v in values])
+    registry = CollectorRegistry()
+    loader = build_loader(cfg, registry)
+    try:
+        run_until_done(loader, cfg)
+    finally:
+        loader.close()
+    good = [0, 1, 3, 4, 6, 7]
+    assert q(cfg, "SELECT kafka_offset, bytes_fwd FROM DB.flows_raw ORDER BY kafka_offset") == [
+        (i, 100 * i) for i in good
+    ]
+    assert metric(registry, "gwtel_loader_slow_batches_total", topic=cfg.kafka.topics.flows) >= 1
+    assert metric(registry, "gwtel_loader_flow_records_stored_total") == len(good)
+    letters = read_dead_letters(cfg, 2)
+    assert [(v, h["reason"], h["source_offset"]) for v, h in letters] == [
+        (boolean, "bad_type", "2"),
+        (address, "bad_value", "5"),
+    ]
