@@ -131,7 +131,8 @@ def records(n: int, event_rate: int, seed: int = 7) -> list[bytes]:
             direction=rng.choice(("egress", "ingress")), partner=PARTNERS[i % len(PARTNERS)],
             remote_country="JP", remote_asn=0,
         )  # fmt: skip
-        out.append(codec.encode(rec))
+        # A copy of exact size: orjson's own result kept about 8 kB of heap per record (2M records: 16 GB).
+        out.append(bytes(memoryview(codec.encode(rec))))
     return out
 
 

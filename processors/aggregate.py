@@ -27,17 +27,16 @@ from schemas.aggregate import (
     SINGLE_VALUE_METRICS,
     Kind,
 )
+from schemas.checks import REQUIRED, flink_bad_value_sql
 from schemas.flow_record import FLOW_RECORD_FIELDS, FLOW_SCHEMA_VERSION
 from schemas.histogram import MAX_BUCKET, RTT_GAMMA
 
 Table = Any  # pyflink.table.Table (pyflink ships no type information)
 
 _KEYS = "`partner`, `direction`, `link_id`"
-# Fields a FlowRecord must carry (not null, of the column's type): every non-nullable one except
-# remote_asn, which the codec defaults to 0. `valid` and `invalid` split rows on this list.
-REQUIRED_FIELDS: tuple[str, ...] = tuple(
-    f.name for f in FLOW_RECORD_FIELDS if not f.clickhouse.startswith("Nullable(") and f.name != "remote_asn"
-)
+# Fields a FlowRecord must carry (not null, of the column's type), as the loader requires them
+# (schemas.checks). `valid` and `invalid` split rows on this list.
+REQUIRED_FIELDS: tuple[str, ...] = REQUIRED
 # The same double as schemas.histogram divides by.
 _LOG_GAMMA = math.log(RTT_GAMMA)
 
@@ -85,7 +84,6 @@ def _window_cols(window_s: int) -> str:
 # ahead and send every later record to the late topic (the source's rowtime clamps them, see processors.ddl).
 MIN_EVENT_NS = 946_684_800 * 10**9
 DEFAULT_MAX_FUTURE_SKEW_S = 900
-_NON_NEGATIVE = ("bytes_fwd", "bytes_rev", "packets_fwd", "packets_rev", "retrans_fwd", "retrans_rev")
 
 
 def max_event_ns_sql(max_future_skew_s: int) -> str:
@@ -94,16 +92,8 @@ def max_event_ns_sql(max_future_skew_s: int) -> str:
 
 
 def bad_value_sql(max_future_skew_s: int) -> str:
-    """The first field whose value no flow can have, or NULL (the checks of schemas.codec that matter here)."""
-    latest = max_event_ns_sql(max_future_skew_s)
-    whens = [f"WHEN `{n}` < 0 THEN '{n}'" for n in _NON_NEGATIVE] + [
-        f"WHEN `last_ns` < {MIN_EVENT_NS} OR `last_ns` > {latest} THEN 'last_ns'",
-        "WHEN `first_ns` > `last_ns` OR `first_ns` < " + str(MIN_EVENT_NS) + " THEN 'first_ns'",
-        "WHEN `packets_fwd` + `packets_rev` = 0 THEN 'packets_fwd'",
-        "WHEN `sampling_rate` < 1 THEN 'sampling_rate'",
-        "WHEN `ip_version` NOT IN (4, 6) THEN 'ip_version'",
-    ]
-    return f"CASE {' '.join(whens)} END"
+    """The first field whose value no flow can have, or NULL: the checks of schemas.checks, as the loader's."""
+    return flink_bad_value_sql(max_event_ns_sql(max_future_skew_s))
 
 
 def classify(flows: Table, max_future_skew_s: int = DEFAULT_MAX_FUTURE_SKEW_S) -> Table:
