@@ -370,19 +370,8 @@ def test_malformed_records_go_to_the_dead_letter_topic(setup: Callable[..., Gwte
     stored_packets = q(cfg, "SELECT sum(packets_fwd + packets_rev) FROM DB.flows_raw")[0][0]
     assert metric(registry, "gwtel_loader_flow_packets_stored_total") == stored_packets > 0
 
-    reader = KafkaConsumer(
-        cfg.kafka.topics.dead_letter, bootstrap_servers=cfg.kafka.bootstrap, auto_offset_reset="earliest"
-    )
-    got: list[Any] = []
-    try:
-        deadline = time.monotonic() + 20
-        while len(got) < 3 and time.monotonic() < deadline:
-            for records in reader.poll(timeout_ms=500).values():
-                got.extend(records)
-    finally:
-        reader.close()
-    assert len(got) == 3
-    letters = [(r.value, {k: v.decode() for k, v in r.headers}) for r in got]
+    letters = read_dead_letters(cfg, 3)
+    assert len(letters) == 3
     expected = [(1, "not_json"), (2, "wrong_version"), (4, "out_of_range")]
     for (value, headers), (offset, reason) in zip(letters, expected, strict=True):
         assert value == values[offset]  # the original bytes
