@@ -130,6 +130,27 @@ def test_pin_rules() -> None:
         b.add(4, "past the range")
 
 
+def test_add_many_takes_what_fits_the_current_batch() -> None:
+    b: PartitionBatcher[str] = PartitionBatcher("t", 0, max_rows=4, max_seconds=60, clock=lambda: 0.0)
+    assert b.add_many([10, 11, 12], ["a", "b", "c"]) == 3 and not b.ready()
+    assert b.add_many([13, 14, 15], ["d", "e", "f"]) == 1 and b.ready()  # the size bound
+    batch = b.take()
+    assert (batch.first, batch.last, batch.items) == (10, 13, ("a", "b", "c", "d"))
+    assert b.add_many([14], ["e"]) == 1
+    with pytest.raises(ValueError, match="not after"):
+        b.add_many([14], ["e"])
+    # Pinned: exactly up to the announced end, whatever the size bound.
+    p: PartitionBatcher[str] = PartitionBatcher("t", 0, max_rows=100, max_seconds=60, clock=lambda: 0.0)
+    p.pin_to(20, 22)
+    assert p.add_many([20, 21, 22, 23, 24], list("vwxyz")) == 3 and p.ready()
+    assert p.closes_before(23) and p.add_many([23, 24], ["y", "z"]) == 0
+    assert (p.take().last, p.add_many([23, 24], ["y", "z"])) == (22, 2)
+    # A pinned range whose records are all gone (retention) does not name later records.
+    q: PartitionBatcher[str] = PartitionBatcher("t", 0, max_rows=100, max_seconds=60, clock=lambda: 0.0)
+    q.pin_to(5, 9)
+    assert q.add_many([12, 13], ["m", "n"]) == 2 and q.pin is None
+
+
 def test_announced_range_round_trip() -> None:
     md = pending_metadata(120, 199)
     assert parse_pending(md, 120) == (120, 199)
