@@ -32,10 +32,11 @@ QUARANTINE: Final = "flows_quarantine"
 BATCHES: Final = "flows_batches"
 
 # Parser settings that make ClickHouse refuse what the record codec calls `bad_type` (the batch then takes
-# the slow path, where Python names the record): defaults would read `true` as 1, 5 as "5", drop unknown
+# the slow path, where Python names the record): defaults would read `true` as 1 or "true", 5 as "5", drop unknown
 # keys of a histogram bin or fill a missing one with 0.
 INPUT_SETTINGS: Final = {
     "input_format_json_read_bools_as_numbers": 0,
+    "input_format_json_read_bools_as_strings": 0,
     "input_format_json_read_numbers_as_strings": 0,
     "input_format_json_read_objects_as_strings": 0,
     "input_format_json_read_arrays_as_strings": 0,
