@@ -135,9 +135,7 @@ _BIN = st.dictionaries(st.sampled_from(["b", "c", "x"]), _BOUNDARY | _JSON, max_
 @given(changes=st.dictionaries(st.sampled_from(_FIELDS), _BOUNDARY | _JSON | st.lists(_BIN, max_size=3), max_size=4),
        drop=st.lists(st.sampled_from(_FIELDS), max_size=2),
        latest=st.none() | st.sampled_from([1_700_000_000_999_999_999, 1_700_000_001_000_000_000]))  # fmt: skip
-def test_flow_rows_give_the_codec_verdict(
-    changes: dict[str, Any], drop: list[str], latest: int | None
-) -> None:
+def test_flow_rows_give_the_codec_verdict(changes: dict[str, Any], drop: list[str], latest: int | None) -> None:
     """The loader's row builder (slow path, late topic) accepts exactly what the codec accepts."""
     d = {**codec.to_dict(sample_flow()), **changes}
     for name in drop:
