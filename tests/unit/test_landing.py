@@ -223,7 +223,7 @@ def test_fuzzed_records_get_the_same_verdict_in_clickhouse_and_python(
         land(ch, [value], raw_token("t.fuzz", 0, first, first, 0))
         bad = rows(ch, f"SELECT reason, field FROM {DB}.flows_quarantine WHERE kafka_topic = 't.fuzz' "
                        f"AND kafka_offset = {first}")  # fmt: skip
-        clickhouse: tuple[str, str] | str | None = tuple(bad[0]) if bad else None  # type: ignore[assignment]
+        clickhouse: tuple[str, str] | str | None = tuple(bad[0]) if bad else None
     except Exception as exc:  # the batch's slow path: Python names the record
         assert re.search(r"Code: (6|26|27|32|33|53|69|70|72|117|130|131|349)\b", str(exc)), exc
         clickhouse = "refused"
