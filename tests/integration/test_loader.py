@@ -354,13 +354,7 @@ def test_malformed_records_go_to_the_dead_letter_topic(setup: Callable[..., Gwte
     wrong_version = orjson.dumps({**codec.to_dict(flow()), "schema_version": 9})
     bad_port = orjson.dumps({**orjson.loads(flow_value(5)), "dst_port": 70_000})
     values = [flow_value(1), b"{not json", wrong_version, flow_value(2), bad_port]
-    produce(cfg, cfg.kafka.topics.flows, [(0, v) for v in values])
-    registry = CollectorRegistry()
-    loader = build_loader(cfg, registry)
-    try:
-        run_until_done(loader, cfg)
-    finally:
-        loader.close()
+    registry = load_flows(cfg, values)
     assert q(cfg, "SELECT kafka_offset, bytes_fwd FROM DB.flows_raw ORDER BY kafka_offset") == [(0, 100), (3, 200)]
     for reason in ("not_json", "wrong_version", "out_of_range"):
         assert metric(registry, "gwtel_loader_dead_lettered_total", reason=reason) == 1
@@ -380,6 +374,18 @@ def test_malformed_records_go_to_the_dead_letter_topic(setup: Callable[..., Gwte
         assert headers["source_topic"] == cfg.kafka.topics.flows
         assert (headers["source_partition"], headers["source_offset"]) == ("0", str(offset))
     assert "dst_port" in letters[2][1]["detail"]
+
+
+def load_flows(cfg: GwtelConfig, values: list[bytes]) -> CollectorRegistry:
+    """Produce `values` to partition 0 of the flows topic and load them all; the loader's metrics."""
+    produce(cfg, cfg.kafka.topics.flows, [(0, v) for v in values])
+    registry = CollectorRegistry()
+    loader = build_loader(cfg, registry)
+    try:
+        run_until_done(loader, cfg)
+    finally:
+        loader.close()
+    return registry
 
 
 def read_dead_letters(cfg: GwtelConfig, n: int) -> list[tuple[bytes, dict[str, str]]]:
@@ -413,13 +419,7 @@ def test_clickhouse_checks_the_batch_and_its_quarantine_is_dead_lettered(setup: 
         7: (changed(7, last_ns=NOW_NS + 10 * 86_400 * 10**9), "bad_value", "last_ns"),  # days past its Kafka time
     }
     values = [faults[i][0] if i in faults else flow_value(i) for i in range(9)]
-    produce(cfg, cfg.kafka.topics.flows, [(0, v) for v in values])
-    registry = CollectorRegistry()
-    loader = build_loader(cfg, registry)
-    try:
-        run_until_done(loader, cfg)
-    finally:
-        loader.close()
+    registry = load_flows(cfg, values)
     good = [i for i in range(9) if i not in faults]
     assert q(cfg, "SELECT kafka_offset, bytes_fwd FROM DB.flows_raw ORDER BY kafka_offset") == [
         (i, 100 * i) for i in good
@@ -446,13 +446,7 @@ def test_a_batch_clickhouse_refuses_stores_the_others_once(setup: Callable[..., 
     boolean = orjson.dumps({**orjson.loads(flow_value(2)), "bytes_rev": True})
     address = orjson.dumps({**orjson.loads(flow_value(5)), "dst_ip": "1.2.3.256"})
     values = [boolean if i == 2 else address if i == 5 else flow_value(i) for i in range(8)]
-    produce(cfg, cfg.kafka.topics.flows, [(0, v) for v in values])
-    registry = CollectorRegistry()
-    loader = build_loader(cfg, registry)
-    try:
-        run_until_done(loader, cfg)
-    finally:
-        loader.close()
+    registry = load_flows(cfg, values)
     good = [0, 1, 3, 4, 6, 7]
     assert q(cfg, "SELECT kafka_offset, bytes_fwd FROM DB.flows_raw ORDER BY kafka_offset") == [
         (i, 100 * i) for i in good
