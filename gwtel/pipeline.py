@@ -47,7 +47,8 @@ def _stored(client: Any, db: str, agent_id: str, first_seq: int) -> int:
     return int(rows[0][0])
 
 
-def _caught_up(loader: Any) -> bool:
+def caught_up(loader: Any) -> bool:
+    """The loader has read every partition to its end (markers included) and holds no batch."""
     consumer = loader.consumer
     tps = consumer.assignment()
     if not tps:
@@ -126,7 +127,7 @@ def run_pipeline(
         while True:
             loader.step()
             stored = _stored(client, db, cfg.agent.agent_id, first_seq)
-            if stored >= records and _caught_up(loader):
+            if stored >= records and caught_up(loader):
                 break
             if time.monotonic() > deadline:
                 raise UserError(
