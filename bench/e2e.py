@@ -248,10 +248,9 @@ def freshness(base: GwtelConfig, measure_s: float, tail_s: float, rate: float, t
         raise SystemExit("freshness: rows did not show up in ClickHouse; see the logs in " + str(logs))
     if not kafka:
         raise SystemExit("freshness: the baseline consumer saw none of the records")
-    target = f"<= {10 + 10} s (window + 10 s)"
     return [
-        Row("freshness, 10 s window row, median", statistics.median(agg), "s", statistics.median(kafka), target),
-        Row("freshness, 10 s window row, p95", _q(agg, 0.95), "s", _q(kafka, 0.95), target),
+        Row("freshness, 10 s window row, median", statistics.median(agg), "s", statistics.median(kafka), "<= 20 s"),
+        Row("freshness, 10 s window row, p95", _q(agg, 0.95), "s", _q(kafka, 0.95), "<= 25 s"),
         Row("freshness, raw flow row, median", statistics.median(raw), "s", statistics.median(kafka)),
         Row("freshness, raw flow row, p95", _q(raw, 0.95), "s", _q(kafka, 0.95)),
         Row("  records measured", len(sent), "records", None),
