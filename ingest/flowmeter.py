@@ -5,22 +5,30 @@ Initiator = sender of the flow's first packet, except TCP: the sender of a SYN w
 so a flow first seen through its SYN-ACK (or mid-stream) is re-oriented when the responder side sends a SYN
 before any SYN came from the initiator side; the classifier is then asked again.
 
-Ends of a flow (``end_reason``):
-- ``idle``: no packet for ``idle_timeout_s``;
-- ``active``: the flow has lasted ``active_timeout_s`` since the start of its current slice. The slice is
-  exported and the flow goes on under the same key with fresh counters (sequence, TS and echo matching state
-  carry over). Every slice but the last has end_reason ``active``; the slices of one flow share agent, VLAN,
-  5-tuple and orientation, with consecutive non-overlapping [first_ns, last_ns]. The check happens when a
-  packet arrives (the packet opens the next slice), so a slice holds packets of at most ``active_timeout_s``;
-  a flow that then falls silent ends through the idle timeout;
+Records are cut at window-aligned boundaries: every multiple of ``active_timeout_s`` since the Unix epoch (10 s
+by default, the job's finest window), each flow that received packets since its last record exports one (end
+reason ``active``, or its TCP close reason, below) and stays in the table with its TCP and latency state. A
+record therefore holds the packets of one boundary interval at most, and it leaves the agent at the boundary
+after its last packet: its lateness in event time is the interval, not the idle timeout. The cut happens when
+time (a packet's, or ``advance``'s) reaches the boundary; flows get their record in the order their interval's
+first packet arrived. Handshake, TCP-timestamp, DNS and ICMP summaries go with the record holding the packets.
+
+Ends of a flow (``end_reason`` of the record holding its last packets):
+- ``idle``: no packet for ``idle_timeout_s``. A flow's packets are normally all reported by the cut after its
+  last packet, so the idle end itself exports nothing (only with an idle timeout shorter than the interval
+  does an idle end find packets to report);
+- ``active``: a cut at a boundary; the flow goes on. The slices of one flow share agent, VLAN, 5-tuple and
+  orientation, with consecutive non-overlapping [first_ns, last_ns];
 - ``fin`` / ``rst``: FIN seen from both sides, or an RST; the flow is kept ``tcp_close_grace_s`` more after
-  its last packet so the final ACK (or repeated RSTs) is counted in it. A SYN without ACK on a closed flow
-  starts a new flow at once (port reuse);
+  its last packet so the final ACK (or repeated RSTs) is counted in it. A cut inside the grace reports the
+  close with the packets so far; a straggler after it is reported as ``active`` (each flow's end is reported
+  once). A SYN without ACK on a closed flow starts a new flow at once (port reuse);
 - ``evicted``: the table is full (``max_flows``) and a new flow arrives: the flow with the earliest expiry
-  (least recently active, to the timer granularity; closed ones first) is exported to make room, unless its
+  (least recently active, to the timer granularity; closed ones first) leaves to make room, unless its
   timeout had already passed, in which case it leaves with its natural reason;
 - ``flush``: ``flush()`` at end of input or shutdown (flows whose timeout already passed get their natural
   reason, closed TCP flows ``fin``/``rst``).
+A flow that leaves with no packet since its last record exports nothing: every record holds packets.
 
 Timing comes only from what the caller passes: packet timestamps in ``add``, ``now_ns`` in ``advance`` and
 ``flush``, never the wall clock, so replaying a file gives the same records. Timeouts use a lazy timer
@@ -28,7 +36,8 @@ wheel: each flow sits in one bucket of ``timer_tick_s`` granularity at (or befor
 pops due buckets and either exports a flow or moves it to the bucket of its current expiry. ``add`` only
 updates ``last_ns``. ``advance`` is O(1) when nothing is due, so it can be called after every packet; calling
 it every N packets (or once per second of packet time) gives the same record contents, because ``add`` itself
-ends a flow whose timeout passed before counting a new packet into it; only the export time and order differ.
+makes a due cut and ends a flow whose timeout passed before counting a new packet into it, and a cut first ends
+the flows whose timeout passed before its boundary; only the export time and order differ.
 
 Export order is deterministic for a given sequence of calls: timer buckets in time order, flows within one
 in scheduling order, ``flush`` in flow creation order. ``seq`` is assigned at export, +1 per record, from
@@ -109,6 +118,8 @@ class Flow:
         "bytes_f",
         "bytes_r",
         "cls",
+        "dirty",
+        "end_sent",
         "first_ns",
         "flags_f",
         "flags_r",
@@ -138,6 +149,11 @@ class Flow:
         self.lat: LatencyState | None = None
         self.tick = 0  # timer bucket that owns the flow; -1 once exported for good
         self.aux = 0  # ICMP: type<<8|code of the first packet
+        self.dirty = False  # in the meter's list of flows with packets since their last record
+        self.end_sent = False  # a record already reported the TCP close
+
+    def has_packets(self) -> bool:
+        return self.pkts_f + self.pkts_r > 0
 
 
 class FlowMeter:
@@ -164,7 +180,9 @@ class FlowMeter:
         self.sampling_rate = sampling_rate
         self.next_seq = first_seq
         self._idle = round(cfg.idle_timeout_s * _NS)
-        self._active = round(cfg.active_timeout_s * _NS)
+        self._cut_ns = round(cfg.active_timeout_s * _NS)
+        self._next_cut = 0  # the first packet or advance sets it to the boundary after it
+        self._dirty: list[Flow] = []  # flows with packets since their last record, in order of the first one
         self._grace = round(cfg.tcp_close_grace_s * _NS)
         self._tick_ns = max(1, round(cfg.timer_tick_s * _NS))
         self._ooo = round(cfg.ooo_threshold_s * _NS)
@@ -190,6 +208,8 @@ class FlowMeter:
         """Meter one packet."""
         ts = pkt.ts_ns
         self._clock = max(self._clock, ts)
+        if ts >= self._next_cut:
+            self._cut(ts)
         key, sender_lo = flow_key(pkt)
         flow = self._table.get(key)
         tcp: TcpState | None
@@ -203,11 +223,13 @@ class FlowMeter:
             elif gap >= self._idle:
                 self._end(flow, "idle", ts)
                 flow = None
-            if flow is not None and ts - flow.first_ns >= self._active:
-                self._export(flow, "active", ts)
-                self._new_slice(flow, ts)
         if flow is None:
             flow = self._create(key, sender_lo, pkt)
+        if not flow.dirty:
+            flow.dirty = True
+            self._dirty.append(flow)
+        if not flow.has_packets():
+            flow.first_ns = ts  # the first packet of this record
         tcp = flow.tcp
         fwd = sender_lo == flow.lo_init
         flags = pkt.tcp_flags
@@ -256,6 +278,8 @@ class FlowMeter:
     def advance(self, now_ns: int) -> None:
         """Export flows whose idle timeout or close grace has passed at ``now_ns``. O(1) when none is due."""
         self._clock = max(self._clock, now_ns)
+        if now_ns >= self._next_cut:
+            self._cut(now_ns)
         ticks = self._ticks
         if not ticks:
             return
@@ -281,6 +305,7 @@ class FlowMeter:
             self._end(flow, tcp.closing if tcp is not None and tcp.closing else reason, now)
         self._buckets.clear()
         self._ticks.clear()
+        self._dirty.clear()
 
     # ---------------------------------------------------------------- internals
 
@@ -386,6 +411,26 @@ class FlowMeter:
             heapq.heappush(self._ticks, tick)
         bucket.append(flow)
 
+    def _cut(self, now_ns: int) -> None:
+        """Export a record for every flow with packets since its last one, at the boundary ``now_ns`` reached."""
+        at = self._next_cut
+        self._next_cut = (now_ns // self._cut_ns + 1) * self._cut_ns
+        dirty, self._dirty = self._dirty, []
+        for flow in dirty:
+            flow.dirty = False
+            if flow.tick < 0:
+                continue  # ended since, with its record
+            if self._deadline(flow) <= at:
+                self._end(flow, self._natural_reason(flow), at)
+                continue
+            tcp = flow.tcp
+            if tcp is not None and tcp.closing is not None and not flow.end_sent:
+                flow.end_sent = True
+                self._export(flow, tcp.closing, at)
+            else:
+                self._export(flow, "active", at)
+            self._new_slice(flow)
+
     def _evict_one(self, now_ns: int) -> None:
         ticks, buckets = self._ticks, self._buckets
         while ticks:
@@ -414,7 +459,8 @@ class FlowMeter:
     def _end(self, flow: Flow, reason: str, now_ns: int) -> None:
         del self._table[flow.key]
         flow.tick = -1
-        self._export(flow, reason, now_ns)
+        if flow.has_packets():
+            self._export(flow, "active" if flow.end_sent else reason, now_ns)
 
     def _export(self, flow: Flow, reason: str, now_ns: int) -> None:
         rec = build_record(
@@ -433,9 +479,8 @@ class FlowMeter:
         self._sink(rec)
 
     @staticmethod
-    def _new_slice(flow: Flow, ts_ns: int) -> None:
-        flow.first_ns = ts_ns
-        flow.last_ns = ts_ns
+    def _new_slice(flow: Flow) -> None:
+        # last_ns stays: the idle timeout runs from the flow's last packet; the next packet sets first_ns.
         flow.bytes_f = flow.pkts_f = flow.bytes_r = flow.pkts_r = 0
         flow.flags_f = flow.flags_r = 0
         if flow.tcp is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Kafka brokers refuse producer transactions longer than transaction.max.timeout.ms (15 min by default).
@@ -37,9 +39,16 @@ class JobConfig(BaseModel):
     # Tumbling window lengths; each divides a day so windows of every size share UTC day boundaries and
     # the shorter ones roll up exactly into the longer ones.
     window_sizes_s: tuple[int, ...] = (10, 60)
-    # Records arrive up to the agent's idle timeout (30 s) after their last packet: the bound must
-    # exceed it, or idle-ended flows land in the late topic instead of their window.
-    watermark_bound_ms: int = Field(default=45_000, ge=0)
+    # What moves event time forward (docs/processors.md, "Event time, watermark, late records"):
+    # `export_ns`: the agent cuts every flow's record at each multiple of agent.active_timeout_s, so once it
+    # has exported at time E no later record of it ends before the boundary at or before E; the watermark
+    # follows that boundary, held back by the bound. `last_ns`: the newest last packet minus the bound
+    # (for producers that do not cut at boundaries; the bound must then exceed their idle timeout).
+    watermark_from: Literal["export_ns", "last_ns"] = "export_ns"
+    # export_ns: how far one agent's export clock may trail another's writing to the same partition (and
+    # delivery reorder); a window closes this long after the first record exported past its end.
+    # last_ns: the out-of-orderness allowed before a record is late.
+    watermark_bound_ms: int = Field(default=2_000, ge=0)
     # How often (processing time) the source emits a watermark. Each one makes every window operator flush
     # its buffer of pre-aggregated rows into state: 1 s sustained 1.06-1.09x the records/s of Flink's
     # 200 ms (bench/job.py, `watermark_1s`), but window rows reached ClickHouse about 8 s later in two

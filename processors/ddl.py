@@ -23,20 +23,53 @@ def rowtime_sql(max_future_skew_s: int = DEFAULT_MAX_FUTURE_SKEW_S) -> str:
     or beyond now + the skew) becomes the epoch: the row cannot move the watermark, fails `valid` and the
     dead-letter path counts it, instead of a null rowtime failing the job or a far-future one making every
     later record late."""
+    return f"TO_TIMESTAMP_LTZ({_plausible_ms('last_ns', max_future_skew_s)}, 3)"
+
+
+def _plausible_ms(column: str, max_future_skew_s: int) -> str:
     latest = max_event_ns_sql(max_future_skew_s)
-    return (
-        f"TO_TIMESTAMP_LTZ(CASE WHEN `last_ns` BETWEEN {MIN_EVENT_NS} AND {latest} THEN `last_ns` ELSE 0 END "
-        "/ 1000000, 3)"
-    )
+    return f"(CASE WHEN `{column}` BETWEEN {MIN_EVENT_NS} AND {latest} THEN `{column}` ELSE 0 END / 1000000)"
 
 
-def flows_columns_sql(watermark_bound_ms: int, max_future_skew_s: int = DEFAULT_MAX_FUTURE_SKEW_S) -> str:
-    """FlowRecord columns plus ``rowtime`` and its watermark, for any connector carrying FlowRecords."""
+def cut_watermark_sql(watermark_bound_ms: int, cut_ms: int, max_future_skew_s: int = DEFAULT_MAX_FUTURE_SKEW_S) -> str:
+    """Watermark of records cut at every multiple of ``cut_ms`` (the agent's ``active_timeout_s``).
+
+    An agent that exported a record at E has made its cut at the last boundary before E (a record exported
+    exactly on a boundary may be part of that boundary's cut), so every later record of it ends at or after
+    that boundary: ``floor((E - 1 ms) / cut) * cut``. The bound moves E back first (another agent's clock
+    trailing this one). The record's own last packet, floored to a boundary, caps it, so a record with a
+    wrong export time moves the watermark no further than its event time could. Integer division
+    truncates: every operand is positive for a valid record, and an invalid one contributes 0 or less."""
+    if cut_ms < 1:
+        raise ValueError(f"the cut interval must be at least 1 ms, got {cut_ms}")
+    e = _plausible_ms("export_ns", max_future_skew_s)
+    last = _plausible_ms("last_ns", max_future_skew_s)
+    bound = int(watermark_bound_ms)
+    return f"TO_TIMESTAMP_LTZ(LEAST(({e} - {bound + 1}) / {cut_ms} * {cut_ms}, {last} / {cut_ms} * {cut_ms}), 3)"
+
+
+def flows_columns_sql(
+    watermark_bound_ms: int, max_future_skew_s: int = DEFAULT_MAX_FUTURE_SKEW_S, cut_ms: int | None = None
+) -> str:
+    """FlowRecord columns plus ``rowtime`` and its watermark, for any connector carrying FlowRecords: from the
+    agent's cut boundaries when ``cut_ms`` is given (``job.watermark_from: export_ns``), else the newest event
+    time minus the bound."""
+    if cut_ms is None:
+        watermark = f"`rowtime` - {interval_sql(watermark_bound_ms)}"
+    else:
+        watermark = cut_watermark_sql(watermark_bound_ms, cut_ms, max_future_skew_s)
     return (
         f"{flink_columns_ddl()},\n"
         f"  `rowtime` AS {rowtime_sql(max_future_skew_s)},\n"
-        f"  WATERMARK FOR `rowtime` AS `rowtime` - {interval_sql(watermark_bound_ms)}"
+        f"  WATERMARK FOR `rowtime` AS {watermark}"
     )
+
+
+def cut_ms_of(cfg: GwtelConfig) -> int | None:
+    """The agent's cut interval in ms when the watermark follows it, else None."""
+    if cfg.job.watermark_from != "export_ns":
+        return None
+    return max(1, round(cfg.agent.active_timeout_s * 1000))
 
 
 def interval_sql(ms: int) -> str:
@@ -116,7 +149,8 @@ def flows_source_ddl(
             "json.fail-on-missing-field": "false",
         }
     )
-    return create_table_sql(name, flows_columns_sql(cfg.job.watermark_bound_ms, cfg.job.max_future_skew_s), opts)
+    columns = flows_columns_sql(cfg.job.watermark_bound_ms, cfg.job.max_future_skew_s, cut_ms_of(cfg))
+    return create_table_sql(name, columns, opts)
 
 
 def flows_raw_source_ddl(

@@ -132,16 +132,17 @@ def warnings_for(cfg: GwtelConfig) -> list[str]:
     """Settings that run but lose data to the late topic or split flows badly; the command prints them."""
     out = []
     idle_ms = cfg.agent.idle_timeout_s * 1000
-    if cfg.job.watermark_bound_ms < idle_ms:
+    if cfg.job.watermark_from == "last_ns" and cfg.job.watermark_bound_ms < idle_ms:
         out.append(
             f"job.watermark_bound_ms ({cfg.job.watermark_bound_ms}) is below agent.idle_timeout_s "
             f"({cfg.agent.idle_timeout_s} s): flows that end idle will arrive late"
         )
-    smallest = min(cfg.job.window_sizes_s)
-    if cfg.agent.active_timeout_s > smallest:
+    cut_ms = round(cfg.agent.active_timeout_s * 1000)
+    uneven = [w for w in cfg.job.window_sizes_s if cut_ms < 1 or (w * 1000) % cut_ms]
+    if uneven:
         out.append(
-            f"agent.active_timeout_s ({cfg.agent.active_timeout_s}) exceeds the smallest window ({smallest} s): "
-            "a long flow's bytes land in the window where its slice ends, not spread over the windows it spans"
+            f"agent.active_timeout_s ({cfg.agent.active_timeout_s}) does not divide the window sizes {uneven}: "
+            "a record's packets can span two windows and land whole in the window of its last packet"
         )
     return out
 

@@ -22,7 +22,9 @@ from typing import Any, Final
 
 import schemas.migrations
 from gwtel.errors import UserError
-from processors.config import LoaderConfig
+from processors.config import JobConfig, LoaderConfig
+
+DEFAULT_WINDOW_SIZES_S: Final = JobConfig().window_sizes_s
 
 MIGRATIONS_DIR: Final = Path(schemas.migrations.__file__).parent
 VERSION_TABLE: Final = "schema_migrations"
@@ -81,11 +83,15 @@ def discover(folder: Path = MIGRATIONS_DIR) -> list[Migration]:
     return found
 
 
-def params_from(database: str, loader: LoaderConfig) -> dict[str, str]:
-    """Substitution parameters of the migrations: the database and every retention setting."""
+def params_from(
+    database: str, loader: LoaderConfig, window_sizes_s: Sequence[int] = DEFAULT_WINDOW_SIZES_S
+) -> dict[str, str]:
+    """Substitution parameters of the migrations: the database, every retention setting, the rollups' window
+    size and the job's window sizes (the late rows' view, late_into_windows)."""
     if not _DB_RE.match(database):
         raise MigrationError(f"database name {database!r} must be letters, digits and underscores")
     out = {"db": database, "rollup_window_s": str(int(loader.rollup_window_s))}
+    out["window_sizes_s"] = "[" + ", ".join(str(int(w)) for w in window_sizes_s) + "]"
     for name in set(TTL_PARAMS.values()):
         out[name] = str(int(getattr(loader, name)))
     return out
@@ -127,10 +133,11 @@ class Migrator:
         database: str,
         loader: LoaderConfig | None = None,
         migrations: Sequence[Migration] | None = None,
+        window_sizes_s: Sequence[int] = DEFAULT_WINDOW_SIZES_S,
     ) -> None:
         self.client = client
         self.database = database
-        self.params = params_from(database, loader or LoaderConfig())
+        self.params = params_from(database, loader or LoaderConfig(), window_sizes_s)
         self.migrations = list(migrations) if migrations is not None else discover()
 
     def _bootstrap(self) -> None:

@@ -470,8 +470,9 @@ class LateTraffic:
 def late_traffic(client: Any, db: str, start_ms: int, end_ms: int) -> list[LateTraffic]:
     """Traffic of flows that started in the range but reached the job too late for their window.
 
-    It is in none of the bandwidth figures above. Split as the job splits flows: the initiator's bytes go
-    to the flow's direction, the responder's to the opposite one.
+    The bandwidth figures above include it too (the late view, migration late_into_windows, adds it to its
+    windows); this says how much of them came late. Split as the job splits flows: the initiator's bytes go to
+    the flow's direction, the responder's to the opposite one.
     """
     cond = _FLOW_RANGE
     opposite = "multiIf(direction = 'egress', 'ingress', direction = 'ingress', 'egress', direction)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,9 +52,16 @@ class ReplayRun:
 
 
 def do_replay(
-    cfg: GwtelConfig, files: list[Path], to: str = "kafka", *, pace: bool = False, shift: bool = False
+    cfg: GwtelConfig,
+    files: list[Path],
+    to: str = "kafka",
+    *,
+    pace: bool = False,
+    shift: bool = False,
+    on_record: Callable[[FlowRecord], None] | None = None,
 ) -> ReplayRun:
-    """Replay files through one agent into Kafka (with its spool) or JSON lines; close everything after."""
+    """Replay files through one agent into Kafka (with its spool) or JSON lines; close everything after.
+    ``on_record`` sees every record as it is written (the pipeline's ledger counts what retention drops)."""
     for f in files:
         if not f.exists():
             raise UserError(f"capture file {f}: no such file")
@@ -66,6 +74,8 @@ def do_replay(
         def sink(rec: FlowRecord) -> None:
             partners[rec.partner] += 1
             write(rec)
+            if on_record is not None:
+                on_record(rec)
 
         seqs = SeqStore(home / "agent" / f"{cfg.agent.agent_id}.seq")
         # Paced replay hands frames over one at a time: that is the Python engine's interface.

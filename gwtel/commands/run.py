@@ -3,6 +3,10 @@
 Starts the local services if needed, generates a capture of gateway traffic (or takes ``--pcap``), replays it
 through the agent into Kafka, runs the Flink job over what the topic holds, loads flows and aggregates into
 ClickHouse, waits until the delivery ledger balances (see gwtel.pipeline), then prints the per-partner report.
+
+A ``--pcap`` capture that starts before the tables' retention (a public trace from years ago) would vanish at
+insert (ClickHouse drops rows older than a table's TTL): such a run goes into its own topics and database, with
+a retention that keeps it, as `gwtel verify` does, and says so. Its timestamps stay as captured.
 """
 
 from __future__ import annotations
@@ -56,6 +60,38 @@ def _synth(cfg: GwtelConfig, args: argparse.Namespace) -> tuple[Path, dict[str, 
     return out / "synth.pcap", doc
 
 
+def _capture_start_ns(path: Path) -> int | None:
+    """The first packet's time, or None when the file holds none (the replay reports why)."""
+    from ingest.sources import CaptureError, open_capture
+
+    try:
+        with open_capture(path) as reader:
+            for frame in reader:
+                return frame.ts_ns
+    except CaptureError:  # the replay itself says what is wrong with the file
+        return None
+    return None
+
+
+def _keep_old_capture(cfg: GwtelConfig, pcap: Path) -> GwtelConfig:
+    """`cfg`, or for a capture older than the retention, `cfg` with the capture's own database that keeps it."""
+    from gwtel.pipeline import isolated
+    from schemas.expected import format_time
+
+    start = _capture_start_ns(pcap)
+    keep_days = min(cfg.loader.ttl_flows_raw_days, cfg.loader.ttl_window_days)
+    if start is None or start >= time.time_ns() - keep_days * 86_400 * 1_000_000_000:
+        return cfg
+    own = isolated(cfg, f"pcap_{time.strftime('%Y%m%d_%H%M%S', time.gmtime())}")
+    print(
+        f"    {pcap} starts {format_time(start // 1_000_000)}, before the tables' retention ({keep_days} days): "
+        f"ClickHouse would drop its rows at insert. It goes into its own database {own.clickhouse.database} "
+        f"(topics gwtel.run-*), which keeps it; drop it with `DROP DATABASE {own.clickhouse.database}` when done",
+        flush=True,
+    )
+    return own
+
+
 def _run(args: argparse.Namespace) -> int:
     from gwtel.pipeline import prepare, run_pipeline, start_services
     from processors.chclient import make_client
@@ -63,10 +99,12 @@ def _run(args: argparse.Namespace) -> int:
     from processors.report import report
 
     cfg = load_config(args.config)
-    db = cfg.clickhouse.database
     t = _step("starting local services")
     start_services(cfg, say=lambda msg: print(f"    {msg}", flush=True))
     preflight.check(cfg, args.config, kafka=True, clickhouse=True)
+    if args.pcap:
+        cfg = _keep_old_capture(cfg, args.pcap)
+    db = cfg.clickhouse.database
     prepare(cfg)
     _done(t)
 

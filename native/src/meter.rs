@@ -61,6 +61,8 @@ struct StoredKey {
 const K_V6: u8 = 1;
 const F_LO_INIT: u8 = 2; // the lower endpoint of the key initiated the flow
 const F_RII: u8 = 4; // remote side is the initiator (from the classifier's domestic test)
+const F_DIRTY: u8 = 8; // in `Core::dirty`: packets since the flow's last record
+const F_END_SENT: u8 = 16; // a record already reported the TCP close
 
 fn v4_word(a: &[u8; 16]) -> u32 {
     u32::from_ne_bytes([a[0], a[1], a[2], a[3]])
@@ -132,6 +134,10 @@ impl Flow {
 
     fn rii(&self) -> bool {
         self.key.bits & F_RII != 0
+    }
+
+    fn has_packets(&self) -> bool {
+        self.pkts_f + self.pkts_r > 0
     }
 }
 
@@ -252,6 +258,8 @@ pub struct Core {
     buckets: HashMap<i64, VecDeque<(u32, u32)>>,
     ticks: BinaryHeap<Reverse<i64>>,
     clock: i64,
+    next_cut: i64,
+    dirty: Vec<(u32, u32)>, // flows with packets since their last record, in order of the first one
     created_seq: u32,
     since_advance: u32,
     frags: HashMap<FragKey, FragEntry>,
@@ -284,6 +292,8 @@ impl Core {
             buckets: HashMap::new(),
             ticks: BinaryHeap::new(),
             clock: 0,
+            next_cut: i64::MIN,
+            dirty: Vec::new(),
             created_seq: 0,
             since_advance: 0,
             frags: HashMap::new(),
@@ -465,6 +475,9 @@ impl Core {
     pub fn add(&mut self, p: &Pkt) {
         let ts = p.ts;
         self.clock = self.clock.max(ts);
+        if ts >= self.next_cut {
+            self.cut(ts);
+        }
         let v6 = p.ver == 6;
         let (sport, dport) = if is_icmp(p.proto) {
             let kp = icmp_key_port(p);
@@ -509,18 +522,20 @@ impl Core {
                 self.end(i, R_IDLE, ts);
                 cur = None;
             }
-            if let Some(i) = cur {
-                if ts - self.slab[i as usize].first_ns >= self.cfg.active_ns {
-                    self.export(i, R_ACTIVE, ts);
-                    self.new_slice(i, ts);
-                }
-            }
         }
         let i = match cur {
             Some(i) => i,
             None => self.create(key, hash, sender_lo, p),
         };
         let idx = i as usize;
+        let f = &mut self.slab[idx];
+        if f.key.bits & F_DIRTY == 0 {
+            f.key.bits |= F_DIRTY;
+            self.dirty.push((i, f.gen));
+        }
+        if !f.has_packets() {
+            f.first_ns = ts; // the first packet of this record
+        }
         let flags = p.flags;
         let l4 = p.l4_present;
         let mut fwd = sender_lo == self.slab[idx].lo_init();
@@ -650,6 +665,9 @@ impl Core {
 
     pub fn advance(&mut self, now: i64) {
         self.clock = self.clock.max(now);
+        if now >= self.next_cut {
+            self.cut(now);
+        }
         if self.ticks.is_empty() {
             return;
         }
@@ -700,6 +718,42 @@ impl Core {
         }
         self.buckets.clear();
         self.ticks.clear();
+        self.dirty.clear();
+    }
+
+    /// Export a record for every flow with packets since its last one, at the boundary `now` reached
+    /// (`ingest/flowmeter.py` `_cut`).
+    fn cut(&mut self, now: i64) {
+        let step = self.cfg.active_ns;
+        let at = self.next_cut;
+        self.next_cut = (now.div_euclid(step) + 1).saturating_mul(step);
+        if at == i64::MIN {
+            return; // the first packet or advance: nothing metered yet
+        }
+        let dirty = std::mem::take(&mut self.dirty);
+        for &(i, gen) in &dirty {
+            let f = &mut self.slab[i as usize];
+            if f.gen != gen || f.tick < 0 {
+                continue; // ended since, with its record
+            }
+            f.key.bits &= !F_DIRTY;
+            if self.deadline(i) <= at {
+                let r = self.natural_reason(i);
+                self.end(i, r, at);
+                continue;
+            }
+            let f = &mut self.slab[i as usize];
+            let closing = f.tcp.as_ref().map_or(CLOSING_NONE, |t| t.closing);
+            if closing != CLOSING_NONE && f.key.bits & F_END_SENT == 0 {
+                f.key.bits |= F_END_SENT;
+                self.export(i, closing_reason(closing), at);
+            } else {
+                self.export(i, R_ACTIVE, at);
+            }
+            self.new_slice(i);
+        }
+        self.dirty = dirty;
+        self.dirty.clear(); // keeps its capacity
     }
 
     fn create(&mut self, key: Key, hash: u64, sender_lo: bool, p: &Pkt) -> u32 {
@@ -910,7 +964,15 @@ impl Core {
         if let Ok(e) = self.index.find_entry(hash, |&j| j == i) {
             e.remove();
         }
-        self.export(i, reason, now);
+        let f = &self.slab[i as usize];
+        if f.has_packets() {
+            let r = if f.key.bits & F_END_SENT != 0 {
+                R_ACTIVE
+            } else {
+                reason
+            };
+            self.export(i, r, now);
+        }
         let f = &mut self.slab[i as usize];
         f.tick = -1;
         f.gen = f.gen.wrapping_add(1);
@@ -984,10 +1046,9 @@ impl Core {
         self.counters.exported[reason as usize] += 1;
     }
 
-    fn new_slice(&mut self, i: u32, ts: i64) {
+    fn new_slice(&mut self, i: u32) {
+        // last_ns stays: the idle timeout runs from the flow's last packet; the next packet sets first_ns.
         let f = &mut self.slab[i as usize];
-        f.first_ns = ts;
-        f.last_ns = ts;
         f.bytes_f = 0;
         f.pkts_f = 0;
         f.bytes_r = 0;

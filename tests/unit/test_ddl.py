@@ -35,6 +35,7 @@ def custom() -> GwtelConfig:
             "job": {
                 "group_id": "g1",
                 "transactional_id_prefix": "tx1",
+                "watermark_from": "last_ns",
                 "watermark_bound_ms": 61_250,
                 "idle_timeout_ms": 7_000,
                 "transaction_timeout_ms": 300_000,
@@ -135,10 +136,15 @@ def test_transaction_timeout_limits() -> None:
 
 def test_warnings_when_watermark_or_windows_do_not_fit_the_agent() -> None:
     assert warnings_for(GwtelConfig()) == []
-    tight = GwtelConfig(job=JobConfig(watermark_bound_ms=20_000))
+    # The bound only has to cover the idle timeout when the watermark follows last packets.
+    assert warnings_for(GwtelConfig(job=JobConfig(watermark_bound_ms=20_000))) == []
+    tight = GwtelConfig(job=JobConfig(watermark_bound_ms=20_000, watermark_from="last_ns"))
     assert [w for w in warnings_for(tight) if "idle_timeout_s" in w]
     long_slices = GwtelConfig(agent=AgentConfig(active_timeout_s=30.0))
     assert [w for w in warnings_for(long_slices) if "active_timeout_s" in w]
+    uneven = GwtelConfig(agent=AgentConfig(active_timeout_s=7.0))
+    assert [w for w in warnings_for(uneven) if "[10, 60]" in w]
+    assert warnings_for(GwtelConfig(agent=AgentConfig(active_timeout_s=5.0))) == []
 
 
 def test_default_startup_continues_from_the_group_offsets() -> None:

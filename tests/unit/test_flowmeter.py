@@ -193,8 +193,12 @@ def test_classifier_called_once_per_flow() -> None:
 # ---------------------------------------------------------------- timeouts
 
 
+# A cut interval far longer than any test: the idle timeout alone decides when these flows leave.
+NO_CUT = 1_000_000.0
+
+
 def test_idle_timeout_by_advance() -> None:
-    cfg = MeterConfig(idle_timeout_s=30, timer_tick_s=1)
+    cfg = MeterConfig(idle_timeout_s=30, timer_tick_s=1, active_timeout_s=NO_CUT)
     m, out, _ = make_meter(cfg)
     m.add(pkt(T0, DOM, REM, sport=1, dport=2))
     m.add(pkt(T0 + 1 * SEC, DOM, REM, sport=1, dport=2))
@@ -207,7 +211,7 @@ def test_idle_timeout_by_advance() -> None:
 
 
 def test_idle_expiry_is_late_by_at_most_one_tick() -> None:
-    cfg = MeterConfig(idle_timeout_s=30, timer_tick_s=1)
+    cfg = MeterConfig(idle_timeout_s=30, timer_tick_s=1, active_timeout_s=NO_CUT)
     m, out, _ = make_meter(cfg)
     m.add(pkt(T0 + 300 * MS, DOM, REM, sport=1, dport=2))
     m.advance(T0 + 30 * SEC + 299 * MS)  # before the deadline
@@ -219,7 +223,7 @@ def test_idle_expiry_is_late_by_at_most_one_tick() -> None:
 
 
 def test_idle_gap_without_advance_splits_the_flow() -> None:
-    cfg = MeterConfig(idle_timeout_s=30)
+    cfg = MeterConfig(idle_timeout_s=30, active_timeout_s=NO_CUT)
     recs = run([pkt(T0, DOM, REM, sport=1, dport=2), pkt(T0 + 40 * SEC, REM, DOM, sport=2, dport=1)], cfg)
     assert [(r.end_reason, r.src_ip, r.first_ns, r.export_ns) for r in recs] == [
         ("idle", DOM, T0, T0 + 40 * SEC),
@@ -239,6 +243,81 @@ def test_active_timeout_slices() -> None:
     assert [r.bytes_fwd for r in recs] == [sum(range(100, 110)), sum(range(110, 120)), sum(range(120, 125))]
     assert [r.seq for r in recs] == [0, 1, 2]
     assert {(r.src_ip, r.src_port, r.dst_ip, r.dst_port) for r in recs} == {(DOM, 1, REM, 2)}
+
+
+def test_cut_at_the_boundary_without_a_packet() -> None:
+    """A flow that falls silent is reported at the next boundary, not after its idle timeout; its idle end
+    then exports nothing (every packet is already reported)."""
+    cfg = MeterConfig(idle_timeout_s=30, active_timeout_s=10, timer_tick_s=1)
+    m, out, _ = make_meter(cfg)
+    m.add(pkt(T0 + 3 * SEC, DOM, REM, sport=1, dport=2, ip_len=100))
+    m.add(pkt(T0 + 7 * SEC, REM, DOM, sport=2, dport=1, ip_len=60))
+    m.advance(T0 + 10 * SEC - 1)
+    assert out == []
+    m.advance(T0 + 10 * SEC + 300 * MS)
+    (r,) = out
+    assert (r.end_reason, r.first_ns, r.last_ns, r.export_ns) == ("active", T0 + 3 * SEC, T0 + 7 * SEC, T0 + 10 * SEC)
+    assert (r.bytes_fwd, r.bytes_rev) == (100, 60)
+    assert m.stats.active == 1  # the flow stays, with its state
+    m.advance(T0 + 60 * SEC)
+    assert len(out) == 1 and m.stats.active == 0  # its idle end had nothing to report
+    m.flush()
+    assert len(out) == 1
+
+
+def test_cut_boundaries_are_epoch_aligned() -> None:
+    cfg = MeterConfig(idle_timeout_s=30, active_timeout_s=10)
+    start = T0 + 7 * SEC  # not on a boundary
+    recs = run([pkt(start + i * SEC, DOM, REM, sport=1, dport=2) for i in range(8)], cfg)
+    assert [(r.end_reason, r.first_ns - T0, r.last_ns - T0, r.packets_fwd) for r in recs] == [
+        ("active", 7 * SEC, 9 * SEC, 3),
+        ("flush", 10 * SEC, 14 * SEC, 5),
+    ]
+
+
+def test_cut_order_is_first_packet_order() -> None:
+    cfg = MeterConfig(active_timeout_s=10)
+    pk = [
+        pkt(T0 + 1 * SEC, DOM, REM, sport=5, dport=2),
+        pkt(T0 + 2 * SEC, DOM, REM, sport=3, dport=2),
+        pkt(T0 + 3 * SEC, DOM, REM, sport=5, dport=2),
+        pkt(T0 + 11 * SEC, DOM, REM, sport=3, dport=2),
+        pkt(T0 + 12 * SEC, DOM, REM, sport=5, dport=2),
+    ]
+    recs = run(pk, cfg)
+    assert [(r.src_port, r.end_reason, r.export_ns - T0) for r in recs] == [
+        (5, "active", 10 * SEC),
+        (3, "active", 10 * SEC),
+        (5, "flush", 12 * SEC),  # flush goes in creation order
+        (3, "flush", 12 * SEC),
+    ]
+
+
+def test_cut_in_the_close_grace_reports_the_close_once() -> None:
+    cfg = MeterConfig(tcp_close_grace_s=2, timer_tick_s=1, active_timeout_s=10)
+    m, out, _ = make_meter(cfg)
+    t = T0 + 9 * SEC
+    for p in [
+        *_handshake(t),
+        tcp(t + 900 * MS, DOM, REM, 40000, 443, FIN | ACK, seq=101, ack=901),
+        tcp(t + 950 * MS, REM, DOM, 443, 40000, FIN | ACK, seq=901, ack=102),
+    ]:
+        m.add(p)
+    m.add(tcp(T0 + 10 * SEC + 5 * MS, DOM, REM, 40000, 443, ACK, seq=102, ack=902))  # after the boundary
+    m.advance(T0 + 20 * SEC)
+    assert [(r.end_reason, r.packets_fwd, r.packets_rev) for r in out] == [("fin", 3, 2), ("active", 1, 0)]
+    assert m.stats.active == 0
+
+
+def test_cut_ends_a_flow_whose_grace_passed_before_the_boundary() -> None:
+    """The cut ends a closed flow whose grace ran out before the boundary, whether or not advance ran."""
+    cfg = MeterConfig(tcp_close_grace_s=1, timer_tick_s=1, active_timeout_s=10)
+    pk = [*_handshake(T0 + 5 * SEC), tcp(T0 + 5 * SEC + 50 * MS, REM, DOM, 443, 40000, RST, seq=901)]
+    m, out, _ = make_meter(cfg)
+    for p in pk:
+        m.add(p)
+    m.add(pkt(T0 + 10 * SEC, REM2, DOM2, sport=9, dport=9))  # the first packet after the boundary
+    assert [(r.end_reason, r.export_ns) for r in out] == [("rst", T0 + 10 * SEC)]
 
 
 def test_active_slice_reports_handshake_once() -> None:
@@ -285,7 +364,7 @@ def test_fin_both_sides_then_grace_keeps_last_ack() -> None:
 
 
 def test_single_fin_is_not_an_end() -> None:
-    cfg = MeterConfig(tcp_close_grace_s=1, idle_timeout_s=30)
+    cfg = MeterConfig(tcp_close_grace_s=1, idle_timeout_s=30, active_timeout_s=NO_CUT)
     m, out, _ = make_meter(cfg)
     for p in [*_handshake(T0), tcp(T0 + 20 * MS, DOM, REM, 40000, 443, FIN | ACK, seq=101, ack=901)]:
         m.add(p)

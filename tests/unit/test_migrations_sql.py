@@ -131,6 +131,14 @@ def test_each_ttl_uses_its_own_setting() -> None:
     assert rendered["flows_raw"] == 11 and rendered["latency_hist_1h"] == 14 and rendered["bandwidth_1d"] == 16
 
 
+def test_late_rows_view_adds_them_to_every_window_size() -> None:
+    stmt = VIEWS["flows_late_bandwidth_mv"]
+    assert "TO gw.bandwidth_window AS" in stmt and "FROM gw.flows_late" in stmt
+    assert "arrayJoin([10, 60])" in stmt  # JobConfig().window_sizes_s
+    other = [s for m in MIGRATIONS for s in render(m, params_from("gw", LoaderConfig(), (10, 30, 60)))]
+    assert sum("arrayJoin([10, 30, 60])" in s for s in other) == 1
+
+
 def test_rollups_read_one_window_size_into_the_right_bucket() -> None:
     assert len(ROLLUP_VIEWS) == 9
     fns = {"5m": "toStartOfFiveMinutes", "1h": "toStartOfHour", "1d": "toStartOfDay"}
