@@ -7,12 +7,15 @@ compares both engines record for record. Python still classifies each finished f
 FlowRecord; during metering the engine only needs to know which side is remote (for the TS, ICMP and DNS
 trackers), which it asks once per address (`PartnerClassifier`) or once per flow (any other classifier).
 
-Live capture keeps the Python engine (`Agent.feed`, one frame at a time); so does paced replay.
+Live capture runs the same engine behind a TPACKET_V3 ring (`ingest.capture`): one engine per ring (fanout
+worker), all draining into one agent, so records share one sequence and one set of counters. Paced replay
+still runs the Python engine.
 """
 
 from __future__ import annotations
 
 import gzip
+import threading
 import zlib
 from collections import Counter
 from collections.abc import Callable
@@ -55,7 +58,7 @@ def load_module() -> Any:
             f"agent.engine is 'native' but the gwtel_native module cannot be loaded ({exc}): run `make setup` "
             "(it builds native/ with cargo and maturin) or set agent.engine: python"
         ) from None
-    if getattr(gwtel_native, "ABI", None) != 2:
+    if getattr(gwtel_native, "ABI", None) != 3:
         raise NativeUnavailableError("gwtel_native is from another version of the project: run `make setup` again")
     return gwtel_native
 
@@ -142,7 +145,7 @@ class NativeAgent:
                 c = classifier.classify(ip_text(src), ip_text(dst), 4 if len(src) == 4 else 6, link)
                 return c.remote_is_initiator
 
-        self._engine: gwtel_native.Engine = mod.Engine(
+        self._engine_args: dict[str, Any] = dict(
             idle_ns=round(mc.idle_timeout_s * _NS),
             active_ns=round(mc.active_timeout_s * _NS),
             grace_ns=round(mc.tcp_close_grace_s * _NS),
@@ -162,6 +165,17 @@ class NativeAgent:
             domestic=domestic,
             remote_is_initiator=pair,
         )
+        self._mod = mod
+        # Engines draining into this agent (file replay: one; live capture: one per ring) and the counters each
+        # reported last, summed into `counters` and `meter.stats`. `lock` serialises draining between threads.
+        self.lock = threading.Lock()
+        self._snapshots: dict[int, dict[str, Any]] = {}
+        self._engine: gwtel_native.Engine = self.new_engine()
+
+    def new_engine(self) -> gwtel_native.Engine:
+        """One more engine of this agent's configuration (a live capture worker's)."""
+        eng: gwtel_native.Engine = self._mod.Engine(**self._engine_args)
+        return eng
 
     # ------------------------------------------------------------------ files
 
@@ -227,14 +241,20 @@ class NativeAgent:
         self._engine.flush()
         self._drain()
 
+    def drain(self, engine: gwtel_native.Engine) -> None:
+        """Records and counters of one of this agent's engines (thread-safe; the engine must be idle)."""
+        with self.lock:
+            self._drain(engine)
+
     # ------------------------------------------------------------------ records and counters
 
-    def _drain(self) -> None:
+    def _drain(self, engine: gwtel_native.Engine | None = None) -> None:
+        eng = self._engine if engine is None else engine
         classify = self._classifier.classify
         agent_id, link_id, sampling = self.cfg.agent_id, self.cfg.link_id, self._sampling
         sink = self._sink
         seq = self.meter.next_seq
-        for t in self._engine.take():
+        for t in eng.take():
             (reason, export_ns, ver, src, sport, dst, dport, proto, vlan, first, last, bf, pf, br, pr, ff, fr, rf, rr,
              resp, init, ts, icmp, dns) = t  # fmt: skip
             src_t, dst_t = ip_text(src), ip_text(dst)
@@ -251,26 +271,29 @@ class NativeAgent:
             self.counters.records_emitted += 1
             self.partners.add(rec)
             sink(rec)
+        self._snapshots[id(eng)] = eng.counters()
         self._sync_counters()
 
     def _sync_counters(self) -> None:
-        c = self._engine.counters()
+        snaps = list(self._snapshots.values())
+        c: dict[str, Any] = {}
+        for k in snaps[0]:
+            if isinstance(snaps[0][k], dict):
+                c[k] = sum((Counter(s[k]) for s in snaps), Counter())
+            else:
+                c[k] = sum(s[k] for s in snaps)
         ac = self.counters
         ac.packets_seen = _int(c["packets_seen"])
         ac.wire_bytes_seen = _int(c["wire_bytes_seen"])
         ac.packets_decoded = _int(c["packets_decoded"])
         ac.ip_bytes_decoded = _int(c["ip_bytes_decoded"])
-        rej = c["rejected"]
-        assert isinstance(rej, dict)
-        ac.rejected = Counter(rej)
+        ac.rejected = Counter(c["rejected"])
         st = self.meter.stats
         st.packets = _int(c["meter_packets"])
         st.bytes = _int(c["meter_bytes"])
         st.flows_created = _int(c["flows_created"])
         st.records = _int(c["records"])
-        exported = c["exported"]
-        assert isinstance(exported, dict)
-        st.exported = dict(exported)
+        st.exported = dict(c["exported"])
         st.evicted = _int(c["evicted"])
         st.reoriented = _int(c["reoriented"])
         st.out_of_order = _int(c["out_of_order"])

@@ -77,6 +77,11 @@ def sampling_prefix(n: int) -> list[Insn]:
     ]
 
 
+def flow_sampling_prefix(n: int, linktype: int) -> list[Insn]:
+    """Not written yet: flow-consistent sampling."""
+    raise UserError("flow sampling is not available yet")
+
+
 def parse_ddd(text: str) -> list[Insn]:
     """Parse ``tcpdump -ddd`` output: a count line, then one ``code jt jf k`` line per instruction."""
     lines = [ln.split() for ln in text.strip().splitlines() if ln.strip()]
@@ -121,11 +126,25 @@ def compile_filter(expr: str, linktype: int, snaplen: int) -> list[Insn]:
         raise UserError(f"--bpf {expr!r}: {exc}") from None
 
 
-def build_program(snaplen: int, sample: int = 1, user: list[Insn] | None = None) -> list[Insn]:
-    """The whole program: sampling prefix, then the compiled user filter or ``ret #snaplen``."""
+def build_program(
+    snaplen: int,
+    sample: int = 1,
+    user: list[Insn] | None = None,
+    *,
+    mode: str = "packet",
+    linktype: int = linktypes.ETHERNET,
+) -> list[Insn]:
+    """The whole program: sampling prefix (``packet``: random; ``flow``: by flow hash), then the compiled user
+    filter or ``ret #snaplen``."""
     if not 1 <= snaplen <= MAX_SNAPLEN:
         raise ValueError(f"snap length must be 1..{MAX_SNAPLEN}, got {snaplen}")
-    prog = [*sampling_prefix(sample), *(user if user else [ret(snaplen)])]
+    if mode == "flow":
+        prefix = flow_sampling_prefix(sample, linktype)
+    elif mode == "packet":
+        prefix = sampling_prefix(sample)
+    else:
+        raise ValueError(f"sampling mode must be packet or flow, got {mode!r}")
+    prog = [*prefix, *(user if user else [ret(snaplen)])]
     if len(prog) > BPF_MAXINSNS:
         raise UserError(f"the capture filter has {len(prog)} instructions; the kernel accepts {BPF_MAXINSNS}")
     return prog

@@ -6,6 +6,7 @@ mod decode;
 mod latency;
 mod meter;
 mod reader;
+mod ring;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -20,6 +21,9 @@ use decode::{DecodeConfig, REJECT_NAMES};
 use latency::{ns_to_us, NONE};
 use meter::{Core, MeterConfig, Rec, SumOut, REASON_NAMES};
 use reader::{Reader, Step};
+use ring::{parse_block, Ring, RingConfig, RingError, RingResult};
+
+const LINKTYPE_ETHERNET: u32 = 1;
 
 const ORACLE_CACHE_MAX: usize = 1 << 20;
 
@@ -31,6 +35,54 @@ struct Engine {
     reader: Option<Reader>,
     pending: Vec<u8>, // bytes pushed and not parsed yet
     oracle_err: Arc<Mutex<Option<PyErr>>>,
+    live: Option<Live>,
+}
+
+/// A live capture ring and what metering its frames needs.
+struct Live {
+    ring: Ring,
+    lt: u32,
+    skip_outgoing: bool,
+    scratch: Vec<u8>, // a frame with its 802.1Q tag put back
+}
+
+impl Live {
+    /// Meter every frame of ready blocks (at most `max_blocks`); returns (frames, blocks).
+    fn meter(&mut self, core: &mut Core, timeout_ms: i32, max_blocks: usize) -> RingResult<(u64, usize)> {
+        let Live {
+            ring,
+            lt,
+            skip_outgoing,
+            scratch,
+        } = self;
+        let (lt, skip_outgoing) = (*lt, *skip_outgoing);
+        let mut frames = 0u64;
+        let mut damaged = 0u64;
+        let blocks = ring.read_blocks(timeout_ms, max_blocks, |block| {
+            let (_, bad) = parse_block(block, |f| {
+                if skip_outgoing && f.outgoing {
+                    return;
+                }
+                frames += 1;
+                match f.vlan {
+                    // Linux takes the 802.1Q tag off the frame and reports it beside it: put it back, so the
+                    // decoder sees the frame as it was on the wire.
+                    Some((tpid, tci)) if lt == LINKTYPE_ETHERNET && f.data.len() >= 12 => {
+                        scratch.clear();
+                        scratch.extend_from_slice(&f.data[..12]);
+                        scratch.extend_from_slice(&tpid.to_be_bytes());
+                        scratch.extend_from_slice(&tci.to_be_bytes());
+                        scratch.extend_from_slice(&f.data[12..]);
+                        core.feed(f.ts_ns, lt, scratch, f.wire + 4);
+                    }
+                    _ => core.feed(f.ts_ns, lt, f.data, f.wire),
+                }
+            });
+            damaged += bad as u64;
+        })?;
+        ring.damaged_blocks += damaged;
+        Ok((frames, blocks))
+    }
 }
 
 fn addr_bytes(a: &[u8; 16], v6: bool) -> &[u8] {
@@ -164,6 +216,11 @@ fn pump(
     Ok(())
 }
 
+/// OSError(errno, message), so Python sees errno (EPERM, ENODEV...) as from any system call.
+fn os_error(e: RingError) -> PyErr {
+    pyo3::exceptions::PyOSError::new_err((e.errno, e.msg))
+}
+
 fn not_begun() -> PyErr {
     PyRuntimeError::new_err("no capture file begun")
 }
@@ -175,6 +232,7 @@ impl Engine {
             reader,
             pending,
             oracle_err,
+            ..
         } = self;
         let rd = reader.as_mut().ok_or_else(not_begun)?;
         let r = pump(core, rd, pending, eof, oracle_err);
@@ -253,6 +311,7 @@ impl Engine {
             reader: None,
             pending: Vec::new(),
             oracle_err: err,
+            live: None,
         })
     }
 
@@ -292,6 +351,7 @@ impl Engine {
             reader,
             pending,
             oracle_err,
+            ..
         } = self;
         let rd = reader.as_mut().ok_or_else(not_begun)?;
         if !pending.is_empty() {
@@ -313,6 +373,81 @@ impl Engine {
             Some(e) => (e.reason.clone(), e.record_no, e.offset).into_bound_py_any(py)?,
         };
         (rd.frames, rd.skipped_bad_timestamp, rd.skipped_blocks, err).into_pyobject(py)
+    }
+
+    /// Open a TPACKET_V3 ring on interface `ifindex` with the encoded classic BPF `filter` (its return value is
+    /// the snap length); `fanout_group` joins a PACKET_FANOUT_HASH group shared with other engines.
+    #[pyo3(signature = (*, ifindex, linktype, filter, block_size, block_count, block_timeout_ms,
+        fanout_group=None, fanout_defrag=true, promisc=true, loopback=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn open_ring(
+        &mut self,
+        ifindex: i32,
+        linktype: u32,
+        filter: &[u8],
+        block_size: u32,
+        block_count: u32,
+        block_timeout_ms: u32,
+        fanout_group: Option<u16>,
+        fanout_defrag: bool,
+        promisc: bool,
+        loopback: bool,
+    ) -> PyResult<()> {
+        let cfg = RingConfig {
+            ifindex,
+            block_size,
+            block_count,
+            block_timeout_ms,
+            filter: filter.to_vec(),
+            fanout_group,
+            fanout_defrag,
+            promisc,
+            ignore_outgoing: loopback,
+        };
+        self.live = None; // the old ring is unmapped and closed first
+        let ring = Ring::open(&cfg).map_err(os_error)?;
+        self.live = Some(Live {
+            ring,
+            lt: linktype,
+            skip_outgoing: loopback,
+            scratch: Vec::with_capacity(256),
+        });
+        Ok(())
+    }
+
+    /// Meter the ring's ready blocks (at most `max_blocks`), waiting up to `timeout_ms` for the first, without
+    /// the GIL. Returns (frames, blocks).
+    fn poll_ring(&mut self, py: Python<'_>, timeout_ms: i32, max_blocks: usize) -> PyResult<(u64, usize)> {
+        let Engine {
+            core,
+            live,
+            oracle_err,
+            ..
+        } = self;
+        let live = live
+            .as_mut()
+            .ok_or_else(|| PyRuntimeError::new_err("no ring open"))?;
+        let r = py.detach(|| live.meter(core, timeout_ms, max_blocks));
+        if let Some(e) = oracle_err.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(e);
+        }
+        r.map_err(os_error)
+    }
+
+    /// Kernel and ring counters since the ring was opened: (packets, drops, freeze_q_cnt, link_down,
+    /// damaged_blocks); the kernel's own counters are read (and reset there) on each call.
+    fn ring_stats(&mut self) -> PyResult<(u64, u64, u64, u64, u64)> {
+        let live = self
+            .live
+            .as_mut()
+            .ok_or_else(|| PyRuntimeError::new_err("no ring open"))?;
+        let r = &mut live.ring;
+        let s = r.read_stats().map_err(os_error)?;
+        Ok((s.packets, s.drops, s.freeze_q_cnt, r.link_down, r.damaged_blocks))
+    }
+
+    fn close_ring(&mut self) {
+        self.live = None;
     }
 
     fn advance(&mut self, now_ns: i64) -> PyResult<()> {
@@ -389,6 +524,6 @@ impl Engine {
 #[pymodule]
 fn gwtel_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
-    m.add("ABI", 2)?;
+    m.add("ABI", 3)?;
     Ok(())
 }

@@ -32,7 +32,7 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet
 
 from gwtel.services.prometheus import PrometheusService, find_tool, query
-from tests.integration.netns import PEER_MAC, SENDER_MAC, VethPair, send, veth_pair
+from tests.integration.netns import PEER_MAC, SENDER_MAC, VethPair, create_link, send, veth_pair
 
 pytestmark = pytest.mark.integration
 
@@ -372,10 +372,11 @@ def test_sampling_one_in_four_scales_within_five_sigma(pair: VethPair, tmp_path:
     ] == (scaled_packets)
 
 
-def test_link_flap_is_survived_and_removal_exports_before_failing(pair: VethPair, tmp_path: Path) -> None:
-    before, after = Traffic(), Traffic()
+def test_link_flap_is_survived_and_a_recreated_interface_is_captured_again(pair: VethPair, tmp_path: Path) -> None:
+    before, after, again = Traffic(), Traffic(), Traffic()
     udp_flow(before, "10.77.0.5", "198.18.1.77", 42000, 7000, [100] * 5, [], partner="japan", direction="egress")
     udp_flow(after, "10.77.0.5", "198.18.1.77", 42000, 7000, [300] * 3, [], partner="japan", direction="egress")
+    udp_flow(again, "10.77.0.5", "198.18.1.77", 42000, 7000, [200] * 2, [], partner="japan", direction="egress")
     with running_capture(pair, tmp_path) as cap:
         send(pair, before.frames, tmp_path)
         poll(lambda: cap.total("gwtel_agent_packets_seen_total"), lambda n: n >= 5, "first packets read")
@@ -385,12 +386,19 @@ def test_link_flap_is_survived_and_removal_exports_before_failing(pair: VethPair
         send(pair, after.frames, tmp_path)
         poll(lambda: cap.total("gwtel_agent_packets_seen_total"), lambda n: n >= 8, "packets after the flap read")
         poll(lambda: cap.total("gwtel_agent_link_down_total"), lambda n: n >= 1, "link down counted")
+        # Removed (both veth ends go) and created again under the same name: a new interface index.
         subprocess.run(["ip", "link", "del", pair.host_if], check=True, timeout=30)
-        rc = cap.proc.wait(timeout=WAIT_S)
-        stderr = cap.stderr_path.read_text()
+        time.sleep(1.5)  # the capture notices within a second
+        create_link(pair)
+        poll(lambda: cap.total("gwtel_agent_ring_reopened_total"), lambda n: n >= 1, "ring opened again")
+        send(pair, again.frames, tmp_path)
+        poll(lambda: cap.total("gwtel_agent_packets_seen_total"), lambda n: n >= 10, "packets after re-creation read")
+        assert cap.proc.poll() is None
+        rc, stderr = cap.stop()
         records = cap.records()
-    assert rc == 2, stderr
+    assert rc == 0, stderr
     assert "Traceback" not in stderr
-    assert f"gwtel capture: capture on {pair.host_if} stopped" in stderr
-    # One flow (idle timeout 4 s not reached), every packet of both sends in it.
-    assert [(r["packets_fwd"], r["bytes_fwd"]) for r in records] == [(8, 5 * 128 + 3 * 328)]
+    assert f"interface {pair.host_if} was removed" in stderr
+    # Every packet of the three sends, in one flow or in slices of it.
+    assert sum(r["packets_fwd"] for r in records) == 10
+    assert sum(r["bytes_fwd"] for r in records) == 5 * 128 + 3 * 328 + 2 * 228
