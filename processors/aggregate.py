@@ -27,16 +27,19 @@ from schemas.aggregate import (
     SINGLE_VALUE_METRICS,
     Kind,
 )
+from schemas.codec import _OPTIONAL_WITH_DEFAULT
 from schemas.flow_record import FLOW_RECORD_FIELDS, FLOW_SCHEMA_VERSION
 from schemas.histogram import MAX_BUCKET, RTT_GAMMA
 
 Table = Any  # pyflink.table.Table (pyflink ships no type information)
 
 _KEYS = "`partner`, `direction`, `link_id`"
-# Fields a FlowRecord must carry (not null, of the column's type): every non-nullable one except
-# remote_asn, which the codec defaults to 0. `valid` and `invalid` split rows on this list.
+# Fields a FlowRecord must carry (not null, of the column's type): every non-nullable one except those the
+# codec gives a default (remote_asn, sampling_mode). `valid` and `invalid` split rows on this list.
 REQUIRED_FIELDS: tuple[str, ...] = tuple(
-    f.name for f in FLOW_RECORD_FIELDS if not f.clickhouse.startswith("Nullable(") and f.name != "remote_asn"
+    f.name
+    for f in FLOW_RECORD_FIELDS
+    if not f.clickhouse.startswith("Nullable(") and f.name not in _OPTIONAL_WITH_DEFAULT
 )
 # The same double as schemas.histogram divides by.
 _LOG_GAMMA = math.log(RTT_GAMMA)

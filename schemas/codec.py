@@ -20,7 +20,7 @@ _MAX_COUNTER: Final = 2**63 - 1
 _HIST_FIELDS: Final = frozenset(f.name for f in FLOW_RECORD_FIELDS if f.name.endswith("_hist"))
 _STR_FIELDS: Final = frozenset(f.name for f in FLOW_RECORD_FIELDS if f.flink == "STRING")
 _NULLABLE: Final = frozenset(f.name for f in FLOW_RECORD_FIELDS if f.clickhouse.startswith("Nullable("))
-_OPTIONAL_WITH_DEFAULT: Final = {"remote_asn": 0}
+_OPTIONAL_WITH_DEFAULT: Final[dict[str, int | str]] = {"remote_asn": 0, "sampling_mode": "packet"}
 
 
 class RecordError(ValueError):

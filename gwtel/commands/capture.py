@@ -99,7 +99,12 @@ def _run(args: argparse.Namespace) -> int:
         home = cfg.local.home_path()
         seqs = SeqStore(home / "agent" / f"{cfg.agent.agent_id}.seq")
         agent = NativeAgent(
-            cfg.agent, PartnerClassifier(cfg.partners), write, first_seq=seqs.first(), sampling_rate=sample
+            cfg.agent,
+            PartnerClassifier(cfg.partners),
+            write,
+            first_seq=seqs.first(),
+            sampling_rate=sample,
+            sampling_mode=mode,
         )
         capture = LiveCapture(agent, options)
         stack.callback(capture.close)

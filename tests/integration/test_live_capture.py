@@ -402,3 +402,36 @@ def test_link_flap_is_survived_and_a_recreated_interface_is_captured_again(pair:
     # Every packet of the three sends, in one flow or in slices of it.
     assert sum(r["packets_fwd"] for r in records) == 10
     assert sum(r["bytes_fwd"] for r in records) == 5 * 128 + 3 * 328 + 2 * 228
+
+
+def test_flow_sampling_keeps_whole_flows_with_their_exact_handshake_rtt(pair: VethPair, tmp_path: Path) -> None:
+    n_rate = 3
+    tr = Traffic()
+    for i in range(60):
+        tcp_flow(
+            tr, f"10.77.1.{i + 1}", "198.18.1.10", 41000 + i, 443, [100], [700], partner="japan", direction="egress"
+        )
+    with running_capture(pair, tmp_path, "--sample", str(n_rate), "--sample-mode", "flow") as cap:
+        send(pair, tr.frames, tmp_path)
+        poll(
+            lambda: [
+                cap.total(f"gwtel_agent_{n}") for n in ("flows_active", "kernel_packets_total", "packets_seen_total")
+            ],
+            lambda v: v[0] == 0 and v[1] == v[2] > 0,
+            "every sampled packet read and every flow exported",
+        )
+        rc, stderr = cap.stop()
+        records = cap.records()
+    assert rc == 0, stderr
+    assert records and {(r["sampling_rate"], r["sampling_mode"]) for r in records} == {(n_rate, "flow")}
+    # Roughly one flow in three (binomial(60, 1/3): 5 sigma is about 18 flows).
+    assert 2 <= len(records) <= 38, len(records)
+    for r in records:
+        key = (r["src_ip"], r["src_port"], r["dst_ip"], r["dst_port"], r["protocol"])
+        sent = tr.flows[key]
+        # Every packet of a kept flow (records carry what was kept; consumers scale by sampling_rate).
+        assert (r["packets_fwd"], r["packets_rev"]) == (sent["packets_fwd"], sent["packets_rev"])
+        assert (r["bytes_fwd"], r["bytes_rev"]) == (sent["bytes_fwd"], sent["bytes_rev"])
+        # The handshake's both legs were seen, and measured at least the gaps the sender slept.
+        assert SYN_GAP_S * 1e6 * 0.95 <= r["hs_rtt_ext_us"] < 1e6
+        assert ACK_GAP_S * 1e6 * 0.95 <= r["hs_rtt_int_us"] < 1e6
