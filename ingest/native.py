@@ -116,6 +116,7 @@ class NativeAgent:
         *,
         first_seq: int = 0,
         sampling_rate: int = 0,
+        sampling_mode: str = "packet",
     ) -> None:
         mod = load_module()
         self.cfg = cfg
@@ -126,6 +127,8 @@ class NativeAgent:
         self._classifier = classifier
         self._sink = sink
         self._sampling = sampling_rate or cfg.sampling_rate
+        self._sampling_mode = sampling_mode
+        self.over_snaplen = 0  # file records longer than their snap length, read whole (as tshark reads them)
         mc = meter_config(cfg)
         dc = DecodeConfig(decap_gre=cfg.decap_gre, decap_vxlan=cfg.decap_vxlan, decap_gtp=cfg.decap_gtp)
         ft = FragmentTracker()
@@ -206,7 +209,8 @@ class NativeAgent:
             else:
                 eng.push_file(str(path))
         finally:
-            frames, _skipped_ts, _skipped_blocks, err = eng.end()
+            frames, _skipped_ts, _skipped_blocks, err, over_snaplen = eng.end()
+            self.over_snaplen += over_snaplen
             self._drain()
         if ref_error is not None:
             return frames, ref_error
@@ -251,7 +255,7 @@ class NativeAgent:
     def _drain(self, engine: gwtel_native.Engine | None = None) -> None:
         eng = self._engine if engine is None else engine
         classify = self._classifier.classify
-        agent_id, link_id, sampling = self.cfg.agent_id, self.cfg.link_id, self._sampling
+        agent_id, link_id, sampling, mode = self.cfg.agent_id, self.cfg.link_id, self._sampling, self._sampling_mode
         sink = self._sink
         seq = self.meter.next_seq
         for t in eng.take():
@@ -264,7 +268,7 @@ class NativeAgent:
             rec = FlowRecord(
                 FLOW_SCHEMA_VERSION, agent_id, seq, link_id, sampling, ver, src_t, sport, dst_t, dport, proto, vlan,
                 first, last, export_ns, reason, bf, pf, br, pr, ff, fr, rf, rr, ext, inner, *s_ts, *s_icmp, *s_dns,
-                cls.direction, cls.partner, cls.remote_country, cls.remote_asn,
+                cls.direction, cls.partner, cls.remote_country, cls.remote_asn, mode,
             )  # fmt: skip
             seq += 1
             self.meter.next_seq = seq

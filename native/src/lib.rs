@@ -5,6 +5,8 @@
 mod decode;
 mod latency;
 mod meter;
+#[cfg(test)]
+mod proptests;
 mod reader;
 mod ring;
 
@@ -362,7 +364,7 @@ impl Engine {
         r
     }
 
-    /// End of stream: returns (frames, skipped_bad_timestamp, skipped_blocks, error) with error
+    /// End of stream: returns (frames, skipped_bad_timestamp, skipped_blocks, error, over_snaplen) with error
     /// (reason, record number or None, byte offset or None) or None.
     fn end<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         self.pump_pending(true)?;
@@ -372,7 +374,14 @@ impl Engine {
             None => py.None().into_bound(py),
             Some(e) => (e.reason.clone(), e.record_no, e.offset).into_bound_py_any(py)?,
         };
-        (rd.frames, rd.skipped_bad_timestamp, rd.skipped_blocks, err).into_pyobject(py)
+        (
+            rd.frames,
+            rd.skipped_bad_timestamp,
+            rd.skipped_blocks,
+            err,
+            rd.over_snaplen,
+        )
+            .into_pyobject(py)
     }
 
     /// Open a TPACKET_V3 ring on interface `ifindex` with the encoded classic BPF `filter` (its return value is
@@ -432,6 +441,30 @@ impl Engine {
             return Err(e);
         }
         r.map_err(os_error)
+    }
+
+    /// Read the ring's ready blocks and count their frames without metering them (the benchmark's baseline: what
+    /// reading the ring costs by itself). Returns (frames, blocks).
+    fn skim_ring(&mut self, py: Python<'_>, timeout_ms: i32, max_blocks: usize) -> PyResult<(u64, usize)> {
+        let live = self
+            .live
+            .as_mut()
+            .ok_or_else(|| PyRuntimeError::new_err("no ring open"))?;
+        let ring = &mut live.ring;
+        let mut frames = 0u64;
+        let mut sum = 0u64;
+        let blocks = py
+            .detach(|| {
+                ring.read_blocks(timeout_ms, max_blocks, |b| {
+                    parse_block(b, |f| {
+                        frames += 1;
+                        sum = sum.wrapping_add(f.wire); // touch each header, as metering does
+                    });
+                })
+            })
+            .map_err(os_error)?;
+        std::hint::black_box(sum);
+        Ok((frames, blocks))
     }
 
     /// Kernel and ring counters since the ring was opened: (packets, drops, freeze_q_cnt, link_down,
