@@ -32,6 +32,7 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet
 
 from gwtel.services.prometheus import PrometheusService, find_tool, query
+from ingest.synth import SynthConfig, generate
 from tests.integration.netns import PEER_MAC, SENDER_MAC, VethPair, create_link, send, veth_pair
 
 pytestmark = pytest.mark.integration
@@ -210,11 +211,14 @@ class Capture:
 
 
 @contextlib.contextmanager
-def running_capture(pair: VethPair, workdir: Path, *extra: str) -> Iterator[Capture]:
+def running_capture(pair: VethPair, workdir: Path, *extra: str, ring_config: str = "") -> Iterator[Capture]:
     """`gwtel capture` on the host end, started and ready (socket bound, metrics served); killed if still running."""
     agent_id = f"cap-{uuid.uuid4().hex[:8]}"
     config = workdir / f"{agent_id}.yaml"
-    config.write_text(CONFIG.format(agent_id=agent_id, link=LINK))
+    text = CONFIG.format(agent_id=agent_id, link=LINK)
+    if ring_config:
+        text = text.replace("idle_timeout_s: 4}", f"idle_timeout_s: 4, {ring_config}}}")
+    config.write_text(text)
     records = workdir / f"{agent_id}.jsonl"
     stderr = workdir / f"{agent_id}.stderr"
     argv = [sys.executable, "-m", "gwtel.cli", "--config", str(config), "capture", "--iface", pair.host_if]
@@ -435,3 +439,88 @@ def test_flow_sampling_keeps_whole_flows_with_their_exact_handshake_rtt(pair: Ve
         # The handshake's both legs were seen, and measured at least the gaps the sender slept.
         assert SYN_GAP_S * 1e6 * 0.95 <= r["hs_rtt_ext_us"] < 1e6
         assert ACK_GAP_S * 1e6 * 0.95 <= r["hs_rtt_int_us"] < 1e6
+
+
+def _per_flow(records: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """Slices of one flow added up: counters summed, flags OR-ed, labels as they are."""
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in records:
+        key = (r["src_ip"], r["src_port"], r["dst_ip"], r["dst_port"], r["protocol"], r["vlan"])
+        f = out.setdefault(key, {"direction": r["direction"], "partner": r["partner"], "tcp_flags": [0, 0], "n": 0})
+        f["n"] += 1
+        for k in ("bytes_fwd", "packets_fwd", "bytes_rev", "packets_rev"):
+            f[k] = f.get(k, 0) + r[k]
+        f["tcp_flags"] = [f["tcp_flags"][0] | r["tcp_flags_fwd"], f["tcp_flags"][1] | r["tcp_flags_rev"]]
+    return out
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_live_capture_of_a_capture_file_equals_its_replay(pair: VethPair, tmp_path: Path, workers: int) -> None:
+    # Two workers share the interface by flow hash: each flow must still be metered whole by one of them.
+    pcap = tmp_path / "gateway.pcap"
+    generate(SynthConfig(seed=11, flows=300, duration_s=3), pcap, tmp_path / "truth.json")
+    config = tmp_path / "replay.yaml"
+    config.write_text(CONFIG.format(agent_id="replay-ref", link=LINK))
+    replayed = tmp_path / "replay.jsonl"
+    ref = subprocess.run(
+        [sys.executable, "-m", "gwtel.cli", "--config", str(config), "replay", str(pcap), "--to", f"jsonl:{replayed}"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        check=False,
+    )
+    assert ref.returncode == 0, ref.stderr
+    want = _per_flow([json.loads(line) for line in replayed.read_text().splitlines()])
+    with running_capture(pair, tmp_path, "--workers", str(workers)) as cap:
+        sent = subprocess.run(
+            ["ip", "netns", "exec", pair.netns, "tcpreplay", "-q", "--pps=5000", "-i", pair.ns_if, str(pcap)],
+            capture_output=True,
+            text=True,
+            timeout=WAIT_S,
+            check=False,
+        )
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        frames = int(re.search(r"Actual: (\d+) packets", sent.stdout).group(1))  # type: ignore[union-attr]
+        poll(lambda: cap.total("gwtel_agent_packets_seen_total"), lambda n: n >= frames, "every frame read")
+        rings = poll(
+            lambda: [v for (n, _), v in cap.metrics().items() if n == "gwtel_agent_ring_packets_total"],
+            lambda v: sum(v) == frames,
+            "every frame counted by the rings",
+        )
+        assert len(rings) == workers and all(v > 0 for v in rings), rings  # the fanout used every ring
+        rc, stderr = cap.stop()
+        got = _per_flow(cap.records())
+    assert rc == 0, stderr
+    assert len(want) > 200
+    assert got == want
+
+
+def test_a_reader_held_back_makes_the_kernel_drop_and_the_agent_recovers(pair: VethPair, tmp_path: Path) -> None:
+    burst, after = Traffic(), Traffic()
+    udp_flow(burst, "10.77.0.6", "198.18.1.66", 42100, 7100, [200] * 600, [], partner="japan", direction="egress")
+    udp_flow(after, "10.77.0.7", "198.18.1.67", 42101, 7101, [100] * 5, [], partner="japan", direction="egress")
+    for f in burst.frames:
+        f.time = 0.0
+    # Two 4 KiB blocks: a few dozen frames fill the ring.
+    ring = "capture: {block_size_kib: 4, block_count: 2, block_timeout_ms: 10}"
+    with running_capture(pair, tmp_path, ring_config=ring) as cap:
+        cap.proc.send_signal(signal.SIGSTOP)  # the reader stops reading; the kernel keeps filling the ring
+        try:
+            send(pair, burst.frames, tmp_path)
+        finally:
+            cap.proc.send_signal(signal.SIGCONT)
+        poll(
+            lambda: [cap.total("gwtel_agent_kernel_packets_total"), cap.total("gwtel_agent_packets_seen_total")],
+            lambda v: v[0] >= 600,
+            "the burst counted by the kernel",
+        )
+        drops = cap.total("gwtel_agent_kernel_drops_total")
+        ring_drops = cap.total("gwtel_agent_ring_drops_total")
+        seen = cap.total("gwtel_agent_packets_seen_total")
+        assert drops > 0 and ring_drops == drops
+        assert seen + drops == 600
+        send(pair, after.frames, tmp_path)  # recovered: everything sent afterwards is read
+        poll(lambda: cap.total("gwtel_agent_packets_seen_total"), lambda n: n >= seen + 5, "packets after the burst")
+        assert cap.total("gwtel_agent_kernel_drops_total") == drops
+        rc, stderr = cap.stop()
+    assert rc == 0, stderr
