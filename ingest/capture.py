@@ -73,7 +73,7 @@ def fanout_group(iface_index: int) -> int:
 class RingWorker:
     """One ring on one interface, its engine, and the thread that meters it."""
 
-    def __init__(self, agent: NativeAgent, opts: LiveOptions, index: int, group: int | None) -> None:
+    def __init__(self, agent: NativeAgent, opts: LiveOptions, index: int) -> None:
         self.agent = agent
         self.opts = opts
         self.stats = WorkerStats(opts.iface, index)
@@ -81,7 +81,6 @@ class RingWorker:
         self.linktype = interface_linktype(opts.iface)
         self.program = filter_program(opts, self.linktype)
         self.loopback = is_loopback(opts.iface)
-        self.group = group
         self.ifindex: int | None = None
         self._base = WorkerStats(opts.iface, index)  # counters of the rings closed before the current one
         self.error: BaseException | None = None
@@ -92,6 +91,9 @@ class RingWorker:
         if idx is None:
             return False
         o = self.opts
+        # The group id follows the interface index: a group outlives its interface until its last ring closes,
+        # and rings of a re-created interface must not try to join the old one.
+        group = fanout_group(idx) if o.workers > 1 else None
         try:
             self.engine.open_ring(
                 ifindex=idx,
@@ -100,7 +102,7 @@ class RingWorker:
                 block_size=o.block_size,
                 block_count=o.block_count,
                 block_timeout_ms=o.block_timeout_ms,
-                fanout_group=self.group,
+                fanout_group=group,
                 fanout_defrag=o.fanout_defrag,
                 promisc=o.promisc,
                 loopback=self.loopback,
@@ -186,9 +188,7 @@ class LiveCapture:
         for o in options:
             check_options(o)
             interface_linktype(o.iface)
-            idx = interface_index(o.iface) or 0
-            group = fanout_group(idx) if o.workers > 1 else None
-            self.workers.extend(RingWorker(agent, o, i, group) for i in range(o.workers))
+            self.workers.extend(RingWorker(agent, o, i) for i in range(o.workers))
         try:
             for w in self.workers:
                 if not w.open():

@@ -376,12 +376,15 @@ def test_sampling_one_in_four_scales_within_five_sigma(pair: VethPair, tmp_path:
     ] == (scaled_packets)
 
 
-def test_link_flap_is_survived_and_a_recreated_interface_is_captured_again(pair: VethPair, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_link_flap_is_survived_and_a_recreated_interface_is_captured_again(
+    pair: VethPair, tmp_path: Path, workers: int
+) -> None:
     before, after, again = Traffic(), Traffic(), Traffic()
     udp_flow(before, "10.77.0.5", "198.18.1.77", 42000, 7000, [100] * 5, [], partner="japan", direction="egress")
     udp_flow(after, "10.77.0.5", "198.18.1.77", 42000, 7000, [300] * 3, [], partner="japan", direction="egress")
     udp_flow(again, "10.77.0.5", "198.18.1.77", 42000, 7000, [200] * 2, [], partner="japan", direction="egress")
-    with running_capture(pair, tmp_path) as cap:
+    with running_capture(pair, tmp_path, "--workers", str(workers)) as cap:
         send(pair, before.frames, tmp_path)
         poll(lambda: cap.total("gwtel_agent_packets_seen_total"), lambda n: n >= 5, "first packets read")
         subprocess.run(["ip", "link", "set", pair.host_if, "down"], check=True, timeout=30)
@@ -394,7 +397,7 @@ def test_link_flap_is_survived_and_a_recreated_interface_is_captured_again(pair:
         subprocess.run(["ip", "link", "del", pair.host_if], check=True, timeout=30)
         time.sleep(1.5)  # the capture notices within a second
         create_link(pair)
-        poll(lambda: cap.total("gwtel_agent_ring_reopened_total"), lambda n: n >= 1, "ring opened again")
+        poll(lambda: cap.total("gwtel_agent_ring_reopened_total"), lambda n: n >= workers, "rings opened again")
         send(pair, again.frames, tmp_path)
         poll(lambda: cap.total("gwtel_agent_packets_seen_total"), lambda n: n >= 10, "packets after re-creation read")
         assert cap.proc.poll() is None
