@@ -527,3 +527,33 @@ def test_a_reader_held_back_makes_the_kernel_drop_and_the_agent_recovers(pair: V
         assert cap.total("gwtel_agent_kernel_drops_total") == drops
         rc, stderr = cap.stop()
     assert rc == 0, stderr
+
+
+def test_one_process_captures_several_interfaces(pair: VethPair, tmp_path: Path) -> None:
+    first, second = Traffic(), Traffic()
+    udp_flow(first, "10.77.0.8", "198.18.1.88", 42200, 7200, [100] * 4, [50], partner="japan", direction="egress")
+    tcp_flow(second, "10.77.0.9", "198.18.2.99", 42300, 443, [120], [900], partner="korea", direction="egress")
+    with veth_pair() as other, running_capture(pair, tmp_path, "--iface", other.host_if, "--workers", "2") as cap:
+        send(pair, first.frames, tmp_path)
+        send(other, second.frames, tmp_path)
+        total = len(first.frames) + len(second.frames)
+        poll(lambda: cap.total("gwtel_agent_packets_seen_total"), lambda n: n >= total, "frames of both interfaces")
+        ifaces = poll(
+            lambda: {
+                dict(k)["iface"] for (n, k), v in cap.metrics().items() if n == "gwtel_agent_ring_packets_total" and v
+            },
+            lambda seen: len(seen) == 2,
+            "both interfaces' rings counted",
+        )
+        assert ifaces == {pair.host_if, other.host_if}
+        rc, stderr = cap.stop()
+        records = cap.records()
+    assert rc == 0, stderr
+    got = {
+        (r["src_ip"], r["src_port"], r["dst_ip"], r["dst_port"], r["protocol"]): {
+            k: r[k] for k in ("bytes_fwd", "packets_fwd", "bytes_rev", "packets_rev", "partner", "direction", "vlan")
+        }
+        for r in records
+    }
+    assert got == {**first.flows, **second.flows}
+    assert len({r["seq"] for r in records}) == len(records) == 2  # one sequence for the whole process
