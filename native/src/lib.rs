@@ -22,7 +22,7 @@ use pyo3::IntoPyObjectExt;
 use decode::{DecodeConfig, REJECT_NAMES};
 use latency::{ns_to_us, NONE};
 use meter::{Core, MeterConfig, Rec, SumOut, REASON_NAMES};
-use reader::{Reader, Step};
+use reader::Reader;
 use ring::{parse_block, Ring, RingConfig, RingError, RingResult};
 
 const LINKTYPE_ETHERNET: u32 = 1;
@@ -50,7 +50,12 @@ struct Live {
 
 impl Live {
     /// Meter every frame of ready blocks (at most `max_blocks`); returns (frames, blocks).
-    fn meter(&mut self, core: &mut Core, timeout_ms: i32, max_blocks: usize) -> RingResult<(u64, usize)> {
+    fn meter(
+        &mut self,
+        core: &mut Core,
+        timeout_ms: i32,
+        max_blocks: usize,
+    ) -> RingResult<(u64, usize)> {
         let Live {
             ring,
             lt,
@@ -199,19 +204,9 @@ fn pump(
     eof: bool,
     err: &Mutex<Option<PyErr>>,
 ) -> PyResult<()> {
-    loop {
-        match rd.next(buf, eof) {
-            Step::Frame {
-                ts,
-                lt,
-                start,
-                len,
-                wire,
-            } => core.feed(ts, lt, &buf[start..start + len], wire),
-            Step::Skip => {}
-            Step::NeedMore | Step::End => break,
-        }
-    }
+    rd.each_frame(buf, eof, |ts, lt, frame, wire| {
+        core.feed(ts, lt, frame, wire)
+    });
     if let Some(e) = err.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Err(e);
     }
@@ -426,7 +421,12 @@ impl Engine {
 
     /// Meter the ring's ready blocks (at most `max_blocks`), waiting up to `timeout_ms` for the first, without
     /// the GIL. Returns (frames, blocks).
-    fn poll_ring(&mut self, py: Python<'_>, timeout_ms: i32, max_blocks: usize) -> PyResult<(u64, usize)> {
+    fn poll_ring(
+        &mut self,
+        py: Python<'_>,
+        timeout_ms: i32,
+        max_blocks: usize,
+    ) -> PyResult<(u64, usize)> {
         let Engine {
             core,
             live,
@@ -445,7 +445,12 @@ impl Engine {
 
     /// Read the ring's ready blocks and count their frames without metering them (the benchmark's baseline: what
     /// reading the ring costs by itself). Returns (frames, blocks).
-    fn skim_ring(&mut self, py: Python<'_>, timeout_ms: i32, max_blocks: usize) -> PyResult<(u64, usize)> {
+    fn skim_ring(
+        &mut self,
+        py: Python<'_>,
+        timeout_ms: i32,
+        max_blocks: usize,
+    ) -> PyResult<(u64, usize)> {
         let live = self
             .live
             .as_mut()
@@ -476,7 +481,13 @@ impl Engine {
             .ok_or_else(|| PyRuntimeError::new_err("no ring open"))?;
         let r = &mut live.ring;
         let s = r.read_stats().map_err(os_error)?;
-        Ok((s.packets, s.drops, s.freeze_q_cnt, r.link_down, r.damaged_blocks))
+        Ok((
+            s.packets,
+            s.drops,
+            s.freeze_q_cnt,
+            r.link_down,
+            r.damaged_blocks,
+        ))
     }
 
     fn close_ring(&mut self) {

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 
 use crate::decode::{decode, DecodeConfig};
 use crate::meter::{Core, MeterConfig};
-use crate::reader::{Reader, Step};
+use crate::reader::Reader;
 use crate::ring::parse_block;
 
 const LINKTYPES: [u32; 7] = [0, 1, 101, 113, 228, 229, 276];
@@ -53,19 +53,9 @@ fn read_all(buf: &[u8], cut: Option<usize>) -> (Vec<(i64, u32, Vec<u8>, u64)>, O
     for (i, chunk) in chunks.into_iter().enumerate() {
         pending.extend_from_slice(chunk);
         let eof = i + 1 == n;
-        loop {
-            match rd.next(&pending, eof) {
-                Step::Frame {
-                    ts,
-                    lt,
-                    start,
-                    len,
-                    wire,
-                } => out.push((ts, lt, pending[start..start + len].to_vec(), wire)),
-                Step::Skip => {}
-                Step::NeedMore | Step::End => break,
-            }
-        }
+        rd.each_frame(&pending, eof, |ts, lt, frame, wire| {
+            out.push((ts, lt, frame.to_vec(), wire))
+        });
         let used = rd.consumed();
         pending.drain(..used);
     }
@@ -74,9 +64,7 @@ fn read_all(buf: &[u8], cut: Option<usize>) -> (Vec<(i64, u32, Vec<u8>, u64)>, O
 
 fn pcap_file(snaplen: u32, records: &[(u32, u32, Vec<u8>, u32)]) -> Vec<u8> {
     let mut b = Vec::new();
-    for v in [0xA1B2_C3D4u32] {
-        b.extend_from_slice(&v.to_le_bytes());
-    }
+    b.extend_from_slice(&0xA1B2_C3D4u32.to_le_bytes());
     b.extend_from_slice(&2u16.to_le_bytes());
     b.extend_from_slice(&4u16.to_le_bytes());
     b.extend_from_slice(&0i32.to_le_bytes());

@@ -124,6 +124,24 @@ impl Reader {
         Step::End
     }
 
+    /// Hand every complete frame of `buf` to `f` (time, link type, bytes, wire length) until more bytes are needed
+    /// or the stream ended.
+    pub fn each_frame<F: FnMut(i64, u32, &[u8], u64)>(&mut self, buf: &[u8], eof: bool, mut f: F) {
+        loop {
+            match self.next(buf, eof) {
+                Step::Frame {
+                    ts,
+                    lt,
+                    start,
+                    len,
+                    wire,
+                } => f(ts, lt, &buf[start..start + len], wire),
+                Step::Skip => {}
+                Step::NeedMore | Step::End => break,
+            }
+        }
+    }
+
     /// Parse the next record. `eof`: no more bytes will come.
     pub fn next(&mut self, buf: &[u8], eof: bool) -> Step {
         if self.done {

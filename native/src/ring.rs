@@ -199,7 +199,13 @@ fn invalid(msg: &str) -> RingError {
     }
 }
 
-fn setopt<T>(fd: libc::c_int, level: libc::c_int, name: libc::c_int, val: &T, what: &str) -> RingResult<()> {
+fn setopt<T>(
+    fd: libc::c_int,
+    level: libc::c_int,
+    name: libc::c_int,
+    val: &T,
+    what: &str,
+) -> RingResult<()> {
     // SAFETY: `val` points to a live T of the size passed; the kernel copies it and keeps no pointer.
     let r = unsafe {
         libc::setsockopt(
@@ -248,7 +254,8 @@ impl Ring {
     /// out of the ring: the socket starts with protocol 0 (receives nothing) until bound to the interface.
     pub fn open(cfg: &RingConfig) -> RingResult<Ring> {
         let page = 4096u32;
-        if cfg.block_size < page || cfg.block_size % page != 0 || !cfg.block_size.is_power_of_two() {
+        if cfg.block_size < page || cfg.block_size % page != 0 || !cfg.block_size.is_power_of_two()
+        {
             return Err(invalid("block size must be a power of two, at least 4096"));
         }
         if cfg.block_count == 0 || cfg.filter.is_empty() || cfg.filter.len() % 8 != 0 {
@@ -280,8 +287,20 @@ impl Ring {
             len: (cfg.filter.len() / 8) as libc::c_ushort,
             filter: cfg.filter.as_ptr(),
         };
-        setopt(fd, libc::SOL_SOCKET, SO_ATTACH_FILTER, &prog, "SO_ATTACH_FILTER")?;
-        setopt(fd, SOL_PACKET, PACKET_VERSION, &TPACKET_V3, "PACKET_VERSION")?;
+        setopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_ATTACH_FILTER,
+            &prog,
+            "SO_ATTACH_FILTER",
+        )?;
+        setopt(
+            fd,
+            SOL_PACKET,
+            PACKET_VERSION,
+            &TPACKET_V3,
+            "PACKET_VERSION",
+        )?;
         let req = TpacketReq3 {
             tp_block_size: cfg.block_size,
             tp_block_nr: cfg.block_count,
@@ -329,7 +348,13 @@ impl Ring {
         if cfg.ignore_outgoing {
             // Loopback frames are seen leaving and arriving; keep one copy as libpcap does (Linux >= 4.20;
             // older kernels: parse_block flags outgoing frames and the engine skips them).
-            let _ = setopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &1i32, "PACKET_IGNORE_OUTGOING");
+            let _ = setopt(
+                fd,
+                SOL_PACKET,
+                PACKET_IGNORE_OUTGOING,
+                &1i32,
+                "PACKET_IGNORE_OUTGOING",
+            );
         }
         // SAFETY: sockaddr_ll is plain data; zeroed is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -362,7 +387,13 @@ impl Ring {
                 mr_alen: 0,
                 mr_address: [0; 8],
             };
-            setopt(fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mreq, "PACKET_ADD_MEMBERSHIP")?;
+            setopt(
+                fd,
+                SOL_PACKET,
+                PACKET_ADD_MEMBERSHIP,
+                &mreq,
+                "PACKET_ADD_MEMBERSHIP",
+            )?;
         }
         Ok(())
     }
@@ -394,7 +425,12 @@ impl Ring {
 
     /// Hand every ready block (at most `max_blocks`) to `f`, waiting up to `timeout_ms` for the first one.
     /// Returns the number of blocks read.
-    pub fn read_blocks<F: FnMut(&[u8])>(&mut self, timeout_ms: i32, max_blocks: usize, mut f: F) -> RingResult<usize> {
+    pub fn read_blocks<F: FnMut(&[u8])>(
+        &mut self,
+        timeout_ms: i32,
+        max_blocks: usize,
+        mut f: F,
+    ) -> RingResult<usize> {
         let mut n = 0;
         let mut waited = false;
         while n < max_blocks {
@@ -494,10 +530,15 @@ mod tests {
     use super::*;
 
     /// A block as the kernel lays it out: descriptor, then frames at TPACKET_ALIGN(16) boundaries.
-    pub fn build_block(frames: &[(u32, u32, &[u8], u32, Option<(u16, u16)>)], size: usize) -> Vec<u8> {
+    pub fn build_block(
+        frames: &[(u32, u32, &[u8], u32, Option<(u16, u16)>)],
+        size: usize,
+    ) -> Vec<u8> {
         let mut b = vec![0u8; size];
-        let put32 = |b: &mut Vec<u8>, at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_ne_bytes());
-        let put16 = |b: &mut Vec<u8>, at: usize, v: u16| b[at..at + 2].copy_from_slice(&v.to_ne_bytes());
+        let put32 =
+            |b: &mut Vec<u8>, at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+        let put16 =
+            |b: &mut Vec<u8>, at: usize, v: u16| b[at..at + 2].copy_from_slice(&v.to_ne_bytes());
         put32(&mut b, 0, 1);
         put32(&mut b, BD_STATUS, TP_STATUS_USER);
         put32(&mut b, BD_NUM_PKTS, frames.len() as u32);
@@ -506,7 +547,15 @@ mod tests {
         for (i, (sec, nsec, data, wire, vlan)) in frames.iter().enumerate() {
             let mac = 66usize; // TPACKET_ALIGN(48 + sizeof sockaddr_ll(20)) = 80 in the kernel; any value >= 48 works
             let total = (mac + data.len() + 15) & !15;
-            put32(&mut b, off + H_NEXT, if i + 1 < frames.len() { total as u32 } else { 0 });
+            put32(
+                &mut b,
+                off + H_NEXT,
+                if i + 1 < frames.len() {
+                    total as u32
+                } else {
+                    0
+                },
+            );
             put32(&mut b, off + H_SEC, *sec);
             put32(&mut b, off + H_NSEC, *nsec);
             put32(&mut b, off + H_SNAPLEN, data.len() as u32);
@@ -531,7 +580,13 @@ mod tests {
         let b = build_block(
             &[
                 (10, 5, b"abcdef", 60, None),
-                (11, 999_999_999, b"0123456789abcdefXYZ", 1500, Some((0x88a8, 42))),
+                (
+                    11,
+                    999_999_999,
+                    b"0123456789abcdefXYZ",
+                    1500,
+                    Some((0x88a8, 42)),
+                ),
                 (12, 0, b"", 0, None),
             ],
             4096,
@@ -540,7 +595,15 @@ mod tests {
         let (n, bad) = parse_block(&b, |f| got.push((f.ts_ns, f.data.to_vec(), f.wire, f.vlan)));
         assert_eq!((n, bad), (3, false));
         assert_eq!(got[0], (10_000_000_005, b"abcdef".to_vec(), 60, None));
-        assert_eq!(got[1], (11_999_999_999, b"0123456789abcdefXYZ".to_vec(), 1500, Some((0x88a8, 42))));
+        assert_eq!(
+            got[1],
+            (
+                11_999_999_999,
+                b"0123456789abcdefXYZ".to_vec(),
+                1500,
+                Some((0x88a8, 42))
+            )
+        );
         assert_eq!(got[2].0, 12_000_000_000);
     }
 
