@@ -28,7 +28,7 @@ class AgentConfig(BaseModel):
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="0 picks a free port")
     sampling_rate: int = Field(default=1, ge=1, description="1:N packet sampling applied at capture")
     capture: CaptureConfig = CaptureConfig()
-    # File replay engine: `native` (Rust, gwtel_native) or `python` (the reference; live capture and paced replay)
+    # File replay engine: `native` (Rust, gwtel_native) or `python` (the reference); live capture is always native
     engine: Literal["native", "python"] = "native"
     # Flow meter
     idle_timeout_s: float = Field(default=30.0, gt=0)

@@ -9,7 +9,7 @@ trackers), which it asks once per address (`PartnerClassifier`) or once per flow
 
 Live capture runs the same engine behind a TPACKET_V3 ring (`ingest.capture`): one engine per ring (fanout
 worker), all draining into one agent, so records share one sequence and one set of counters. Paced replay
-still runs the Python engine.
+too, fed the frames the Python reader read and paced, in batches of those due together.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import gzip
 import threading
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from os import PathLike
 from typing import TYPE_CHECKING, Any
@@ -33,6 +33,7 @@ from ingest.decode import DecodeConfig
 from ingest.flowkey import ip_text
 from ingest.flowmeter import MeterStats
 from ingest.fragments import FragmentStats, FragmentTracker
+from ingest.packet import RawFrame
 from ingest.sources import CaptureError, open_capture
 from schemas.flow_record import FLOW_SCHEMA_VERSION, FlowRecord, HistBin
 from schemas.histogram import MAX_BUCKET, bucket_of_us
@@ -236,6 +237,11 @@ class NativeAgent:
             except CaptureError as exc:
                 return exc, reader.stats.frames
         return None, None  # pragma: no cover - the reference read it after all
+
+    def feed_batch(self, frames: Sequence[RawFrame]) -> None:
+        """Meter frames a paced replay read and paced (in order), in one native call."""
+        self._engine.feed([(f.ts_ns, f.linktype, f.data, f.wire_len) for f in frames])
+        self._drain()
 
     def tick(self, now_ns: int) -> None:
         self._engine.advance(now_ns)

@@ -359,6 +359,18 @@ impl Engine {
         r
     }
 
+    /// Meter frames handed over one by one (paced replay reads and paces them): (time ns, link type, bytes,
+    /// wire length) each, in order.
+    fn feed(&mut self, frames: Vec<(i64, u32, Vec<u8>, u64)>) -> PyResult<()> {
+        for (ts, lt, data, wire) in &frames {
+            self.core.feed(*ts, *lt, data, *wire);
+        }
+        if let Some(e) = self.oracle_err.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// End of stream: returns (frames, skipped_bad_timestamp, skipped_blocks, error, over_snaplen) with error
     /// (reason, record number or None, byte offset or None) or None.
     fn end<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
