@@ -7,6 +7,8 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import TextIO
 
+from prometheus_client.registry import Collector
+
 from gwtel.config import GwtelConfig
 from gwtel.errors import UserError
 from gwtel.metrics_http import MetricsEndpoint, process_registry, serve_metrics
@@ -48,14 +50,19 @@ def open_output(
 
 
 def serve_agent_metrics(
-    cfg: GwtelConfig, agent: MeteredAgent, producer: FlowProducer | None, *, required: bool
+    cfg: GwtelConfig,
+    agent: MeteredAgent,
+    producer: FlowProducer | None,
+    *,
+    required: bool,
+    extra: tuple[Collector, ...] = (),
 ) -> MetricsEndpoint | None:
     """Serve the agent's metrics on ``agent.metrics_port`` and announce them to the local Prometheus.
 
     A busy port stops a long-running capture (``required``); a replay warns and goes on without metrics, since
     its records reach Kafka either way.
     """
-    registry = process_registry(AgentCollector(agent, producer))
+    registry = process_registry(AgentCollector(agent, producer), *extra)
     try:
         return serve_metrics(
             AGENT_JOB, cfg.agent.agent_id, cfg.agent.metrics_port, cfg.local.home_path(), registry, component="agent"

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ingest.config import AgentConfig
     from ingest.flowmeter import MeterStats
     from ingest.producer import FlowProducer
+    from ingest.sources.live import KernelStats
 
 # Fine below 10 ms for the 8 ms VR objective, then coarser up to 2 s.
 HANDSHAKE_RTT_BUCKETS: Final = (
@@ -237,3 +238,56 @@ class AgentCollector(Collector):
         for pd, hist in sorted(dict(tally.handshake).items(), key=lambda kv: kv[0]):
             rtt.add_metric(list(pd), hist.cumulative(), hist.total)
         yield rtt
+
+
+class _RingStats(Protocol):
+    """One capture ring's counters (``ingest.capture.WorkerStats``)."""
+
+    @property
+    def iface(self) -> str: ...
+    @property
+    def worker(self) -> int: ...
+    @property
+    def kernel(self) -> KernelStats: ...
+    @property
+    def damaged_blocks(self) -> int: ...
+    @property
+    def reopened(self) -> int: ...
+
+
+class RingCollector(Collector):
+    """Per-ring kernel statistics of a live capture (PACKET_STATISTICS with tpacket_stats_v3), by interface and
+    fanout worker; their sums are the agent's gwtel_agent_kernel_* series."""
+
+    def __init__(self, link: str, rings: Callable[[], Sequence[_RingStats]]) -> None:
+        self.link = link
+        self.rings = rings
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["link", "iface", "worker"]
+        fams = {
+            "packets": CounterMetricFamily(
+                "gwtel_agent_ring_packets", "Packets a ring's filter accepted, dropped ones included.", labels=labels
+            ),
+            "drops": CounterMetricFamily(
+                "gwtel_agent_ring_drops", "Packets dropped in the kernel: no free block in the ring.", labels=labels
+            ),
+            "freeze": CounterMetricFamily(
+                "gwtel_agent_ring_freeze_q", "Times the ring was full (tp_freeze_q_cnt).", labels=labels
+            ),
+            "damaged": CounterMetricFamily(
+                "gwtel_agent_ring_damaged_blocks", "Ring blocks whose layout could not be read.", labels=labels
+            ),
+            "reopened": CounterMetricFamily(
+                "gwtel_agent_ring_reopened", "Times the ring was opened again after its interface came back.",
+                labels=labels,
+            ),
+        }  # fmt: skip
+        for r in self.rings():
+            lv = [self.link, r.iface, str(r.worker)]
+            fams["packets"].add_metric(lv, r.kernel.packets)
+            fams["drops"].add_metric(lv, r.kernel.drops)
+            fams["freeze"].add_metric(lv, r.kernel.freeze_q_cnt)
+            fams["damaged"].add_metric(lv, r.damaged_blocks)
+            fams["reopened"].add_metric(lv, r.reopened)
+        yield from fams.values()

@@ -6,6 +6,21 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.flow_record import SamplingMode
+
+
+class CaptureConfig(BaseModel):
+    """Live capture (`gwtel capture`): the TPACKET_V3 ring of each worker and how workers share an interface."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    block_size_kib: int = Field(default=1024, ge=4, description="ring block, a power of two; see docs/capture.md")
+    block_count: int = Field(default=64, ge=2)
+    block_timeout_ms: int = Field(default=50, ge=1, le=60_000)
+    workers: int = Field(default=1, ge=1, le=64, description="rings in one PACKET_FANOUT_HASH group per interface")
+    fanout_defrag: bool = False
+    sampling_mode: SamplingMode = "packet"
+
 
 class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -14,7 +29,8 @@ class AgentConfig(BaseModel):
     link_id: str = Field(default="link-0", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="0 picks a free port")
     sampling_rate: int = Field(default=1, ge=1, description="1:N packet sampling applied at capture")
-    # File replay engine: `native` (Rust, gwtel_native) or `python` (the reference; live capture and paced replay)
+    capture: CaptureConfig = CaptureConfig()
+    # File replay engine: `native` (Rust, gwtel_native) or `python` (the reference); live capture is always native
     engine: Literal["native", "python"] = "native"
     # Flow meter
     idle_timeout_s: float = Field(default=30.0, gt=0)

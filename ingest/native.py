@@ -7,15 +7,18 @@ compares both engines record for record. Python still classifies each finished f
 FlowRecord; during metering the engine only needs to know which side is remote (for the TS, ICMP and DNS
 trackers), which it asks once per address (`PartnerClassifier`) or once per flow (any other classifier).
 
-Live capture keeps the Python engine (`Agent.feed`, one frame at a time); so does paced replay.
+Live capture runs the same engine behind a TPACKET_V3 ring (`ingest.capture`): one engine per ring (fanout
+worker), all draining into one agent, so records share one sequence and one set of counters. Paced replay
+too, fed the frames the Python reader read and paced, in batches of those due together.
 """
 
 from __future__ import annotations
 
 import gzip
+import threading
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from os import PathLike
 from typing import TYPE_CHECKING, Any
@@ -30,6 +33,7 @@ from ingest.decode import DecodeConfig
 from ingest.flowkey import ip_text
 from ingest.flowmeter import MeterStats
 from ingest.fragments import FragmentStats, FragmentTracker
+from ingest.packet import RawFrame
 from ingest.sources import CaptureError, open_capture
 from schemas.flow_record import FLOW_SCHEMA_VERSION, FlowRecord, HistBin
 from schemas.histogram import MAX_BUCKET, bucket_of_us
@@ -55,7 +59,7 @@ def load_module() -> Any:
             f"agent.engine is 'native' but the gwtel_native module cannot be loaded ({exc}): run `make setup` "
             "(it builds native/ with cargo and maturin) or set agent.engine: python"
         ) from None
-    if getattr(gwtel_native, "ABI", None) != 2:
+    if getattr(gwtel_native, "ABI", None) != 3:
         raise NativeUnavailableError("gwtel_native is from another version of the project: run `make setup` again")
     return gwtel_native
 
@@ -113,6 +117,7 @@ class NativeAgent:
         *,
         first_seq: int = 0,
         sampling_rate: int = 0,
+        sampling_mode: str = "packet",
     ) -> None:
         mod = load_module()
         self.cfg = cfg
@@ -123,6 +128,8 @@ class NativeAgent:
         self._classifier = classifier
         self._sink = sink
         self._sampling = sampling_rate or cfg.sampling_rate
+        self._sampling_mode = sampling_mode
+        self.over_snaplen = 0  # file records longer than their snap length, read whole (as tshark reads them)
         mc = meter_config(cfg)
         dc = DecodeConfig(decap_gre=cfg.decap_gre, decap_vxlan=cfg.decap_vxlan, decap_gtp=cfg.decap_gtp)
         ft = FragmentTracker()
@@ -142,7 +149,7 @@ class NativeAgent:
                 c = classifier.classify(ip_text(src), ip_text(dst), 4 if len(src) == 4 else 6, link)
                 return c.remote_is_initiator
 
-        self._engine: gwtel_native.Engine = mod.Engine(
+        self._engine_args: dict[str, Any] = dict(
             idle_ns=round(mc.idle_timeout_s * _NS),
             active_ns=round(mc.active_timeout_s * _NS),
             grace_ns=round(mc.tcp_close_grace_s * _NS),
@@ -162,6 +169,17 @@ class NativeAgent:
             domestic=domestic,
             remote_is_initiator=pair,
         )
+        self._mod = mod
+        # Engines draining into this agent (file replay: one; live capture: one per ring) and the counters each
+        # reported last, summed into `counters` and `meter.stats`. `lock` serialises draining between threads.
+        self.lock = threading.Lock()
+        self._snapshots: dict[int, dict[str, Any]] = {}
+        self._engine: gwtel_native.Engine = self.new_engine()
+
+    def new_engine(self) -> gwtel_native.Engine:
+        """One more engine of this agent's configuration (a live capture worker's)."""
+        eng: gwtel_native.Engine = self._mod.Engine(**self._engine_args)
+        return eng
 
     # ------------------------------------------------------------------ files
 
@@ -192,7 +210,8 @@ class NativeAgent:
             else:
                 eng.push_file(str(path))
         finally:
-            frames, _skipped_ts, _skipped_blocks, err = eng.end()
+            frames, _skipped_ts, _skipped_blocks, err, over_snaplen = eng.end()
+            self.over_snaplen += over_snaplen
             self._drain()
         if ref_error is not None:
             return frames, ref_error
@@ -219,6 +238,11 @@ class NativeAgent:
                 return exc, reader.stats.frames
         return None, None  # pragma: no cover - the reference read it after all
 
+    def feed_batch(self, frames: Sequence[RawFrame]) -> None:
+        """Meter frames a paced replay read and paced (in order), in one native call."""
+        self._engine.feed([(f.ts_ns, f.linktype, f.data, f.wire_len) for f in frames])
+        self._drain()
+
     def tick(self, now_ns: int) -> None:
         self._engine.advance(now_ns)
         self._drain()
@@ -227,14 +251,20 @@ class NativeAgent:
         self._engine.flush()
         self._drain()
 
+    def drain(self, engine: gwtel_native.Engine) -> None:
+        """Records and counters of one of this agent's engines (thread-safe; the engine must be idle)."""
+        with self.lock:
+            self._drain(engine)
+
     # ------------------------------------------------------------------ records and counters
 
-    def _drain(self) -> None:
+    def _drain(self, engine: gwtel_native.Engine | None = None) -> None:
+        eng = self._engine if engine is None else engine
         classify = self._classifier.classify
-        agent_id, link_id, sampling = self.cfg.agent_id, self.cfg.link_id, self._sampling
+        agent_id, link_id, sampling, mode = self.cfg.agent_id, self.cfg.link_id, self._sampling, self._sampling_mode
         sink = self._sink
         seq = self.meter.next_seq
-        for t in self._engine.take():
+        for t in eng.take():
             (reason, export_ns, ver, src, sport, dst, dport, proto, vlan, first, last, bf, pf, br, pr, ff, fr, rf, rr,
              resp, init, ts, icmp, dns) = t  # fmt: skip
             src_t, dst_t = ip_text(src), ip_text(dst)
@@ -244,33 +274,36 @@ class NativeAgent:
             rec = FlowRecord(
                 FLOW_SCHEMA_VERSION, agent_id, seq, link_id, sampling, ver, src_t, sport, dst_t, dport, proto, vlan,
                 first, last, export_ns, reason, bf, pf, br, pr, ff, fr, rf, rr, ext, inner, *s_ts, *s_icmp, *s_dns,
-                cls.direction, cls.partner, cls.remote_country, cls.remote_asn,
+                cls.direction, cls.partner, cls.remote_country, cls.remote_asn, mode,
             )  # fmt: skip
             seq += 1
             self.meter.next_seq = seq
             self.counters.records_emitted += 1
             self.partners.add(rec)
             sink(rec)
+        self._snapshots[id(eng)] = eng.counters()
         self._sync_counters()
 
     def _sync_counters(self) -> None:
-        c = self._engine.counters()
+        snaps = list(self._snapshots.values())
+        c: dict[str, Any] = {}
+        for k in snaps[0]:
+            if isinstance(snaps[0][k], dict):
+                c[k] = sum((Counter(s[k]) for s in snaps), Counter())
+            else:
+                c[k] = sum(s[k] for s in snaps)
         ac = self.counters
         ac.packets_seen = _int(c["packets_seen"])
         ac.wire_bytes_seen = _int(c["wire_bytes_seen"])
         ac.packets_decoded = _int(c["packets_decoded"])
         ac.ip_bytes_decoded = _int(c["ip_bytes_decoded"])
-        rej = c["rejected"]
-        assert isinstance(rej, dict)
-        ac.rejected = Counter(rej)
+        ac.rejected = Counter(c["rejected"])
         st = self.meter.stats
         st.packets = _int(c["meter_packets"])
         st.bytes = _int(c["meter_bytes"])
         st.flows_created = _int(c["flows_created"])
         st.records = _int(c["records"])
-        exported = c["exported"]
-        assert isinstance(exported, dict)
-        st.exported = dict(exported)
+        st.exported = dict(c["exported"])
         st.evicted = _int(c["evicted"])
         st.reoriented = _int(c["reoriented"])
         st.out_of_order = _int(c["out_of_order"])

@@ -45,6 +45,42 @@ def _paced(frames: Iterator[RawFrame], shift_to_now: bool) -> Iterator[RawFrame]
         yield RawFrame(fr.ts_ns - t0_cap + t0_wall, fr.linktype, fr.data, fr.wire_len) if shift_to_now else fr
 
 
+def _paced_batches(frames: Iterator[RawFrame], shift_to_now: bool, most: int = 4096) -> Iterator[list[RawFrame]]:
+    """The frames of ``_paced`` in lists of those due together: a list is handed over before each wait."""
+    batch: list[RawFrame] = []
+    t0_wall = time.time_ns()
+    t0_cap: int | None = None
+    for fr in frames:
+        if t0_cap is None:
+            t0_cap = fr.ts_ns
+        delay = (t0_wall + (fr.ts_ns - t0_cap) - time.time_ns()) / 1e9
+        if delay > 0 or len(batch) >= most:
+            if batch:
+                yield batch
+                batch = []
+            if delay > 0:
+                time.sleep(delay)
+        batch.append(RawFrame(fr.ts_ns - t0_cap + t0_wall, fr.linktype, fr.data, fr.wire_len) if shift_to_now else fr)
+    if batch:
+        yield batch
+
+
+def _replay_paced_native(
+    agent: NativeAgent, path: Path, shift_to_now: bool, progress: Callable[[Agent | NativeAgent], None] | None
+) -> FileOutcome:
+    outcome = FileOutcome(str(path), 0)
+    try:
+        with open_capture(path) as reader:
+            for batch in _paced_batches(iter(reader), shift_to_now):
+                agent.feed_batch(batch)
+                outcome.frames += len(batch)
+                if progress is not None:
+                    progress(agent)
+    except CaptureError as exc:
+        outcome.error = exc
+    return outcome
+
+
 def replay_files(
     agent: Agent | NativeAgent,
     paths: Sequence[Path],
@@ -56,9 +92,12 @@ def replay_files(
     """Feed every file through the agent; a damaged file is processed up to the damage and reported."""
     result = ReplayResult()
     start = time.monotonic()
+    if isinstance(agent, NativeAgent) and pace:
+        result.files = [_replay_paced_native(agent, path, shift_to_now, progress) for path in paths]
+        agent.finish()
+        result.seconds = time.monotonic() - start
+        return result
     if isinstance(agent, NativeAgent):
-        if pace:
-            raise ValueError("paced replay needs the python engine (Agent)")
         for path in paths:
             outcome = FileOutcome(str(path), 0)
             try:

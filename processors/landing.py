@@ -14,7 +14,7 @@ clock skew). The views read the token with `getSetting`, so they run on any Clic
 configuration needed. `deduplicate_blocks_in_dependent_materialized_views = 1` makes a retried batch store
 nothing twice in any of them (tests/unit/test_landing.py checks it in chDB).
 
-Migration 0005 is this module's `migration_sql()` written out; tests/unit/test_landing.py proves the file
+Migration 0006 (`MIGRATION`) is this module's `migration_sql()` written out; tests/unit/test_landing.py proves the file
 and the generator agree, so the checks have one owner (schemas/checks.py) and released SQL never changes.
 """
 
@@ -30,6 +30,7 @@ LANDING: Final = "flows_in"
 CHECKED: Final = "flows_checked"
 QUARANTINE: Final = "flows_quarantine"
 BATCHES: Final = "flows_batches"
+MIGRATION: Final = "0006_landing.sql"  # this module's `migration_sql()`, written out
 
 # Parser settings that make ClickHouse refuse what the record codec calls `bad_type` (the batch then takes
 # the slow path, where Python names the record): defaults would read `true` as 1 or "true", 5 as "5", drop unknown
@@ -64,7 +65,9 @@ def _landing_columns() -> str:
 
 def _stored_value(name: str, kind: str, ch_type: str) -> str:
     if name in DEFAULTS:
-        return f"CAST(coalesce(`{name}`, {DEFAULTS[name]}) AS {ch_type}) AS `{name}`"
+        default = DEFAULTS[name]
+        literal = f"'{default}'" if isinstance(default, str) else str(default)
+        return f"CAST(coalesce(`{name}`, {literal}) AS {ch_type}) AS `{name}`"
     if ch_type.startswith("Nullable(") or kind == "hist":
         return f"CAST(`{name}` AS {ch_type}) AS `{name}`"
     return f"CAST(assumeNotNull(`{name}`) AS {ch_type}) AS `{name}`"

@@ -1,7 +1,7 @@
 """What makes a FlowRecord v1 acceptable: one table of field bounds and record rules, read by every checker.
 
 The loader checks records in ClickHouse (`clickhouse_problem_sql`, the expression of the landing views in
-migration 0005), and in Python only for a batch ClickHouse refused to parse (`checked`, used by
+migration 0006), and in Python only for a batch ClickHouse refused to parse (`checked`, used by
 `schemas.codec`). Both are generated from `INT_BOUNDS` and `RECORD_RULES` below, in the same order, so they
 name the same reason for the same record; `tests/unit/test_checks.py` feeds the same records to both.
 
@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from schemas.flow_record import FLOW_RECORD_FIELDS, FLOW_SCHEMA_VERSION
+from schemas.flow_record import FLOW_RECORD_FIELDS, FLOW_SCHEMA_VERSION, SAMPLING_MODES
 
 MIN_NS: Final = 946_684_800 * 10**9  # 2000-01-01
 MAX_NS: Final = 4_102_444_800 * 10**9  # 2100-01-01
@@ -34,7 +34,7 @@ _COLUMN_MAX: Final = {"UInt8": 2**8 - 1, "UInt16": 2**16 - 1, "UInt32": 2**32 - 
 _TIMESTAMPS: Final = frozenset({"first_ns", "last_ns", "export_ns"})
 _LOWER: Final = {"sampling_rate": 1, **dict.fromkeys(_TIMESTAMPS, MIN_NS)}
 # Fields an absent (or null) value defaults for, instead of being refused.
-DEFAULTS: Final[Mapping[str, int]] = {"remote_asn": 0}
+DEFAULTS: Final[Mapping[str, int | str]] = {"remote_asn": 0, "sampling_mode": "packet"}
 
 
 def _base(ch_type: str) -> tuple[str, bool]:
@@ -80,7 +80,7 @@ INT_BOUNDS: Final[Mapping[str, IntBound]] = {
 REQUIRED: Final[tuple[str, ...]] = tuple(
     name
     for name, kind in FIELD_KINDS
-    if kind == "str" or (kind == "int" and not INT_BOUNDS[name].nullable and name not in DEFAULTS)
+    if name not in DEFAULTS and (kind == "str" or (kind == "int" and not INT_BOUNDS[name].nullable))
 )
 BIN_BOUNDS: Final = (IntBound("b", 0, MAX_BUCKET_INDEX, "out_of_range", False),
                      IntBound("c", 0, MAX_COUNTER, "bad_value", False))  # fmt: skip
@@ -135,6 +135,8 @@ def _not_ahead(d: Mapping[str, Any], latest: int | None) -> bool:
     return latest is None or d["last_ns"] <= latest
 
 
+_MODES: Final = "(" + ", ".join(f"'{m}'" for m in SAMPLING_MODES) + ")"
+
 # In SQL, `{latest}` is the bound of the batch (0: none, a batch without Kafka timestamps).
 RECORD_RULES: Final[tuple[RecordRule, ...]] = (
     RecordRule("last_ns", lambda d, _l: d["last_ns"] >= d["first_ns"], "last_ns >= first_ns",
@@ -143,6 +145,9 @@ RECORD_RULES: Final[tuple[RecordRule, ...]] = (
                "packets_fwd + packets_rev > 0", "flow has no packets", "`packets_fwd` + `packets_rev` > 0"),
     RecordRule("ip_version", lambda d, _l: d["ip_version"] in (4, 6), "ip_version IN (4, 6)",
                "ip_version is neither 4 nor 6", "`ip_version` IN (4, 6)"),
+    RecordRule("sampling_mode", lambda d, _l: d["sampling_mode"] in SAMPLING_MODES,
+               f"coalesce(sampling_mode, '{DEFAULTS['sampling_mode']}') IN {_MODES}",
+               "sampling_mode is neither packet nor flow", f"`sampling_mode` IS NULL OR `sampling_mode` IN {_MODES}"),
     _address_rule("src_ip"),
     _address_rule("dst_ip"),
     RecordRule("last_ns", _not_ahead, "{latest} = 0 OR last_ns <= {latest}",
@@ -253,7 +258,8 @@ def problem_cases(latest_sql: str) -> list[tuple[str, str, str]]:
                 cases.append((f"isNull({name})", "missing_field", name))
             cases.extend(_int_sql(name, name, bound))
         elif kind == "str":
-            cases.append((f"isNull({name})", "missing_field", name))
+            if name not in DEFAULTS:
+                cases.append((f"isNull({name})", "missing_field", name))
             # orjson refuses a value with invalid UTF-8 (`not_json`); ClickHouse's parser takes any bytes.
             cases.append((f"NOT isValidUTF8({name})", "not_json", name))
         else:

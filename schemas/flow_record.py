@@ -23,6 +23,8 @@ FLOW_TOPIC: Final = "gwtel.flows.v1"
 
 Direction = Literal["egress", "ingress", "domestic", "transit", "unknown"]
 EndReason = Literal["idle", "active", "fin", "rst", "evicted", "flush"]
+SamplingMode = Literal["packet", "flow"]
+SAMPLING_MODES: Final[tuple[SamplingMode, ...]] = ("packet", "flow")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,13 @@ FLOW_RECORD_FIELDS: Final[tuple[FieldSpec, ...]] = (
     FieldSpec("partner", "STRING", "LowCardinality(String)", "partner group of the remote side"),
     FieldSpec("remote_country", "STRING", "LowCardinality(String)", "ISO 3166 alpha-2 of the remote side"),
     FieldSpec("remote_asn", "BIGINT", "UInt32", "AS number of the remote side, 0 when unknown"),
+    # observation, added later (at the end, with a default, so older records stay valid)
+    FieldSpec(
+        "sampling_mode",
+        "STRING",
+        "LowCardinality(String)",
+        "packet (each packet kept 1:N at random) or flow (whole flows kept 1:N by a symmetric flow hash)",
+    ),
 )
 
 
@@ -150,6 +159,7 @@ class FlowRecord:
     partner: str
     remote_country: str
     remote_asn: int = field(default=0)
+    sampling_mode: str = field(default="packet")
 
 
 def flink_columns_ddl() -> str:

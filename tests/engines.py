@@ -25,27 +25,27 @@ class _Run:
         self.stats = stats
 
 
-def _python(cfg: AgentConfig, paths: list[Path]) -> _Run:
+def _python(cfg: AgentConfig, paths: list[Path], pace: bool = False) -> _Run:
     out: list[FlowRecord] = []
     agent = Agent(cfg, _CLASSIFIER, out.append, first_seq=7)
-    res = replay_files(agent, paths)
+    res = replay_files(agent, paths, pace=pace)
     st = agent.meter.stats
     stats = (st.packets, st.bytes, st.flows_created, st.records, st.exported, st.evicted, st.reoriented)
     return _Run(out, agent.counters, res, (stats, agent.fragments.stats))
 
 
-def _native(cfg: AgentConfig, paths: list[Path]) -> _Run:
+def _native(cfg: AgentConfig, paths: list[Path], pace: bool = False) -> _Run:
     out: list[FlowRecord] = []
     agent = NativeAgent(cfg, _CLASSIFIER, out.append, first_seq=7)
-    res = replay_files(agent, paths)
+    res = replay_files(agent, paths, pace=pace)
     st = agent.meter.stats
     stats = (st.packets, st.bytes, st.flows_created, st.records, st.exported, st.evicted, st.reoriented)
     return _Run(out, agent.counters, res, (stats, agent.fragments))
 
 
-def same_records(cfg: AgentConfig, paths: list[Path]) -> _Run:
-    ref = _python(cfg, paths)
-    nat = _native(cfg, paths)
+def same_records(cfg: AgentConfig, paths: list[Path], *, pace: bool = False) -> _Run:
+    ref = _python(cfg, paths, pace)
+    nat = _native(cfg, paths, pace)
     assert nat.errors == ref.errors
     assert nat.frames == ref.frames
     assert nat.counters == ref.counters

@@ -12,8 +12,13 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v tshark >/dev/null 2>&1 || need+=(tshark)
 command -v tcpdump >/dev/null 2>&1 || [ -x /usr/bin/tcpdump ] || need+=(tcpdump)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# tcpreplay offers capture files on a veth pair (live capture tests, bench/capture.py).
+command -v tcpreplay >/dev/null 2>&1 || need+=(tcpreplay)
 # Rust builds the agent's native engine (native/); rustup's toolchain in ~/.cargo/bin is preferred when present.
 command -v cargo >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/cargo" ] || need+=(cargo)
+# `cargo test` in native/ links its test binaries against libpython (the unversioned .so comes with -dev).
+python3 -c 'import os, sys, sysconfig as s; sys.exit(not os.path.exists(os.path.join(s.get_config_var("LIBDIR"), s.get_config_var("LDLIBRARY"))))' \
+  || need+=(libpython3.11-dev)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

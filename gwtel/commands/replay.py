@@ -78,8 +78,7 @@ def do_replay(
                 on_record(rec)
 
         seqs = SeqStore(home / "agent" / f"{cfg.agent.agent_id}.seq")
-        # Paced replay hands frames over one at a time: that is the Python engine's interface.
-        native = cfg.agent.engine == "native" and not pace
+        native = cfg.agent.engine == "native"
         agent = (NativeAgent if native else Agent)(cfg.agent, classifier, sink, first_seq=seqs.first())
         endpoint = serve_agent_metrics(cfg, agent, producer, required=False)
         if endpoint is not None:

@@ -27,12 +27,13 @@ class MetricDoc:
 
 def _agent_registry() -> CollectorRegistry:
     from ingest.agent import Agent
-    from ingest.agent_metrics import AgentCollector
+    from ingest.agent_metrics import AgentCollector, RingCollector
     from ingest.classify import PartnerClassifier
 
     cfg = GwtelConfig()
     registry = CollectorRegistry()
     registry.register(AgentCollector(Agent(cfg.agent, PartnerClassifier(cfg.partners), lambda _rec: None)))
+    registry.register(RingCollector(cfg.agent.link_id, list))  # gwtel capture's rings
     return registry
 
 

@@ -1,4 +1,4 @@
-"""Classic BPF programs for the live capture socket: user filter, snap length and 1:N random sampling.
+"""Classic BPF programs for the live capture socket: user filter, snap length and 1:N sampling (random, or by flow).
 
 The kernel runs the program on every packet of the interface before anything is copied to user space. The
 program's return value is the number of bytes to keep (0 = drop), so the snap length is applied in the kernel
@@ -30,14 +30,34 @@ from ingest import linktypes
 
 # linux/filter.h, linux/bpf_common.h
 BPF_LD: Final = 0x00
+BPF_LDX: Final = 0x01
+BPF_ST: Final = 0x02
 BPF_ALU: Final = 0x04
 BPF_JMP: Final = 0x05
 BPF_RET: Final = 0x06
+BPF_MISC: Final = 0x07
 BPF_W: Final = 0x00
+BPF_H: Final = 0x08
+BPF_B: Final = 0x10
+BPF_IMM: Final = 0x00
 BPF_ABS: Final = 0x20
+BPF_IND: Final = 0x40
+BPF_MEM: Final = 0x60
+BPF_ADD: Final = 0x00
+BPF_MUL: Final = 0x20
+BPF_OR: Final = 0x40
+BPF_AND: Final = 0x50
+BPF_LSH: Final = 0x60
+BPF_RSH: Final = 0x70
 BPF_MOD: Final = 0x90
+BPF_XOR: Final = 0xA0
+BPF_JA: Final = 0x00
 BPF_JEQ: Final = 0x10
+BPF_JSET: Final = 0x40
 BPF_K: Final = 0x00
+BPF_X: Final = 0x08
+BPF_TAX: Final = 0x00
+BPF_TXA: Final = 0x80
 SKF_AD_OFF: Final = -0x1000
 SKF_AD_RANDOM: Final = 56
 SO_ATTACH_FILTER: Final = 26
@@ -74,6 +94,187 @@ def sampling_prefix(n: int) -> list[Insn]:
         Insn(BPF_ALU | BPF_MOD | BPF_K, 0, 0, n),
         Insn(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, 0),
         ret(0),
+    ]
+
+
+# Flow sampling: the program is assembled from (instruction, jump-true label, jump-false label) rows and labels.
+_Row = tuple[Insn, str | None, str | None] | str
+_VLAN_TPIDS: Final = (0x8100, 0x88A8, 0x9100)
+_PORT_PROTOS: Final = (6, 17, 132)  # TCP, UDP, SCTP: ports at the start of the transport header
+_M_ADDR, _M_PROTO, _M_L3, _M_PORTS, _M_TMP = 0, 1, 2, 3, 4
+
+
+def _i(code: int, k: int = 0) -> Insn:
+    return Insn(code, 0, 0, k & 0xFFFF_FFFF)
+
+
+def _jeq(k: int, jt: str | None, jf: str | None = None) -> _Row:
+    return (Insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, k), jt, jf)
+
+
+def _ja(label: str) -> _Row:
+    return (Insn(BPF_JMP | BPF_JA, 0, 0, 0), label, None)
+
+
+def _assemble(rows: list[_Row]) -> list[Insn]:
+    """Resolve labels: a conditional jump's None target is the next instruction; BPF_JA takes its label in jt."""
+    where: dict[str, int] = {}
+    n = 0
+    for r in rows:
+        if isinstance(r, str):
+            where[r] = n
+        else:
+            n += 1
+    out: list[Insn] = []
+    for r in rows:
+        if isinstance(r, str):
+            continue
+        ins, jt, jf = r
+        pc = len(out) + 1
+
+        def rel(label: str | None, pc: int = pc) -> int:
+            d = 0 if label is None else where[label] - pc
+            if not 0 <= d <= 255:
+                raise AssertionError(f"jump to {label} out of reach ({d})")
+            return d
+
+        if ins.code == BPF_JMP | BPF_JA:
+            out.append(Insn(ins.code, 0, 0, where[str(jt)] - pc))
+        elif ins.code & 0x07 == BPF_JMP:
+            out.append(Insn(ins.code, rel(jt), rel(jf), ins.k))
+        else:
+            out.append(ins)
+    return out
+
+
+def _xor_word_into(mem: int, load: Insn) -> list[_Row]:
+    """M[mem] ^= the word ``load`` reads (X holds the network header offset and is restored from M[_M_L3])."""
+    return [
+        (load, None, None),
+        (_i(BPF_LDX | BPF_MEM, mem), None, None),
+        (_i(BPF_ALU | BPF_XOR | BPF_X), None, None),
+        (_i(BPF_ST, mem), None, None),
+        (_i(BPF_LDX | BPF_MEM, _M_L3), None, None),
+    ]
+
+
+def _ind(size: int, off: int) -> Insn:
+    return _i(BPF_LD | size | BPF_IND, off)
+
+
+def flow_sampling_prefix(n: int, linktype: int) -> list[Insn]:
+    """Instructions that keep a packet when a symmetric hash of its flow key is 0 mod ``n`` (empty for n = 1).
+
+    The key is the XOR of the two addresses (IPv6: of all their words), the XOR of the two ports for TCP, UDP
+    and SCTP, and the protocol, so both directions of a flow hash the same; a 32-bit finaliser (murmur3's) mixes
+    it before ``mod n``. Up to two VLAN tags left in the frame are skipped (Linux usually strips the outer one
+    before the filter runs). IPv4 fragments, IPv6 packets with a fragment or any other extension header, and
+    protocols without ports hash on addresses and protocol alone: every fragment of a datagram gets the same
+    verdict, and so do both directions of an ICMP echo. Frames that are not IP are kept.
+    """
+    if n < 1:
+        raise ValueError(f"sampling rate must be >= 1, got {n}")
+    if n == 1:
+        return []
+    rows: list[_Row] = []
+    if linktype == linktypes.ETHERNET:
+        rows += [(_i(BPF_LDX | BPF_IMM, 14), None, None), (_i(BPF_LD | BPF_H | BPF_ABS, 12), None, None)]
+        for depth in (1, 2):
+            rows += [_jeq(t, f"tag{depth}") for t in _VLAN_TPIDS]
+            rows += [_ja("ethertype"), f"tag{depth}"]
+            rows += [
+                (_i(BPF_LDX | BPF_IMM, 14 + 4 * depth), None, None),
+                (_i(BPF_LD | BPF_H | BPF_ABS, 12 + 4 * depth), None, None),
+            ]
+        rows += ["ethertype", _jeq(0x0800, "v4"), _jeq(0x86DD, "v6"), _ja("keep")]
+    elif linktype == linktypes.RAW:
+        rows += [
+            (_i(BPF_LDX | BPF_IMM, 0), None, None),
+            (_i(BPF_LD | BPF_B | BPF_ABS, 0), None, None),
+            (_i(BPF_ALU | BPF_RSH | BPF_K, 4), None, None),
+            _jeq(4, "v4"),
+            _jeq(6, "v6"),
+            _ja("keep"),
+        ]
+    else:
+        raise UserError(f"flow sampling does not support link type {linktypes.name(linktype)}")
+    # IPv4: X = network header offset.
+    rows += [
+        "v4",
+        (_i(BPF_MISC | BPF_TXA), None, None),
+        (_i(BPF_ST, _M_L3), None, None),
+        (_ind(BPF_W, 12), None, None),
+        (_i(BPF_ST, _M_ADDR), None, None),
+        *_xor_word_into(_M_ADDR, _ind(BPF_W, 16)),
+        (_ind(BPF_B, 9), None, None),
+        (_i(BPF_ST, _M_PROTO), None, None),
+        (_ind(BPF_H, 6), None, None),
+        (Insn(BPF_JMP | BPF_JSET | BPF_K, 0, 0, 0x3FFF), "noports", None),  # MF or a fragment offset
+        (_ind(BPF_B, 9), None, None),
+        *[_jeq(p, "v4ports") for p in _PORT_PROTOS],
+        _ja("noports"),
+        "v4ports",
+        (_ind(BPF_B, 0), None, None),
+        (_i(BPF_ALU | BPF_AND | BPF_K, 0x0F), None, None),
+        (_i(BPF_ALU | BPF_LSH | BPF_K, 2), None, None),
+        (_i(BPF_ALU | BPF_ADD | BPF_X), None, None),
+        (_i(BPF_MISC | BPF_TAX), None, None),
+        (_ind(BPF_W, 0), None, None),
+        _ja("ports"),
+        # IPv6: the fixed header only; the next header must be the transport itself to use its ports.
+        "v6",
+        (_i(BPF_MISC | BPF_TXA), None, None),
+        (_i(BPF_ST, _M_L3), None, None),
+        (_ind(BPF_W, 8), None, None),
+        (_i(BPF_ST, _M_ADDR), None, None),
+        *[r for off in (12, 16, 20, 24, 28, 32, 36) for r in _xor_word_into(_M_ADDR, _ind(BPF_W, off))],
+        (_ind(BPF_B, 6), None, None),
+        (_i(BPF_ST, _M_PROTO), None, None),
+        *[_jeq(p, "v6ports") for p in _PORT_PROTOS],
+        _ja("noports"),
+        "v6ports",
+        (_ind(BPF_W, 40), None, None),
+        # A = source port << 16 | destination port
+        "ports",
+        (_i(BPF_ST, _M_TMP), None, None),
+        (_i(BPF_ALU | BPF_RSH | BPF_K, 16), None, None),
+        (_i(BPF_LDX | BPF_MEM, _M_TMP), None, None),
+        (_i(BPF_ALU | BPF_XOR | BPF_X), None, None),
+        (_i(BPF_ALU | BPF_AND | BPF_K, 0xFFFF), None, None),
+        _ja("hash"),
+        "noports",
+        (_i(BPF_LD | BPF_IMM, 0), None, None),
+        "hash",
+        (_i(BPF_LDX | BPF_MEM, _M_ADDR), None, None),
+        (_i(BPF_ALU | BPF_XOR | BPF_X), None, None),
+        (_i(BPF_LDX | BPF_MEM, _M_PROTO), None, None),
+        (_i(BPF_ALU | BPF_XOR | BPF_X), None, None),
+        *_fmix32(),
+        (_i(BPF_ALU | BPF_MOD | BPF_K, n), None, None),
+        _jeq(0, "keep"),
+        (ret(0), None, None),
+        "keep",
+    ]
+    return _assemble(rows)
+
+
+def _fmix32() -> list[_Row]:
+    """murmur3's finaliser on A: h ^= h >> 16; h *= 0x85ebca6b; h ^= h >> 13; h *= 0xc2b2ae35; h ^= h >> 16."""
+
+    def xorshift(r: int) -> list[_Row]:
+        return [
+            (_i(BPF_ST, _M_TMP), None, None),
+            (_i(BPF_ALU | BPF_RSH | BPF_K, r), None, None),
+            (_i(BPF_LDX | BPF_MEM, _M_TMP), None, None),
+            (_i(BPF_ALU | BPF_XOR | BPF_X), None, None),
+        ]
+
+    return [
+        *xorshift(16),
+        (_i(BPF_ALU | BPF_MUL | BPF_K, 0x85EBCA6B), None, None),
+        *xorshift(13),
+        (_i(BPF_ALU | BPF_MUL | BPF_K, 0xC2B2AE35), None, None),
+        *xorshift(16),
     ]
 
 
@@ -121,11 +322,25 @@ def compile_filter(expr: str, linktype: int, snaplen: int) -> list[Insn]:
         raise UserError(f"--bpf {expr!r}: {exc}") from None
 
 
-def build_program(snaplen: int, sample: int = 1, user: list[Insn] | None = None) -> list[Insn]:
-    """The whole program: sampling prefix, then the compiled user filter or ``ret #snaplen``."""
+def build_program(
+    snaplen: int,
+    sample: int = 1,
+    user: list[Insn] | None = None,
+    *,
+    mode: str = "packet",
+    linktype: int = linktypes.ETHERNET,
+) -> list[Insn]:
+    """The whole program: sampling prefix (``packet``: random; ``flow``: by flow hash), then the compiled user
+    filter or ``ret #snaplen``."""
     if not 1 <= snaplen <= MAX_SNAPLEN:
         raise ValueError(f"snap length must be 1..{MAX_SNAPLEN}, got {snaplen}")
-    prog = [*sampling_prefix(sample), *(user if user else [ret(snaplen)])]
+    if mode == "flow":
+        prefix = flow_sampling_prefix(sample, linktype)
+    elif mode == "packet":
+        prefix = sampling_prefix(sample)
+    else:
+        raise ValueError(f"sampling mode must be packet or flow, got {mode!r}")
+    prog = [*prefix, *(user if user else [ret(snaplen)])]
     if len(prog) > BPF_MAXINSNS:
         raise UserError(f"the capture filter has {len(prog)} instructions; the kernel accepts {BPF_MAXINSNS}")
     return prog

@@ -81,6 +81,7 @@ class CaptureStats:
     wire_bytes: int = 0  # original lengths of the frames yielded
     skipped_bad_timestamp: int = 0  # records dropped for an invalid timestamp (see module doc)
     skipped_blocks: int = 0  # pcapng blocks that carry no packet (names, statistics, custom, ...)
+    over_snaplen: int = 0  # records longer than their snap length: read whole, as tshark reads them
     linktypes: dict[int, int] = field(default_factory=dict)  # frames per link type
 
 
@@ -211,8 +212,10 @@ class CaptureReader:
         nano = self.format == "pcap-ns"
         frac_limit = _NS_PER_S if nano else 1_000_000
         frac_mul = 1 if nano else 1000
-        # Writers that leave snaplen 0 mean "no limit"; libpcap's own ceiling stays the absurdity bound.
-        limit = min(self._snaplen, MAX_CAPLEN) if self._snaplen else MAX_CAPLEN
+        # A record longer than the header's snap length is read whole and counted, as tshark reads it (libpcap
+        # keeps the first snap-length bytes): its bytes are in the file. libpcap's ceiling stays the absurdity
+        # bound. Writers that leave snaplen 0 mean "no limit".
+        snaplen = self._snaplen
         linktype = self._linktype
         record_no = 0
         read = s.read
@@ -228,13 +231,14 @@ class CaptureReader:
             if len(hdr) < 16:
                 raise self._fail(f"record header cut short ({len(hdr)} of 16 bytes)", record_no, start)
             sec, frac, caplen, wire_len = hdr_struct.unpack(hdr)
-            if caplen > limit:
-                bound = "the file's snap length" if limit == self._snaplen else "the 256 KiB limit"
+            if caplen > MAX_CAPLEN:
                 raise self._fail(
-                    f"captured length {caplen} exceeds {bound} ({limit}): damaged record header",
+                    f"captured length {caplen} exceeds the 256 KiB limit ({MAX_CAPLEN}): damaged record header",
                     record_no,
                     start,
                 )
+            if snaplen and caplen > snaplen:
+                st.over_snaplen += 1
             data = read(caplen, record_no)
             if len(data) < caplen:
                 raise self._fail(f"record cut short: {len(data)} of {caplen} captured bytes present", record_no, start)
@@ -311,17 +315,10 @@ class CaptureReader:
                         start,
                     )
                 lt, snaplen, mul, div, shift, off_ns = ifaces[iface]
-                if caplen > MAX_CAPLEN or (snaplen and caplen > snaplen):
-                    raise self._fail(
-                        f"captured length {caplen} exceeds "
-                        + (
-                            f"the interface snap length ({snaplen})"
-                            if snaplen and caplen > snaplen
-                            else "the 256 KiB limit"
-                        ),
-                        block_no,
-                        start,
-                    )
+                if caplen > MAX_CAPLEN:
+                    raise self._fail(f"captured length {caplen} exceeds the 256 KiB limit", block_no, start)
+                if snaplen and caplen > snaplen:
+                    self.stats.over_snaplen += 1  # read whole, as for pcap records
                 if 20 + caplen > len(body):
                     raise self._fail(f"captured length {caplen} overruns its block ({blen} bytes)", block_no, start)
                 ticks = (ts_hi << 32) | ts_lo

@@ -5,7 +5,10 @@
 mod decode;
 mod latency;
 mod meter;
+#[cfg(test)]
+mod proptests;
 mod reader;
+mod ring;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -19,7 +22,10 @@ use pyo3::IntoPyObjectExt;
 use decode::{DecodeConfig, REJECT_NAMES};
 use latency::{ns_to_us, NONE};
 use meter::{Core, MeterConfig, Rec, SumOut, REASON_NAMES};
-use reader::{Reader, Step};
+use reader::Reader;
+use ring::{parse_block, Ring, RingConfig, RingError, RingResult};
+
+const LINKTYPE_ETHERNET: u32 = 1;
 
 const ORACLE_CACHE_MAX: usize = 1 << 20;
 
@@ -31,6 +37,59 @@ struct Engine {
     reader: Option<Reader>,
     pending: Vec<u8>, // bytes pushed and not parsed yet
     oracle_err: Arc<Mutex<Option<PyErr>>>,
+    live: Option<Live>,
+}
+
+/// A live capture ring and what metering its frames needs.
+struct Live {
+    ring: Ring,
+    lt: u32,
+    skip_outgoing: bool,
+    scratch: Vec<u8>, // a frame with its 802.1Q tag put back
+}
+
+impl Live {
+    /// Meter every frame of ready blocks (at most `max_blocks`); returns (frames, blocks).
+    fn meter(
+        &mut self,
+        core: &mut Core,
+        timeout_ms: i32,
+        max_blocks: usize,
+    ) -> RingResult<(u64, usize)> {
+        let Live {
+            ring,
+            lt,
+            skip_outgoing,
+            scratch,
+        } = self;
+        let (lt, skip_outgoing) = (*lt, *skip_outgoing);
+        let mut frames = 0u64;
+        let mut damaged = 0u64;
+        let blocks = ring.read_blocks(timeout_ms, max_blocks, |block| {
+            let (_, bad) = parse_block(block, |f| {
+                if skip_outgoing && f.outgoing {
+                    return;
+                }
+                frames += 1;
+                match f.vlan {
+                    // Linux takes the 802.1Q tag off the frame and reports it beside it: put it back, so the
+                    // decoder sees the frame as it was on the wire.
+                    Some((tpid, tci)) if lt == LINKTYPE_ETHERNET && f.data.len() >= 12 => {
+                        scratch.clear();
+                        scratch.extend_from_slice(&f.data[..12]);
+                        scratch.extend_from_slice(&tpid.to_be_bytes());
+                        scratch.extend_from_slice(&tci.to_be_bytes());
+                        scratch.extend_from_slice(&f.data[12..]);
+                        core.feed(f.ts_ns, lt, scratch, f.wire + 4);
+                    }
+                    _ => core.feed(f.ts_ns, lt, f.data, f.wire),
+                }
+            });
+            damaged += bad as u64;
+        })?;
+        ring.damaged_blocks += damaged;
+        Ok((frames, blocks))
+    }
 }
 
 fn addr_bytes(a: &[u8; 16], v6: bool) -> &[u8] {
@@ -145,23 +204,18 @@ fn pump(
     eof: bool,
     err: &Mutex<Option<PyErr>>,
 ) -> PyResult<()> {
-    loop {
-        match rd.next(buf, eof) {
-            Step::Frame {
-                ts,
-                lt,
-                start,
-                len,
-                wire,
-            } => core.feed(ts, lt, &buf[start..start + len], wire),
-            Step::Skip => {}
-            Step::NeedMore | Step::End => break,
-        }
-    }
+    rd.each_frame(buf, eof, |ts, lt, frame, wire| {
+        core.feed(ts, lt, frame, wire)
+    });
     if let Some(e) = err.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Err(e);
     }
     Ok(())
+}
+
+/// OSError(errno, message), so Python sees errno (EPERM, ENODEV...) as from any system call.
+fn os_error(e: RingError) -> PyErr {
+    pyo3::exceptions::PyOSError::new_err((e.errno, e.msg))
 }
 
 fn not_begun() -> PyErr {
@@ -175,6 +229,7 @@ impl Engine {
             reader,
             pending,
             oracle_err,
+            ..
         } = self;
         let rd = reader.as_mut().ok_or_else(not_begun)?;
         let r = pump(core, rd, pending, eof, oracle_err);
@@ -253,6 +308,7 @@ impl Engine {
             reader: None,
             pending: Vec::new(),
             oracle_err: err,
+            live: None,
         })
     }
 
@@ -292,6 +348,7 @@ impl Engine {
             reader,
             pending,
             oracle_err,
+            ..
         } = self;
         let rd = reader.as_mut().ok_or_else(not_begun)?;
         if !pending.is_empty() {
@@ -302,7 +359,19 @@ impl Engine {
         r
     }
 
-    /// End of stream: returns (frames, skipped_bad_timestamp, skipped_blocks, error) with error
+    /// Meter frames handed over one by one (paced replay reads and paces them): (time ns, link type, bytes,
+    /// wire length) each, in order.
+    fn feed(&mut self, frames: Vec<(i64, u32, Vec<u8>, u64)>) -> PyResult<()> {
+        for (ts, lt, data, wire) in &frames {
+            self.core.feed(*ts, *lt, data, *wire);
+        }
+        if let Some(e) = self.oracle_err.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// End of stream: returns (frames, skipped_bad_timestamp, skipped_blocks, error, over_snaplen) with error
     /// (reason, record number or None, byte offset or None) or None.
     fn end<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         self.pump_pending(true)?;
@@ -312,7 +381,129 @@ impl Engine {
             None => py.None().into_bound(py),
             Some(e) => (e.reason.clone(), e.record_no, e.offset).into_bound_py_any(py)?,
         };
-        (rd.frames, rd.skipped_bad_timestamp, rd.skipped_blocks, err).into_pyobject(py)
+        (
+            rd.frames,
+            rd.skipped_bad_timestamp,
+            rd.skipped_blocks,
+            err,
+            rd.over_snaplen,
+        )
+            .into_pyobject(py)
+    }
+
+    /// Open a TPACKET_V3 ring on interface `ifindex` with the encoded classic BPF `filter` (its return value is
+    /// the snap length); `fanout_group` joins a PACKET_FANOUT_HASH group shared with other engines.
+    #[pyo3(signature = (*, ifindex, linktype, filter, block_size, block_count, block_timeout_ms,
+        fanout_group=None, fanout_defrag=true, promisc=true, loopback=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn open_ring(
+        &mut self,
+        ifindex: i32,
+        linktype: u32,
+        filter: &[u8],
+        block_size: u32,
+        block_count: u32,
+        block_timeout_ms: u32,
+        fanout_group: Option<u16>,
+        fanout_defrag: bool,
+        promisc: bool,
+        loopback: bool,
+    ) -> PyResult<()> {
+        let cfg = RingConfig {
+            ifindex,
+            block_size,
+            block_count,
+            block_timeout_ms,
+            filter: filter.to_vec(),
+            fanout_group,
+            fanout_defrag,
+            promisc,
+            ignore_outgoing: loopback,
+        };
+        self.live = None; // the old ring is unmapped and closed first
+        let ring = Ring::open(&cfg).map_err(os_error)?;
+        self.live = Some(Live {
+            ring,
+            lt: linktype,
+            skip_outgoing: loopback,
+            scratch: Vec::with_capacity(256),
+        });
+        Ok(())
+    }
+
+    /// Meter the ring's ready blocks (at most `max_blocks`), waiting up to `timeout_ms` for the first, without
+    /// the GIL. Returns (frames, blocks).
+    fn poll_ring(
+        &mut self,
+        py: Python<'_>,
+        timeout_ms: i32,
+        max_blocks: usize,
+    ) -> PyResult<(u64, usize)> {
+        let Engine {
+            core,
+            live,
+            oracle_err,
+            ..
+        } = self;
+        let live = live
+            .as_mut()
+            .ok_or_else(|| PyRuntimeError::new_err("no ring open"))?;
+        let r = py.detach(|| live.meter(core, timeout_ms, max_blocks));
+        if let Some(e) = oracle_err.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(e);
+        }
+        r.map_err(os_error)
+    }
+
+    /// Read the ring's ready blocks and count their frames without metering them (the benchmark's baseline: what
+    /// reading the ring costs by itself). Returns (frames, blocks).
+    fn skim_ring(
+        &mut self,
+        py: Python<'_>,
+        timeout_ms: i32,
+        max_blocks: usize,
+    ) -> PyResult<(u64, usize)> {
+        let live = self
+            .live
+            .as_mut()
+            .ok_or_else(|| PyRuntimeError::new_err("no ring open"))?;
+        let ring = &mut live.ring;
+        let mut frames = 0u64;
+        let mut sum = 0u64;
+        let blocks = py
+            .detach(|| {
+                ring.read_blocks(timeout_ms, max_blocks, |b| {
+                    parse_block(b, |f| {
+                        frames += 1;
+                        sum = sum.wrapping_add(f.wire); // touch each header, as metering does
+                    });
+                })
+            })
+            .map_err(os_error)?;
+        std::hint::black_box(sum);
+        Ok((frames, blocks))
+    }
+
+    /// Kernel and ring counters since the ring was opened: (packets, drops, freeze_q_cnt, link_down,
+    /// damaged_blocks); the kernel's own counters are read (and reset there) on each call.
+    fn ring_stats(&mut self) -> PyResult<(u64, u64, u64, u64, u64)> {
+        let live = self
+            .live
+            .as_mut()
+            .ok_or_else(|| PyRuntimeError::new_err("no ring open"))?;
+        let r = &mut live.ring;
+        let s = r.read_stats().map_err(os_error)?;
+        Ok((
+            s.packets,
+            s.drops,
+            s.freeze_q_cnt,
+            r.link_down,
+            r.damaged_blocks,
+        ))
+    }
+
+    fn close_ring(&mut self) {
+        self.live = None;
     }
 
     fn advance(&mut self, now_ns: i64) -> PyResult<()> {
@@ -389,6 +580,6 @@ impl Engine {
 #[pymodule]
 fn gwtel_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
-    m.add("ABI", 2)?;
+    m.add("ABI", 3)?;
     Ok(())
 }

@@ -46,6 +46,7 @@ pub struct Reader {
     pub frames: u64,
     pub skipped_bad_timestamp: u64,
     pub skipped_blocks: u64,
+    pub over_snaplen: u64, // records longer than their snap length, read whole
     pub error: Option<CapError>,
     pub done: bool,
     pub limit: u64,
@@ -94,6 +95,7 @@ impl Reader {
             frames: 0,
             skipped_bad_timestamp: 0,
             skipped_blocks: 0,
+            over_snaplen: 0,
             error: None,
             done: false,
             limit: u64::MAX,
@@ -120,6 +122,24 @@ impl Reader {
         });
         self.done = true;
         Step::End
+    }
+
+    /// Hand every complete frame of `buf` to `f` (time, link type, bytes, wire length) until more bytes are needed
+    /// or the stream ended.
+    pub fn each_frame<F: FnMut(i64, u32, &[u8], u64)>(&mut self, buf: &[u8], eof: bool, mut f: F) {
+        loop {
+            match self.next(buf, eof) {
+                Step::Frame {
+                    ts,
+                    lt,
+                    start,
+                    len,
+                    wire,
+                } => f(ts, lt, &buf[start..start + len], wire),
+                Step::Skip => {}
+                Step::NeedMore | Step::End => break,
+            }
+        }
     }
 
     /// Parse the next record. `eof`: no more bytes will come.
@@ -236,25 +256,20 @@ impl Reader {
         let frac = rd32(&h[4..], be) as i64;
         let caplen = rd32(&h[8..], be) as u64;
         let wire = rd32(&h[12..], be) as u64;
-        let limit = if snaplen != 0 {
-            snaplen.min(MAX_CAPLEN)
-        } else {
-            MAX_CAPLEN
-        };
-        if caplen > limit {
+        // A record longer than the file's snap length is read whole and counted, as tshark reads it (libpcap
+        // keeps the first snap-length bytes): the bytes are in the file. Only the absurdity bound refuses.
+        if caplen > MAX_CAPLEN {
             self.record_no += 1;
-            let bound = if limit == snaplen {
-                "the file's snap length"
-            } else {
-                "the 256 KiB limit"
-            };
             return self.fail(
                 format!(
-                    "captured length {caplen} exceeds {bound} ({limit}): damaged record header"
+                    "captured length {caplen} exceeds the 256 KiB limit ({MAX_CAPLEN}): damaged record header"
                 ),
                 Some(self.record_no),
                 Some(start),
             );
+        }
+        if snaplen != 0 && caplen > snaplen {
+            self.over_snaplen += 1;
         }
         let need = 16 + caplen as usize;
         if avail < need {
@@ -474,13 +489,15 @@ impl Reader {
                     );
                 }
                 let f = self.ifaces[iface as usize];
-                if caplen > MAX_CAPLEN || (f.snaplen != 0 && caplen > f.snaplen) {
-                    let what = if f.snaplen != 0 && caplen > f.snaplen {
-                        format!("the interface snap length ({})", f.snaplen)
-                    } else {
-                        "the 256 KiB limit".to_string()
-                    };
-                    return self.fail(format!("captured length {caplen} exceeds {what}"), bno, st);
+                if caplen > MAX_CAPLEN {
+                    return self.fail(
+                        format!("captured length {caplen} exceeds the 256 KiB limit"),
+                        bno,
+                        st,
+                    );
+                }
+                if f.snaplen != 0 && caplen > f.snaplen {
+                    self.over_snaplen += 1; // read whole, as for pcap records
                 }
                 if 20 + caplen as usize > bl {
                     return self.fail(

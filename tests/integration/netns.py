@@ -51,16 +51,21 @@ def veth_pair() -> Iterator[VethPair]:
     pair = VethPair(f"gwtel-{tag}", f"gwc{tag}", f"gwn{tag}")
     try:
         _ip("netns", "add", pair.netns)
-        _ip("link", "add", pair.host_if, "type", "veth", "peer", "name", pair.ns_if, "netns", pair.netns)
-        _write(f"/proc/sys/net/ipv6/conf/{pair.host_if}/disable_ipv6", "1")
-        _write(f"/proc/sys/net/ipv4/conf/{pair.host_if}/forwarding", "0")
-        _ip("netns", "exec", pair.netns, "sysctl", "-qw", f"net.ipv6.conf.{pair.ns_if}.disable_ipv6=1")
-        _ip("link", "set", pair.host_if, "up")
-        _ip("-n", pair.netns, "link", "set", pair.ns_if, "address", SENDER_MAC, "up")
+        create_link(pair)
         yield pair
     finally:
         subprocess.run(["ip", "link", "del", pair.host_if], capture_output=True, timeout=30, check=False)
         subprocess.run(["ip", "netns", "del", pair.netns], capture_output=True, timeout=30, check=False)
+
+
+def create_link(pair: VethPair) -> None:
+    """The veth pair of ``pair`` (again, after ``ip link del``), set up as described above."""
+    _ip("link", "add", pair.host_if, "type", "veth", "peer", "name", pair.ns_if, "netns", pair.netns)
+    _write(f"/proc/sys/net/ipv6/conf/{pair.host_if}/disable_ipv6", "1")
+    _write(f"/proc/sys/net/ipv4/conf/{pair.host_if}/forwarding", "0")
+    _ip("netns", "exec", pair.netns, "sysctl", "-qw", f"net.ipv6.conf.{pair.ns_if}.disable_ipv6=1")
+    _ip("link", "set", pair.host_if, "up")
+    _ip("-n", pair.netns, "link", "set", pair.ns_if, "address", SENDER_MAC, "up")
 
 
 def send(pair: VethPair, packets: Sequence[Packet], workdir: Path, timeout_s: float = 120.0) -> None:

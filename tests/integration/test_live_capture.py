@@ -32,7 +32,8 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet
 
 from gwtel.services.prometheus import PrometheusService, find_tool, query
-from tests.integration.netns import PEER_MAC, SENDER_MAC, VethPair, send, veth_pair
+from ingest.synth import SynthConfig, generate
+from tests.integration.netns import PEER_MAC, SENDER_MAC, VethPair, create_link, send, veth_pair
 
 pytestmark = pytest.mark.integration
 
@@ -210,11 +211,14 @@ class Capture:
 
 
 @contextlib.contextmanager
-def running_capture(pair: VethPair, workdir: Path, *extra: str) -> Iterator[Capture]:
+def running_capture(pair: VethPair, workdir: Path, *extra: str, ring_config: str = "") -> Iterator[Capture]:
     """`gwtel capture` on the host end, started and ready (socket bound, metrics served); killed if still running."""
     agent_id = f"cap-{uuid.uuid4().hex[:8]}"
     config = workdir / f"{agent_id}.yaml"
-    config.write_text(CONFIG.format(agent_id=agent_id, link=LINK))
+    text = CONFIG.format(agent_id=agent_id, link=LINK)
+    if ring_config:
+        text = text.replace("idle_timeout_s: 4}", f"idle_timeout_s: 4, {ring_config}}}")
+    config.write_text(text)
     records = workdir / f"{agent_id}.jsonl"
     stderr = workdir / f"{agent_id}.stderr"
     argv = [sys.executable, "-m", "gwtel.cli", "--config", str(config), "capture", "--iface", pair.host_if]
@@ -375,11 +379,15 @@ def test_sampling_one_in_four_scales_within_five_sigma(pair: VethPair, tmp_path:
     ] == (scaled_packets)
 
 
-def test_link_flap_is_survived_and_removal_exports_before_failing(pair: VethPair, tmp_path: Path) -> None:
-    before, after = Traffic(), Traffic()
+@pytest.mark.parametrize("workers", [1, 2])
+def test_link_flap_is_survived_and_a_recreated_interface_is_captured_again(
+    pair: VethPair, tmp_path: Path, workers: int
+) -> None:
+    before, after, again = Traffic(), Traffic(), Traffic()
     udp_flow(before, "10.77.0.5", "198.18.1.77", 42000, 7000, [100] * 5, [], partner="japan", direction="egress")
     udp_flow(after, "10.77.0.5", "198.18.1.77", 42000, 7000, [300] * 3, [], partner="japan", direction="egress")
-    with running_capture(pair, tmp_path) as cap:
+    udp_flow(again, "10.77.0.5", "198.18.1.77", 42000, 7000, [200] * 2, [], partner="japan", direction="egress")
+    with running_capture(pair, tmp_path, "--workers", str(workers)) as cap:
         send(pair, before.frames, tmp_path)
         poll(lambda: cap.total("gwtel_agent_packets_seen_total"), lambda n: n >= 5, "first packets read")
         subprocess.run(["ip", "link", "set", pair.host_if, "down"], check=True, timeout=30)
@@ -388,14 +396,172 @@ def test_link_flap_is_survived_and_removal_exports_before_failing(pair: VethPair
         send(pair, after.frames, tmp_path)
         poll(lambda: cap.total("gwtel_agent_packets_seen_total"), lambda n: n >= 8, "packets after the flap read")
         poll(lambda: cap.total("gwtel_agent_link_down_total"), lambda n: n >= 1, "link down counted")
+        # Removed (both veth ends go) and created again under the same name: a new interface index.
         subprocess.run(["ip", "link", "del", pair.host_if], check=True, timeout=30)
-        rc = cap.proc.wait(timeout=WAIT_S)
-        stderr = cap.stderr_path.read_text()
+        time.sleep(1.5)  # the capture notices within a second
+        create_link(pair)
+        poll(lambda: cap.total("gwtel_agent_ring_reopened_total"), lambda n: n >= workers, "rings opened again")
+        send(pair, again.frames, tmp_path)
+        poll(lambda: cap.total("gwtel_agent_packets_seen_total"), lambda n: n >= 10, "packets after re-creation read")
+        assert cap.proc.poll() is None
+        rc, stderr = cap.stop()
         records = cap.records()
-    assert rc == 2, stderr
+    assert rc == 0, stderr
     assert "Traceback" not in stderr
-    assert f"gwtel capture: capture on {pair.host_if} stopped" in stderr
-    # One flow (idle timeout 4 s not reached), every packet of both sends in it (in one record per 10 s
-    # interval it had packets in).
-    assert len({(r["src_ip"], r["src_port"], r["dst_ip"], r["dst_port"]) for r in records}) == 1
-    assert (sum(r["packets_fwd"] for r in records), sum(r["bytes_fwd"] for r in records)) == (8, 5 * 128 + 3 * 328)
+    assert f"interface {pair.host_if} was removed" in stderr
+    # Every packet of the three sends, in one flow or in slices of it.
+    assert sum(r["packets_fwd"] for r in records) == 10
+    assert sum(r["bytes_fwd"] for r in records) == 5 * 128 + 3 * 328 + 2 * 228
+
+
+def test_flow_sampling_keeps_whole_flows_with_their_exact_handshake_rtt(pair: VethPair, tmp_path: Path) -> None:
+    n_rate = 3
+    tr = Traffic()
+    for i in range(60):
+        tcp_flow(
+            tr, f"10.77.1.{i + 1}", "198.18.1.10", 41000 + i, 443, [100], [700], partner="japan", direction="egress"
+        )
+    with running_capture(pair, tmp_path, "--sample", str(n_rate), "--sample-mode", "flow") as cap:
+        send(pair, tr.frames, tmp_path)
+        poll(
+            lambda: [
+                cap.total(f"gwtel_agent_{n}") for n in ("flows_active", "kernel_packets_total", "packets_seen_total")
+            ],
+            lambda v: v[0] == 0 and v[1] == v[2] > 0,
+            "every sampled packet read and every flow exported",
+        )
+        rc, stderr = cap.stop()
+        records = cap.records()
+    assert rc == 0, stderr
+    assert records and {(r["sampling_rate"], r["sampling_mode"]) for r in records} == {(n_rate, "flow")}
+    # Roughly one flow in three (binomial(60, 1/3): 5 sigma is about 18 flows).
+    flows = _per_flow(records)  # a flow crossing a 10 s boundary is cut into two records
+    assert 2 <= len(flows) <= 38, len(flows)
+    for key, f in flows.items():
+        sent = tr.flows[key[:5]]
+        # Every packet of a kept flow (records carry what was kept; consumers scale by sampling_rate).
+        assert (f["packets_fwd"], f["packets_rev"]) == (sent["packets_fwd"], sent["packets_rev"])
+        assert (f["bytes_fwd"], f["bytes_rev"]) == (sent["bytes_fwd"], sent["bytes_rev"])
+    for r in records:
+        if r["hs_rtt_ext_us"] is None:  # the later slice of a cut flow: its handshake went with the first
+            assert (r["src_ip"], r["src_port"], r["dst_ip"], r["dst_port"], r["protocol"], r["vlan"]) in flows
+            continue
+        # The handshake's both legs were seen, and measured at least the gaps the sender slept.
+        assert SYN_GAP_S * 1e6 * 0.95 <= r["hs_rtt_ext_us"] < 1e6
+        assert ACK_GAP_S * 1e6 * 0.95 <= r["hs_rtt_int_us"] < 1e6
+    assert sum(r["hs_rtt_ext_us"] is not None for r in records) == len(flows)
+
+
+def _per_flow(records: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """Slices of one flow added up: counters summed, flags OR-ed, labels as they are."""
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in records:
+        key = (r["src_ip"], r["src_port"], r["dst_ip"], r["dst_port"], r["protocol"], r["vlan"])
+        f = out.setdefault(key, {"direction": r["direction"], "partner": r["partner"], "tcp_flags": [0, 0], "n": 0})
+        f["n"] += 1
+        for k in ("bytes_fwd", "packets_fwd", "bytes_rev", "packets_rev"):
+            f[k] = f.get(k, 0) + r[k]
+        f["tcp_flags"] = [f["tcp_flags"][0] | r["tcp_flags_fwd"], f["tcp_flags"][1] | r["tcp_flags_rev"]]
+    return out
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_live_capture_of_a_capture_file_equals_its_replay(pair: VethPair, tmp_path: Path, workers: int) -> None:
+    # Two workers share the interface by flow hash: each flow must still be metered whole by one of them.
+    pcap = tmp_path / "gateway.pcap"
+    generate(SynthConfig(seed=11, flows=300, duration_s=3), pcap, tmp_path / "truth.json")
+    config = tmp_path / "replay.yaml"
+    config.write_text(CONFIG.format(agent_id="replay-ref", link=LINK))
+    replayed = tmp_path / "replay.jsonl"
+    ref = subprocess.run(
+        [sys.executable, "-m", "gwtel.cli", "--config", str(config), "replay", str(pcap), "--to", f"jsonl:{replayed}"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        check=False,
+    )
+    assert ref.returncode == 0, ref.stderr
+    want = _per_flow([json.loads(line) for line in replayed.read_text().splitlines()])
+    with running_capture(pair, tmp_path, "--workers", str(workers)) as cap:
+        sent = subprocess.run(
+            ["ip", "netns", "exec", pair.netns, "tcpreplay", "-q", "--pps=5000", "-i", pair.ns_if, str(pcap)],
+            capture_output=True,
+            text=True,
+            timeout=WAIT_S,
+            check=False,
+        )
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        frames = int(re.search(r"Actual: (\d+) packets", sent.stdout).group(1))  # type: ignore[union-attr]
+        poll(lambda: cap.total("gwtel_agent_packets_seen_total"), lambda n: n >= frames, "every frame read")
+        rings = poll(
+            lambda: [v for (n, _), v in cap.metrics().items() if n == "gwtel_agent_ring_packets_total"],
+            lambda v: sum(v) == frames,
+            "every frame counted by the rings",
+        )
+        assert len(rings) == workers and all(v > 0 for v in rings), rings  # the fanout used every ring
+        rc, stderr = cap.stop()
+        got = _per_flow(cap.records())
+    assert rc == 0, stderr
+    assert len(want) > 200
+    assert got == want
+
+
+def test_a_reader_held_back_makes_the_kernel_drop_and_the_agent_recovers(pair: VethPair, tmp_path: Path) -> None:
+    burst, after = Traffic(), Traffic()
+    udp_flow(burst, "10.77.0.6", "198.18.1.66", 42100, 7100, [200] * 600, [], partner="japan", direction="egress")
+    udp_flow(after, "10.77.0.7", "198.18.1.67", 42101, 7101, [100] * 5, [], partner="japan", direction="egress")
+    for f in burst.frames:
+        f.time = 0.0
+    # Two 4 KiB blocks: a few dozen frames fill the ring.
+    ring = "capture: {block_size_kib: 4, block_count: 2, block_timeout_ms: 10}"
+    with running_capture(pair, tmp_path, ring_config=ring) as cap:
+        cap.proc.send_signal(signal.SIGSTOP)  # the reader stops reading; the kernel keeps filling the ring
+        try:
+            send(pair, burst.frames, tmp_path)
+        finally:
+            cap.proc.send_signal(signal.SIGCONT)
+        poll(
+            lambda: [cap.total("gwtel_agent_kernel_packets_total"), cap.total("gwtel_agent_packets_seen_total")],
+            lambda v: v[0] >= 600,
+            "the burst counted by the kernel",
+        )
+        drops = cap.total("gwtel_agent_kernel_drops_total")
+        ring_drops = cap.total("gwtel_agent_ring_drops_total")
+        seen = cap.total("gwtel_agent_packets_seen_total")
+        assert drops > 0 and ring_drops == drops
+        assert seen + drops == 600
+        send(pair, after.frames, tmp_path)  # recovered: everything sent afterwards is read
+        poll(lambda: cap.total("gwtel_agent_packets_seen_total"), lambda n: n >= seen + 5, "packets after the burst")
+        assert cap.total("gwtel_agent_kernel_drops_total") == drops
+        rc, stderr = cap.stop()
+    assert rc == 0, stderr
+
+
+def test_one_process_captures_several_interfaces(pair: VethPair, tmp_path: Path) -> None:
+    first, second = Traffic(), Traffic()
+    udp_flow(first, "10.77.0.8", "198.18.1.88", 42200, 7200, [100] * 4, [50], partner="japan", direction="egress")
+    tcp_flow(second, "10.77.0.9", "198.18.2.99", 42300, 443, [120], [900], partner="korea", direction="egress")
+    with veth_pair() as other, running_capture(pair, tmp_path, "--iface", other.host_if, "--workers", "2") as cap:
+        send(pair, first.frames, tmp_path)
+        send(other, second.frames, tmp_path)
+        total = len(first.frames) + len(second.frames)
+        poll(lambda: cap.total("gwtel_agent_packets_seen_total"), lambda n: n >= total, "frames of both interfaces")
+        ifaces = poll(
+            lambda: {
+                dict(k)["iface"] for (n, k), v in cap.metrics().items() if n == "gwtel_agent_ring_packets_total" and v
+            },
+            lambda seen: len(seen) == 2,
+            "both interfaces' rings counted",
+        )
+        assert ifaces == {pair.host_if, other.host_if}
+        rc, stderr = cap.stop()
+        records = cap.records()
+    assert rc == 0, stderr
+    got = {
+        (r["src_ip"], r["src_port"], r["dst_ip"], r["dst_port"], r["protocol"]): {
+            k: r[k] for k in ("bytes_fwd", "packets_fwd", "bytes_rev", "packets_rev", "partner", "direction", "vlan")
+        }
+        for r in records
+    }
+    assert got == {**first.flows, **second.flows}
+    assert len({r["seq"] for r in records}) == len(records) == 2  # one sequence for the whole process

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from processors.config import LoaderConfig
-from processors.landing import INPUT_SETTINGS, migration_sql, raw_token
+from processors.landing import INPUT_SETTINGS, MIGRATION, migration_sql, raw_token
 from processors.loader import landing_block
 from processors.migrate import MIGRATIONS_DIR, discover, params_from, render
 from schemas import codec
@@ -70,7 +70,7 @@ def land(ch: Session, lines: list[bytes], token: str) -> None:
 
 def test_migration_file_is_the_generated_sql() -> None:
     # The checks have one owner (schemas/checks.py); the released migration must be what it generates.
-    assert (Path(MIGRATIONS_DIR) / "0005_landing.sql").read_text() == migration_sql()
+    assert (Path(MIGRATIONS_DIR) / MIGRATION).read_text() == migration_sql()
 
 
 def test_landing_block_numbers_rows_only_when_each_value_is_one_line() -> None:

@@ -25,18 +25,26 @@ MIGRATIONS = discover()
 PARAMS = params_from("gw", LoaderConfig())
 STATEMENTS = [s for m in MIGRATIONS for s in render(m, PARAMS)]
 _CREATE_RE = re.compile(r"^CREATE (TABLE|MATERIALIZED VIEW) IF NOT EXISTS gw\.(\w+)")
+# A column added later: ALTER TABLE gw.T ADD COLUMN IF NOT EXISTS `c` type DEFAULT value AFTER `prev`
+_ADD_RE = re.compile(r"^ALTER TABLE gw\.(\w+) ADD COLUMN IF NOT EXISTS `(\w+)` (.+?) DEFAULT \S+ AFTER `(\w+)`$")
 
 
-def _creates() -> dict[str, str]:
+def _creates() -> tuple[dict[str, str], list[tuple[str, str, str, str]]]:
     out: dict[str, str] = {}
+    adds: list[tuple[str, str, str, str]] = []
     for stmt in STATEMENTS:
+        a = _ADD_RE.match(stmt)
+        if a is not None:
+            assert a.group(1) in out, f"column added to a table not created before: {stmt[:80]}"
+            adds.append((a.group(1), a.group(2), a.group(3), a.group(4)))
+            continue
         m = _CREATE_RE.match(stmt)
-        assert m is not None, f"not an idempotent CREATE: {stmt[:80]}"
+        assert m is not None, f"not an idempotent CREATE or ADD COLUMN: {stmt[:80]}"
         out[m.group(2)] = stmt
-    return out
+    return out, adds
 
 
-CREATES = _creates()
+CREATES, ADDED = _creates()
 TABLES = {name: s for name, s in CREATES.items() if s.startswith("CREATE TABLE")}
 VIEWS = {name: s for name, s in CREATES.items() if s.startswith("CREATE MATERIALIZED VIEW")}
 # The landing path's tables keep nothing (Null engine): no deduplication, no TTL (processors/landing.py).
@@ -45,13 +53,18 @@ ROLLUP_VIEWS = {name: s for name, s in VIEWS.items() if not name.startswith("flo
 
 
 def columns_of(stmt: str) -> list[tuple[str, str]]:
-    """(name, type) of each column in a CREATE TABLE, MATERIALIZED ones included with their marker."""
+    """(name, type) of each column of a table after every migration (its CREATE TABLE, then the columns
+    ADD COLUMN put after others), MATERIALIZED ones included with their marker."""
     body = stmt[stmt.index("(\n") + 2 : stmt.index("\n)\nENGINE")]
     cols = []
     for line in body.splitlines():
         m = re.match(r"^\s*`(\w+)` (.+?),?$", line)
         assert m is not None, line
         cols.append((m.group(1), m.group(2)))
+    table = _CREATE_RE.match(stmt)
+    for name, col, col_type, after in ADDED:
+        if table is not None and table.group(2) == name:
+            cols.insert([c[0] for c in cols].index(after) + 1, (col, col_type))
     return cols
 
 
@@ -61,7 +74,8 @@ def test_versions_are_contiguous_and_named() -> None:
 
 
 def test_every_statement_is_idempotent_and_fully_substituted() -> None:
-    assert len(STATEMENTS) == len(CREATES)  # every statement is a CREATE ... IF NOT EXISTS (checked above)
+    # every statement is a CREATE ... IF NOT EXISTS or an ADD COLUMN IF NOT EXISTS (checked above)
+    assert len(STATEMENTS) == len(CREATES) + len(ADDED)
     for stmt in STATEMENTS:
         assert "${" not in stmt and not stmt.endswith(";")
 
@@ -121,7 +135,8 @@ def test_each_ttl_uses_its_own_setting() -> None:
     rendered = {}
     for stmt in (s for m in MIGRATIONS for s in render(m, params_from("gw", cfg))):
         m = _CREATE_RE.match(stmt)
-        assert m is not None
+        if m is None:  # an ADD COLUMN
+            continue
         ttl = re.search(r"\nTTL (\w+) \+ INTERVAL (\d+) DAY\n", stmt)
         if ttl:
             rendered[m.group(2)] = int(ttl.group(2))

@@ -254,11 +254,23 @@ def test_absurd_captured_length(tmp_path: Path, caplen: int) -> None:
     assert (info.value.record_no, info.value.offset) == (2, at)
 
 
-def test_captured_length_above_snaplen(tmp_path: Path) -> None:
-    frames = _frames(1)
+def test_captured_length_above_snaplen_is_read_whole_and_counted(tmp_path: Path) -> None:
+    # As tshark reads it: every captured byte of the record (libpcap would keep the first snaplen bytes).
+    frames = _frames(2)
     path = _write(tmp_path, "snap.pcap", pcap_bytes(frames, snaplen=len(frames[0].data) - 1))
-    with pytest.raises(CaptureError, match="snap length"), open_capture(path) as reader:
-        list(reader)
+    with open_capture(path) as reader:
+        assert list(reader) == frames
+        assert (reader.stats.frames, reader.stats.over_snaplen) == (2, 2)
+
+
+def test_snaplen_one_with_an_eight_byte_record(tmp_path: Path) -> None:
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 1, 1)
+    record = struct.pack("<IIII", 1_700_000_000, 5, 8, 60) + bytes(range(8))
+    path = _write(tmp_path, "snap1.pcap", header + record)
+    with open_capture(path) as reader:
+        got = list(reader)
+        assert reader.stats.over_snaplen == 1
+    assert [(f.ts_ns, f.data, f.wire_len) for f in got] == [(1_700_000_000_000_005_000, bytes(range(8)), 60)]
 
 
 @pytest.mark.parametrize(

@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS ${db}.flows_in
     `direction` Nullable(String),
     `partner` Nullable(String),
     `remote_country` Nullable(String),
-    `remote_asn` Nullable(Int128)
+    `remote_asn` Nullable(Int128),
+    `sampling_mode` Nullable(String)
 )
 ENGINE = Null;
 
@@ -101,6 +102,7 @@ CREATE TABLE IF NOT EXISTS ${db}.flows_checked
     `partner` Nullable(String),
     `remote_country` Nullable(String),
     `remote_asn` Nullable(Int128),
+    `sampling_mode` Nullable(String),
     `_problem` Tuple(reason String, field String),
     `_topic` String,
     `_partition` UInt32,
@@ -258,9 +260,11 @@ SELECT *,
             NOT isValidUTF8(remote_country), ('not_json', 'remote_country'),
             remote_asn < 0, ('bad_value', 'remote_asn'),
             remote_asn > 4294967295, ('out_of_range', 'remote_asn'),
+            NOT isValidUTF8(sampling_mode), ('not_json', 'sampling_mode'),
             NOT (last_ns >= first_ns), ('bad_value', 'last_ns'),
             NOT (packets_fwd + packets_rev > 0), ('bad_value', 'packets_fwd'),
             NOT (ip_version IN (4, 6)), ('bad_value', 'ip_version'),
+            NOT (coalesce(sampling_mode, 'packet') IN ('packet', 'flow')), ('bad_value', 'sampling_mode'),
             NOT (if(ip_version = 4, isIPv4String(src_ip), isIPv6String(src_ip))), ('bad_value', 'src_ip'),
             NOT (if(ip_version = 4, isIPv4String(dst_ip), isIPv6String(dst_ip))), ('bad_value', 'dst_ip'),
             NOT (_latest = 0 OR last_ns <= _latest), ('bad_value', 'last_ns'),
@@ -317,6 +321,7 @@ SELECT
     CAST(assumeNotNull(`partner`) AS LowCardinality(String)) AS `partner`,
     CAST(assumeNotNull(`remote_country`) AS LowCardinality(String)) AS `remote_country`,
     CAST(coalesce(`remote_asn`, 0) AS UInt32) AS `remote_asn`,
+    CAST(coalesce(`sampling_mode`, 'packet') AS LowCardinality(String)) AS `sampling_mode`,
     _topic AS kafka_topic, _partition AS kafka_partition, _offset AS kafka_offset
 FROM ${db}.flows_checked
 WHERE _problem.reason = '';
