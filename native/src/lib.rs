@@ -3,6 +3,7 @@
 //! Python keeps classification, record building and transport; it sees finished flows only, as tuples.
 
 mod decode;
+mod export;
 mod latency;
 mod meter;
 mod reader;
@@ -389,6 +390,7 @@ impl Engine {
 #[pymodule]
 fn gwtel_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
+    m.add_class::<export::py::Collector>()?;
     m.add("ABI", 2)?;
     Ok(())
 }
