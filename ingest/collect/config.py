@@ -32,7 +32,7 @@ def parse_listen(url: str) -> Listen:
         port = parts.port
     except ValueError:
         port = None
-    if not parts.hostname or port is None or port == 0 or parts.path not in ("", "/"):
+    if not parts.hostname or port is None or parts.path not in ("", "/"):
         raise ValueError(f"{url!r}: write protocol://address:port ({example})")
     try:
         ipaddress.ip_address(parts.hostname)
