@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,13 +40,13 @@ def _drain(svc: CollectorService, want: int, out: list[FlowRecord]) -> None:
 
 
 @pytest.fixture
-def listeners() -> Listeners:
+def listeners() -> Iterator[Listeners]:
     lst = Listeners(
         [parse_listen("netflow://127.0.0.1:0"), parse_listen("ipfix://127.0.0.1:0")],
         sockets_per_listener=2,
         receive_buffer=1 << 20,
     )
-    yield lst  # type: ignore[misc]
+    yield lst
     lst.close()
 
 
