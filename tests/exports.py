@@ -26,8 +26,8 @@ IPFIX_TEMPLATE_ID = 400
 _FIELDS = ((8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (1, 8), (2, 8), (10, 4), (14, 4))
 
 
-def _ipfix(domain: int, sets: bytes) -> bytes:
-    return struct.pack("!HHIII", 10, 16 + len(sets), 1_700_000_000, 0, domain) + sets
+def _ipfix(domain: int, sets: bytes, export_s: int = 1_700_000_000) -> bytes:
+    return struct.pack("!HHIII", 10, 16 + len(sets), export_s, 0, domain) + sets
 
 
 def ipfix_template(domain: int = 1) -> bytes:
@@ -35,10 +35,13 @@ def ipfix_template(domain: int = 1) -> bytes:
     return _ipfix(domain, struct.pack("!HH", 2, 4 + len(rec)) + rec)
 
 
-def ipfix_data(flows: list[tuple[str, str, int, int, int, int, int, int, int]], domain: int = 1) -> bytes:
-    """(src, dst, sport, dport, proto, octets, packets, in_if, out_if) per record."""
+def ipfix_data(
+    flows: list[tuple[str, str, int, int, int, int, int, int, int]], domain: int = 1, export_s: int = 1_700_000_000
+) -> bytes:
+    """(src, dst, sport, dport, proto, octets, packets, in_if, out_if) per record; no timestamps (the flow is
+    placed at the export time)."""
     body = b""
     for src, dst, sport, dport, proto, octets, pkts, in_if, out_if in flows:
         body += ipaddress.IPv4Address(src).packed + ipaddress.IPv4Address(dst).packed
         body += struct.pack("!HHBQQII", sport, dport, proto, octets, pkts, in_if, out_if)
-    return _ipfix(domain, struct.pack("!HH", IPFIX_TEMPLATE_ID, 4 + len(body)) + body)
+    return _ipfix(domain, struct.pack("!HH", IPFIX_TEMPLATE_ID, 4 + len(body)) + body, export_s)

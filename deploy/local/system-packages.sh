@@ -12,6 +12,9 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v tshark >/dev/null 2>&1 || need+=(tshark)
 command -v tcpdump >/dev/null 2>&1 || [ -x /usr/bin/tcpdump ] || need+=(tcpdump)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# Real flow exporters and pmacct's collectors, for `gwtel collect`'s tests and bench/collect.py.
+command -v softflowd >/dev/null 2>&1 || [ -x /usr/sbin/softflowd ] || need+=(softflowd)
+command -v nfacctd >/dev/null 2>&1 || [ -x /usr/sbin/nfacctd ] || need+=(pmacct)
 # Rust builds the agent's native engine (native/); rustup's toolchain in ~/.cargo/bin is preferred when present.
 command -v cargo >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/cargo" ] || need+=(cargo)
 if [ ${#need[@]} -eq 0 ]; then

@@ -30,6 +30,9 @@ pub fn decode(exporter: Addr, d: &[u8], out: &mut Vec<ExpRec>) -> Result<(), u8>
     for i in 0..count {
         let r = &d[HDR + i * REC..HDR + (i + 1) * REC];
         let g = |o: usize, n: usize| be(r, o, n).unwrap_or(0);
+        let first_ns = uptime_ns(export_ns, uptime, g(24, 4) as u32);
+        // a last switched before the first (a garbled record or an uptime wrap) is read as a one-instant flow
+        let last_ns = uptime_ns(export_ns, uptime, g(28, 4) as u32).max(first_ns);
         out.push(ExpRec {
             kind: K_NETFLOW5,
             exporter,
@@ -41,8 +44,8 @@ pub fn decode(exporter: Addr, d: &[u8], out: &mut Vec<ExpRec>) -> Result<(), u8>
             out_if: g(14, 2) as u32,
             pkts: g(16, 4),
             bytes: g(20, 4),
-            first_ns: uptime_ns(export_ns, uptime, g(24, 4) as u32),
-            last_ns: uptime_ns(export_ns, uptime, g(28, 4) as u32),
+            first_ns,
+            last_ns,
             sport: g(32, 2) as u16,
             dport: g(34, 2) as u16,
             tcp_flags: r[37],

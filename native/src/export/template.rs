@@ -508,20 +508,17 @@ impl Reader {
             7 => r.sport = u() as u16,
             11 => r.dport = u() as u16,
             32 | 139 if r.dport == 0 => r.dport = u() as u16,
-            8 if n == 4 => {
-                r.src = Addr::v4(v);
+            // a template may carry both families, the unused one zero: a zero address never replaces a set one
+            8 | 27
+                if n == if id == 8 { 4 } else { 16 } && (!self.has_src || r.src.b == [0; 16]) =>
+            {
+                r.src = if n == 4 { Addr::v4(v) } else { Addr::v6(v) };
                 self.has_src = true;
             }
-            12 if n == 4 => {
-                r.dst = Addr::v4(v);
-                self.has_dst = true;
-            }
-            27 if n == 16 => {
-                r.src = Addr::v6(v);
-                self.has_src = true;
-            }
-            28 if n == 16 => {
-                r.dst = Addr::v6(v);
+            12 | 28
+                if n == if id == 12 { 4 } else { 16 } && (!self.has_dst || r.dst.b == [0; 16]) =>
+            {
+                r.dst = if n == 4 { Addr::v4(v) } else { Addr::v6(v) };
                 self.has_dst = true;
             }
             15 if n == 4 => r.next_hop = Addr::v4(v),

@@ -658,3 +658,38 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn zero_address_of_the_other_family_does_not_replace() {
+    let mut c = col();
+    // template 270: IPv4 src/dst then IPv6 src/dst (zero in this record), octets
+    let mut t = W(Vec::new());
+    t.u16(270)
+        .u16(5)
+        .u16(8)
+        .u16(4)
+        .u16(12)
+        .u16(4)
+        .u16(27)
+        .u16(16)
+        .u16(28)
+        .u16(16)
+        .u16(1)
+        .u16(4);
+    let mut d = W(Vec::new());
+    d.raw(&[192, 0, 2, 16])
+        .raw(&[192, 0, 2, 17])
+        .raw(&[0; 16])
+        .raw(&[0; 16])
+        .u32(60);
+    c.datagram(
+        exp(),
+        0,
+        P_IPFIX,
+        &ipfix(1, &[set(2, &t.0), set(270, &d.0)]),
+    );
+    assert_eq!(errors(&c), vec![]);
+    assert_eq!(c.out.len(), 1);
+    assert_eq!(c.out[0].src, Addr::v4(&[192, 0, 2, 16]));
+    assert_eq!(c.out[0].dst, Addr::v4(&[192, 0, 2, 17]));
+}
