@@ -15,7 +15,7 @@ from typing import Any
 import gwtel_native
 import pytest
 
-from ingest.collect.decoded import Exported
+from ingest.collect.decoded import Exported, LinkCounters
 from ingest.collect.frames import batch
 
 EXPORTER = "192.0.2.1"
@@ -217,7 +217,7 @@ def _find(node: Any, key: str) -> Any:
     return None
 
 
-def _check_sflow(ours: list[Exported], links: list[tuple[int, ...]], packets: list[dict[str, Any]]) -> int:
+def _check_sflow(ours: list[Exported], links: list[LinkCounters], packets: list[dict[str, Any]]) -> int:
     """Compare decoded sFlow records and interface counters with tshark's samples; returns fields compared."""
     samples = []
     counters = []
@@ -296,7 +296,10 @@ def test_sflow_samples_match_tshark(tmp_path: Path) -> None:
     ours = [Exported(*t) for t in col.take()]
     assert len(ours) == 2 and col.counters()["errors"] == []
     assert (ours[0].src_as, ours[0].dst_as, _ip(ours[0].next_hop), ours[0].vlan) == (64500, 64520, "10.0.0.1", 100)
-    assert _check_sflow(ours, list(col.take_links()), _tshark(pcap, 6343, "sflow")) == 2 * 12 + 3
+    assert (
+        _check_sflow(ours, [LinkCounters._make(t) for t in col.take_links()], _tshark(pcap, 6343, "sflow"))
+        == 2 * 12 + 3
+    )
 
 
 # Captures of real exporters in the corpus: (file, UDP port, tshark dissector)
@@ -336,7 +339,7 @@ def test_exporter_captures_match_tshark(name: str, corpus_dir: Path) -> None:
     ours = [Exported(*t) for t in col.take()]
     packets = _tshark(path, port, dissector)
     if dissector == "sflow":
-        assert _check_sflow(ours, list(col.take_links()), packets) > 0
+        assert _check_sflow(ours, [LinkCounters._make(t) for t in col.take_links()], packets) > 0
         return
     theirs = [f for layers in packets for f in _flows(layers.get("cflow", {}))]
     assert len(ours) == len(theirs), col.counters()
