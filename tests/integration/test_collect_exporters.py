@@ -95,9 +95,16 @@ def _collect(protocol: str, run_exporter: Exporter) -> list[FlowRecord]:
         builder = RecordBuilder(cfg, PartnerClassifier(PartnersConfig.default(), country_of=lambda _ip: None))
         svc = CollectorService(cfg, listeners, builder, out.append, None)
         proc = run_exporter(port)
+        deadline = time.monotonic() + 60
         while proc.poll() is None:
             svc.step(0.05)
-        assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+            if time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"{proc.args[0]} did not finish reading the capture in 60 s")
+        # pmacctd 1.7.7 at the end of a file sometimes loses its plugin before its core exits (status 1, "no
+        # more plugins active"): what it sent is judged by the totals below
+        if run_exporter.__name__ != "run_pmacctd":
+            assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
         quiet_since = time.monotonic()
         while time.monotonic() - quiet_since < 1.0:
             if svc.step(0.1):
@@ -118,7 +125,7 @@ def _softflowd(pcap: Path, version: int) -> Exporter:
 
 
 def _pmacctd(pcap: Path, tmp: Path, plugin: str) -> Exporter:
-    def run(port: int) -> subprocess.Popen[bytes]:
+    def run_pmacctd(port: int) -> subprocess.Popen[bytes]:
         conf = tmp / f"{plugin}.conf"
         lines = ["daemonize: false", f"pcap_savefile: {pcap}", "pcap_savefile_wait: false", f"plugins: {plugin}"]
         if plugin == "nfprobe":
@@ -128,7 +135,7 @@ def _pmacctd(pcap: Path, tmp: Path, plugin: str) -> Exporter:
         conf.write_text("\n".join(lines) + "\n")
         return subprocess.Popen(["pmacctd", "-f", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
-    return run
+    return run_pmacctd
 
 
 @pytest.mark.parametrize(
