@@ -100,7 +100,7 @@ def _collect(protocol: str, run_exporter: Exporter) -> list[FlowRecord]:
             svc.step(0.05)
             if time.monotonic() > deadline:
                 proc.kill()
-                pytest.fail(f"{proc.args[0]} did not finish reading the capture in 60 s")
+                pytest.fail(f"{run_exporter.__name__}: the exporter did not finish reading the capture in 60 s")
         # pmacctd 1.7.7 at the end of a file sometimes loses its plugin before its core exits (status 1, "no
         # more plugins active"): what it sent is judged by the totals below
         if run_exporter.__name__ != "run_pmacctd":
