@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 from contextlib import ExitStack
-from types import FrameType
 
 from gwtel.agent_run import open_output
+from gwtel.commands.capture import _on_signals
 from gwtel.config import GwtelConfig, load_config
 from gwtel.errors import UserError
 from gwtel.metrics_http import process_registry, serve_metrics
@@ -111,12 +110,3 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
-
-
-def _on_signals(stop: threading.Event, stack: ExitStack) -> None:
-    def handler(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous = signal.signal(sig, handler)
-        stack.callback(signal.signal, sig, previous)
