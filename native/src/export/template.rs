@@ -442,6 +442,18 @@ fn ns(v: u64, unit: i64) -> i64 {
     (v.min(i64::MAX as u64) as i64).saturating_mul(unit)
 }
 
+/// An NTP timestamp (seconds since 1900 in the high 32 bits, a binary fraction in the low 32: RFC 7011's
+/// dateTimeMicroseconds / dateTimeNanoseconds) as ns since the Unix epoch; before 1970 reads as 0.
+fn ntp_ns(v: u64) -> i64 {
+    const NTP_TO_UNIX_S: u64 = 2_208_988_800;
+    let secs = (v >> 32).saturating_sub(NTP_TO_UNIX_S) as i64;
+    let frac = (((v & 0xffff_ffff) * 1_000_000_000) >> 32) as i64;
+    if v >> 32 < NTP_TO_UNIX_S {
+        return 0;
+    }
+    secs * 1_000_000_000 + frac
+}
+
 /// The information elements of one data record that a flow record uses (IANA IPFIX ids, equal to v9's).
 #[derive(Default)]
 struct Reader {
@@ -537,6 +549,8 @@ impl Reader {
             151 => self.last_ns = Some(ns(u(), 1_000_000_000)),
             152 => self.first_ns = Some(ns(u(), 1_000_000)),
             153 => self.last_ns = Some(ns(u(), 1_000_000)),
+            154 | 156 if n == 8 => self.first_ns = Some(ntp_ns(u())),
+            155 | 157 if n == 8 => self.last_ns = Some(ntp_ns(u())),
             34 | 50 => self.sampling = u().min(u32::MAX as u64) as u32,
             305 => self.pkt_interval = u(),
             306 => self.pkt_space = u(),

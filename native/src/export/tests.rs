@@ -693,3 +693,35 @@ fn zero_address_of_the_other_family_does_not_replace() {
     assert_eq!(c.out[0].src, Addr::v4(&[192, 0, 2, 16]));
     assert_eq!(c.out[0].dst, Addr::v4(&[192, 0, 2, 17]));
 }
+
+#[test]
+fn ipfix_ntp_timestamps() {
+    let mut c = col();
+    // template 280: src, dst, flowStartMicroseconds (154), flowEndNanoseconds (157)
+    let mut t = W(Vec::new());
+    t.u16(280)
+        .u16(4)
+        .u16(8)
+        .u16(4)
+        .u16(12)
+        .u16(4)
+        .u16(154)
+        .u16(8)
+        .u16(157)
+        .u16(8);
+    let ntp = |unix_s: u64, frac: u64| ((unix_s + 2_208_988_800) << 32) | frac;
+    let mut d = W(Vec::new());
+    d.raw(&[192, 0, 2, 1])
+        .raw(&[192, 0, 2, 2])
+        .u64(ntp(1_700_000_000, 1 << 31))
+        .u64(ntp(1_700_000_002, 1 << 30));
+    c.datagram(
+        exp(),
+        0,
+        P_IPFIX,
+        &ipfix(1, &[set(2, &t.0), set(280, &d.0)]),
+    );
+    assert_eq!(errors(&c), vec![]);
+    assert_eq!(c.out[0].first_ns, 1_700_000_000_500_000_000);
+    assert_eq!(c.out[0].last_ns, 1_700_000_002_250_000_000);
+}
