@@ -16,6 +16,14 @@ fn address(d: &[u8], o: usize) -> Option<(Addr, usize)> {
     }
 }
 
+/// The (format, body, next offset) of the format/length/body element at `o` (samples and their records).
+fn element(d: &[u8], o: usize, err: u8) -> Result<(u32, &[u8], usize), u8> {
+    let fmt = be32(d, o).ok_or(err)?;
+    let len = be32(d, o + 4).ok_or(err)? as usize;
+    let end = (o + 8).checked_add(len).ok_or(err)?;
+    Ok((fmt, d.get(o + 8..end).ok_or(err)?, end))
+}
+
 /// A compact interface word: an ifIndex when its format bits are 0.
 fn if_index(w: u32) -> u32 {
     if w >> 30 == 0 {
@@ -49,12 +57,8 @@ pub fn decode(
         return Err(super::R_BAD_COUNT);
     }
     for _ in 0..n {
-        let fmt = be32(d, o).ok_or(R_TRUNCATED)?;
-        let len = be32(d, o + 4).ok_or(R_TRUNCATED)? as usize;
-        let body = d
-            .get(o + 8..(o + 8).checked_add(len).ok_or(R_TRUNCATED)?)
-            .ok_or(R_TRUNCATED)?;
-        o += 8 + len;
+        let (fmt, body, next) = element(d, o, R_TRUNCATED)?;
+        o = next;
         let r = match fmt {
             1 | 3 => flow_sample(exporter, sub_agent, recv_ns, body, fmt == 3, dcfg, out),
             2 | 4 => counter_sample(exporter, recv_ns, body, fmt == 4, links),
@@ -109,12 +113,8 @@ fn flow_sample(
     let mut have_header = false;
     let mut sw_vlan = 0u16;
     for _ in 0..nrec {
-        let fmt = g(o)?;
-        let len = g(o + 4)? as usize;
-        let r = s
-            .get(o + 8..(o + 8).checked_add(len).ok_or(R_BAD_SAMPLE)?)
-            .ok_or(R_BAD_SAMPLE)?;
-        o += 8 + len;
+        let (fmt, r, next) = element(s, o, R_BAD_SAMPLE)?;
+        o = next;
         let rg = |o: usize| be32(r, o).ok_or(R_BAD_SAMPLE);
         match fmt {
             1 => {
@@ -206,12 +206,8 @@ fn counter_sample(
         return Err(R_BAD_SAMPLE);
     }
     for _ in 0..nrec {
-        let fmt = be32(s, o).ok_or(R_BAD_SAMPLE)?;
-        let len = be32(s, o + 4).ok_or(R_BAD_SAMPLE)? as usize;
-        let r = s
-            .get(o + 8..(o + 8).checked_add(len).ok_or(R_BAD_SAMPLE)?)
-            .ok_or(R_BAD_SAMPLE)?;
-        o += 8 + len;
+        let (fmt, r, next) = element(s, o, R_BAD_SAMPLE)?;
+        o = next;
         if fmt == 1 {
             if r.len() < 88 {
                 return Err(R_BAD_SAMPLE);
