@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml deploy/local/system-packages.sh
 
 # The agent's native engine (Rust, PyO3): rebuilt and reinstalled when its sources change. Rust comes from rustup
 # on these machines (~/.cargo/bin), or from Debian's cargo through system-packages.sh.
-NATIVE_SRC := native/Cargo.toml native/Cargo.lock native/pyproject.toml native/gwtel_native.pyi $(wildcard native/src/*.rs)
+NATIVE_SRC := native/Cargo.toml native/Cargo.lock native/pyproject.toml native/gwtel_native.pyi $(wildcard native/src/*.rs native/src/export/*.rs)
 $(VENV)/.native: $(VENV)/.installed $(NATIVE_SRC)
 	PATH="$(HOME)/.cargo/bin:$$PATH" $(PY) -m pip install --quiet ./native
 	touch $@

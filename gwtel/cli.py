@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gwtel.commands.synth",
     "gwtel.commands.replay",
     "gwtel.commands.capture",
+    "gwtel.commands.collect",
     "gwtel.commands.report",
     "gwtel.commands.run",
     "gwtel.commands.verify",

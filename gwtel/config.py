@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ingest.collect.config import CollectorConfig
 from ingest.config import AgentConfig
 from ingest.partners import PartnersConfig
 from processors.config import JobConfig, LoaderConfig
@@ -95,6 +96,7 @@ class GwtelConfig(Strict):
     partners: PartnersConfig = Field(default_factory=PartnersConfig.default)
     job: JobConfig = JobConfig()
     loader: LoaderConfig = LoaderConfig()
+    collector: CollectorConfig = CollectorConfig()
 
 
 class ConfigError(Exception):

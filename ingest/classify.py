@@ -242,6 +242,21 @@ class PartnerClassifier:
         )
         return Classification(direction, partner, remote.country, remote.asn, remote_is_initiator)
 
+    def remote(self, addr: str, link_id: str, asn: int = 0) -> Classification | None:
+        """The remote side when something else (a router's interface map) says which side is remote: its partner
+        by AS number (``asn``, when a group lists it), else as ``classify`` would name it; None: not an address."""
+        side = self.side(addr)
+        if side is None:
+            return None
+        partner = (
+            self._by_asn.get(asn)
+            or side.group
+            or self._by_link.get(link_id)
+            or self._by_country.get(side.country)
+            or self._cfg.fallback
+        )
+        return Classification("unknown", partner, side.country, asn or side.asn, False)
+
     def partner_of_asn(self, asn: int) -> str | None:
         """Group that lists ``asn`` (for flow sources that carry AS numbers, e.g. IPFIX), else None."""
         return self._by_asn.get(asn)

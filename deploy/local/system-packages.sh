@@ -14,6 +14,9 @@ command -v tcpdump >/dev/null 2>&1 || [ -x /usr/bin/tcpdump ] || need+=(tcpdump)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # tcpreplay offers capture files on a veth pair (live capture tests, bench/capture.py).
 command -v tcpreplay >/dev/null 2>&1 || need+=(tcpreplay)
+# Real flow exporters and pmacct's collectors, for `gwtel collect`'s tests and bench/collect.py.
+command -v softflowd >/dev/null 2>&1 || [ -x /usr/sbin/softflowd ] || need+=(softflowd)
+command -v nfacctd >/dev/null 2>&1 || [ -x /usr/sbin/nfacctd ] || need+=(pmacct)
 # Rust builds the agent's native engine (native/); rustup's toolchain in ~/.cargo/bin is preferred when present.
 command -v cargo >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/cargo" ] || need+=(cargo)
 # `cargo test` in native/ links its test binaries against libpython (the unversioned .so comes with -dev).

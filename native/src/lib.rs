@@ -3,6 +3,7 @@
 //! Python keeps classification, record building and transport; it sees finished flows only, as tuples.
 
 mod decode;
+mod export;
 mod latency;
 mod meter;
 #[cfg(test)]
@@ -580,6 +581,7 @@ impl Engine {
 #[pymodule]
 fn gwtel_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
+    m.add_class::<export::py::Collector>()?;
     m.add("ABI", 3)?;
     Ok(())
 }
