@@ -14,7 +14,7 @@ clock skew). The views read the token with `getSetting`, so they run on any Clic
 configuration needed. `deduplicate_blocks_in_dependent_materialized_views = 1` makes a retried batch store
 nothing twice in any of them (tests/unit/test_landing.py checks it in chDB).
 
-Migration 0006 (`MIGRATION`) is this module's `migration_sql()` written out; tests/unit/test_landing.py proves the file
+Migration 0007 (`MIGRATION`) is this module's `migration_sql()` written out; tests/unit/test_landing.py proves the file
 and the generator agree, so the checks have one owner (schemas/checks.py) and released SQL never changes.
 """
 
@@ -30,7 +30,7 @@ LANDING: Final = "flows_in"
 CHECKED: Final = "flows_checked"
 QUARANTINE: Final = "flows_quarantine"
 BATCHES: Final = "flows_batches"
-MIGRATION: Final = "0006_landing.sql"  # this module's `migration_sql()`, written out
+MIGRATION: Final = "0007_landing.sql"  # this module's `migration_sql()`, written out
 
 # Parser settings that make ClickHouse refuse what the record codec calls `bad_type` (the batch then takes
 # the slow path, where Python names the record): defaults would read `true` as 1 or "true", 5 as "5", drop unknown

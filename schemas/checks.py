@@ -1,7 +1,7 @@
 """What makes a FlowRecord v1 acceptable: one table of field bounds and record rules, read by every checker.
 
 The loader checks records in ClickHouse (`clickhouse_problem_sql`, the expression of the landing views in
-migration 0006), and in Python only for a batch ClickHouse refused to parse (`checked`, used by
+migration 0007), and in Python only for a batch ClickHouse refused to parse (`checked`, used by
 `schemas.codec`). Both are generated from `INT_BOUNDS` and `RECORD_RULES` below, in the same order, so they
 name the same reason for the same record; `tests/unit/test_checks.py` feeds the same records to both.
 
@@ -34,7 +34,14 @@ _COLUMN_MAX: Final = {"UInt8": 2**8 - 1, "UInt16": 2**16 - 1, "UInt32": 2**32 - 
 _TIMESTAMPS: Final = frozenset({"first_ns", "last_ns", "export_ns"})
 _LOWER: Final = {"sampling_rate": 1, **dict.fromkeys(_TIMESTAMPS, MIN_NS)}
 # Fields an absent (or null) value defaults for, instead of being refused.
-DEFAULTS: Final[Mapping[str, int | str]] = {"remote_asn": 0, "sampling_mode": "packet"}
+DEFAULTS: Final[Mapping[str, int | str]] = {
+    "remote_asn": 0,
+    "sampling_mode": "packet",
+    **dict.fromkeys(("exporter", "next_hop"), ""),
+    **dict.fromkeys(("in_if", "out_if", "src_asn", "dst_asn", "one_way"), 0),
+}
+# Integer fields whose meaning ends below their column's maximum (a value above is `bad_value`).
+_UPPER: Final = {"one_way": 1}
 
 
 def _base(ch_type: str) -> tuple[str, bool]:
@@ -60,6 +67,8 @@ def _int_bound(name: str, ch_type: str) -> IntBound:
     col_max = _COLUMN_MAX[base]
     if name in _TIMESTAMPS:
         return IntBound(name, MIN_NS, MAX_NS, "bad_value", nullable)
+    if name in _UPPER:
+        return IntBound(name, _LOWER.get(name, 0), _UPPER[name], "bad_value", nullable)
     hi, above = (col_max, "out_of_range") if col_max < MAX_COUNTER else (MAX_COUNTER, "bad_value")
     return IntBound(name, _LOWER.get(name, 0), hi, above, nullable)
 
@@ -131,6 +140,23 @@ def _address_rule(name: str) -> RecordRule:
     )
 
 
+_IPV6_CHARS: Final = "^[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*$"
+
+
+def _optional_address_rule(name: str) -> RecordRule:
+    """`name` is "" (not known) or an address of either family: an exporter or next hop need not share the
+    flow's IP version (an IPv4 router exporting IPv6 flows, an IPv6 next hop for IPv4 routes)."""
+    value = f"coalesce({name}, '')"
+    return RecordRule(
+        name,
+        lambda d, _latest: d[name] == "" or ip_ok(d[name], 4) or ip_ok(d[name], 6),
+        f"{value} = '' OR isIPv4String({value}) OR isIPv6String({value})",
+        f"{name} is neither empty nor an address",
+        # The job checks IPv4 fully and IPv6 by its characters only (no parser in Flink SQL; the loader's is).
+        f"`{name}` IS NULL OR `{name}` = '' OR REGEXP(`{name}`, '{IPV4_RE}') OR REGEXP(`{name}`, '{_IPV6_CHARS}')",
+    )
+
+
 def _not_ahead(d: Mapping[str, Any], latest: int | None) -> bool:
     return latest is None or d["last_ns"] <= latest
 
@@ -150,6 +176,8 @@ RECORD_RULES: Final[tuple[RecordRule, ...]] = (
                "sampling_mode is neither packet nor flow", f"`sampling_mode` IS NULL OR `sampling_mode` IN {_MODES}"),
     _address_rule("src_ip"),
     _address_rule("dst_ip"),
+    _optional_address_rule("exporter"),
+    _optional_address_rule("next_hop"),
     RecordRule("last_ns", _not_ahead, "{latest} = 0 OR last_ns <= {latest}",
                "last_ns lies beyond the record's Kafka timestamp plus job.max_future_skew_s",
                "`last_ns` <= {latest}"),

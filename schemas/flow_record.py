@@ -99,6 +99,14 @@ FLOW_RECORD_FIELDS: Final[tuple[FieldSpec, ...]] = (
         "LowCardinality(String)",
         "packet (each packet kept 1:N at random) or flow (whole flows kept 1:N by a symmetric flow hash)",
     ),
+    # router flow export (gwtel collect); a capture agent leaves them at their defaults
+    FieldSpec("exporter", "STRING", "LowCardinality(String)", "address of the exporting router, '' when captured"),
+    FieldSpec("in_if", "BIGINT", "UInt32", "exporter's input interface index (ifIndex/SNMP), 0 when unknown"),
+    FieldSpec("out_if", "BIGINT", "UInt32", "exporter's output interface index, 0 when unknown"),
+    FieldSpec("src_asn", "BIGINT", "UInt32", "source AS number as exported (BGP), 0 when unknown"),
+    FieldSpec("dst_asn", "BIGINT", "UInt32", "destination AS number as exported (BGP), 0 when unknown"),
+    FieldSpec("next_hop", "STRING", "String", "IP next hop as exported, '' when unknown"),
+    FieldSpec("one_way", "INT", "UInt8", "1: the record counts one direction only (rev counters unknown), else 0"),
 )
 
 
@@ -160,6 +168,13 @@ class FlowRecord:
     remote_country: str
     remote_asn: int = field(default=0)
     sampling_mode: str = field(default="packet")
+    exporter: str = field(default="")
+    in_if: int = field(default=0)
+    out_if: int = field(default=0)
+    src_asn: int = field(default=0)
+    dst_asn: int = field(default=0)
+    next_hop: str = field(default="")
+    one_way: int = field(default=0)
 
 
 def flink_columns_ddl() -> str:

@@ -120,6 +120,25 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], tuple[str, str] | None]
     ("histogram negative count", _mut(ts_rtt_hist=[{"b": 3, "c": -1}]), ("bad_value", "ts_rtt_hist")),
     ("a year ahead of its Kafka time", lambda d: d.update(last_ns=d["last_ns"] + 365 * 86_400 * 10**9),
      ("bad_value", "last_ns")),
+    # router flow export fields: all optional, addresses of either family whatever the flow's version
+    ("export fields", _mut(exporter="192.0.2.1", in_if=3, out_if=2**32 - 1, src_asn=64_512, dst_asn=2**32 - 1,
+                           next_hop="2001:db8::1", one_way=1), None),
+    ("export fields missing", lambda d: [d.pop(n) for n in ("exporter", "in_if", "out_if", "src_asn", "dst_asn",
+                                                             "next_hop", "one_way")], None),
+    ("export fields null", _mut(exporter=None, in_if=None, next_hop=None, one_way=None), None),
+    ("ipv6 exporter, ipv4 next hop on a v6 record",
+     _mut(ip_version=6, src_ip="2001:db8::1", dst_ip="::1", exporter="2001:db8::fe", next_hop="10.0.0.1"), None),
+    ("exporter not an address", _mut(exporter="router1"), ("bad_value", "exporter")),
+    ("exporter 300.1.1.1", _mut(exporter="300.1.1.1"), ("bad_value", "exporter")),
+    ("next hop with a scope id", _mut(next_hop="fe80::1%eth0"), ("bad_value", "next_hop")),
+    ("next hop with a space", _mut(next_hop="10.0.0.1 "), ("bad_value", "next_hop")),
+    ("exporter checked before next hop", _mut(exporter="x", next_hop="y"), ("bad_value", "exporter")),
+    ("in_if negative", _mut(in_if=-1), ("bad_value", "in_if")),
+    ("out_if 2**32", _mut(out_if=2**32), ("out_of_range", "out_if")),
+    ("src_asn 2**32", _mut(src_asn=2**32), ("out_of_range", "src_asn")),
+    ("dst_asn negative", _mut(dst_asn=-7), ("bad_value", "dst_asn")),
+    ("one_way 2", _mut(one_way=2), ("bad_value", "one_way")),
+    ("one_way negative", _mut(one_way=-1), ("bad_value", "one_way")),
 ]  # fmt: skip
 
 # Kinds ClickHouse refuses to parse: the batch takes the slow path, where Python names them.
@@ -131,6 +150,8 @@ REFUSED: list[tuple[str, bytes, str]] = [
     ("histogram bin without c", orjson.dumps(fresh(ts_rtt_hist=[{"b": 1}])), "bad_type"),
     ("histogram bin with more keys", orjson.dumps(fresh(ts_rtt_hist=[{"b": 1, "c": 1, "d": 1}])), "bad_type"),
     ("truncated JSON", orjson.dumps(fresh())[:-20], "not_json"),
+    ("boolean one_way", orjson.dumps(fresh(one_way=True)), "bad_type"),
+    ("number as the exporter", orjson.dumps(fresh(exporter=3232235521)), "bad_type"),
 ]
 
 

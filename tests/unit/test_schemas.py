@@ -44,6 +44,22 @@ def test_codec_round_trip() -> None:
     assert codec.decode(codec.encode(rec)) == rec
 
 
+def test_codec_round_trip_with_export_fields() -> None:
+    rec = dataclasses.replace(sample_flow(), exporter="2001:db8::fe", in_if=7, out_if=2**32 - 1, src_asn=64_496,
+                              dst_asn=4_200_000_000, next_hop="192.0.2.254", one_way=1)  # fmt: skip
+    assert codec.decode(codec.encode(rec)) == rec
+
+
+def test_a_record_without_the_export_fields_reads_as_their_defaults() -> None:
+    # Records written before the fields existed (and every capture agent's) stay valid.
+    d = codec.to_dict(sample_flow())
+    for name in ("exporter", "in_if", "out_if", "src_asn", "dst_asn", "next_hop", "one_way"):
+        d.pop(name)
+    rec = codec.decode(orjson.dumps(d))
+    assert (rec.exporter, rec.in_if, rec.out_if, rec.src_asn, rec.dst_asn, rec.next_hop, rec.one_way) == (
+        "", 0, 0, 0, 0, "", 0)  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("value", "reason"),
     [
@@ -73,6 +89,12 @@ def test_codec_rejects_garbage(value: bytes, reason: str) -> None:
         (lambda d: d.update(ts_rtt_hist=[{"b": 1}]), "bad_type"),
         (lambda d: d.update(partner=3), "bad_type"),
         (lambda d: d.update(packets_fwd=0, packets_rev=0), "bad_value"),
+        (lambda d: d.update(exporter="router1"), "bad_value"),
+        (lambda d: d.update(next_hop="10.0.0.256"), "bad_value"),
+        (lambda d: d.update(in_if=2**32), "out_of_range"),
+        (lambda d: d.update(src_asn=-1), "bad_value"),
+        (lambda d: d.update(one_way=2), "bad_value"),
+        (lambda d: d.update(one_way=True), "bad_type"),
     ],
 )
 def test_codec_names_what_is_wrong(mutate: object, reason: str) -> None:
