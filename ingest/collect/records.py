@@ -5,6 +5,10 @@ An export record covers one direction of a flow (biflow exporters such as Cisco 
 taken as the initiator: ``bytes_fwd`` is the exported count and ``bytes_rev`` is 0. Counts stay as sampled, with
 the exporter's ``sampling_rate`` beside them: queries renormalise (bytes * sampling_rate), as for the agents.
 Exports carry no round-trip times: the latency fields stay empty.
+
+What the export itself says is stored beside: the exporter's address, the input and output interface indexes,
+the source and destination AS numbers and the next hop as exported (an unset, all-zero next hop as ""), and
+``one_way`` = 1 unless the record carries reverse counters (a biflow).
 """
 
 from __future__ import annotations
@@ -33,6 +37,11 @@ def _end_reason(protocol: int, flags: int) -> str:
     return "active"
 
 
+def _next_hop(packed: bytes) -> str:
+    # the engine sends b"" for an unset IPv4 next hop; an all-zero IPv6 one ("::") is unset too
+    return ip_text(packed) if packed.strip(b"\0") else ""
+
+
 class RecordBuilder:
     def __init__(self, cfg: CollectorConfig, classifier: PartnerClassifier, *, first_seq: int = 0) -> None:
         self._cfg = cfg
@@ -43,6 +52,7 @@ class RecordBuilder:
             self._exporters[addr16[:4] if family == 4 else addr16] = e
         self.next_seq = first_seq
         self.unmapped = 0  # records whose exporter or interfaces the map does not name
+        self._exporter_text: dict[bytes, str] = {}  # few exporters, many records: format each address once
 
     def _link(self, exp: Exporter | None, r: Exported) -> tuple[str, str | None]:
         """(link id, direction) from the interface map; direction None: let the addresses decide."""
@@ -85,6 +95,9 @@ class RecordBuilder:
                 remote = self._classifier.remote(src if ingress else dst, link_id, r.src_as if ingress else r.dst_as)
                 if remote is not None:
                     partner, country, asn = remote.partner, remote.remote_country, remote.remote_asn
+            exporter = self._exporter_text.get(r.exporter)
+            if exporter is None:
+                exporter = self._exporter_text[r.exporter] = ip_text(r.exporter)
             sampling = r.sampling_rate
             if sampling <= 1 and exp is not None and exp.sampling_rate is not None:
                 sampling = exp.sampling_rate
@@ -135,6 +148,13 @@ class RecordBuilder:
                     partner=partner,
                     remote_country=country,
                     remote_asn=asn,
+                    exporter=exporter,
+                    in_if=r.in_if,
+                    out_if=r.out_if,
+                    src_asn=r.src_as,
+                    dst_asn=r.dst_as,
+                    next_hop=_next_hop(r.next_hop),
+                    one_way=0 if r.octets_rev or r.packets_rev else 1,
                 )
             )
             self.next_seq += 1

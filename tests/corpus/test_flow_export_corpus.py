@@ -10,13 +10,18 @@ import struct
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import gwtel_native
 import pytest
 
+from ingest.classify import PartnerClassifier
+from ingest.collect.config import CollectorConfig
 from ingest.collect.decoded import Exported, LinkCounters
 from ingest.collect.frames import batch
+from ingest.collect.records import RecordBuilder
+from ingest.partners import PartnersConfig
+from schemas.flow_record import FlowRecord
 
 EXPORTER = "192.0.2.1"
 
@@ -132,8 +137,39 @@ _CFLOW_FIELDS: dict[str, Any] = {
 }
 
 
-def _check_cflow(what: str, ours: list[Exported], theirs: list[dict[str, Any]]) -> None:
-    """Every field tshark shows for a record equals ours, record by record (at least 4 fields each)."""
+# tshark field -> the stored FlowRecord's value as tshark prints it (what the export brings, kept as exported)
+_STORED_CFLOW_FIELDS: dict[str, Any] = {
+    "cflow.inputint": lambda s: str(s.in_if),
+    "cflow.outputint": lambda s: str(s.out_if),
+    "cflow.srcas": lambda s: str(s.src_asn),
+    "cflow.dstas": lambda s: str(s.dst_asn),
+}
+_UNSET: Final = ("0.0.0.0", "::")
+
+
+def _same_address(a: str, b: str) -> bool:
+    return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+
+
+def _next_hop_shown(t: dict[str, Any]) -> str | None:
+    """The next hop tshark shows: the IP next hop, else the BGP one (zero: none), None when neither is exported."""
+    shown = [t[k] for k in ("cflow.nexthop", "cflow.nexthopv6", "cflow.bgpnexthop", "cflow.bgpnexthopv6") if k in t]
+    if not shown:
+        return None
+    return next((a for a in shown if a not in _UNSET), "")
+
+
+def _stored(ours: list[Exported]) -> list[FlowRecord]:
+    """The FlowRecords the collector makes of decoded records (no interface map, no partner groups)."""
+    partners = PartnersConfig.model_validate({"domestic": {"prefixes": [{"prefix": "10.0.0.0/8"}]}, "groups": {}})
+    builder = RecordBuilder(CollectorConfig(), PartnerClassifier(partners, country_of=lambda _ip: None))
+    return builder.build(ours, export_ns=1_700_000_000 * 10**9, agent_id="corpus")
+
+
+def _check_cflow(what: str, ours: list[Exported], theirs: list[dict[str, Any]], senders: list[str]) -> int:
+    """Every field tshark shows for a record equals ours, record by record (at least 4 fields each); the stored
+    FlowRecord carries the exporter (the datagram's source as tshark reads it), interfaces, ASNs and next hop.
+    Returns how many of those stored fields tshark showed (an export template may carry none of them)."""
     compared = 0
     for i, (r, t) in enumerate(zip(ours, theirs, strict=True)):
         for name, value in _CFLOW_FIELDS.items():
@@ -141,6 +177,32 @@ def _check_cflow(what: str, ours: list[Exported], theirs: list[dict[str, Any]]) 
                 assert value(r) == _norm(t[name]), f"{what} record {i}: {name} ours {value(r)!r}, tshark {t[name]!r}"
                 compared += 1
     assert compared >= 4 * len(ours)
+    stored = 0
+    for i, (s, t, sender) in enumerate(zip(_stored(ours), theirs, senders, strict=True)):
+        assert s.exporter == sender, f"{what} record {i}: exporter {s.exporter!r}, tshark {sender!r}"
+        for name, value in _STORED_CFLOW_FIELDS.items():
+            if name in t:
+                assert value(s) == t[name], f"{what} record {i}: stored {name} {value(s)!r}, tshark {t[name]!r}"
+                stored += 1
+        hop = _next_hop_shown(t)
+        if hop is not None:
+            # compared as addresses: tshark writes an IPv4-mapped one in hex, inet_ntop in dotted form
+            ok = s.next_hop == hop == "" or (s.next_hop != "" != hop and _same_address(s.next_hop, hop))
+            assert ok, f"{what} record {i}: stored next_hop {s.next_hop!r}, tshark {hop!r}"
+            stored += 1
+    return stored
+
+
+def _cflow_records(packets: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """tshark's flow records in order, and the source address of the datagram that carried each."""
+    flows: list[dict[str, Any]] = []
+    senders: list[str] = []
+    for layers in packets:
+        found = list(_flows(layers.get("cflow", {})))
+        flows += found
+        sender = (layers.get("ip") or {}).get("ip.src") or (layers.get("ipv6") or {}).get("ipv6.src")
+        senders += [sender] * len(found)
+    return flows, senders
 
 
 @pytest.mark.parametrize("case", sorted(NETFLOW_CASES))
@@ -154,11 +216,13 @@ def test_netflow_and_ipfix_records_match_tshark(case: str, corpus_dir: Path, tmp
         _pcap([p[:2] + struct.pack("!H", 200) + p[4:] for p in payloads], pcap, port)
     else:
         _pcap(payloads, pcap, port)
-    theirs = [f for layers in _tshark(pcap, port, "cflow") for f in _flows(layers.get("cflow", {}))]
+    theirs, senders = _cflow_records(_tshark(pcap, port, "cflow"))
     ours, counters = _decode(payloads)
     assert theirs, f"{case}: tshark dissected no flow record"
     assert len(ours) == len(theirs), counters
-    _check_cflow(case, ours, theirs)
+    stored = _check_cflow(case, ours, theirs, senders)
+    if case.startswith("netflow5"):
+        assert stored == 5 * len(ours)  # every v5 record has both interfaces, both ASNs and a next hop
     assert counters["errors"] == []
     if case == "netflow9_invalid":
         # its options record (tshark: "Sampling interval: 100") applies to the source id's data records
@@ -246,11 +310,11 @@ def _check_sflow(ours: list[Exported], links: list[LinkCounters], packets: list[
                         counters.append(c)
     assert len(ours) == len(samples)
     n = 0
-    for r, s, agent in zip(ours, samples, agents, strict=True):
-        assert _ip(r.exporter) == agent
+    for r, rec, s, agent in zip(ours, _stored(ours), samples, agents, strict=True):
+        assert _ip(r.exporter) == agent == rec.exporter
         assert str(r.sampling_rate) == s["sflow.flow_sample.sampling_rate"]
         in_if = _find(s, "sflow.flow_sample.input_interface_value") or s["sflow.flow_sample.input_interface"]
-        assert str(r.in_if) == in_if
+        assert str(r.in_if) == in_if == str(rec.in_if)
         out_if = _find(s, "sflow.flow_sample.output_interface_value")
         if out_if is not None and _find(s, "sflow.flow_sample.output_interface_format") in (None, "0"):
             assert str(r.out_if) == out_if
@@ -267,9 +331,9 @@ def _check_sflow(ours: list[Exported], links: list[LinkCounters], packets: list[
                 assert (str(r.src_port), str(r.dst_port)) == (l4[f"{proto}.srcport"], l4[f"{proto}.dstport"])
         assert r.packets == 1 and r.first_ns == r.last_ns
         assert str(r.vlan) == (_find(hdr, "vlan.id") or "0")
-        assert str(r.src_as) == (_find(s, "sflow_245.srcAS") or "0")
+        assert str(r.src_as) == (_find(s, "sflow_245.srcAS") or "0") == str(rec.src_asn)
         path = _find_all(s, "sflow_245.dstAS")
-        assert str(r.dst_as) == (path[-1] if path else "0")  # the AS path's last AS
+        assert str(r.dst_as) == (path[-1] if path else "0") == str(rec.dst_asn)  # the AS path's last AS
         n += 12
     assert len(links) == len(counters)
     for link, c in zip(links, counters, strict=True):
@@ -301,6 +365,15 @@ def test_sflow_samples_match_tshark(tmp_path: Path) -> None:
     ours = [Exported(*t) for t in col.take()]
     assert len(ours) == 2 and col.counters()["errors"] == []
     assert (ours[0].src_as, ours[0].dst_as, _ip(ours[0].next_hop), ours[0].vlan) == (64500, 64520, "10.0.0.1", 100)
+    first, second = _stored(ours)
+    assert (first.exporter, first.next_hop, first.in_if, first.out_if, first.one_way) == (
+        "10.9.9.9",
+        "10.0.0.1",
+        11,
+        12,
+        1,
+    )
+    assert (second.exporter, second.next_hop, second.in_if, second.out_if) == ("10.9.9.9", "", 21, 22)
     assert (
         _check_sflow(ours, [LinkCounters._make(t) for t in col.take_links()], _tshark(pcap, 6343, "sflow"))
         == 2 * 12 + 3
@@ -346,6 +419,6 @@ def test_exporter_captures_match_tshark(name: str, corpus_dir: Path) -> None:
     if dissector == "sflow":
         assert _check_sflow(ours, [LinkCounters._make(t) for t in col.take_links()], packets) > 0
         return
-    theirs = [f for layers in packets for f in _flows(layers.get("cflow", {}))]
+    theirs, senders = _cflow_records(packets)
     assert len(ours) == len(theirs), col.counters()
-    _check_cflow(name, ours, theirs)
+    _check_cflow(name, ours, theirs, senders)

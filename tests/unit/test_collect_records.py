@@ -11,6 +11,7 @@ from ingest.collect.config import CollectorConfig
 from ingest.collect.decoded import Exported
 from ingest.collect.records import RecordBuilder
 from ingest.partners import PartnersConfig
+from schemas import codec
 
 PARTNERS = PartnersConfig.model_validate(
     {
@@ -107,3 +108,30 @@ def test_unmapped_exporter_or_interface_uses_addresses(builder: RecordBuilder) -
     assert (a.link_id, a.direction, a.partner) == ("export-unmapped", "egress", "asn_group")
     assert (b.link_id, b.direction) == ("export-unmapped", "egress")
     assert builder.unmapped == 2
+
+
+def test_export_fields_are_stored_as_exported(builder: RecordBuilder) -> None:
+    r = _rec("203.0.113.5", "10.1.1.1", in_if=1, out_if=2, src_as=64500, dst_as=4_200_000_000)
+    v6_hop = r._replace(next_hop=ipaddress.ip_address("2001:db8::1").packed)
+    v4_hop = r._replace(next_hop=bytes([192, 0, 2, 254]))
+    unset_v6 = r._replace(next_hop=bytes(16))  # "::": no next hop
+    v6_exporter = r._replace(exporter=ipaddress.ip_address("2001:db8::fe").packed)
+    a, b, c, d, e = builder.build([r, v6_hop, v4_hop, unset_v6, v6_exporter], export_ns=0, agent_id="col")
+    assert (a.exporter, a.in_if, a.out_if, a.src_asn, a.dst_asn, a.next_hop, a.one_way) == (
+        "192.0.2.1", 1, 2, 64500, 4_200_000_000, "", 1)  # fmt: skip
+    assert (b.next_hop, c.next_hop, d.next_hop) == ("2001:db8::1", "192.0.2.254", "")
+    assert e.exporter == "2001:db8::fe"
+
+
+def test_a_biflow_is_not_one_way(builder: RecordBuilder) -> None:
+    bi = _rec("10.1.1.1", "203.0.113.5", in_if=2, out_if=1)._replace(octets_rev=800, packets_rev=2)
+    (a,) = builder.build([bi], export_ns=0, agent_id="col")
+    assert (a.bytes_rev, a.packets_rev, a.one_way) == (800, 2, 0)
+
+
+def test_records_with_export_fields_pass_the_record_checks(builder: RecordBuilder) -> None:
+    r = _rec("203.0.113.5", "10.1.1.1", in_if=1, out_if=2, src_as=64500)._replace(
+        next_hop=bytes([10, 0, 0, 1]), first_ns=1_700_000_000 * 10**9, last_ns=1_700_000_001 * 10**9
+    )
+    (a,) = builder.build([r], export_ns=1_700_000_002 * 10**9, agent_id="col")
+    assert codec.decode(codec.encode(a)) == a
