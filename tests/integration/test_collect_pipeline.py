@@ -65,6 +65,9 @@ def test_exports_reach_clickhouse(
         [("203.0.113.9", "10.0.0.1", 443, 40000, 6, 10, 12_000), ("10.0.0.1", "203.0.113.9", 40000, 443, 6, 8, 900)],
         sampling=0x4000 | 100,
         unix_secs=now_s,
+        next_hop="192.0.2.254",
+        src_as=64_500,
+        dst_as=64_501,
     )
     ipfix = [ipfix_template(), ipfix_data([("198.51.100.4", "10.0.0.2", 53, 5000, 17, 700, 5, 1, 2)], export_s=now_s)]
     sent_bytes = {"203.0.113.9": (12_000, 100), "10.0.0.1": (900, 100), "198.51.100.4": (700, 1)}
@@ -119,6 +122,19 @@ def test_exports_reach_clickhouse(
             "198.51.100.4": ("ix-1", "ingress"),
         }
         assert windows == sum(b * rate for b, rate in sent_bytes.values())
+        # what the exports said, stored as sent: v5 records in on 1, out on 2, with next hop and AS numbers;
+        # the IPFIX template has the interfaces only (no AS, no next hop)
+        exported = client.query(
+            f"SELECT src_ip, exporter, in_if, out_if, src_asn, dst_asn, next_hop, one_way FROM {db}.flows_raw "
+            "WHERE agent_id = {a:String} ORDER BY src_ip",
+            parameters={"a": ccfg.agent_id},
+        ).result_rows
+        v5_fields = ("127.0.0.1", 1, 2, 64_500, 64_501, "192.0.2.254", 1)
+        assert {r[0]: tuple(r[1:]) for r in exported} == {
+            "203.0.113.9": v5_fields,
+            "10.0.0.1": v5_fields,
+            "198.51.100.4": ("127.0.0.1", 1, 2, 0, 0, "", 1),
+        }
     finally:
         loader.close()
         client.close()
