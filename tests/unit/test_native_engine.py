@@ -142,6 +142,9 @@ def test_bucket_thresholds_reproduce_python_bucketing() -> None:
 def test_synth_captures_match(synth: dict[str, Path], name: str) -> None:
     ref = same_records(AgentConfig(), [synth[name]])
     assert len(ref.records) > 100  # the comparison had something to compare
+    # a capture agent has no exporter, interface index, routing data or one-way marker: the defaults
+    export_fields = {(r.exporter, r.in_if, r.out_if, r.src_asn, r.dst_asn, r.next_hop, r.one_way) for r in ref.records}
+    assert export_fields == {("", 0, 0, 0, 0, "", 0)}
     if name in ("cut", "mutate"):
         assert len(ref.counters.rejected) >= 3  # and damaged frames of several kinds
 
