@@ -37,9 +37,7 @@ def _end_reason(protocol: int, flags: int) -> str:
     return "active"
 
 
-def _next_hop(packed: bytes) -> str:
-    # the engine sends b"" for an unset IPv4 next hop; an all-zero IPv6 one ("::") is unset too
-    return ip_text(packed) if packed.strip(b"\0") else ""
+_ADDRESS_CACHE: Final = 4096  # exporters and next hops are router addresses: few, unless an exporter lies
 
 
 class RecordBuilder:
@@ -52,7 +50,7 @@ class RecordBuilder:
             self._exporters[addr16[:4] if family == 4 else addr16] = e
         self.next_seq = first_seq
         self.unmapped = 0  # records whose exporter or interfaces the map does not name
-        self._exporter_text: dict[bytes, str] = {}  # few exporters, many records: format each address once
+        self._address_text: dict[bytes, str] = {b"": ""}  # exporters, next hops: each formatted once
 
     def _link(self, exp: Exporter | None, r: Exported) -> tuple[str, str | None]:
         """(link id, direction) from the interface map; direction None: let the addresses decide."""
@@ -70,6 +68,15 @@ class RecordBuilder:
             self.unmapped += 1
             return self._cfg.default_link_id, None
         return mapped.link, None
+
+    def _address(self, packed: bytes) -> str:
+        """Text of a packed address; "" for none (the engine sends b"" for an unset IPv4 next hop) or all zero."""
+        text = self._address_text.get(packed)
+        if text is None:
+            if len(self._address_text) >= _ADDRESS_CACHE:
+                self._address_text = {b"": ""}
+            text = self._address_text[packed] = ip_text(packed) if packed.strip(b"\0") else ""
+        return text
 
     def build(self, rows: Iterable[Exported], export_ns: int, agent_id: str) -> list[FlowRecord]:
         out: list[FlowRecord] = []
@@ -95,9 +102,7 @@ class RecordBuilder:
                 remote = self._classifier.remote(src if ingress else dst, link_id, r.src_as if ingress else r.dst_as)
                 if remote is not None:
                     partner, country, asn = remote.partner, remote.remote_country, remote.remote_asn
-            exporter = self._exporter_text.get(r.exporter)
-            if exporter is None:
-                exporter = self._exporter_text[r.exporter] = ip_text(r.exporter)
+            exporter = self._address(r.exporter)
             sampling = r.sampling_rate
             if sampling <= 1 and exp is not None and exp.sampling_rate is not None:
                 sampling = exp.sampling_rate
@@ -153,7 +158,7 @@ class RecordBuilder:
                     out_if=r.out_if,
                     src_asn=r.src_as,
                     dst_asn=r.dst_as,
-                    next_hop=_next_hop(r.next_hop),
+                    next_hop=self._address(r.next_hop),
                     one_way=0 if r.octets_rev or r.packets_rev else 1,
                 )
             )

@@ -200,7 +200,7 @@ def _cflow_records(packets: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
     for layers in packets:
         found = list(_flows(layers.get("cflow", {})))
         flows += found
-        sender = (layers.get("ip") or {}).get("ip.src") or (layers.get("ipv6") or {}).get("ipv6.src")
+        sender = str((layers.get("ip") or {}).get("ip.src") or (layers.get("ipv6") or {}).get("ipv6.src"))
         senders += [sender] * len(found)
     return flows, senders
 

@@ -135,3 +135,11 @@ def test_records_with_export_fields_pass_the_record_checks(builder: RecordBuilde
     )
     (a,) = builder.build([r], export_ns=1_700_000_002 * 10**9, agent_id="col")
     assert codec.decode(codec.encode(a)) == a
+
+
+def test_many_next_hops_are_each_read_right(builder: RecordBuilder) -> None:
+    # the address texts are cached, the cache bounded: a flood of distinct next hops still reads each right
+    base = _rec("10.1.1.1", "203.0.113.5", in_if=2, out_if=1)
+    hops = [ipaddress.IPv4Address(0x0A000001 + i) for i in range(5000)]
+    recs = builder.build([base._replace(next_hop=h.packed) for h in hops * 2], export_ns=0, agent_id="col")
+    assert [r.next_hop for r in recs] == [str(h) for h in hops * 2]

@@ -87,6 +87,14 @@ def _drop(name: str) -> Callable[[dict[str, Any]], None]:
     return lambda d: d.pop(name)
 
 
+def _drop_all(*names: str) -> Callable[[dict[str, Any]], None]:
+    def drop(d: dict[str, Any]) -> None:
+        for name in names:
+            d.pop(name)
+
+    return drop
+
+
 # (name, change to a valid record, expected (reason, field) or None when valid). The twelve kinds of the
 # malicious-producer trial and the bounds of each check, by hand.
 CASES: list[tuple[str, Callable[[dict[str, Any]], None], tuple[str, str] | None]] = [
@@ -123,8 +131,8 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], tuple[str, str] | None]
     # router flow export fields: all optional, addresses of either family whatever the flow's version
     ("export fields", _mut(exporter="192.0.2.1", in_if=3, out_if=2**32 - 1, src_asn=64_512, dst_asn=2**32 - 1,
                            next_hop="2001:db8::1", one_way=1), None),
-    ("export fields missing", lambda d: [d.pop(n) for n in ("exporter", "in_if", "out_if", "src_asn", "dst_asn",
-                                                             "next_hop", "one_way")], None),
+    ("export fields missing", _drop_all("exporter", "in_if", "out_if", "src_asn", "dst_asn", "next_hop", "one_way"),
+     None),
     ("export fields null", _mut(exporter=None, in_if=None, next_hop=None, one_way=None), None),
     ("ipv6 exporter, ipv4 next hop on a v6 record",
      _mut(ip_version=6, src_ip="2001:db8::1", dst_ip="::1", exporter="2001:db8::fe", next_hop="10.0.0.1"), None),
