@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from processors.landing import MAX_BATCH_ROWS
+
 # Kafka brokers refuse producer transactions longer than transaction.max.timeout.ms (15 min by default).
 BROKER_MAX_TRANSACTION_MS = 15 * 60 * 1000
 
@@ -124,7 +126,8 @@ class LoaderConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    batch_rows: int = Field(default=50_000, ge=1)
+    # A landing batch must reach ClickHouse's views as one block (processors.landing).
+    batch_rows: int = Field(default=50_000, ge=1, le=MAX_BATCH_ROWS)
     batch_seconds: float = Field(default=2.0, gt=0)
     group_id: str = Field(default="gwtel-loader", min_length=1)
     retry_initial_s: float = Field(default=0.5, gt=0)

@@ -30,6 +30,10 @@ LANDING: Final = "flows_in"
 CHECKED: Final = "flows_checked"
 QUARANTINE: Final = "flows_quarantine"
 BATCHES: Final = "flows_batches"
+# The views number a batch's rows with rowNumberInBlock(), so a batch must reach them as one block: ClickHouse
+# cuts parsed input every `max_insert_block_size` rows (1,048,449 by default; a server profile may set less), so
+# each landing insert sets it above the largest batch the loader may form (loader.batch_rows <= MAX_BATCH_ROWS).
+MAX_BATCH_ROWS: Final = 1_000_000
 MIGRATION: Final = "0007_landing.sql"  # this module's `migration_sql()`, written out
 
 # Parser settings that make ClickHouse refuse what the record codec calls `bad_type` (the batch then takes
@@ -44,6 +48,7 @@ INPUT_SETTINGS: Final = {
     "input_format_json_ignore_unknown_keys_in_named_tuple": 0,
     "input_format_json_defaults_for_missing_elements_in_named_tuple": 0,
     "input_format_skip_unknown_fields": 1,
+    "max_insert_block_size": MAX_BATCH_ROWS + 1,
 }
 
 _TOKEN = "splitByChar(':', getSetting('insert_deduplication_token'))"

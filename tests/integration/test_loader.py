@@ -26,6 +26,7 @@ from gwtel.services.kafka import KafkaService
 from processors.batcher import Batch
 from processors.chclient import make_client
 from processors.intent import parse_pending
+from processors.landing import INPUT_SETTINGS, MAX_BATCH_ROWS
 from processors.loader import Decoded, Loader
 from processors.loader_setup import build_loader, migrate
 from schemas import codec
@@ -458,3 +459,25 @@ def test_a_batch_clickhouse_refuses_stores_the_others_once(setup: Callable[..., 
         (boolean, "bad_type", "2"),
         (address, "bad_value", "5"),
     ]
+
+
+def test_landing_settings_keep_a_batch_in_one_block(clickhouse_client: Any) -> None:
+    # The landing views number a batch's rows within a block (rowNumberInBlock), and ClickHouse cuts an HTTP
+    # insert's parsed rows every max_insert_block_size rows (1,048,449 by default). Shown with a batch above
+    # the default: cut without the setting, whole with it; the loader's batches are at most MAX_BATCH_ROWS.
+    assert INPUT_SETTINGS["max_insert_block_size"] > MAX_BATCH_ROWS
+    n = 1_100_000
+    clickhouse_client.command("CREATE TABLE land (a UInt64) ENGINE = Null")
+    clickhouse_client.command("CREATE TABLE out (a UInt64, r UInt64, k UInt8) ENGINE = MergeTree ORDER BY a")
+    clickhouse_client.command(
+        "CREATE MATERIALIZED VIEW mv TO out AS SELECT a, rowNumberInBlock() AS r, "
+        "toUInt8(getSetting('max_insert_block_size') > 2000000) AS k FROM land"
+    )
+    body = b"\n".join(b'{"a":%d}' % i for i in range(n))
+    clickhouse_client.raw_insert("land", insert_block=body, fmt="JSONEachRow")
+    clickhouse_client.raw_insert(
+        "land", insert_block=body, fmt="JSONEachRow", settings={"max_insert_block_size": 2_000_001}
+    )
+    got = clickhouse_client.query("SELECT k, count(), countIf(a != r) FROM out GROUP BY k ORDER BY k").result_rows
+    assert got[0][0] == 0 and got[0][1] == n and got[0][2] > 0  # default: cut, rows renumbered from 0
+    assert got[1] == (1, n, 0)
