@@ -166,7 +166,8 @@ NOTES = (
     " of the 5-minute average rates (missing slots count as zero); util = rate / contracted capacity per direction.",
     "RTT = whole TCP handshake (external + internal leg) of the flows that started in the range, exact from"
     " flows_raw; ext = external leg, from merged histogram buckets. SLO: each class's p95 objective against the"
-    " measured p95 RTT. late = bytes of flows that reached the job after their window closed (in no rate above).",
+    " measured p95 RTT. late = bytes of flows that reached the job after their window closed (also in the rates"
+    " above).",
 )
 
 
