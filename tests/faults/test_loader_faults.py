@@ -29,6 +29,8 @@ from processors.loader_setup import build_loader, migrate
 from processors.tables import ALL_TABLES
 from tests.faults import support as s
 
+FLOW_PARTITIONS = 2  # every topic of the module's pipeline
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow, *(pytest.mark.filterwarnings(w) for w in s.KAFKA_WARNINGS)]
 
 
@@ -50,7 +52,7 @@ def replayed(
     cfg = s.fault_config(
         kafka_config, bootstrap=kafka_service.endpoint(), ch_url=clickhouse_service.endpoint(), tag=s.new_tag()
     )
-    kafka_service.ensure_topics(list(cfg.kafka.topics.model_dump().values()), partitions=2)
+    kafka_service.ensure_topics(list(cfg.kafka.topics.model_dump().values()), partitions=FLOW_PARTITIONS)
     d = tmp_path_factory.mktemp("loader-faults")
     truth = generate(SynthConfig(seed=11, flows=600, duration_s=60), d / "in.pcap", d / "in.json")
     run = do_replay(cfg, [d / "in.pcap"], "kafka")
@@ -101,13 +103,17 @@ def test_clickhouse_outage_mid_load_loses_nothing_and_shows_in_metrics(replayed:
                 m.value for fam in registry.collect() if fam.name == "gwtel_loader_consumer_lag" for m in fam.samples
             )
 
+        restarting = threading.Lock()
+
         def sleep_then_recover(seconds: float) -> None:
             # The loader's own back-off sleep: after 5 failed attempts (0.1 + 0.2 + 0.4 + 0.8 + 1.0 s) the
-            # server comes back, started from the loader's thread so no insert races its start-up.
+            # server comes back, started from a loader thread. Two threads retry (the main one for aggregates,
+            # the landing worker for flows): one of them starts the server, once.
             time.sleep(seconds)
-            if retries() >= 5 and not private.running():
-                observed.append((value("gwtel_loader_clickhouse_up"), lag(), s.group_done(cfg)))
-                private.start()
+            with restarting:
+                if retries() >= 5 and not observed:
+                    observed.append((value("gwtel_loader_clickhouse_up"), lag(), s.group_done(cfg)))
+                    private.start()
 
         loader._sleep = sleep_then_recover
         stop = threading.Event()
@@ -139,9 +145,12 @@ def test_loader_killed_between_insert_and_commit_stores_everything_once(replayed
         crashed = s.run_gwtel(["load", "--metrics-port", "0"], config, 180, **{FAULT_ENV: LOADER_CRASH_AFTER_INSERT})
         assert crashed.returncode == CRASH_EXIT_CODE, crashed.stderr[-2000:]
         assert "Traceback" not in crashed.stderr
-        # The first batch may come from any of the loader's topics (flows, aggregates, late flows).
+        # The first batch may come from any of the loader's topics (flows, aggregates, late flows). Flow batches
+        # are inserted by a worker while the next is read, one in flight per partition, and the crash comes when
+        # the first insert is settled: by then each flows partition may have one batch inserted, uncommitted.
         stored = sum(s.query(cfg, f"SELECT count() FROM DB.{t.name}")[0][0] for t in ALL_TABLES)
-        assert 0 < stored <= 150, f"exactly one batch was inserted before the crash: {crashed.stderr[-1000:]}"
+        at_most = 150 * (FLOW_PARTITIONS + 1)
+        assert 0 < stored <= at_most, f"more than the batches in flight were inserted: {crashed.stderr[-1000:]}"
         assert not s.group_done(cfg)
 
         log = (tmp_path / "load.log").open("w")
