@@ -503,7 +503,13 @@ def test_live_capture_of_a_capture_file_equals_its_replay(pair: VethPair, tmp_pa
         got = _per_flow(cap.records())
     assert rc == 0, stderr
     assert len(want) > 200
-    assert got == want
+
+    # Records are cut at 10 s boundaries of the packets' own clock: the capture's clock (now) and the file's
+    # fall differently on them, so a flow may be one record in one and two in the other. Its sums are the same.
+    def sums(flows: dict[tuple[Any, ...], dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+        return {k: {f: v for f, v in d.items() if f != "n"} for k, d in flows.items()}
+
+    assert sums(got) == sums(want)
 
 
 def test_a_reader_held_back_makes_the_kernel_drop_and_the_agent_recovers(pair: VethPair, tmp_path: Path) -> None:
