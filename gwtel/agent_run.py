@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from contextlib import ExitStack
-from typing import TextIO
+from typing import BinaryIO
 
 from prometheus_client.registry import Collector
 
@@ -14,15 +13,12 @@ from gwtel.errors import UserError
 from gwtel.metrics_http import MetricsEndpoint, process_registry, serve_metrics
 from ingest.agent_metrics import AgentCollector, MeteredAgent
 from ingest.producer import FlowProducer
-from schemas import codec
-from schemas.flow_record import FlowRecord
+from ingest.sinks import BatchSink, JsonlSink, KafkaSink
 
 AGENT_JOB = "agent"
 
 
-def open_output(
-    cfg: GwtelConfig, to: str, stack: ExitStack
-) -> tuple[Callable[[FlowRecord], None], FlowProducer | None]:
+def open_output(cfg: GwtelConfig, to: str, stack: ExitStack) -> tuple[BatchSink, FlowProducer | None]:
     """The record writer for ``--to`` (kafka, jsonl:PATH or -) and the Kafka producer if any; closed by `stack`."""
     if to == "kafka":
         producer = FlowProducer(
@@ -34,18 +30,15 @@ def open_output(
             client_id=f"gwtel-agent-{cfg.agent.agent_id}",
         )
         stack.callback(producer.close)
-        return producer.send, producer
-    if to == "-" or to.startswith("jsonl:"):
+        return KafkaSink(producer), producer
+    if to == "-":
+        return JsonlSink(sys.stdout.buffer, before=sys.stdout.flush), None
+    if to.startswith("jsonl:"):
         try:
-            out: TextIO = sys.stdout if to == "-" else stack.enter_context(open(to[6:], "w", encoding="utf-8"))  # noqa: SIM115
+            out: BinaryIO = stack.enter_context(open(to[6:], "wb"))  # noqa: SIM115
         except OSError as exc:
             raise UserError(f"--to {to}: cannot write ({exc.strerror})") from None
-
-        def write(rec: FlowRecord) -> None:
-            out.write(codec.encode(rec).decode())
-            out.write("\n")
-
-        return write, None
+        return JsonlSink(out), None
     raise UserError(f"--to {to!r}: use kafka, jsonl:PATH or -")
 
 

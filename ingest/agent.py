@@ -8,7 +8,6 @@ plain integers on the hot path and read by a Prometheus collector at scrape time
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ingest.agent_metrics import PartnerTally
@@ -18,9 +17,9 @@ from ingest.decode import DecodeConfig, decode
 from ingest.flowmeter import FlowMeter, MeterConfig
 from ingest.fragments import FragmentTracker
 from ingest.packet import DecodedPacket, RawFrame
+from ingest.sinks import RecordSink
 from schemas.flow_record import FlowRecord
 
-RecordSink = Callable[[FlowRecord], None]
 _ADVANCE_EVERY = 1024  # packets between timer checks: expiry granularity is the meter's tick anyway
 
 

@@ -16,7 +16,7 @@ with the flow's own direction.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Final, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -41,6 +41,8 @@ HANDSHAKE_RTT_BUCKETS: Final = (
 END_REASONS: Final = ("idle", "active", "fin", "rst", "evicted", "flush")
 _OPPOSITE: Final = {"egress": "ingress", "ingress": "egress"}
 _Factory = Callable[[str, str, float], Metric]
+TrafficRow = tuple[str, str, str, int, int]
+HandshakeRow = tuple[str, str, Sequence[int], float]
 
 
 def cumulative(bounds: Sequence[float], counts: Sequence[int]) -> list[tuple[str, float]]:
@@ -67,6 +69,12 @@ class Histogram:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1  # first bound >= value: Prometheus "le"
         self.total += value
 
+    def merge(self, counts: Sequence[int], total: float) -> None:
+        """Add observations already bucketed with the same bounds (a native engine's batch)."""
+        for i, n in enumerate(counts):
+            self.counts[i] += n
+        self.total += total
+
     def cumulative(self) -> list[tuple[str, float]]:
         return cumulative(self.bounds, list(self.counts))
 
@@ -77,6 +85,7 @@ class PartnerTally:
     def __init__(self) -> None:
         self.traffic: dict[tuple[str, str, str], list[int]] = {}  # (partner, direction, link) -> [bytes, packets]
         self.handshake: dict[tuple[str, str], Histogram] = {}  # (partner, direction) -> total RTT, s
+        self.records: dict[str, int] = {}  # partner -> records
 
     def _count(self, key: tuple[str, str, str], octets: int, packets: int) -> None:
         slot = self.traffic.get(key)
@@ -86,6 +95,7 @@ class PartnerTally:
         slot[1] += packets
 
     def add(self, rec: FlowRecord) -> None:
+        self.records[rec.partner] = self.records.get(rec.partner, 0) + 1
         rate = max(rec.sampling_rate, 1)
         if rec.packets_fwd:
             self._count((rec.partner, rec.direction, rec.link_id), rec.bytes_fwd * rate, rec.packets_fwd * rate)
@@ -98,6 +108,26 @@ class PartnerTally:
             if hist is None:
                 hist = self.handshake[key] = Histogram(HANDSHAKE_RTT_BUCKETS)
             hist.observe((rec.hs_rtt_ext_us + rec.hs_rtt_int_us) / 1e6)
+
+    def add_batch(
+        self, traffic: Iterable[TrafficRow], handshake: Iterable[HandshakeRow], records: Iterable[tuple[str, int]]
+    ) -> None:
+        """A native engine's aggregates of a batch of records: the same counts as `add` of each record.
+
+        ``traffic``: (partner, direction, link, octets, packets) already scaled and split by direction;
+        ``handshake``: (partner, direction, per-bucket counts over HANDSHAKE_RTT_BUCKETS, sum in seconds);
+        ``records``: (partner, records).
+        """
+        for partner, n in records:
+            self.records[partner] = self.records.get(partner, 0) + n
+        for partner, direction, link, octets, packets in traffic:
+            self._count((partner, direction, link), octets, packets)
+        for partner, direction, counts, total in handshake:
+            key = (partner, direction)
+            hist = self.handshake.get(key)
+            if hist is None:
+                hist = self.handshake[key] = Histogram(HANDSHAKE_RTT_BUCKETS)
+            hist.merge(counts, total)
 
 
 class _MeterView(Protocol):

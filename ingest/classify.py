@@ -25,10 +25,16 @@ from typing import Final
 import iptocc
 
 from ingest.classification import Classification
+from ingest.flowkey import ip_text
 from ingest.partners import DOMESTIC, IPNetwork, PartnersConfig
 
 UNKNOWN_COUNTRY: Final = "ZZ"
 """``remote_country`` when there is none (private space, unallocated): ISO's user-assigned "unknown"."""
+
+SideTuple = tuple[bool, str, str | None, int]
+# (fallback, domestic group, unknown country, by link, by country, by asn): what the native engine needs to apply
+# `classify`'s per-flow rule itself (native/src/classify.rs).
+EngineRules = tuple[str, str, str, list[tuple[str, str]], list[tuple[str, str]], list[tuple[int, str]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +228,23 @@ class PartnerClassifier:
             return Side(self._cfg.private_is_domestic, UNKNOWN_COUNTRY, None, 0)
         country = self._country_of(str(ip)) or UNKNOWN_COUNTRY
         return Side(country in self._domestic_countries, country, None, 0)
+
+    def side_of_packed(self, addr: bytes) -> SideTuple | None:
+        """`side` of a packed address as a tuple: the native engine's question, asked once per new address (the
+        engine caches the answer, so this skips the LRU cache of `side`)."""
+        s = self._side(ip_text(addr))
+        return None if s is None else (s.domestic, s.country, s.group, s.asn)
+
+    def engine_rules(self) -> EngineRules:
+        """The per-flow rule's tables, for the native engine (which applies `classify` and `remote` itself)."""
+        return (
+            self._cfg.fallback,
+            DOMESTIC,
+            UNKNOWN_COUNTRY,
+            sorted(self._by_link.items()),
+            sorted(self._by_country.items()),
+            sorted(self._by_asn.items()),
+        )
 
     def classify(self, src_ip: str, dst_ip: str, ip_version: int, link_id: str) -> Classification:
         """Classify a flow from its initiator (src) and responder (dst); the text gives the IP version."""

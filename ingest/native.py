@@ -3,9 +3,11 @@
 Reading (pcap, pcapng, gzip through Python's own decompressor), decoding, fragment attribution, the flow table
 and every latency tracker run in one native call per chunk of a file, with the semantics of the Python
 reference (`ingest.agent`, `ingest.decode`, `ingest.flowmeter`, ...); `tests/unit/test_native_engine.py`
-compares both engines record for record. Python still classifies each finished flow and builds its
-FlowRecord; during metering the engine only needs to know which side is remote (for the TS, ICMP and DNS
-trackers), which it asks once per address (`PartnerClassifier`) or once per flow (any other classifier).
+compares both engines record for record. The engine also classifies each finished flow and encodes its FlowRecord
+(the bytes `schemas.codec.encode` writes): with a `PartnerClassifier` it asks Python once per new address
+(`side_of_packed`, cached in the engine) and applies the per-flow rule itself; any other classifier is called
+once per flow (slower). Python receives batches (Kafka keys and values, per-partner aggregates) and hands them
+to the sink whole.
 
 Live capture runs the same engine behind a TPACKET_V3 ring (`ingest.capture`): one engine per ring (fanout
 worker), all draining into one agent, so records share one sequence and one set of counters. Paced replay
@@ -18,24 +20,26 @@ import gzip
 import threading
 import zlib
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 from os import PathLike
 from typing import TYPE_CHECKING, Any
 
 from gwtel.errors import UserError
-from ingest.agent import AgentCounters, RecordSink, meter_config
-from ingest.agent_metrics import PartnerTally
+from ingest.agent import AgentCounters, meter_config
+from ingest.agent_metrics import HANDSHAKE_RTT_BUCKETS, PartnerTally
 from ingest.classification import Classifier
-from ingest.classify import PartnerClassifier
+from ingest.classify import UNKNOWN_COUNTRY, EngineRules, PartnerClassifier
 from ingest.config import AgentConfig
 from ingest.decode import DecodeConfig
 from ingest.flowkey import ip_text
 from ingest.flowmeter import MeterStats
 from ingest.fragments import FragmentStats, FragmentTracker
 from ingest.packet import RawFrame
+from ingest.partners import DOMESTIC
+from ingest.sinks import BatchSink, EncodedBatch, RecordSink, batch_writer
 from ingest.sources import CaptureError, open_capture
-from schemas.flow_record import FLOW_SCHEMA_VERSION, FlowRecord, HistBin
+from schemas.flow_record import FLOW_RECORD_FIELDS
 from schemas.histogram import MAX_BUCKET, bucket_of_us
 
 if TYPE_CHECKING:
@@ -43,8 +47,7 @@ if TYPE_CHECKING:
 
 _NS = 1_000_000_000
 _GZ_CHUNK = 1 << 20
-_Summary = tuple[int, int | None, int | None, int, tuple[HistBin, ...]]
-_NO_SUMMARY: _Summary = (0, None, None, 0, ())
+ABI = 4  # native/src/lib.rs: bumped with every change of the module's Python interface
 
 
 class NativeUnavailableError(UserError):
@@ -59,7 +62,7 @@ def load_module() -> Any:
             f"agent.engine is 'native' but the gwtel_native module cannot be loaded ({exc}): run `make setup` "
             "(it builds native/ with cargo and maturin) or set agent.engine: python"
         ) from None
-    if getattr(gwtel_native, "ABI", None) != 3:
+    if getattr(gwtel_native, "ABI", None) != ABI:
         raise NativeUnavailableError("gwtel_native is from another version of the project: run `make setup` again")
     return gwtel_native
 
@@ -100,10 +103,24 @@ class NativeMeterView:
         return self._stats
 
 
-def _summary(s: tuple[int, int, int, int, tuple[tuple[int, int], ...]] | None) -> _Summary:
-    if s is None:
-        return _NO_SUMMARY
-    return s[0], s[1], s[2], s[3], tuple(HistBin(b, c) for b, c in s[4])
+def engine_classification(classifier: Classifier, link_id: str) -> dict[str, Any]:
+    """The engine's classification arguments: per-address answers of a PartnerClassifier (cached in the engine),
+    else the classifier itself once per flow."""
+    if isinstance(classifier, PartnerClassifier):
+        return {"side": classifier.side_of_packed, "rules": classifier.engine_rules()}
+
+    def per_flow(src: bytes, dst: bytes) -> tuple[str, str, str, int, bool]:
+        c = classifier.classify(ip_text(src), ip_text(dst), 4 if len(src) == 4 else 6, link_id)
+        return c.direction, c.partner, c.remote_country, c.remote_asn, c.remote_is_initiator
+
+    rules: EngineRules = ("unknown", DOMESTIC, UNKNOWN_COUNTRY, [], [], [])
+    return {"classify": per_flow, "rules": rules}
+
+
+def record_args() -> dict[str, Any]:
+    """What every engine that encodes FlowRecords is given: the schema's fields (checked against the engine's) and
+    the handshake histogram bounds of the per-partner metrics."""
+    return {"fields": [f.name for f in FLOW_RECORD_FIELDS], "handshake_bounds": list(HANDSHAKE_RTT_BUCKETS)}
 
 
 class NativeAgent:
@@ -113,7 +130,7 @@ class NativeAgent:
         self,
         cfg: AgentConfig,
         classifier: Classifier,
-        sink: RecordSink,
+        sink: RecordSink | BatchSink,
         *,
         first_seq: int = 0,
         sampling_rate: int = 0,
@@ -125,30 +142,11 @@ class NativeAgent:
         self.meter = NativeMeterView(first_seq, sampling_rate or cfg.sampling_rate)
         self.partners = PartnerTally()
         self.fragments = FragmentStats()
-        self._classifier = classifier
-        self._sink = sink
-        self._sampling = sampling_rate or cfg.sampling_rate
-        self._sampling_mode = sampling_mode
+        self._write = batch_writer(sink)
         self.over_snaplen = 0  # file records longer than their snap length, read whole (as tshark reads them)
         mc = meter_config(cfg)
         dc = DecodeConfig(decap_gre=cfg.decap_gre, decap_vxlan=cfg.decap_vxlan, decap_gtp=cfg.decap_gtp)
         ft = FragmentTracker()
-        domestic: Callable[[bytes], bool] | None = None
-        pair: Callable[[bytes, bytes], bool] | None = None
-        if isinstance(classifier, PartnerClassifier):
-            side = classifier.side
-
-            def domestic(addr: bytes) -> bool:
-                s = side(ip_text(addr))
-                return s is not None and s.domestic
-
-        else:
-            link = cfg.link_id
-
-            def pair(src: bytes, dst: bytes) -> bool:
-                c = classifier.classify(ip_text(src), ip_text(dst), 4 if len(src) == 4 else 6, link)
-                return c.remote_is_initiator
-
         self._engine_args: dict[str, Any] = dict(
             idle_ns=round(mc.idle_timeout_s * _NS),
             active_ns=round(mc.active_timeout_s * _NS),
@@ -166,8 +164,12 @@ class NativeAgent:
             vxlan_port=dc.vxlan_port,
             gtp_port=dc.gtp_port,
             bucket_thresholds=bucket_thresholds(),
-            domestic=domestic,
-            remote_is_initiator=pair,
+            agent_id=cfg.agent_id,
+            link_id=cfg.link_id,
+            sampling_rate=sampling_rate or cfg.sampling_rate,
+            sampling_mode=sampling_mode,
+            **record_args(),
+            **engine_classification(classifier, cfg.link_id),
         )
         self._mod = mod
         # Engines draining into this agent (file replay: one; live capture: one per ring) and the counters each
@@ -260,27 +262,12 @@ class NativeAgent:
 
     def _drain(self, engine: gwtel_native.Engine | None = None) -> None:
         eng = self._engine if engine is None else engine
-        classify = self._classifier.classify
-        agent_id, link_id, sampling, mode = self.cfg.agent_id, self.cfg.link_id, self._sampling, self._sampling_mode
-        sink = self._sink
-        seq = self.meter.next_seq
-        for t in eng.take():
-            (reason, export_ns, ver, src, sport, dst, dport, proto, vlan, first, last, bf, pf, br, pr, ff, fr, rf, rr,
-             resp, init, ts, icmp, dns) = t  # fmt: skip
-            src_t, dst_t = ip_text(src), ip_text(dst)
-            cls = classify(src_t, dst_t, ver, link_id)
-            ext, inner = (init, resp) if cls.remote_is_initiator else (resp, init)
-            s_ts, s_icmp, s_dns = _summary(ts), _summary(icmp), _summary(dns)
-            rec = FlowRecord(
-                FLOW_SCHEMA_VERSION, agent_id, seq, link_id, sampling, ver, src_t, sport, dst_t, dport, proto, vlan,
-                first, last, export_ns, reason, bf, pf, br, pr, ff, fr, rf, rr, ext, inner, *s_ts, *s_icmp, *s_dns,
-                cls.direction, cls.partner, cls.remote_country, cls.remote_asn, mode,
-            )  # fmt: skip
-            seq += 1
-            self.meter.next_seq = seq
-            self.counters.records_emitted += 1
-            self.partners.add(rec)
-            sink(rec)
+        count, keys, values, traffic, handshake, per_partner = eng.take(self.meter.next_seq)
+        if count:
+            self.meter.next_seq += count
+            self.counters.records_emitted += count
+            self.partners.add_batch(traffic, handshake, per_partner)
+            self._write(EncodedBatch(count, keys, values))
         self._snapshots[id(eng)] = eng.counters()
         self._sync_counters()
 

@@ -190,6 +190,11 @@ class FlowProducer:
     def send(self, rec: FlowRecord) -> None:
         self.send_raw(flow_key(rec), codec.encode(rec))
 
+    def send_batch(self, items: Sequence[tuple[bytes, bytes]]) -> None:
+        """Send already encoded records, (key, value) each, in order."""
+        for key, value in items:
+            self.send_raw(key, value)
+
     def send_raw(self, key: bytes, value: bytes) -> None:
         """Send an already encoded record (replay tools, tests)."""
         p = _Pending(key, value, time.monotonic())

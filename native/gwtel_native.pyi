@@ -4,11 +4,22 @@ from collections.abc import Callable
 
 ABI: int
 
-_Summary = tuple[int, int, int, int, tuple[tuple[int, int], ...]]
-Record = tuple[
-    str, int, int, bytes, int, bytes, int, int, int, int, int, int, int, int, int, int, int, int, int,
-    int | None, int | None, _Summary | None, _Summary | None, _Summary | None,
-]  # fmt: skip
+# A batch of encoded FlowRecords (native/src/batch.rs): count, keys and values (each followed by a newline),
+# traffic (partner, direction, link, octets, packets), handshake (partner, direction, bucket counts, sum in s),
+# records per partner.
+Batch = tuple[
+    int,
+    bytes,
+    bytes,
+    list[tuple[str, str, str, int, int]],
+    list[tuple[str, str, list[int], float]],
+    list[tuple[str, int]],
+]
+# (fallback, domestic group, unknown country, by link, by country, by asn): PartnerClassifier.engine_rules
+Rules = tuple[str, str, str, list[tuple[str, str]], list[tuple[str, str]], list[tuple[int, str]]]
+
+def encode_record(values: tuple[object, ...]) -> tuple[bytes, bytes]: ...
+def address_text(packed: bytes) -> str: ...
 
 class Engine:
     def __init__(
@@ -30,8 +41,16 @@ class Engine:
         vxlan_port: int,
         gtp_port: int,
         bucket_thresholds: list[int],
-        domestic: Callable[[bytes], bool] | None = None,
-        remote_is_initiator: Callable[[bytes, bytes], bool] | None = None,
+        fields: list[str],
+        agent_id: str,
+        link_id: str,
+        sampling_rate: int,
+        sampling_mode: str,
+        rules: Rules,
+        handshake_bounds: list[float],
+        side: Callable[[bytes], tuple[bool, str, str | None, int] | None] | None = None,
+        classify: Callable[[bytes, bytes], tuple[str, str, str, int, bool]] | None = None,
+        address_cache: int = ...,
     ) -> None: ...
     def begin(self, compressed: bool, limit: int | None = None) -> None: ...
     def push(self, data: bytes) -> None: ...
@@ -58,7 +77,7 @@ class Engine:
     def close_ring(self) -> None: ...
     def advance(self, now_ns: int) -> None: ...
     def flush(self) -> None: ...
-    def take(self) -> list[Record]: ...
+    def take(self, first_seq: int) -> Batch: ...
     def counters(self) -> dict[str, int | dict[str, int]]: ...
     def table_bytes(self) -> int: ...
     def table_breakdown(self) -> dict[str, int]: ...

@@ -19,6 +19,7 @@ from ingest.native import NativeAgent
 from ingest.producer import FlowProducer
 from ingest.replay import ProgressLine, ReplayResult, replay_files
 from ingest.seqstore import SeqStore
+from ingest.sinks import ObservedSink
 from schemas.flow_record import FlowRecord
 
 
@@ -66,17 +67,10 @@ def do_replay(
         if not f.exists():
             raise UserError(f"capture file {f}: no such file")
     home = cfg.local.home_path()
-    partners: Counter[str] = Counter()
     classifier = PartnerClassifier(cfg.partners)
     with ExitStack() as stack:
         write, producer = open_output(cfg, to, stack)
-
-        def sink(rec: FlowRecord) -> None:
-            partners[rec.partner] += 1
-            write(rec)
-            if on_record is not None:
-                on_record(rec)
-
+        sink = write if on_record is None else ObservedSink(write, on_record)
         seqs = SeqStore(home / "agent" / f"{cfg.agent.agent_id}.seq")
         native = cfg.agent.engine == "native"
         agent = (NativeAgent if native else Agent)(cfg.agent, classifier, sink, first_seq=seqs.first())
@@ -87,7 +81,7 @@ def do_replay(
         result = replay_files(agent, files, pace=pace, shift_to_now=shift, progress=progress)
         progress.done()
         seqs.used(agent.meter.next_seq)
-    return ReplayRun(agent, result, partners, producer)
+    return ReplayRun(agent, result, Counter(agent.partners.records), producer)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -1,7 +1,10 @@
 //! gwtel_native: the agent's per-packet work (capture reading, decoding, fragments, flow table, RTT) in one
 //! batch call per chunk of a capture file, with exactly the semantics of the Python reference in `ingest/`.
-//! Python keeps classification, record building and transport; it sees finished flows only, as tuples.
+//! Finished flows are classified (per-address answers of Python's classifier, cached) and encoded here too:
+//! Python receives batches of Kafka keys and values and per-partner aggregates, never single records.
 
+mod batch;
+mod classify;
 mod decode;
 mod export;
 mod latency;
@@ -9,21 +12,24 @@ mod meter;
 #[cfg(test)]
 mod proptests;
 mod reader;
+mod record;
 mod ring;
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyTuple};
 use pyo3::IntoPyObjectExt;
 
+use batch::{Batch, Stamp};
+use classify::{Classifier, Rules};
 use decode::{DecodeConfig, REJECT_NAMES};
 use latency::{ns_to_us, NONE};
-use meter::{Core, MeterConfig, Rec, SumOut, REASON_NAMES};
+use meter::{Core, MeterConfig, Rec, REASON_NAMES};
 use reader::Reader;
+use record::Record;
 use ring::{parse_block, Ring, RingConfig, RingError, RingResult};
 
 const LINKTYPE_ETHERNET: u32 = 1;
@@ -39,6 +45,7 @@ struct Engine {
     pending: Vec<u8>, // bytes pushed and not parsed yet
     oracle_err: Arc<Mutex<Option<PyErr>>>,
     live: Option<Live>,
+    records: Records,
 }
 
 /// A live capture ring and what metering its frames needs.
@@ -93,108 +100,137 @@ impl Live {
     }
 }
 
-fn addr_bytes(a: &[u8; 16], v6: bool) -> &[u8] {
-    if v6 {
-        &a[..]
-    } else {
-        &a[..4]
+/// Rules of the per-flow classification, as `ingest.classify.PartnerClassifier.engine_rules` gives them.
+type RulesArg = (
+    String,
+    String,
+    String,
+    Vec<(String, String)>,
+    Vec<(String, String)>,
+    Vec<(u64, String)>,
+);
+
+fn rules_from(r: RulesArg) -> Rules {
+    let (fallback, domestic, unknown_country, by_link, by_country, by_asn) = r;
+    Rules {
+        fallback,
+        domestic,
+        unknown_country,
+        by_link,
+        by_country,
+        by_asn,
     }
 }
 
-/// remote_is_initiator from a per-address "is domestic" callable (cached here), or a per-flow callable.
-fn make_oracle(
-    domestic: Option<Py<PyAny>>,
-    pair: Option<Py<PyAny>>,
-    err: Arc<Mutex<Option<PyErr>>>,
-) -> meter::Oracle {
-    let mut cache: HashMap<([u8; 16], bool), bool> = HashMap::new();
-    Box::new(move |src: &[u8; 16], dst: &[u8; 16], v6: bool| -> bool {
-        Python::attach(|py| {
-            let call1 = |f: &Py<PyAny>, args: Vec<&[u8]>| -> bool {
-                let t: Vec<Bound<PyBytes>> = args.iter().map(|a| PyBytes::new(py, a)).collect();
-                let r = PyTuple::new(py, t)
-                    .and_then(|t| f.call1(py, t))
-                    .and_then(|v| v.is_truthy(py));
-                match r {
-                    Ok(b) => b,
-                    Err(e) => {
-                        err.lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .get_or_insert(e);
-                        false
-                    }
-                }
-            };
-            if let Some(f) = &domestic {
-                let mut dom = |a: &[u8; 16]| -> bool {
-                    if let Some(&d) = cache.get(&(*a, v6)) {
-                        return d;
-                    }
-                    let d = call1(f, vec![addr_bytes(a, v6)]);
-                    if cache.len() >= ORACLE_CACHE_MAX {
-                        cache.clear();
-                    }
-                    cache.insert((*a, v6), d);
-                    d
-                };
-                let s = dom(src);
-                let d = dom(dst);
-                !s && d
-            } else if let Some(f) = &pair {
-                call1(f, vec![addr_bytes(src, v6), addr_bytes(dst, v6)])
-            } else {
-                false
-            }
-        })
-    })
+/// The engine refuses a schema it does not encode (FLOW_RECORD_FIELDS is the one definition).
+fn check_fields(fields: &[String]) -> PyResult<()> {
+    if fields
+        .iter()
+        .map(String::as_str)
+        .ne(record::FIELDS.iter().copied())
+    {
+        return Err(PyValueError::new_err(
+            "FLOW_RECORD_FIELDS differs from the fields this engine encodes: rebuild gwtel_native",
+        ));
+    }
+    Ok(())
 }
 
-fn sum_obj<'py>(py: Python<'py>, s: &Option<SumOut>) -> PyResult<Bound<'py, PyAny>> {
-    match s {
-        None => Ok(py.None().into_bound(py)),
-        Some(s) => {
-            let hist = PyTuple::new(py, s.hist.iter().map(|&(b, c)| (b, c)))?;
-            (s.count, s.min_us, s.max_us, s.sum_us, hist).into_bound_py_any(py)
+fn opt_us(ns: i64) -> Option<i64> {
+    (ns != NONE).then(|| ns_to_us(ns))
+}
+
+/// Scratch space of the encoder: address texts and histogram bins of the record being written.
+#[derive(Default)]
+struct Scratch {
+    src: String,
+    dst: String,
+    hist: [Vec<(u64, u64)>; 3],
+}
+
+/// Everything a capture engine's finished flows need to become FlowRecords.
+struct Records {
+    cls: Arc<Mutex<Classifier>>,
+    stamp: Stamp,
+    link: u32, // the link id's index among the classifier's names
+    hs_bounds: Vec<f64>,
+    batch: Batch,
+    scratch: Scratch,
+}
+
+impl Records {
+    /// Classify and encode the finished flows `recs`, numbered from `seq`.
+    fn add(&mut self, recs: &[Rec], mut seq: u64) {
+        let mut cls = self.cls.lock().unwrap_or_else(|p| p.into_inner());
+        let Scratch { src, dst, hist } = &mut self.scratch;
+        for r in recs {
+            let c = cls.flow(&r.src, &r.dst, r.v6, self.link);
+            let n = if r.v6 { 16 } else { 4 };
+            record::ip_text(src, &r.src[..n]);
+            record::ip_text(dst, &r.dst[..n]);
+            let (resp, init) = (opt_us(r.hs_resp_ns), opt_us(r.hs_init_ns));
+            let (ext, int) = if c.remote_is_initiator {
+                (init, resp)
+            } else {
+                (resp, init)
+            };
+            for (h, s) in hist.iter_mut().zip(&r.sums) {
+                h.clear();
+                if let Some(s) = s {
+                    h.extend(s.hist.iter().map(|&(b, c)| (b as u64, c as u64)));
+                }
+            }
+            let sum = |i: usize| match &r.sums[i] {
+                None => record::Summary::default(),
+                Some(s) => record::Summary {
+                    count: s.count,
+                    min_us: Some(s.min_us),
+                    max_us: Some(s.max_us),
+                    sum_us: s.sum_us,
+                    hist: &hist[i],
+                },
+            };
+            let names = &cls.names;
+            let rec = Record {
+                schema_version: 1,
+                agent_id: &self.stamp.agent_id,
+                seq,
+                link_id: &self.stamp.link_id,
+                sampling_rate: self.stamp.sampling_rate,
+                ip_version: if r.v6 { 6 } else { 4 },
+                src_ip: src,
+                src_port: r.sport as u64,
+                dst_ip: dst,
+                dst_port: r.dport as u64,
+                protocol: r.proto as u64,
+                vlan: r.vlan as u64,
+                first_ns: r.first_ns,
+                last_ns: r.last_ns,
+                export_ns: r.export_ns,
+                end_reason: REASON_NAMES[r.reason as usize],
+                bytes_fwd: r.bytes_f,
+                packets_fwd: r.pkts_f,
+                bytes_rev: r.bytes_r,
+                packets_rev: r.pkts_r,
+                tcp_flags_fwd: r.flags_f as u64,
+                tcp_flags_rev: r.flags_r as u64,
+                retrans_fwd: r.retrans_f,
+                retrans_rev: r.retrans_r,
+                hs_rtt_ext_us: ext,
+                hs_rtt_int_us: int,
+                sums: [sum(0), sum(1), sum(2)],
+                direction: names.get(c.direction),
+                partner: names.get(c.partner),
+                remote_country: names.get(c.country),
+                remote_asn: c.asn,
+                sampling_mode: &self.stamp.sampling_mode,
+                ..Record::default()
+            };
+            self.batch
+                .add(&rec, (c.partner, c.direction, self.link), &self.hs_bounds);
+            seq += 1;
         }
     }
-}
-
-fn opt_us<'py>(py: Python<'py>, ns: i64) -> PyResult<Bound<'py, PyAny>> {
-    if ns == NONE {
-        Ok(py.None().into_bound(py))
-    } else {
-        ns_to_us(ns).into_bound_py_any(py)
-    }
-}
-
-fn rec_obj<'py>(py: Python<'py>, r: &Rec) -> PyResult<Bound<'py, PyTuple>> {
-    let items: Vec<Bound<'py, PyAny>> = vec![
-        REASON_NAMES[r.reason as usize].into_bound_py_any(py)?,
-        r.export_ns.into_bound_py_any(py)?,
-        (if r.v6 { 6 } else { 4 }).into_bound_py_any(py)?,
-        PyBytes::new(py, addr_bytes(&r.src, r.v6)).into_any(),
-        r.sport.into_bound_py_any(py)?,
-        PyBytes::new(py, addr_bytes(&r.dst, r.v6)).into_any(),
-        r.dport.into_bound_py_any(py)?,
-        r.proto.into_bound_py_any(py)?,
-        r.vlan.into_bound_py_any(py)?,
-        r.first_ns.into_bound_py_any(py)?,
-        r.last_ns.into_bound_py_any(py)?,
-        r.bytes_f.into_bound_py_any(py)?,
-        r.pkts_f.into_bound_py_any(py)?,
-        r.bytes_r.into_bound_py_any(py)?,
-        r.pkts_r.into_bound_py_any(py)?,
-        r.flags_f.into_bound_py_any(py)?,
-        r.flags_r.into_bound_py_any(py)?,
-        r.retrans_f.into_bound_py_any(py)?,
-        r.retrans_r.into_bound_py_any(py)?,
-        opt_us(py, r.hs_resp_ns)?,
-        opt_us(py, r.hs_init_ns)?,
-        sum_obj(py, &r.sums[0])?,
-        sum_obj(py, &r.sums[1])?,
-        sum_obj(py, &r.sums[2])?,
-    ];
-    PyTuple::new(py, items)
 }
 
 /// Parse and meter every complete record of `buf`.
@@ -245,7 +281,8 @@ impl Engine {
     #[new]
     #[pyo3(signature = (*, idle_ns, active_ns, grace_ns, tick_ns, ooo_ns, max_flows, max_pending_ts,
         max_pending_echo, frag_max, frag_timeout_ns, decap_gre, decap_vxlan, decap_gtp, vxlan_port, gtp_port,
-        bucket_thresholds, domestic=None, remote_is_initiator=None))]
+        bucket_thresholds, fields, agent_id, link_id, sampling_rate, sampling_mode, rules, handshake_bounds,
+        side=None, classify=None, address_cache=ORACLE_CACHE_MAX))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         idle_ns: i64,
@@ -264,9 +301,18 @@ impl Engine {
         vxlan_port: u32,
         gtp_port: u32,
         bucket_thresholds: Vec<u64>,
-        domestic: Option<Py<PyAny>>,
-        remote_is_initiator: Option<Py<PyAny>>,
+        fields: Vec<String>,
+        agent_id: String,
+        link_id: String,
+        sampling_rate: u64,
+        sampling_mode: String,
+        rules: RulesArg,
+        handshake_bounds: Vec<f64>,
+        side: Option<Py<PyAny>>,
+        classify: Option<Py<PyAny>>,
+        address_cache: usize,
     ) -> PyResult<Self> {
+        check_fields(&fields)?;
         if idle_ns <= 0
             || active_ns <= 0
             || grace_ns <= 0
@@ -303,13 +349,44 @@ impl Engine {
             vxlan_port,
             gtp_port,
         };
-        let oracle = make_oracle(domestic, remote_is_initiator, err.clone());
+        let rules = rules_from(rules);
+        let mut cls = match (side, classify) {
+            (Some(side), None) => Classifier::cached(side, address_cache, &rules, err.clone()),
+            (None, Some(f)) => Classifier::per_flow(f, &rules, err.clone()),
+            _ => {
+                return Err(PyValueError::new_err(
+                    "give exactly one of side and classify",
+                ))
+            }
+        };
+        let link = cls.names.id(&link_id);
+        let cls = Arc::new(Mutex::new(cls));
+        let oc = cls.clone();
+        // the meter asks at a flow's start which side opened it (latency attribution)
+        let oracle: meter::Oracle = Box::new(move |src: &[u8; 16], dst: &[u8; 16], v6: bool| {
+            oc.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remote_is_initiator(src, dst, v6)
+        });
         Ok(Engine {
             core: Core::new(cfg, dcfg, bucket_thresholds, oracle),
             reader: None,
             pending: Vec::new(),
             oracle_err: err,
             live: None,
+            records: Records {
+                cls,
+                stamp: Stamp {
+                    agent_id,
+                    link_id,
+                    sampling_rate,
+                    sampling_mode,
+                },
+                link,
+                hs_bounds: handshake_bounds,
+                batch: Batch::default(),
+                scratch: Scratch::default(),
+            },
         })
     }
 
@@ -366,7 +443,12 @@ impl Engine {
         for (ts, lt, data, wire) in &frames {
             self.core.feed(*ts, *lt, data, *wire);
         }
-        if let Some(e) = self.oracle_err.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(e) = self
+            .oracle_err
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             return Err(e);
         }
         Ok(())
@@ -516,14 +598,22 @@ impl Engine {
         self.core.flush();
     }
 
-    /// Finished flows since the last call, in export order.
-    fn take<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+    /// Finished flows since the last call, in export order, classified and encoded with sequence numbers from
+    /// `first_seq`: (count, keys, values, traffic, handshake), see `batch::Batch::take`.
+    fn take<'py>(&mut self, py: Python<'py>, first_seq: u64) -> PyResult<Bound<'py, PyTuple>> {
         let recs = std::mem::take(&mut self.core.out);
-        let items: Vec<Bound<'py, PyTuple>> = recs
-            .iter()
-            .map(|r| rec_obj(py, r))
-            .collect::<PyResult<_>>()?;
-        PyList::new(py, items)
+        self.records.add(&recs, first_seq);
+        if let Some(e) = self
+            .oracle_err
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            self.records.batch = Batch::default();
+            return Err(e);
+        }
+        let cls = self.records.cls.lock().unwrap_or_else(|p| p.into_inner());
+        self.records.batch.take(py, &cls.names)
     }
 
     fn counters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -560,6 +650,11 @@ impl Engine {
         d.set_item("frag_orphans", c.frag_orphans)?;
         d.set_item("frag_expired", c.frag_expired)?;
         d.set_item("frag_evicted", c.frag_evicted)?;
+        let cls = self.records.cls.lock().unwrap_or_else(|p| p.into_inner());
+        d.set_item("address_lookups", cls.lookups)?;
+        d.set_item("address_misses", cls.misses)?;
+        d.set_item("address_cache_clears", cls.clears)?;
+        d.set_item("address_cache_size", cls.cache_len())?;
         Ok(d)
     }
 
@@ -578,10 +673,106 @@ impl Engine {
     }
 }
 
+/// (key, value) of one record given as the values of FLOW_RECORD_FIELDS in order (histograms as (b, c) pairs):
+/// the encoder on values of any origin, for its tests.
+#[pyfunction]
+fn encode_record<'py>(
+    py: Python<'py>,
+    v: &Bound<'py, PyTuple>,
+) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+    if v.len() != record::FIELDS.len() {
+        return Err(PyValueError::new_err("one value per field"));
+    }
+    // every value as text where it is one, so the record can borrow them
+    let strs: Vec<Option<String>> = (0..v.len())
+        .map(|i| Ok(v.get_item(i)?.extract::<String>().ok()))
+        .collect::<PyResult<_>>()?;
+    let s = |i: usize| -> PyResult<&str> {
+        strs[i]
+            .as_deref()
+            .ok_or_else(|| PyValueError::new_err(format!("{} must be a str", record::FIELDS[i])))
+    };
+    let u = |i: usize| -> PyResult<u64> { v.get_item(i)?.extract() };
+    let n = |i: usize| -> PyResult<i64> { v.get_item(i)?.extract() };
+    let o = |i: usize| -> PyResult<Option<i64>> { v.get_item(i)?.extract() };
+    let hists: Vec<Vec<(u64, u64)>> = [30, 35, 40]
+        .iter()
+        .map(|&i| v.get_item(i)?.extract())
+        .collect::<PyResult<_>>()?;
+    let sum = |k: usize| -> PyResult<record::Summary<'_>> {
+        let i = 26 + 5 * k;
+        Ok(record::Summary {
+            count: u(i)?,
+            min_us: o(i + 1)?,
+            max_us: o(i + 2)?,
+            sum_us: n(i + 3)?,
+            hist: &hists[k],
+        })
+    };
+    let r = Record {
+        schema_version: u(0)?,
+        agent_id: s(1)?,
+        seq: u(2)?,
+        link_id: s(3)?,
+        sampling_rate: u(4)?,
+        ip_version: u(5)?,
+        src_ip: s(6)?,
+        src_port: u(7)?,
+        dst_ip: s(8)?,
+        dst_port: u(9)?,
+        protocol: u(10)?,
+        vlan: u(11)?,
+        first_ns: n(12)?,
+        last_ns: n(13)?,
+        export_ns: n(14)?,
+        end_reason: s(15)?,
+        bytes_fwd: u(16)?,
+        packets_fwd: u(17)?,
+        bytes_rev: u(18)?,
+        packets_rev: u(19)?,
+        tcp_flags_fwd: u(20)?,
+        tcp_flags_rev: u(21)?,
+        retrans_fwd: u(22)?,
+        retrans_rev: u(23)?,
+        hs_rtt_ext_us: o(24)?,
+        hs_rtt_int_us: o(25)?,
+        sums: [sum(0)?, sum(1)?, sum(2)?],
+        direction: s(41)?,
+        partner: s(42)?,
+        remote_country: s(43)?,
+        remote_asn: u(44)?,
+        sampling_mode: s(45)?,
+        exporter: s(46)?,
+        in_if: u(47)?,
+        out_if: u(48)?,
+        src_asn: u(49)?,
+        dst_asn: u(50)?,
+        next_hop: s(51)?,
+        one_way: u(52)?,
+    };
+    let (mut key, mut value) = (Vec::new(), Vec::new());
+    record::key(&mut key, &r);
+    record::encode(&mut value, &r);
+    Ok((PyBytes::new(py, &key), PyBytes::new(py, &value)))
+}
+
+/// Text of a packed 4- or 16-byte address as the records write it (inet_ntop's form), for tests.
+#[pyfunction]
+fn address_text(a: &[u8]) -> PyResult<String> {
+    if a.len() != 4 && a.len() != 16 {
+        return Err(PyValueError::new_err("an address is 4 or 16 bytes"));
+    }
+    let mut s = String::new();
+    record::ip_text(&mut s, a);
+    Ok(s)
+}
+
 #[pymodule]
 fn gwtel_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
     m.add_class::<export::py::Collector>()?;
-    m.add("ABI", 3)?;
+    m.add_function(wrap_pyfunction!(encode_record, m)?)?;
+    m.add_function(wrap_pyfunction!(address_text, m)?)?;
+    m.add("ABI", 4)?;
     Ok(())
 }

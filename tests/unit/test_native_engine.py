@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from ingest.classification import Classification
 from ingest.classify import PartnerClassifier
 from ingest.config import AgentConfig
 from ingest.native import NativeAgent, bucket_thresholds
@@ -252,6 +253,56 @@ def test_ipv4_and_ipv6_flows_through_a_tiny_table_match(tmp_path: Path) -> None:
     path.write_bytes(pcap_bytes(frames, linktype=101, nanosecond=True))
     run = same_records(AgentConfig(max_flows=6, idle_timeout_s=1.0, active_timeout_s=3.0), [path])
     assert any(r.ip_version == 6 for r in run.records) and any(r.ip_version == 4 for r in run.records)
+
+
+def _groups_classifier() -> PartnerClassifier:
+    """Groups by prefix (with an AS number), by country and a domestic prefix: every branch of the per-flow rule."""
+    return PartnerClassifier(
+        PartnersConfig.model_validate(
+            {
+                "domestic": {"countries": ["CN"], "prefixes": ["198.51.100.0/26"]},
+                "groups": {
+                    "by_prefix": {"prefixes": [{"prefix": "203.0.113.0/25", "asn": 64500}, "2001:db8:1::/48"]},
+                    "by_country": {"countries": ["US", "JP", "DE", "KR"]},
+                },
+                "fallback": "rest",
+                "private_is_domestic": False,
+            }
+        )
+    )
+
+
+def test_engine_side_classification_matches_with_groups_of_every_kind(synth: dict[str, Path], tmp_path: Path) -> None:
+    run = same_records(AgentConfig(), [synth["s1"], synth["s3"]], classifier=_groups_classifier())
+    assert len({(r.partner, r.direction) for r in run.records}) >= 3
+
+
+def test_a_link_group_names_the_partner_of_remote_sides_no_prefix_claims(synth: dict[str, Path]) -> None:
+    cls = PartnerClassifier(
+        PartnersConfig.model_validate({"groups": {"cable": {"links": ["link-9"]}, "pfx": {"prefixes": ["8.0.0.0/8"]}}})
+    )
+    run = same_records(AgentConfig(link_id="link-9"), [synth["s2"]], classifier=cls)
+    assert any(r.partner == "cable" for r in run.records)
+
+
+class _OtherClassifier:
+    """A classifier that is not a PartnerClassifier: the engine calls it once per flow."""
+
+    def __init__(self) -> None:
+        self._inner = _groups_classifier()
+        self.calls = 0
+
+    def classify(self, src_ip: str, dst_ip: str, ip_version: int, link_id: str) -> Classification:
+        self.calls += 1
+        c = self._inner.classify(src_ip, dst_ip, ip_version, link_id)
+        return Classification(c.direction, f'{c.partner}"é\n', c.remote_country, c.remote_asn, c.remote_is_initiator)
+
+
+def test_any_other_classifier_is_called_per_flow_and_gives_the_same_records(synth: dict[str, Path]) -> None:
+    cls = _OtherClassifier()
+    run = same_records(AgentConfig(), [synth["s2"]], classifier=cls)
+    assert run.records and all(r.partner.endswith('"é\n') for r in run.records)
+    assert cls.calls >= 2 * len(run.records)  # both engines, at least once per record
 
 
 def test_table_breakdown_adds_up_to_table_bytes(synth: dict[str, Path]) -> None:

@@ -1,0 +1,316 @@
+//! Flow classification in the engine: `PartnerClassifier`'s per-flow rule applied here, over what Python says
+//! of each address (`Side`), asked once per new address and cached (bounded: cleared when full, counted).
+//! A classifier that is not a PartnerClassifier is called once per flow instead (the slow, general path).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+pub const EGRESS: u32 = 0;
+pub const INGRESS: u32 = 1;
+pub const DOMESTIC_DIR: u32 = 2;
+pub const TRANSIT: u32 = 3;
+pub const UNKNOWN: u32 = 4;
+const DIRECTIONS: [&str; 5] = ["egress", "ingress", "domestic", "transit", "unknown"];
+
+/// Interned strings (directions, partner groups, countries, links): records refer to them by index.
+#[derive(Default)]
+pub struct Names {
+    v: Vec<String>,
+    idx: HashMap<String, u32>,
+}
+
+impl Names {
+    fn new() -> Self {
+        let mut n = Names::default();
+        for d in DIRECTIONS {
+            n.id(d);
+        }
+        n
+    }
+    pub fn id(&mut self, s: &str) -> u32 {
+        if let Some(&i) = self.idx.get(s) {
+            return i;
+        }
+        let i = self.v.len() as u32;
+        self.v.push(s.to_owned());
+        self.idx.insert(s.to_owned(), i);
+        i
+    }
+    pub fn get(&self, i: u32) -> &str {
+        &self.v[i as usize]
+    }
+}
+
+/// What one address is (see ingest.classify.Side).
+#[derive(Clone, Copy)]
+struct Side {
+    domestic: bool,
+    country: u32,
+    group: Option<u32>,
+    asn: u64,
+}
+
+/// One flow's classification: direction, partner and country (indexes into `Names`), remote AS number.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Cls {
+    pub direction: u32,
+    pub partner: u32,
+    pub country: u32,
+    pub asn: u64,
+    pub remote_is_initiator: bool,
+}
+
+/// The per-flow rule's configuration (PartnerClassifier.engine_rules()).
+pub struct Rules {
+    pub fallback: String,
+    pub domestic: String,
+    pub unknown_country: String,
+    pub by_link: Vec<(String, String)>,
+    pub by_country: Vec<(String, String)>,
+    pub by_asn: Vec<(u64, String)>,
+}
+
+enum Mode {
+    /// `side(packed address) -> (domestic, country, group | None, asn) | None`, cached per address.
+    Cached {
+        side: Py<PyAny>,
+        cache: HashMap<([u8; 16], bool), Option<Side>>,
+        max: usize,
+    },
+    /// `classify(packed src, packed dst) -> (direction, partner, country, asn, remote_is_initiator)` per flow.
+    PerFlow { classify: Py<PyAny> },
+}
+
+pub struct Classifier {
+    mode: Mode,
+    pub names: Names,
+    fallback: u32,
+    domestic: u32,
+    unknown_country: u32,
+    by_link: HashMap<u32, u32>,
+    by_country: HashMap<u32, u32>,
+    by_asn: HashMap<u64, u32>,
+    pub lookups: u64,
+    pub misses: u64,
+    pub clears: u64,
+    err: Arc<Mutex<Option<PyErr>>>,
+}
+
+impl Classifier {
+    fn with_mode(mode: Mode, rules: &Rules, err: Arc<Mutex<Option<PyErr>>>) -> Self {
+        let mut names = Names::new();
+        let fallback = names.id(&rules.fallback);
+        let domestic = names.id(&rules.domestic);
+        let unknown_country = names.id(&rules.unknown_country);
+        let mut pairs = |v: &[(String, String)]| -> HashMap<u32, u32> {
+            v.iter().map(|(k, g)| (names.id(k), names.id(g))).collect()
+        };
+        let by_link = pairs(&rules.by_link);
+        let by_country = pairs(&rules.by_country);
+        let by_asn = rules
+            .by_asn
+            .iter()
+            .map(|(a, g)| (*a, names.id(g)))
+            .collect();
+        Classifier {
+            mode,
+            names,
+            fallback,
+            domestic,
+            unknown_country,
+            by_link,
+            by_country,
+            by_asn,
+            lookups: 0,
+            misses: 0,
+            clears: 0,
+            err,
+        }
+    }
+
+    pub fn cached(
+        side: Py<PyAny>,
+        max: usize,
+        rules: &Rules,
+        err: Arc<Mutex<Option<PyErr>>>,
+    ) -> Self {
+        let mode = Mode::Cached {
+            side,
+            cache: HashMap::new(),
+            max: max.max(1),
+        };
+        Self::with_mode(mode, rules, err)
+    }
+
+    pub fn per_flow(classify: Py<PyAny>, rules: &Rules, err: Arc<Mutex<Option<PyErr>>>) -> Self {
+        Self::with_mode(Mode::PerFlow { classify }, rules, err)
+    }
+
+    pub fn cache_len(&self) -> usize {
+        match &self.mode {
+            Mode::Cached { cache, .. } => cache.len(),
+            Mode::PerFlow { .. } => 0,
+        }
+    }
+
+    fn keep_err(&self, e: PyErr) {
+        self.err
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(e);
+    }
+
+    fn side(&mut self, a: &[u8; 16], v6: bool) -> Option<Side> {
+        self.lookups += 1;
+        let Mode::Cached { side, cache, max } = &mut self.mode else {
+            return None;
+        };
+        if let Some(s) = cache.get(&(*a, v6)) {
+            return *s;
+        }
+        self.misses += 1;
+        let packed = if v6 { &a[..] } else { &a[..4] };
+        type Answer = Option<(bool, String, Option<String>, u64)>;
+        let got = Python::attach(|py| -> PyResult<Answer> {
+            side.call1(py, (PyBytes::new(py, packed),))?.extract(py)
+        });
+        let s = match got {
+            Ok(v) => v.map(|(domestic, country, group, asn)| Side {
+                domestic,
+                country: self.names.id(&country),
+                group: group.map(|g| self.names.id(&g)),
+                asn,
+            }),
+            Err(e) => {
+                self.err
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert(e);
+                None
+            }
+        };
+        if cache.len() >= *max {
+            cache.clear();
+            self.clears += 1;
+        }
+        cache.insert((*a, v6), s);
+        s
+    }
+
+    fn per_flow_call(&mut self, src: &[u8], dst: &[u8]) -> Cls {
+        let Mode::PerFlow { classify } = &self.mode else {
+            unreachable!()
+        };
+        type Out = (String, String, String, u64, bool);
+        let got = Python::attach(|py| -> PyResult<Out> {
+            classify
+                .call1(py, (PyBytes::new(py, src), PyBytes::new(py, dst)))?
+                .extract(py)
+        });
+        match got {
+            Ok((d, p, c, asn, rii)) => Cls {
+                direction: self.names.id(&d),
+                partner: self.names.id(&p),
+                country: self.names.id(&c),
+                asn,
+                remote_is_initiator: rii,
+            },
+            Err(e) => {
+                self.keep_err(e);
+                self.unknown()
+            }
+        }
+    }
+
+    fn unknown(&self) -> Cls {
+        Cls {
+            direction: UNKNOWN,
+            partner: self.fallback,
+            country: self.unknown_country,
+            asn: 0,
+            remote_is_initiator: false,
+        }
+    }
+
+    fn partner_of(&self, remote: &Side, link: u32) -> u32 {
+        remote
+            .group
+            .or_else(|| self.by_link.get(&link).copied())
+            .or_else(|| self.by_country.get(&remote.country).copied())
+            .unwrap_or(self.fallback)
+    }
+
+    /// PartnerClassifier.classify: the flow from its initiator (`src`) to its responder, on link `link`.
+    pub fn flow(&mut self, src: &[u8; 16], dst: &[u8; 16], v6: bool, link: u32) -> Cls {
+        if let Mode::PerFlow { .. } = self.mode {
+            let n = if v6 { 16 } else { 4 };
+            return self.per_flow_call(&src[..n], &dst[..n]);
+        }
+        let (Some(s), Some(d)) = (self.side(src, v6), self.side(dst, v6)) else {
+            return self.unknown();
+        };
+        if s.domestic && d.domestic {
+            return Cls {
+                direction: DOMESTIC_DIR,
+                partner: self.domestic,
+                country: d.country,
+                asn: d.asn,
+                remote_is_initiator: false,
+            };
+        }
+        let (direction, remote, rii) = if s.domestic {
+            (EGRESS, d, false)
+        } else if d.domestic {
+            (INGRESS, s, true)
+        } else {
+            (TRANSIT, d, false)
+        };
+        Cls {
+            direction,
+            partner: self.partner_of(&remote, link),
+            country: remote.country,
+            asn: remote.asn,
+            remote_is_initiator: rii,
+        }
+    }
+
+    /// Which side opened the flow, as far as latency attribution needs it (the meter asks at a flow's start).
+    pub fn remote_is_initiator(&mut self, src: &[u8; 16], dst: &[u8; 16], v6: bool) -> bool {
+        if let Mode::PerFlow { .. } = self.mode {
+            return self.flow(src, dst, v6, u32::MAX).remote_is_initiator;
+        }
+        let s = self.side(src, v6).is_some_and(|s| s.domestic);
+        let d = self.side(dst, v6).is_some_and(|s| s.domestic);
+        !s && d
+    }
+
+    /// PartnerClassifier.remote: the remote side when an interface map says which side it is; partner by AS
+    /// number first (when a group lists `asn`). None: not classifiable.
+    pub fn remote(&mut self, a: &[u8; 16], v6: bool, link: u32, asn: u64) -> Option<Cls> {
+        let s = self.side(a, v6)?;
+        let partner = self
+            .by_asn
+            .get(&asn)
+            .copied()
+            .unwrap_or_else(|| self.partner_of(&s, link));
+        Some(Cls {
+            direction: UNKNOWN,
+            partner,
+            country: s.country,
+            asn: if asn != 0 { asn } else { s.asn },
+            remote_is_initiator: false,
+        })
+    }
+
+    /// PartnerClassifier.partner_of_asn.
+    pub fn partner_of_asn(&self, asn: u64) -> Option<u32> {
+        self.by_asn.get(&asn).copied()
+    }
+
+    pub fn is_cached(&self) -> bool {
+        matches!(self.mode, Mode::Cached { .. })
+    }
+}
