@@ -9,12 +9,16 @@ Exports carry no round-trip times: the latency fields stay empty.
 What the export itself says is stored beside: the exporter's address, the input and output interface indexes,
 the source and destination AS numbers and the next hop as exported (an unset, all-zero next hop as ""), and
 ``one_way`` = 1 unless the record carries reverse counters (a biflow).
+
+The collector itself has the native engine build and encode the records (`configure` hands it this builder's
+interface map and the classifier's rules; native/src/export/records.rs); `build` is the Python reference the
+tests compare the engine with, and what a tool that wants FlowRecord objects from decoded rows uses.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from ingest.classify import PartnerClassifier
 from ingest.collect.config import CollectorConfig, Exporter, Interface
@@ -22,6 +26,9 @@ from ingest.collect.decoded import Exported
 from ingest.collect.frames import packed_address
 from ingest.flowkey import ip_text
 from schemas.flow_record import FLOW_SCHEMA_VERSION, FlowRecord
+
+if TYPE_CHECKING:
+    import gwtel_native
 
 _TCP: Final = 6
 _FIN: Final = 0x01
@@ -51,6 +58,23 @@ class RecordBuilder:
         self.next_seq = first_seq
         self.unmapped = 0  # records whose exporter or interfaces the map does not name
         self._address_text: dict[bytes, str] = {b"": ""}  # exporters, next hops: each formatted once
+
+    def configure(self, engine: gwtel_native.Collector, agent_id: str) -> None:
+        """Have `engine` build and encode the records itself (`take_records`) exactly as `build` does."""
+        from ingest.native import record_args
+
+        exporters = [
+            (packed, e.sampling_rate, [(i, f.link, f.side == "external") for i, f in e.interfaces.items()])
+            for packed, e in self._exporters.items()
+        ]
+        engine.configure_records(
+            agent_id=agent_id,
+            default_link_id=self._cfg.default_link_id,
+            exporters=exporters,
+            rules=self._classifier.engine_rules(),
+            side=self._classifier.side_of_packed,
+            **record_args(),
+        )
 
     def _link(self, exp: Exporter | None, r: Exported) -> tuple[str, str | None]:
         """(link id, direction) from the interface map; direction None: let the addresses decide."""

@@ -1,20 +1,21 @@
-"""The collector loop: read datagram batches, decode them in the native engine, build and send FlowRecords."""
+"""The collector loop: read datagram batches; the native engine decodes them and builds and encodes the FlowRecords;
+the batch goes to the sink whole."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import gwtel_native
 
 from ingest.collect.config import CollectorConfig
-from ingest.collect.decoded import Exported, LinkCounters
+from ingest.agent_metrics import PartnerTally
+from ingest.collect.decoded import LinkCounters
 from ingest.collect.listener import Listeners
 from ingest.collect.records import RecordBuilder
 from ingest.collect.templates import TemplateFiles
-from schemas.flow_record import FlowRecord
+from ingest.sinks import BatchSink, EncodedBatch, RecordSink, batch_writer
 
 _SAVE_EVERY_S = 10.0
 
@@ -25,6 +26,7 @@ class CollectorState:
 
     records_sent: int = 0
     batches: int = 0
+    partners: PartnerTally = field(default_factory=PartnerTally)
     # latest sFlow interface counters per (exporter, ifIndex)
     links: dict[tuple[bytes, int], LinkCounters] = field(default_factory=dict)
 
@@ -35,15 +37,16 @@ class CollectorService:
         cfg: CollectorConfig,
         listeners: Listeners,
         builder: RecordBuilder,
-        sink: Callable[[FlowRecord], None],
+        sink: RecordSink | BatchSink,
         templates: TemplateFiles | None,
     ) -> None:
         self.cfg = cfg
         self.listeners = listeners
         self.builder = builder
         self.engine = gwtel_native.Collector(max_templates_per_exporter=cfg.max_templates_per_exporter)
+        builder.configure(self.engine, cfg.agent_id)
         self.state = CollectorState()
-        self._sink = sink
+        self._write = batch_writer(sink)
         self._templates = templates
         self.restored = templates.load(self.engine) if templates is not None else 0
         self._saved_at = time.monotonic()
@@ -57,10 +60,12 @@ class CollectorService:
         sent = 0
         if n:
             self.engine.feed(bytes(buf))  # one copy per batch: the engine reads bytes
-            rows = [Exported._make(t) for t in self.engine.take()]
-            for rec in self.builder.build(rows, time.time_ns(), self.cfg.agent_id):
-                self._sink(rec)
-                sent += 1
+            batch, self.builder.unmapped = self.engine.take_records(self.builder.next_seq, time.time_ns())
+            sent, keys, values, traffic, handshake, per_partner = batch
+            if sent:
+                self.builder.next_seq += sent
+                self.state.partners.add_batch(traffic, handshake, per_partner)
+                self._write(EncodedBatch(sent, keys, values))
             for t in self.engine.take_links():
                 lc = LinkCounters._make(t)
                 self.state.links[(lc.exporter, lc.if_index)] = lc

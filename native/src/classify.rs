@@ -309,8 +309,4 @@ impl Classifier {
     pub fn partner_of_asn(&self, asn: u64) -> Option<u32> {
         self.by_asn.get(&asn).copied()
     }
-
-    pub fn is_cached(&self) -> bool {
-        matches!(self.mode, Mode::Cached { .. })
-    }
 }

@@ -101,7 +101,7 @@ impl Live {
 }
 
 /// Rules of the per-flow classification, as `ingest.classify.PartnerClassifier.engine_rules` gives them.
-type RulesArg = (
+pub(crate) type RulesArg = (
     String,
     String,
     String,
@@ -110,7 +110,7 @@ type RulesArg = (
     Vec<(u64, String)>,
 );
 
-fn rules_from(r: RulesArg) -> Rules {
+pub(crate) fn rules_from(r: RulesArg) -> Rules {
     let (fallback, domestic, unknown_country, by_link, by_country, by_asn) = r;
     Rules {
         fallback,
@@ -123,7 +123,7 @@ fn rules_from(r: RulesArg) -> Rules {
 }
 
 /// The engine refuses a schema it does not encode (FLOW_RECORD_FIELDS is the one definition).
-fn check_fields(fields: &[String]) -> PyResult<()> {
+pub(crate) fn check_fields(fields: &[String]) -> PyResult<()> {
     if fields
         .iter()
         .map(String::as_str)

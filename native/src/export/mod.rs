@@ -4,6 +4,7 @@
 
 pub mod netflow5;
 pub mod py;
+pub mod records;
 pub mod sflow;
 pub mod template;
 

@@ -5,8 +5,15 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use pyo3::IntoPyObjectExt;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::records::{Builder, ExporterMap};
 use super::{Addr, Collector as Core, ExpRec, Limits, LinkCounter, KIND_NAMES, REASONS};
+use crate::batch::Batch;
+use crate::classify::Classifier;
 use crate::decode::DecodeConfig;
+use crate::{check_fields, rules_from, RulesArg};
 
 fn addr_from(b: &[u8]) -> PyResult<Addr> {
     match b.len() {
@@ -72,7 +79,13 @@ fn link_obj<'py>(py: Python<'py>, l: &LinkCounter) -> PyResult<Bound<'py, PyTupl
 #[pyclass(module = "gwtel_native", name = "Collector")]
 pub struct Collector {
     core: Core,
+    records: Option<Builder>,
+    batch: Batch,
+    err: Arc<Mutex<Option<PyErr>>>,
 }
+
+/// An exporter of the configuration: packed address, sampling rate, interfaces (ifIndex, link, faces the partner).
+type ExporterArg = (Vec<u8>, Option<u64>, Vec<(u32, String, bool)>);
 
 #[pymethods]
 impl Collector {
@@ -97,7 +110,74 @@ impl Collector {
                 },
                 dcfg,
             ),
+            records: None,
+            batch: Batch::default(),
+            err: Arc::new(Mutex::new(None)),
         })
+    }
+
+    /// Build and encode FlowRecords in the engine (`take_records`), as `ingest.collect.records.RecordBuilder`
+    /// does: `side` answers per address (cached here), `rules` the per-flow rule's tables.
+    #[pyo3(signature = (*, fields, agent_id, default_link_id, exporters, rules, handshake_bounds, side,
+        address_cache=1 << 20))]
+    #[allow(clippy::too_many_arguments)]
+    fn configure_records(
+        &mut self,
+        fields: Vec<String>,
+        agent_id: String,
+        default_link_id: String,
+        exporters: Vec<ExporterArg>,
+        rules: RulesArg,
+        handshake_bounds: Vec<f64>,
+        side: Py<PyAny>,
+        address_cache: usize,
+    ) -> PyResult<()> {
+        check_fields(&fields)?;
+        let mut cls = Classifier::cached(side, address_cache, &rules_from(rules), self.err.clone());
+        let default_link = cls.names.id(&default_link_id);
+        let mut map = HashMap::new();
+        for (addr, sampling, ifs) in exporters {
+            let interfaces = ifs
+                .iter()
+                .map(|(i, link, ext)| (*i, (cls.names.id(link), *ext)))
+                .collect();
+            map.insert(
+                addr_from(&addr)?,
+                ExporterMap {
+                    sampling,
+                    interfaces,
+                },
+            );
+        }
+        self.records = Some(Builder::new(
+            cls,
+            agent_id,
+            default_link,
+            map,
+            handshake_bounds,
+        ));
+        Ok(())
+    }
+
+    /// Flow records decoded since the last call, built and encoded with sequence numbers from `first_seq`:
+    /// (batch as `Engine.take` returns it, records so far whose exporter or interfaces the map does not name).
+    fn take_records<'py>(
+        &mut self,
+        py: Python<'py>,
+        first_seq: u64,
+        export_ns: i64,
+    ) -> PyResult<(Bound<'py, PyTuple>, u64)> {
+        let b = self
+            .records
+            .as_mut()
+            .ok_or_else(|| PyRuntimeError::new_err("configure_records first"))?;
+        let recs = std::mem::take(&mut self.core.out);
+        b.add(&mut self.batch, &recs, first_seq, export_ns);
+        if let Some(e) = self.err.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            self.batch = Batch::default();
+            return Err(e);
+        }
+        Ok((self.batch.take(py, &b.cls.names)?, b.unmapped))
     }
 
     /// Decode a batch of framed datagrams (see `ingest.collect.frames`); returns how many it held.

@@ -1,0 +1,189 @@
+//! Decoded export records -> encoded FlowRecords, as `ingest.collect.records.RecordBuilder` builds them (the
+//! Python reference): link and direction from the exporter's interface map, partner by AS number where a group
+//! lists it, then by prefix and country; counts as exported with the sampling rate beside them; no latency.
+
+use std::collections::HashMap;
+
+use super::{Addr, ExpRec};
+use crate::batch::Batch;
+use crate::classify::{Classifier, EGRESS, INGRESS, TRANSIT};
+use crate::record::{self, Record};
+
+const TCP: u8 = 6;
+const FIN: u8 = 0x01;
+const RST: u8 = 0x04;
+
+/// An exporter of the configuration: its sampling rate when it announces none, its interfaces.
+pub struct ExporterMap {
+    pub sampling: Option<u64>,
+    /// ifIndex -> (link id index in the classifier's names, faces the partner)
+    pub interfaces: HashMap<u32, (u32, bool)>,
+}
+
+pub struct Builder {
+    pub cls: Classifier,
+    pub agent_id: String,
+    pub default_link: u32,
+    pub exporters: HashMap<Addr, ExporterMap>,
+    pub hs_bounds: Vec<f64>,
+    pub unmapped: u64,
+    src: String,
+    dst: String,
+    exporter: String,
+    next_hop: String,
+}
+
+fn end_reason(proto: u8, flags: u8) -> &'static str {
+    if proto == TCP && flags & RST != 0 {
+        "rst"
+    } else if proto == TCP && flags & FIN != 0 {
+        "fin"
+    } else {
+        // a router exports on its own timers: idle and active expiry look the same
+        "active"
+    }
+}
+
+/// Text of an address, "" when it is all zero (an unset next hop or exporter).
+fn text_or_empty(buf: &mut String, a: &Addr) {
+    if a.b.iter().all(|&b| b == 0) {
+        buf.clear();
+    } else {
+        record::ip_text(buf, a.bytes());
+    }
+}
+
+impl Builder {
+    pub fn new(
+        cls: Classifier,
+        agent_id: String,
+        default_link: u32,
+        exporters: HashMap<Addr, ExporterMap>,
+        hs_bounds: Vec<f64>,
+    ) -> Self {
+        Builder {
+            cls,
+            agent_id,
+            default_link,
+            exporters,
+            hs_bounds,
+            unmapped: 0,
+            src: String::new(),
+            dst: String::new(),
+            exporter: String::new(),
+            next_hop: String::new(),
+        }
+    }
+
+    /// (link, direction or None: the addresses decide) from the interface map.
+    fn link(&mut self, r: &ExpRec) -> (u32, Option<u32>) {
+        let Some(exp) = self.exporters.get(&r.exporter) else {
+            self.unmapped += 1;
+            return (self.default_link, None);
+        };
+        let into = exp.interfaces.get(&r.in_if).copied();
+        let out = exp.interfaces.get(&r.out_if).copied();
+        let out_external = out.is_some_and(|o| o.1);
+        if let Some((link, true)) = into {
+            if !out_external {
+                return (link, Some(INGRESS));
+            }
+        }
+        if let Some((link, true)) = out {
+            return (link, Some(EGRESS));
+        }
+        match into.or(out) {
+            Some((link, _)) => (link, None),
+            None => {
+                self.unmapped += 1;
+                (self.default_link, None)
+            }
+        }
+    }
+
+    /// Classify and encode `recs`, numbered from `seq`, exported at `export_ns`.
+    pub fn add(&mut self, batch: &mut Batch, recs: &[ExpRec], mut seq: u64, export_ns: i64) {
+        for r in recs {
+            let (link, dir) = self.link(r);
+            let v6 = r.src.v6;
+            let c = self.cls.flow(&r.src.b, &r.dst.b, v6, link);
+            let (mut partner, mut country, mut asn) = (c.partner, c.country, c.asn);
+            let direction = match dir {
+                None => {
+                    let remote_asn = match c.direction {
+                        EGRESS | TRANSIT => r.dst_as,
+                        INGRESS => r.src_as,
+                        _ => 0,
+                    } as u64;
+                    if remote_asn != 0 {
+                        partner = self.cls.partner_of_asn(remote_asn).unwrap_or(partner);
+                        asn = remote_asn;
+                    }
+                    c.direction
+                }
+                Some(d) => {
+                    let ingress = d == INGRESS;
+                    let (a, a_as) = if ingress {
+                        (&r.src, r.src_as)
+                    } else {
+                        (&r.dst, r.dst_as)
+                    };
+                    if let Some(rc) = self.cls.remote(&a.b, v6, link, a_as as u64) {
+                        (partner, country, asn) = (rc.partner, rc.country, rc.asn);
+                    }
+                    d
+                }
+            };
+            let n = if v6 { 16 } else { 4 };
+            record::ip_text(&mut self.src, &r.src.b[..n]);
+            record::ip_text(&mut self.dst, &r.dst.b[..n]);
+            text_or_empty(&mut self.exporter, &r.exporter);
+            text_or_empty(&mut self.next_hop, &r.next_hop);
+            let mut sampling = r.sampling as u64;
+            if sampling <= 1 {
+                if let Some(s) = self.exporters.get(&r.exporter).and_then(|e| e.sampling) {
+                    sampling = s;
+                }
+            }
+            let names = &self.cls.names;
+            let rec = Record {
+                schema_version: 1,
+                agent_id: &self.agent_id,
+                seq,
+                link_id: names.get(link),
+                sampling_rate: sampling,
+                ip_version: if v6 { 6 } else { 4 },
+                src_ip: &self.src,
+                src_port: r.sport as u64,
+                dst_ip: &self.dst,
+                dst_port: r.dport as u64,
+                protocol: r.proto as u64,
+                vlan: r.vlan as u64,
+                first_ns: r.first_ns,
+                last_ns: r.last_ns,
+                export_ns,
+                end_reason: end_reason(r.proto, r.tcp_flags),
+                bytes_fwd: r.bytes,
+                packets_fwd: r.pkts,
+                bytes_rev: r.bytes_rev,
+                packets_rev: r.pkts_rev,
+                tcp_flags_fwd: r.tcp_flags as u64,
+                direction: names.get(direction),
+                partner: names.get(partner),
+                remote_country: names.get(country),
+                remote_asn: asn,
+                sampling_mode: "packet",
+                exporter: &self.exporter,
+                in_if: r.in_if as u64,
+                out_if: r.out_if as u64,
+                src_asn: r.src_as as u64,
+                dst_asn: r.dst_as as u64,
+                next_hop: &self.next_hop,
+                one_way: u64::from(r.bytes_rev == 0 && r.pkts_rev == 0),
+                ..Record::default()
+            };
+            batch.add(&rec, (partner, direction, link), &self.hs_bounds);
+            seq += 1;
+        }
+    }
+}
