@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import gwtel_native
 
-from ingest.collect.config import CollectorConfig
 from ingest.agent_metrics import PartnerTally
+from ingest.collect.config import CollectorConfig
 from ingest.collect.decoded import LinkCounters
 from ingest.collect.listener import Listeners
 from ingest.collect.records import RecordBuilder
