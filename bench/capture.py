@@ -41,6 +41,7 @@ from ingest.classify import PartnerClassifier
 from ingest.config import AgentConfig
 from ingest.native import NativeAgent
 from ingest.partners import PartnersConfig
+from ingest.sinks import JsonlSink
 from ingest.sources import open_capture
 from ingest.sources.live import LiveOptions, filter_program, interface_index, interface_linktype
 from ingest.synth import SynthConfig, generate
@@ -210,16 +211,23 @@ def run_once(
 
 
 def file_replay(pcap: Path, loops: int) -> dict[str, float]:
-    """The same engine metering the same capture from the file, in this process: packets per CPU-second."""
-    agent = NativeAgent(AgentConfig(), PartnerClassifier(PartnersConfig()), lambda _r: None)
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    for _ in range(loops):
-        agent.replay_file(pcap)
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    agent.finish()
+    """The same engine metering the same capture from the file, in this process, FlowRecords out (encoded and
+    written as JSON lines to /dev/null, as the live agent's `--to jsonl:/dev/null`): packets per CPU-second."""
+    with open(os.devnull, "wb") as null:
+        agent = NativeAgent(AgentConfig(), PartnerClassifier(PartnersConfig()), JsonlSink(null))
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        for _ in range(loops):
+            agent.replay_file(pcap)
+        agent.finish()
+        after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     packets = agent.counters.packets_seen
-    return {"packets": packets, "cpu_s": cpu, "pkts_per_cpu_s": packets / max(cpu, 1e-9)}
+    return {
+        "packets": packets,
+        "records": agent.counters.records_emitted,
+        "cpu_s": cpu,
+        "pkts_per_cpu_s": packets / max(cpu, 1e-9),
+    }
 
 
 def bytes_per_flow(pcap: Path) -> dict[str, float]:

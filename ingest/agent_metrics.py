@@ -210,6 +210,22 @@ class AgentCollector(Collector):
             exp.add_metric([link, reason], exported.get(reason, 0))
         yield exp
         yield counter("gwtel_agent_flows_evicted", "Flows evicted because the flow table was full.", st.evicted)
+        cache: dict[str, int] = getattr(agent, "address_cache", None) or {}
+        if cache:  # the native engine classifies with per-address answers it caches
+            yield counter(
+                "gwtel_agent_address_lookups",
+                "Addresses the engine classified (cache hits and misses).",
+                cache["lookups"],
+            )
+            yield counter(
+                "gwtel_agent_address_misses", "Addresses the engine asked the classifier about.", cache["misses"]
+            )
+            yield counter(
+                "gwtel_agent_address_cache_clears",
+                "Times the full per-address cache was emptied.",
+                cache["cache_clears"],
+            )
+            yield gauge("gwtel_agent_address_cache_entries", "Addresses in the cache.", cache["cache_size"])
         yield from self._producer_metrics(counter, gauge)
         yield from self._partner_metrics()
 

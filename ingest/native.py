@@ -144,6 +144,8 @@ class NativeAgent:
         self.fragments = FragmentStats()
         self._write = batch_writer(sink)
         self.over_snaplen = 0  # file records longer than their snap length, read whole (as tshark reads them)
+        # the engines' per-address classification cache: lookups, misses (classifier calls), cache_clears, cache_size
+        self.address_cache: dict[str, int] = {}
         mc = meter_config(cfg)
         dc = DecodeConfig(decap_gre=cfg.decap_gre, decap_vxlan=cfg.decap_vxlan, decap_gtp=cfg.decap_gtp)
         ft = FragmentTracker()
@@ -301,6 +303,7 @@ class NativeAgent:
         fs.orphans = _int(c["frag_orphans"])
         fs.expired = _int(c["frag_expired"])
         fs.evicted = _int(c["frag_evicted"])
+        self.address_cache = {k: _int(c[f"address_{k}"]) for k in ("lookups", "misses", "cache_clears", "cache_size")}
 
     def table_bytes(self) -> int:
         """Heap bytes of the native flow table and per-flow state (the engine's own allocation accounting)."""

@@ -63,15 +63,16 @@ pub struct Cls {
     pub remote_is_initiator: bool,
 }
 
-/// The per-flow rule's configuration (PartnerClassifier.engine_rules()).
-pub struct Rules {
-    pub fallback: String,
-    pub domestic: String,
-    pub unknown_country: String,
-    pub by_link: Vec<(String, String)>,
-    pub by_country: Vec<(String, String)>,
-    pub by_asn: Vec<(u64, String)>,
-}
+/// The per-flow rule's configuration, as `PartnerClassifier.engine_rules()` gives it: (fallback, domestic group,
+/// unknown country, by link, by country, by AS number).
+pub type Rules = (
+    String,
+    String,
+    String,
+    Vec<(String, String)>,
+    Vec<(String, String)>,
+    Vec<(u64, String)>,
+);
 
 enum Mode {
     /// `side(packed address) -> (domestic, country, group | None, asn) | None`, cached per address.
@@ -101,20 +102,17 @@ pub struct Classifier {
 
 impl Classifier {
     fn with_mode(mode: Mode, rules: &Rules, err: Arc<Mutex<Option<PyErr>>>) -> Self {
+        let (fallback, domestic, unknown_country, by_link, by_country, by_asn) = rules;
         let mut names = Names::new();
-        let fallback = names.id(&rules.fallback);
-        let domestic = names.id(&rules.domestic);
-        let unknown_country = names.id(&rules.unknown_country);
+        let fallback = names.id(fallback);
+        let domestic = names.id(domestic);
+        let unknown_country = names.id(unknown_country);
         let mut pairs = |v: &[(String, String)]| -> HashMap<u32, u32> {
             v.iter().map(|(k, g)| (names.id(k), names.id(g))).collect()
         };
-        let by_link = pairs(&rules.by_link);
-        let by_country = pairs(&rules.by_country);
-        let by_asn = rules
-            .by_asn
-            .iter()
-            .map(|(a, g)| (*a, names.id(g)))
-            .collect();
+        let by_link = pairs(by_link);
+        let by_country = pairs(by_country);
+        let by_asn = by_asn.iter().map(|(a, g)| (*a, names.id(g))).collect();
         Classifier {
             mode,
             names,

@@ -100,28 +100,6 @@ impl Live {
     }
 }
 
-/// Rules of the per-flow classification, as `ingest.classify.PartnerClassifier.engine_rules` gives them.
-pub(crate) type RulesArg = (
-    String,
-    String,
-    String,
-    Vec<(String, String)>,
-    Vec<(String, String)>,
-    Vec<(u64, String)>,
-);
-
-pub(crate) fn rules_from(r: RulesArg) -> Rules {
-    let (fallback, domestic, unknown_country, by_link, by_country, by_asn) = r;
-    Rules {
-        fallback,
-        domestic,
-        unknown_country,
-        by_link,
-        by_country,
-        by_asn,
-    }
-}
-
 /// The engine refuses a schema it does not encode (FLOW_RECORD_FIELDS is the one definition).
 pub(crate) fn check_fields(fields: &[String]) -> PyResult<()> {
     if fields
@@ -306,7 +284,7 @@ impl Engine {
         link_id: String,
         sampling_rate: u64,
         sampling_mode: String,
-        rules: RulesArg,
+        rules: Rules,
         handshake_bounds: Vec<f64>,
         side: Option<Py<PyAny>>,
         classify: Option<Py<PyAny>>,
@@ -349,7 +327,6 @@ impl Engine {
             vxlan_port,
             gtp_port,
         };
-        let rules = rules_from(rules);
         let mut cls = match (side, classify) {
             (Some(side), None) => Classifier::cached(side, address_cache, &rules, err.clone()),
             (None, Some(f)) => Classifier::per_flow(f, &rules, err.clone()),

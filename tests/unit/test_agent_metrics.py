@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -14,11 +16,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from gwtel.metrics_http import process_registry
 from gwtel.services.prometheus import find_tool
 from ingest.agent import Agent
-from ingest.agent_metrics import AgentCollector, PartnerTally
+from ingest.agent_metrics import AgentCollector, MeteredAgent, PartnerTally
 from ingest.classify import PartnerClassifier
 from ingest.config import AgentConfig
+from ingest.native import NativeAgent
 from ingest.partners import PartnersConfig
 from ingest.replay import replay_files
+from ingest.sinks import JsonlSink
 from ingest.synth import SynthConfig, generate
 from schemas.flow_record import FlowRecord
 from tests.records import sample_flow
@@ -26,7 +30,7 @@ from tests.records import sample_flow
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-def scrape(agent: Agent) -> bytes:
+def scrape(agent: MeteredAgent) -> bytes:
     return generate_latest(process_registry(AgentCollector(agent)))
 
 
@@ -69,6 +73,35 @@ def test_partner_series_equal_the_traffic_generated(
         expected
     )
     assert len(expected) >= 6  # several partners, both directions
+
+
+def test_native_agent_series_equal_the_traffic_generated_and_its_address_cache_is_counted(tmp_path: Path) -> None:
+    truth = generate(SynthConfig(seed=5, flows=200, duration_s=20), tmp_path / "s.pcap", tmp_path / "t.json")
+    out = io.BytesIO()
+    agent = NativeAgent(AgentConfig(link_id="qd-jp-1"), PartnerClassifier(PartnersConfig.default()), JsonlSink(out))
+    assert replay_files(agent, [tmp_path / "s.pcap"]).errors == []
+    got = samples(scrape(agent))
+    expected: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for row in truth["bandwidth"]:
+        expected[(row["partner"], row["direction"])][0] += row["bytes"]
+        expected[(row["partner"], row["direction"])][1] += row["packets"]
+    octets = by_name(got, "gwtel_agent_partner_bytes_total")
+    packets = by_name(got, "gwtel_agent_partner_packets_total")
+    assert {(dict(k)["partner"], dict(k)["direction"]): [int(v), int(packets[k])] for k, v in octets.items()} == dict(
+        expected
+    )
+    lines = out.getvalue().splitlines()
+    link = (("link", "qd-jp-1"),)
+    assert got[("gwtel_agent_records_produced_total", link)] == len(lines) > 0
+    ext = [v for row in truth["latency"] if row["metric"] == "hs_rtt_ext" for v in row["samples_us"]]
+    count = sum(by_name(got, "gwtel_agent_partner_handshake_rtt_seconds_count").values())
+    assert count == len(ext)
+    addresses = {a for line in lines for a in (orjson.loads(line)["src_ip"], orjson.loads(line)["dst_ip"])}
+    misses = got[("gwtel_agent_address_misses_total", link)]
+    assert misses >= len(addresses)  # each address asked once (addresses of unfinished or rejected flows too)
+    assert got[("gwtel_agent_address_lookups_total", link)] > 2 * misses  # hosts recur: the cache answers
+    assert got[("gwtel_agent_address_cache_entries", link)] == misses
+    assert got[("gwtel_agent_address_cache_clears_total", link)] == 0
 
 
 def test_ledger_counters_equal_the_traffic_generated(

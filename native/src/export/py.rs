@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex};
 use super::records::{Builder, ExporterMap};
 use super::{Addr, Collector as Core, ExpRec, Limits, LinkCounter, KIND_NAMES, REASONS};
 use crate::batch::Batch;
-use crate::classify::Classifier;
+use crate::check_fields;
+use crate::classify::{Classifier, Rules};
 use crate::decode::DecodeConfig;
-use crate::{check_fields, rules_from, RulesArg};
 
 fn addr_from(b: &[u8]) -> PyResult<Addr> {
     match b.len() {
@@ -127,13 +127,13 @@ impl Collector {
         agent_id: String,
         default_link_id: String,
         exporters: Vec<ExporterArg>,
-        rules: RulesArg,
+        rules: Rules,
         handshake_bounds: Vec<f64>,
         side: Py<PyAny>,
         address_cache: usize,
     ) -> PyResult<()> {
         check_fields(&fields)?;
-        let mut cls = Classifier::cached(side, address_cache, &rules_from(rules), self.err.clone());
+        let mut cls = Classifier::cached(side, address_cache, &rules, self.err.clone());
         let default_link = cls.names.id(&default_link_id);
         let mut map = HashMap::new();
         for (addr, sampling, ifs) in exporters {
