@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import resource
 import socket
 import statistics
@@ -45,6 +46,7 @@ from ingest.collect.listener import Listeners
 from ingest.collect.records import RecordBuilder
 from ingest.collect.service import CollectorService
 from ingest.partners import PartnersConfig
+from ingest.sinks import JsonlSink
 from tests.exports import ipfix_data, ipfix_template, netflow9_data, netflow9_template, sflow_samples
 
 EXPORTER = "192.0.2.1"
@@ -161,7 +163,8 @@ def _receiver(port_q: mp.Queue, result_q: mp.Queue, seconds: float) -> None:  # 
     port_q.put(int(lst.stats[0].listen.rsplit(":", 1)[1]))
     cfg = CollectorConfig()
     builder = RecordBuilder(cfg, PartnerClassifier(PartnersConfig.default(), country_of=lambda _ip: None))
-    svc = CollectorService(cfg, lst, builder, lambda _r: None, None)
+    null = open(os.devnull, "wb")  # noqa: SIM115 - the process ends with the run
+    svc = CollectorService(cfg, lst, builder, JsonlSink(null), None)
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         svc.step(0.05)

@@ -3,7 +3,7 @@
 //! (ingest.agent_metrics.PartnerTally: traffic per partner, direction and link; handshake RTT histograms).
 //! Shared by the capture engine and the router collector.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
@@ -81,31 +81,47 @@ impl Batch {
     /// (count, keys, values, traffic [(partner, direction, link, octets, packets)],
     ///  handshake [(partner, direction, counts, sum_s)], records [(partner, n)]); leaves the batch empty.
     pub fn take<'py>(&mut self, py: Python<'py>, names: &Names) -> PyResult<Bound<'py, PyTuple>> {
-        let b = std::mem::take(self);
-        let traffic: Vec<Bound<'py, PyTuple>> = b
+        let traffic: Vec<Bound<'py, PyTuple>> = self
             .traffic
-            .iter()
-            .map(|(&(p, d, l), &(o, n))| {
+            .drain()
+            .map(|((p, d, l), (o, n))| {
                 (names.get(p), names.get(d), names.get(l), o, n).into_pyobject(py)
             })
             .collect::<PyResult<_>>()?;
-        let handshake: Vec<Bound<'py, PyTuple>> = b
+        let handshake: Vec<Bound<'py, PyTuple>> = self
             .handshake
-            .iter()
-            .map(|(&(p, d), (c, s))| (names.get(p), names.get(d), c.clone(), *s).into_pyobject(py))
+            .drain()
+            .map(|((p, d), (c, s))| (names.get(p), names.get(d), c, s).into_pyobject(py))
             .collect::<PyResult<_>>()?;
-        let records: Vec<(&str, u64)> =
-            b.records.iter().map(|(&p, &n)| (names.get(p), n)).collect();
-        (
-            b.count,
-            PyBytes::new(py, &b.keys),
-            PyBytes::new(py, &b.values),
+        let records: Vec<(&str, u64)> = self
+            .records
+            .drain()
+            .map(|(p, n)| (names.get(p), n))
+            .collect();
+        let out = (
+            self.count,
+            PyBytes::new(py, &self.keys),
+            PyBytes::new(py, &self.values),
             traffic,
             handshake,
             records,
         )
             .into_bound_py_any(py)?
-            .cast_into::<PyTuple>()
-            .map_err(Into::into)
+            .cast_into::<PyTuple>()?;
+        // the buffers keep their capacity: the next batch writes into pages already mapped
+        self.count = 0;
+        self.keys.clear();
+        self.values.clear();
+        Ok(out)
+    }
+
+    /// Forget what was added since the last take (an error stopped the batch).
+    pub fn discard(&mut self) {
+        self.count = 0;
+        self.keys.clear();
+        self.values.clear();
+        self.traffic.clear();
+        self.handshake.clear();
+        self.records.clear();
     }
 }

@@ -2,7 +2,7 @@
 //! of each address (`Side`), asked once per new address and cached (bounded: cleared when full, counted).
 //! A classifier that is not a PartnerClassifier is called once per flow instead (the slow, general path).
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;

@@ -586,7 +586,7 @@ impl Engine {
             .unwrap_or_else(|p| p.into_inner())
             .take()
         {
-            self.records.batch = Batch::default();
+            self.records.batch.discard();
             return Err(e);
         }
         let cls = self.records.cls.lock().unwrap_or_else(|p| p.into_inner());

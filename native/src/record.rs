@@ -290,10 +290,9 @@ pub fn key(out: &mut Vec<u8>, r: &Record<'_>) {
 /// Text of a 4- or 16-byte address, as glibc's inet_ntop writes it (RFC 5952 zero compression, first longest
 /// run of two or more zero groups; dotted quad for IPv4-compatible ::a.b.c.d and IPv4-mapped ::ffff:a.b.c.d).
 pub fn ip_text(buf: &mut String, a: &[u8]) {
-    use std::fmt::Write;
     buf.clear();
     if a.len() == 4 {
-        let _ = write!(buf, "{}.{}.{}.{}", a[0], a[1], a[2], a[3]);
+        dotted(buf, a);
         return;
     }
     let mut w = [0u16; 8];
@@ -330,14 +329,40 @@ pub fn ip_text(buf: &mut String, a: &[u8]) {
             continue;
         }
         if i == 6 && best == 0 && (best_len == 6 || (best_len == 5 && w[5] == 0xffff)) {
-            let _ = write!(buf, "{}.{}.{}.{}", a[12], a[13], a[14], a[15]);
+            dotted(buf, &a[12..16]);
             return;
         }
-        let _ = write!(buf, "{:x}", w[i]);
+        hex_group(buf, w[i]);
         if i < 7 {
             buf.push(':');
         }
         i += 1;
+    }
+}
+
+fn dotted(buf: &mut String, a: &[u8]) {
+    for (i, &o) in a.iter().enumerate() {
+        if i > 0 {
+            buf.push('.');
+        }
+        if o >= 100 {
+            buf.push((b'0' + o / 100) as char);
+        }
+        if o >= 10 {
+            buf.push((b'0' + o / 10 % 10) as char);
+        }
+        buf.push((b'0' + o % 10) as char);
+    }
+}
+
+fn hex_group(buf: &mut String, g: u16) {
+    let mut started = false;
+    for shift in [12, 8, 4, 0] {
+        let d = (g >> shift) & 15;
+        if d != 0 || started || shift == 0 {
+            buf.push(HEX[d as usize] as char);
+            started = true;
+        }
     }
 }
 
@@ -358,6 +383,7 @@ mod tests {
     #[test]
     fn addresses_as_glibc_writes_them() {
         assert_eq!(text(&[10, 0, 0, 255]), "10.0.0.255");
+        assert_eq!(text(&[0, 9, 99, 100]), "0.9.99.100");
         for (a, want) in [
             ("::", "::"),
             ("::1", "::1"),

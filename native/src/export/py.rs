@@ -5,7 +5,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use pyo3::IntoPyObjectExt;
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::records::{Builder, ExporterMap};
@@ -174,7 +174,7 @@ impl Collector {
         let recs = std::mem::take(&mut self.core.out);
         b.add(&mut self.batch, &recs, first_seq, export_ns);
         if let Some(e) = self.err.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            self.batch = Batch::default();
+            self.batch.discard();
             return Err(e);
         }
         Ok((self.batch.take(py, &b.cls.names)?, b.unmapped))

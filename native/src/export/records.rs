@@ -2,7 +2,7 @@
 //! Python reference): link and direction from the exporter's interface map, partner by AS number where a group
 //! lists it, then by prefix and country; counts as exported with the sampling rate beside them; no latency.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 use super::{Addr, ExpRec};
 use crate::batch::Batch;
