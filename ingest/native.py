@@ -180,9 +180,9 @@ class NativeAgent:
         self._snapshots: dict[int, dict[str, Any]] = {}
         self._engine: gwtel_native.Engine = self.new_engine()
 
-    def new_engine(self) -> gwtel_native.Engine:
-        """One more engine of this agent's configuration (a live capture worker's)."""
-        eng: gwtel_native.Engine = self._mod.Engine(**self._engine_args)
+    def new_engine(self, **overrides: Any) -> gwtel_native.Engine:
+        """One more engine of this agent's configuration (a live capture worker's); `overrides` for tests."""
+        eng: gwtel_native.Engine = self._mod.Engine(**{**self._engine_args, **overrides})
         return eng
 
     # ------------------------------------------------------------------ files

@@ -26,6 +26,7 @@ from ingest.packet import RawFrame
 from ingest.partners import PartnersConfig
 from ingest.sources import open_capture
 from ingest.synth import SynthConfig, generate
+from schemas.flow_record import FlowRecord
 from schemas.histogram import MAX_BUCKET, bucket_of_us
 from tests.engines import same_records
 from tests.packets import Iface, pcap_bytes, pcapng_bytes
@@ -303,6 +304,24 @@ def test_any_other_classifier_is_called_per_flow_and_gives_the_same_records(synt
     run = same_records(AgentConfig(), [synth["s2"]], classifier=cls)
     assert run.records and all(r.partner.endswith('"é\n') for r in run.records)
     assert cls.calls >= 2 * len(run.records)  # both engines, at least once per record
+
+
+def test_a_tiny_address_cache_is_emptied_when_full_and_changes_no_record(synth: dict[str, Path]) -> None:
+    from ingest.agent import Agent
+    from ingest.replay import replay_files
+    from tests.engines import Captured
+
+    cls = _groups_classifier()
+    ref: list[FlowRecord] = []
+    replay_files(Agent(AgentConfig(), cls, ref.append), [synth["s2"]])
+    out = Captured()
+    agent = NativeAgent(AgentConfig(), cls, out)
+    agent._engine = agent.new_engine(address_cache=3)
+    replay_files(agent, [synth["s2"]])
+    assert out.records == ref and len(ref) > 100
+    cache = agent.address_cache
+    assert cache["cache_clears"] > 10 and cache["cache_size"] <= 3
+    assert cache["misses"] > cache["cache_clears"] * 3
 
 
 def test_table_breakdown_adds_up_to_table_bytes(synth: dict[str, Path]) -> None:
