@@ -30,10 +30,12 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet
+from scapy.utils import rdpcap, wrpcap
 
 from gwtel.services.prometheus import PrometheusService, find_tool, query
 from ingest.synth import SynthConfig, generate
 from tests.integration.netns import PEER_MAC, SENDER_MAC, VethPair, create_link, send, veth_pair
+from tests.integration.txsend import offer, sender_binary
 
 pytestmark = pytest.mark.integration
 
@@ -571,3 +573,40 @@ def test_one_process_captures_several_interfaces(pair: VethPair, tmp_path: Path)
     }
     assert got == {**first.flows, **second.flows}
     assert len({r["seq"] for r in records}) == len(records) == 2  # one sequence for the whole process
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_ring_sender_offers_every_frame_in_order_and_skips_what_the_mtu_refuses(
+    pair: VethPair, tmp_path: Path, threads: int
+) -> None:
+    # The benchmark's sender (native/src/bin/gwtel-send.rs): what arrives at the other end of the veth pair,
+    # as tcpdump writes it, must be the frames Scapy built, byte for byte, twice (two loops), each sending thread's
+    # part in order; a frame longer than the interface's MTU allows is not sent and is counted.
+    frames = [bytes(f) for f in gateway_traffic().frames]
+    too_long = Ether(src=SENDER_MAC, dst=PEER_MAC) / IP(src="10.77.0.1", dst="198.18.1.1") / UDP() / (b"x" * 1600)
+    pcap = tmp_path / "offer.pcap"
+    wrpcap(str(pcap), [Ether(f) for f in frames[:5]] + [too_long] + [Ether(f) for f in frames[5:]])
+    out = tmp_path / "arrived.pcap"
+    loops = 2
+    err = tmp_path / "tcpdump.err"
+    with open(err, "wb") as e:
+        dump = subprocess.Popen(
+            ["tcpdump", "-i", pair.host_if, "-w", str(out), "-U", "-n", "-p", "-c", str(loops * len(frames))],
+            stdout=subprocess.DEVNULL,
+            stderr=e,
+        )
+    try:
+        poll(err.read_text, lambda t: "listening" in t or dump.poll() is not None, "tcpdump listening")
+        report = offer(sender_binary(), pair.netns, pair.ns_if, pcap, loops=loops, pps=2000, threads=threads)
+        assert dump.wait(timeout=WAIT_S) == 0, err.read_text()
+    finally:
+        if dump.poll() is None:
+            dump.kill()
+            dump.wait()
+    assert (report["sent"], report["skipped"]) == (loops * len(frames), 1)
+    arrived = [bytes(p) for p in rdpcap(str(out))]
+    parts = [frames[len(frames) * t // threads : len(frames) * (t + 1) // threads] for t in range(threads)]
+    for part in parts:  # the threads interleave; each sends its part, whole, loop after loop
+        mine = [f for f in arrived if f in part]
+        assert mine == part * loops
+    assert Counter(arrived) == Counter(frames * loops)
