@@ -59,7 +59,7 @@ def load_module() -> Any:
             f"agent.engine is 'native' but the gwtel_native module cannot be loaded ({exc}): run `make setup` "
             "(it builds native/ with cargo and maturin) or set agent.engine: python"
         ) from None
-    if getattr(gwtel_native, "ABI", None) != 3:
+    if getattr(gwtel_native, "ABI", None) != 4:
         raise NativeUnavailableError("gwtel_native is from another version of the project: run `make setup` again")
     return gwtel_native
 

@@ -24,6 +24,7 @@ const TPACKET_V3: libc::c_int = 2;
 const PACKET_MR_PROMISC: libc::c_ushort = 1;
 const PACKET_FANOUT_HASH: u32 = 0;
 const PACKET_FANOUT_FLAG_DEFRAG: u32 = 0x8000;
+const PACKET_FANOUT_FLAG_UNIQUEID: u32 = 0x2000;
 const PACKET_OUTGOING: u8 = 4;
 const ETH_P_ALL: u16 = 0x0003;
 const ETH_P_8021Q: u16 = 0x8100;
@@ -145,6 +146,8 @@ pub struct RingConfig {
     pub block_timeout_ms: u32,
     /// Encoded `struct sock_filter` array (the snap length is the filter's return value).
     pub filter: Vec<u8>,
+    /// Join this PACKET_FANOUT_HASH group; 0 asks the kernel for a group id no other group of the network
+    /// namespace has (`PACKET_FANOUT_FLAG_UNIQUEID`), which the other rings of the group then join by id.
     pub fanout_group: Option<u16>,
     pub fanout_defrag: bool,
     pub promisc: bool,
@@ -169,6 +172,8 @@ pub struct Ring {
     pub stats: RingStats,
     pub link_down: u64,
     pub damaged_blocks: u64,
+    /// The fanout group the ring is in (the kernel's choice when asked for a unique one).
+    pub fanout_group: Option<u16>,
 }
 
 // SAFETY: the ring is owned by one Engine; the mapping and descriptor are only used through &mut self.
@@ -276,6 +281,7 @@ impl Ring {
             stats: RingStats::default(),
             link_down: 0,
             damaged_blocks: 0,
+            fanout_group: None,
         };
         ring.setup(cfg)?; // on error, Drop closes the socket and unmaps
         Ok(ring)
@@ -377,8 +383,12 @@ impl Ring {
             if cfg.fanout_defrag {
                 kind |= PACKET_FANOUT_FLAG_DEFRAG;
             }
+            if group == 0 {
+                kind |= PACKET_FANOUT_FLAG_UNIQUEID;
+            }
             let arg: u32 = group as u32 | (kind << 16);
             setopt(fd, SOL_PACKET, PACKET_FANOUT, &arg, "PACKET_FANOUT")?;
+            self.fanout_group = Some(self.fanout_id()?);
         }
         if cfg.promisc {
             let mreq = PacketMreq {
@@ -471,6 +481,26 @@ impl Ring {
             }
         }
         Ok(n)
+    }
+
+    /// The id of the fanout group the socket is in (getsockopt PACKET_FANOUT: id in the low 16 bits).
+    fn fanout_id(&self) -> RingResult<u16> {
+        let mut v: u32 = 0;
+        let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
+        // SAFETY: v and len are valid for the kernel to write.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd,
+                SOL_PACKET,
+                PACKET_FANOUT,
+                &mut v as *mut u32 as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        if r != 0 {
+            return Err(last_err("getsockopt(PACKET_FANOUT)"));
+        }
+        Ok((v & 0xFFFF) as u16)
     }
 
     fn take_error(&self) -> i32 {
