@@ -101,6 +101,9 @@ pub struct ExpRec {
     pub vlan: u16,
     /// flowDirection as exported: 0 ingress, 1 egress, 255 not said.
     pub flow_dir: u8,
+    /// The record counts both directions: its template has responder counters (NSEL responderOctets or
+    /// responderPackets), whatever their value; a session whose responder never answered is still a biflow.
+    pub biflow: bool,
 }
 
 /// An sFlow interface counter sample: the link's own octet counts, to cross-check the flows' totals.

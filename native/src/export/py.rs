@@ -51,6 +51,7 @@ fn rec_obj<'py>(py: Python<'py>, r: &ExpRec) -> PyResult<Bound<'py, PyTuple>> {
         r.sampling.into_bound_py_any(py)?,
         r.vlan.into_bound_py_any(py)?,
         r.flow_dir.into_bound_py_any(py)?,
+        r.biflow.into_bound_py_any(py)?,
     ];
     PyTuple::new(py, items)
 }
