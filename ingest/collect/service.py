@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ from ingest.collect.templates import TemplateFiles
 from schemas.flow_record import FlowRecord
 
 _SAVE_EVERY_S = 10.0
+_SFLOW_IF_FORMAT = 1 << 30
 
 
 @dataclass
@@ -27,6 +29,21 @@ class CollectorState:
     batches: int = 0
     # latest sFlow interface counters per (exporter, ifIndex)
     links: dict[tuple[bytes, int], LinkCounters] = field(default_factory=dict)
+    # sFlow flow samples' octets scaled by their sampling rate, per (exporter, ifIndex, "in" | "out"): the flows'
+    # view of the same interfaces, to cross-check against the counters
+    flow_octets: Counter[tuple[bytes, int, str]] = field(default_factory=Counter)
+
+    def add_flow_octets(self, rows: list[Exported]) -> None:
+        for r in rows:
+            if r.kind != "sflow":
+                continue
+            scaled = r.octets * max(r.sampling_rate, 1)
+            # sFlow interface values of 0 (unknown) or with the format bits set (discarded, several ports)
+            # name no single interface
+            if 0 < r.in_if < _SFLOW_IF_FORMAT:
+                self.flow_octets[(r.exporter, r.in_if, "in")] += scaled
+            if 0 < r.out_if < _SFLOW_IF_FORMAT:
+                self.flow_octets[(r.exporter, r.out_if, "out")] += scaled
 
 
 class CollectorService:
@@ -61,6 +78,7 @@ class CollectorService:
             for rec in self.builder.build(rows, time.time_ns(), self.cfg.agent_id):
                 self._sink(rec)
                 sent += 1
+            self.state.add_flow_octets(rows)
             for t in self.engine.take_links():
                 lc = LinkCounters._make(t)
                 self.state.links[(lc.exporter, lc.if_index)] = lc
