@@ -154,8 +154,8 @@ def test_report_command_writes_the_page(
 
 
 def test_the_report_says_which_links_have_rtt_and_which_only_export_data(clickhouse_client: Any, db: str) -> None:
-    no_rtt: dict[str, Any] = dict(hs_rtt_ext_us=None, hs_rtt_int_us=None, ts_rtt_count=0, ts_rtt_min_us=None, ts_rtt_max_us=None,
-                  ts_rtt_sum_us=0, ts_rtt_hist=())  # fmt: skip
+    no_rtt: dict[str, Any] = dict(hs_rtt_ext_us=None, hs_rtt_int_us=None, ts_rtt_count=0, ts_rtt_min_us=None,
+                                  ts_rtt_max_us=None, ts_rtt_sum_us=0, ts_rtt_hist=())  # fmt: skip
     exported = dict(no_rtt, exporter="192.0.2.1", in_if=3, out_if=4, one_way=1)
     extra: list[dict[str, Any]] = [
         *(dict(exported, link_id="hk-router", first_ns=FLOW_BASE_NS + i * 10**9) for i in range(4)),
