@@ -17,13 +17,18 @@ use std::io;
 use std::ptr;
 use std::time::Instant;
 
-#[allow(dead_code)] // the sender uses the classic and pcapng reader only, not its counters
+// The engine's capture reader and packet socket, compiled into this binary (it links neither Python nor the
+// engine); what it does not use of them is dead code here.
+#[allow(dead_code)]
 #[path = "../reader.rs"]
 mod reader;
+#[allow(dead_code)]
+#[path = "../ring.rs"]
+mod ring;
+
+use ring::{PACKET_VERSION, SOL_PACKET};
 
 // linux/if_packet.h
-const SOL_PACKET: libc::c_int = 263;
-const PACKET_VERSION: libc::c_int = 10;
 const PACKET_TX_RING: libc::c_int = 13;
 const PACKET_QDISC_BYPASS: libc::c_int = 20;
 const PACKET_VNET_HDR: libc::c_int = 15;
@@ -118,95 +123,42 @@ fn os_err(what: &str) -> String {
     format!("{what}: {}", io::Error::last_os_error())
 }
 
-fn setopt<T>(fd: libc::c_int, name: libc::c_int, val: &T, what: &str) -> Result<(), String> {
-    // SAFETY: `val` points to a live T of the size passed; the kernel copies it.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            SOL_PACKET,
-            name,
-            val as *const T as *const libc::c_void,
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        return Err(os_err(what));
-    }
-    Ok(())
+fn ring_err(e: ring::RingError) -> String {
+    e.msg
 }
 
 struct TxRing {
-    fd: libc::c_int,
-    map: *mut u8,
-    len: usize,
+    sock: ring::PacketSocket,
     geo: Geometry,
 }
 
 impl TxRing {
     fn open(ifindex: i32, geo: Geometry) -> Result<TxRing, String> {
-        // Protocol 0: the socket receives nothing (it only sends).
-        // SAFETY: plain system call; the descriptor is closed in Drop.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-        if fd < 0 {
-            return Err(os_err("socket(AF_PACKET) (needs CAP_NET_RAW)"));
-        }
-        let mut ring = TxRing {
-            fd,
-            map: ptr::null_mut(),
-            len: 0,
-            geo,
-        };
-        setopt(fd, PACKET_VERSION, &TPACKET_V2, "PACKET_VERSION")?;
-        setopt(fd, PACKET_VNET_HDR, &1i32, "PACKET_VNET_HDR")?;
+        let mut sock = ring::PacketSocket::new().map_err(ring_err)?;
+        let opt = |name, val: &i32, what| sock.setopt(SOL_PACKET, name, val, what);
+        opt(PACKET_VERSION, &TPACKET_V2, "PACKET_VERSION").map_err(ring_err)?;
+        opt(PACKET_VNET_HDR, &1, "PACKET_VNET_HDR").map_err(ring_err)?;
         // Straight to the driver: no qdisc enqueue and dequeue per frame (the benchmark wants no shaping).
-        setopt(fd, PACKET_QDISC_BYPASS, &1i32, "PACKET_QDISC_BYPASS")?;
+        opt(PACKET_QDISC_BYPASS, &1, "PACKET_QDISC_BYPASS").map_err(ring_err)?;
         let req: [u32; 4] = [
             geo.block_size as u32,
             geo.block_nr as u32,
             geo.frame_size as u32,
             geo.slots() as u32,
         ];
-        setopt(fd, PACKET_TX_RING, &req, "PACKET_TX_RING")?;
-        let len = geo.block_size * geo.block_nr;
-        // SAFETY: maps the ring the kernel allocated for this socket; unmapped in Drop.
-        let m = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if m == libc::MAP_FAILED {
-            return Err(os_err("mmap of the transmit ring"));
-        }
-        ring.map = m as *mut u8;
-        ring.len = len;
-        // SAFETY: sockaddr_ll is plain data; zeroed is valid.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_ifindex = ifindex;
-        // SAFETY: a valid sockaddr_ll of the size given.
-        let r = unsafe {
-            libc::bind(
-                fd,
-                &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(os_err("bind"));
-        }
-        Ok(ring)
+        sock.setopt(SOL_PACKET, PACKET_TX_RING, &req, "PACKET_TX_RING")
+            .map_err(ring_err)?;
+        sock.map(geo.block_size * geo.block_nr).map_err(ring_err)?;
+        sock.bind(ifindex, 0).map_err(ring_err)?; // protocol 0: the socket receives nothing, it only sends
+        Ok(TxRing { sock, geo })
     }
 
     fn slot(&self, i: usize) -> *mut u8 {
         let per_block = self.geo.block_size / self.geo.frame_size;
         // SAFETY (for the callers' accesses): i < slots, so the slot lies inside the mapping.
         unsafe {
-            self.map
+            self.sock
+                .map
                 .add(i / per_block * self.geo.block_size + i % per_block * self.geo.frame_size)
         }
     }
@@ -241,7 +193,7 @@ impl TxRing {
         let flags = if wait { 0 } else { libc::MSG_DONTWAIT };
         loop {
             // SAFETY: no buffer: the frames are in the ring.
-            let r = unsafe { libc::sendto(self.fd, ptr::null(), 0, flags, ptr::null(), 0) };
+            let r = unsafe { libc::sendto(self.sock.fd, ptr::null(), 0, flags, ptr::null(), 0) };
             if r >= 0 {
                 return Ok(());
             }
@@ -251,18 +203,6 @@ impl TxRing {
                 Some(libc::EAGAIN) | Some(libc::ENOBUFS) => return Ok(()),
                 _ => return Err(os_err("sendto")),
             }
-        }
-    }
-}
-
-impl Drop for TxRing {
-    fn drop(&mut self) {
-        // SAFETY: the mapping and descriptor belong to this ring and are released once.
-        unsafe {
-            if !self.map.is_null() {
-                libc::munmap(self.map as *mut libc::c_void, self.len);
-            }
-            libc::close(self.fd);
         }
     }
 }
@@ -359,7 +299,9 @@ fn send(
     let mut held = vec![usize::MAX; slots];
     // Paced: wake every 100 µs or every 64 frames' worth, whichever is longer (a sleep is not much finer, and
     // each wake-up costs a system call or two).
-    let tick_ns = 64_000_000_000u64.checked_div(pps).map_or(0, |t| t.max(100_000));
+    let tick_ns = 64_000_000_000u64
+        .checked_div(pps)
+        .map_or(0, |t| t.max(100_000));
     let start = Instant::now();
     let mut queued = 0u64;
     let mut stalled: Option<Instant> = None;
