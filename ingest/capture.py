@@ -17,10 +17,9 @@ ring is closed, and opened again when an interface of that name exists, with the
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -65,16 +64,37 @@ class WorkerStats:
     reopened: int = 0
 
 
-def fanout_group(iface_index: int) -> int:
-    """A fanout group id for this process and interface: groups are global in the network namespace."""
-    return (os.getpid() * 131 + iface_index * 7919) & 0xFFFF
+class FanoutGroup:
+    """The PACKET_FANOUT group of one interface's rings in this process.
+
+    Group ids are global in the network namespace, and a ring that asks for the id of another process's group on
+    the same interface silently joins it (each process would then see part of the traffic). So the first ring asks
+    the kernel for an id no group has (``fanout_group=0``: PACKET_FANOUT_FLAG_UNIQUEID) and the others join that
+    id. A group outlives its interface until its last ring closes: rings of a re-created interface (a new index)
+    start a new group.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ifindex: int | None = None
+        self._id: int | None = None
+
+    def open(self, ifindex: int, open_ring: Callable[[int], int | None]) -> None:
+        """Open a ring with ``open_ring(group id to join, or 0 for a new unique group)``."""
+        with self._lock:
+            join = self._id if self._ifindex == ifindex and self._id is not None else 0
+            got = open_ring(join)
+            if got is None or (join and got != join):
+                raise RuntimeError(f"fanout group {got} after asking for {join or 'a unique one'}")
+            self._ifindex, self._id = ifindex, got
 
 
 class RingWorker:
     """One ring on one interface, its engine, and the thread that meters it."""
 
-    def __init__(self, agent: NativeAgent, opts: LiveOptions, index: int) -> None:
+    def __init__(self, agent: NativeAgent, opts: LiveOptions, index: int, group: FanoutGroup | None) -> None:
         self.agent = agent
+        self.group = group  # None: the only ring of its interface
         self.opts = opts
         self.stats = WorkerStats(opts.iface, index)
         self.engine: gwtel_native.Engine = agent.new_engine()
@@ -91,11 +111,9 @@ class RingWorker:
         if idx is None:
             return False
         o = self.opts
-        # The group id follows the interface index: a group outlives its interface until its last ring closes,
-        # and rings of a re-created interface must not try to join the old one.
-        group = fanout_group(idx) if o.workers > 1 else None
-        try:
-            self.engine.open_ring(
+
+        def open_ring(group: int | None) -> int | None:
+            return self.engine.open_ring(
                 ifindex=idx,
                 linktype=self.linktype,
                 filter=self.program,
@@ -107,6 +125,12 @@ class RingWorker:
                 promisc=o.promisc,
                 loopback=self.loopback,
             )
+
+        try:
+            if self.group is None:
+                open_ring(None)
+            else:
+                self.group.open(idx, open_ring)
         except OSError as exc:
             if interface_index(self.opts.iface) != idx:  # removed while opening: try again later
                 return False
@@ -188,7 +212,8 @@ class LiveCapture:
         for o in options:
             check_options(o)
             interface_linktype(o.iface)
-            self.workers.extend(RingWorker(agent, o, i) for i in range(o.workers))
+            group = FanoutGroup() if o.workers > 1 else None
+            self.workers.extend(RingWorker(agent, o, i, group) for i in range(o.workers))
         try:
             for w in self.workers:
                 if not w.open():

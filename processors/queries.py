@@ -493,6 +493,38 @@ def late_traffic(client: Any, db: str, start_ms: int, end_ms: int) -> list[LateT
     return [LateTraffic(p, d, int(f), int(b)) for p, d, f, b in rows]
 
 
+@dataclass(frozen=True)
+class LinkSource:
+    """Where one link's records came from in a range: capture agents (which measure RTT) or router exports (which
+    cannot), and how many records carry an RTT."""
+
+    link_id: str
+    records: int
+    exported: int  # records from router flow export (exporter set)
+    with_rtt: int  # records with a handshake, TCP-timestamp, ICMP or DNS RTT
+
+    @property
+    def kind(self) -> str:
+        if self.exported == 0:
+            return "capture"
+        return "export only" if self.exported == self.records else "capture and export"
+
+
+def link_sources(client: Any, db: str, start_ms: int, end_ms: int) -> list[LinkSource]:
+    """Per link, records of flows that started in the range: from exports, and with an RTT."""
+    rtt = (
+        "isNotNull(hs_rtt_ext_us) OR isNotNull(hs_rtt_int_us) OR ts_rtt_count > 0 OR icmp_rtt_count > 0"
+        " OR dns_rtt_count > 0"
+    )
+    sql = f"""
+        SELECT toString(link_id), count(), countIf(exporter != ''), countIf({rtt})
+        FROM {db}.flows_raw WHERE {_FLOW_RANGE}
+        GROUP BY link_id ORDER BY link_id
+    """
+    rows = client.query(sql, parameters={"s": start_ms, "e": end_ms}).result_rows
+    return [LinkSource(str(k), int(n), int(x), int(r)) for k, n, x, r in rows]
+
+
 # --- Latency objectives ------------------------------------------------------------------------------------------
 
 

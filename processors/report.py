@@ -16,6 +16,7 @@ from processors.queries import (
     FIVE_MIN_S,
     LatencyQuantiles,
     LateTraffic,
+    LinkSource,
     PartnerLatency,
     PartnerTraffic,
     Percentile95,
@@ -24,6 +25,7 @@ from processors.queries import (
     Utilisation,
     handshake_rtt,
     late_traffic,
+    link_sources,
     partner_latency,
     partner_traffic,
     percentile_95,
@@ -49,6 +51,7 @@ class ReportData:
     slo: Sequence[SloStatus]
     late: Sequence[LateTraffic]
     countries: Mapping[str, Sequence[RemoteTotal]]  # per partner, its top remote countries by bytes
+    links: Sequence[LinkSource] = ()  # per link: capture agents (RTT) or router exports only
 
 
 def five_minute_slots(start_ms: int, end_ms: int) -> tuple[int, int] | None:
@@ -88,6 +91,7 @@ def collect(
             p: top_countries(client, db, p, start_ms, end_ms, TOP_COUNTRIES)
             for p in sorted({t.partner for t in traffic})
         },
+        links=link_sources(client, db, start_ms, end_ms),
     )
 
 
@@ -153,6 +157,14 @@ def country_lines(data: ReportData) -> list[str]:
     return out
 
 
+LINK_HEAD = ("link", "source", "records", "from exports", "with RTT")
+LINKS_NOTE = "Links (flows started in the range): RTT comes from capture agents only; router exports carry none."
+
+
+def link_rows(data: ReportData) -> list[tuple[str, ...]]:
+    return [(x.link_id, x.kind, str(x.records), str(x.exported), str(x.with_rtt)) for x in data.links]
+
+
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     widths = [max([len(head[i]), *(len(r[i]) for r in rows)]) for i in range(len(head))]
     fmt = "  ".join(f"{{:<{w}}}" if i in (0, 1, len(head) - 1) else f"{{:>{w}}}" for i, w in enumerate(widths))
@@ -176,6 +188,9 @@ def render_table(data: ReportData) -> str:
     lines.append("")
     lines += _table(RTT_HEAD, rtt_rows(data))
     lines.append("")
+    if data.links:
+        lines.append(LINKS_NOTE)
+        lines += [*_table(LINK_HEAD, link_rows(data)), ""]
     countries = country_lines(data)
     if countries:
         lines += ["Top remote countries (bytes both ways, flows started in the range):", *countries, ""]

@@ -21,7 +21,17 @@ from processors.queries import (
     bandwidth_series,
     handshake_rtt,
 )
-from processors.report import NOTES, RTT_HEAD, TRAFFIC_HEAD, ReportData, rtt_rows, traffic_rows
+from processors.report import (
+    LINK_HEAD,
+    LINKS_NOTE,
+    NOTES,
+    RTT_HEAD,
+    TRAFFIC_HEAD,
+    ReportData,
+    link_rows,
+    rtt_rows,
+    traffic_rows,
+)
 from processors.svgplot import PALETTE, Band, Chart, HLine, Line, render
 
 MAX_POINTS = 240  # per line: enough to see a day at 5-minute resolution, small enough to keep the page light
@@ -140,6 +150,9 @@ def render_html(data: ReportData, series: Series, objectives: Mapping[str, Mappi
         _html_table(TRAFFIC_HEAD, traffic_rows(data)),
         "<h2>Handshake RTT and latency objectives</h2>",
         _html_table(RTT_HEAD, rtt_rows(data)),
+        "<h2>Links: capture agents and router exports</h2>",
+        f'<p class="note">{escape(LINKS_NOTE)}</p>',
+        _html_table(LINK_HEAD, link_rows(data)),
         "<h2>Top remote countries</h2>",
         _html_table(
             ("partner", "country", "GB", "flows"),

@@ -31,6 +31,7 @@ class Exported(NamedTuple):
     sampling_rate: int
     vlan: int
     flow_direction: int  # IPFIX flowDirection: 0 ingress, 1 egress, 255 not exported
+    biflow: bool = False  # both directions counted (NSEL responder fields present, even at zero)
 
 
 class LinkCounters(NamedTuple):

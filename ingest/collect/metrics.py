@@ -79,10 +79,20 @@ class CollectorMetrics(Collector):
             "Interface octet counters from sFlow counter samples (to cross-check the flows' totals).",
             labels=["exporter", "if_index", "direction"],
         )
+        flows = CounterMetricFamily(
+            "gwtel_collector_link_flow_octets",
+            "sFlow flow samples' octets scaled by their sampling rate, per interface they came in or went out on "
+            "(interfaces with counter samples only): its rate over gwtel_collector_link_octets' should be near 1.",
+            labels=["exporter", "if_index", "direction"],
+        )
+        flow_octets = svc.state.flow_octets
         for (exporter, if_index), lc in sorted(svc.state.links.items()):
-            octets.add_metric([_ip(exporter), str(if_index), "in"], lc.in_octets)
-            octets.add_metric([_ip(exporter), str(if_index), "out"], lc.out_octets)
+            for direction, counted in (("in", lc.in_octets), ("out", lc.out_octets)):
+                labels = [_ip(exporter), str(if_index), direction]
+                octets.add_metric(labels, counted)
+                flows.add_metric(labels, flow_octets.get((exporter, if_index, direction), 0))
         yield octets
+        yield flows
         if self._producer is not None:
             spool = GaugeMetricFamily("gwtel_collector_spool_records", "Records waiting in the disk spool.", labels=[])
             spool.add_metric([], self._producer.spool_pending)

@@ -8,7 +8,7 @@ Exports carry no round-trip times: the latency fields stay empty.
 
 What the export itself says is stored beside: the exporter's address, the input and output interface indexes,
 the source and destination AS numbers and the next hop as exported (an unset, all-zero next hop as ""), and
-``one_way`` = 1 unless the record carries reverse counters (a biflow).
+``one_way`` = 1 unless the record is a biflow: it carries responder counters (Cisco NSEL), even zero ones.
 
 The collector itself has the native engine build and encode the records (`configure` hands it this builder's
 interface map and the classifier's rules; native/src/export/records.rs); `build` is the Python reference the
@@ -183,7 +183,7 @@ class RecordBuilder:
                     src_asn=r.src_as,
                     dst_asn=r.dst_as,
                     next_hop=self._address(r.next_hop),
-                    one_way=0 if r.octets_rev or r.packets_rev else 1,
+                    one_way=0 if r.biflow or r.octets_rev or r.packets_rev else 1,
                 )
             )
             self.next_seq += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import gwtel_native
@@ -29,6 +30,14 @@ class CollectorState:
     partners: PartnerTally = field(default_factory=PartnerTally)
     # latest sFlow interface counters per (exporter, ifIndex)
     links: dict[tuple[bytes, int], LinkCounters] = field(default_factory=dict)
+    # sFlow flow samples' octets scaled by their sampling rate, per (exporter, ifIndex, "in" | "out"): the flows'
+    # view of the same interfaces, to cross-check against the counters
+    flow_octets: Counter[tuple[bytes, int, str]] = field(default_factory=Counter)
+
+    def add_flow_octets(self, sums: list[tuple[bytes, int, str, int]]) -> None:
+        """Add the engine's sums since its last `take_flow_octets` (exporter, ifIndex, "in" | "out", octets)."""
+        for exporter, if_index, direction, octets in sums:
+            self.flow_octets[(exporter, if_index, direction)] += octets
 
 
 class CollectorService:
@@ -66,6 +75,7 @@ class CollectorService:
                 self.builder.next_seq += sent
                 self.state.partners.add_batch(traffic, handshake, per_partner)
                 self._write(EncodedBatch(sent, keys, values))
+            self.state.add_flow_octets(self.engine.take_flow_octets())
             for t in self.engine.take_links():
                 lc = LinkCounters._make(t)
                 self.state.links[(lc.exporter, lc.if_index)] = lc

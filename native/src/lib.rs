@@ -452,7 +452,8 @@ impl Engine {
     }
 
     /// Open a TPACKET_V3 ring on interface `ifindex` with the encoded classic BPF `filter` (its return value is
-    /// the snap length); `fanout_group` joins a PACKET_FANOUT_HASH group shared with other engines.
+    /// the snap length); `fanout_group` joins a PACKET_FANOUT_HASH group shared with other engines (0: a new group
+    /// whose id the kernel picks unique in the network namespace). Returns the ring's fanout group id.
     #[pyo3(signature = (*, ifindex, linktype, filter, block_size, block_count, block_timeout_ms,
         fanout_group=None, fanout_defrag=true, promisc=true, loopback=false))]
     #[allow(clippy::too_many_arguments)]
@@ -468,7 +469,7 @@ impl Engine {
         fanout_defrag: bool,
         promisc: bool,
         loopback: bool,
-    ) -> PyResult<()> {
+    ) -> PyResult<Option<u16>> {
         let cfg = RingConfig {
             ifindex,
             block_size,
@@ -482,13 +483,14 @@ impl Engine {
         };
         self.live = None; // the old ring is unmapped and closed first
         let ring = Ring::open(&cfg).map_err(os_error)?;
+        let group = ring.fanout_group;
         self.live = Some(Live {
             ring,
             lt: linktype,
             skip_outgoing: loopback,
             scratch: Vec::with_capacity(256),
         });
-        Ok(())
+        Ok(group)
     }
 
     /// Meter the ring's ready blocks (at most `max_blocks`), waiting up to `timeout_ms` for the first, without
@@ -750,6 +752,6 @@ fn gwtel_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<export::py::Collector>()?;
     m.add_function(wrap_pyfunction!(encode_record, m)?)?;
     m.add_function(wrap_pyfunction!(address_text, m)?)?;
-    m.add("ABI", 4)?;
+    m.add("ABI", 5)?;
     Ok(())
 }

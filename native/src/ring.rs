@@ -13,17 +13,18 @@ use std::io;
 use std::ptr;
 
 // linux/if_packet.h, linux/if_ether.h, asm-generic/socket.h
-const SOL_PACKET: libc::c_int = 263;
+pub const SOL_PACKET: libc::c_int = 263;
 const PACKET_ADD_MEMBERSHIP: libc::c_int = 1;
 const PACKET_STATISTICS: libc::c_int = 6;
 const PACKET_RX_RING: libc::c_int = 5;
-const PACKET_VERSION: libc::c_int = 10;
+pub const PACKET_VERSION: libc::c_int = 10;
 const PACKET_FANOUT: libc::c_int = 18;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const TPACKET_V3: libc::c_int = 2;
 const PACKET_MR_PROMISC: libc::c_ushort = 1;
 const PACKET_FANOUT_HASH: u32 = 0;
 const PACKET_FANOUT_FLAG_DEFRAG: u32 = 0x8000;
+const PACKET_FANOUT_FLAG_UNIQUEID: u32 = 0x2000;
 const PACKET_OUTGOING: u8 = 4;
 const ETH_P_ALL: u16 = 0x0003;
 const ETH_P_8021Q: u16 = 0x8100;
@@ -145,6 +146,8 @@ pub struct RingConfig {
     pub block_timeout_ms: u32,
     /// Encoded `struct sock_filter` array (the snap length is the filter's return value).
     pub filter: Vec<u8>,
+    /// Join this PACKET_FANOUT_HASH group; 0 asks the kernel for a group id no other group of the network
+    /// namespace has (`PACKET_FANOUT_FLAG_UNIQUEID`), which the other rings of the group then join by id.
     pub fanout_group: Option<u16>,
     pub fanout_defrag: bool,
     pub promisc: bool,
@@ -159,16 +162,124 @@ pub struct RingStats {
     pub freeze_q_cnt: u64,
 }
 
+/// An AF_PACKET socket and the ring mapped from it, released together (unmapped, then closed). Shared with the
+/// benchmark's sender (src/bin/gwtel-send.rs), which maps a transmit ring the same way.
+pub struct PacketSocket {
+    pub fd: libc::c_int,
+    pub map: *mut u8,
+    pub map_len: usize,
+}
+
+impl PacketSocket {
+    /// A raw AF_PACKET socket that receives nothing (protocol 0) until bound.
+    pub fn new() -> RingResult<PacketSocket> {
+        // SAFETY: plain system call; the descriptor is owned by the PacketSocket (closed in Drop).
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        if fd < 0 {
+            return Err(last_err("socket(AF_PACKET)"));
+        }
+        Ok(PacketSocket {
+            fd,
+            map: ptr::null_mut(),
+            map_len: 0,
+        })
+    }
+
+    pub fn setopt<T>(
+        &self,
+        level: libc::c_int,
+        name: libc::c_int,
+        val: &T,
+        what: &str,
+    ) -> RingResult<()> {
+        // SAFETY: `val` points to a live T of the size passed; the kernel copies it and keeps no pointer.
+        let r = unsafe {
+            libc::setsockopt(
+                self.fd,
+                level,
+                name,
+                val as *const T as *const libc::c_void,
+                std::mem::size_of::<T>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(last_err(what));
+        }
+        Ok(())
+    }
+
+    /// Map the `len` bytes of ring the kernel allocated for the socket, locked in memory when allowed.
+    pub fn map(&mut self, len: usize) -> RingResult<()> {
+        let mmap = |flags| {
+            // SAFETY: maps the socket's ring; unmapped in Drop before the socket is closed.
+            unsafe {
+                libc::mmap(
+                    ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    flags,
+                    self.fd,
+                    0,
+                )
+            }
+        };
+        let mut m = mmap(libc::MAP_SHARED | libc::MAP_LOCKED);
+        if m == libc::MAP_FAILED {
+            // MAP_LOCKED needs CAP_IPC_LOCK or RLIMIT_MEMLOCK room; an unlocked ring works as well.
+            m = mmap(libc::MAP_SHARED);
+            if m == libc::MAP_FAILED {
+                return Err(last_err("mmap of the ring"));
+            }
+        }
+        self.map = m as *mut u8;
+        self.map_len = len;
+        Ok(())
+    }
+
+    /// Bind to interface `ifindex` for `protocol` (host order; 0 to send only).
+    pub fn bind(&self, ifindex: i32, protocol: u16) -> RingResult<()> {
+        // SAFETY: sockaddr_ll is plain data; zeroed is a valid value.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = protocol.to_be();
+        sll.sll_ifindex = ifindex;
+        // SAFETY: sll is a valid sockaddr_ll of the size given.
+        let r = unsafe {
+            libc::bind(
+                self.fd,
+                &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(last_err("bind"));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PacketSocket {
+    fn drop(&mut self) {
+        // SAFETY: the mapping and descriptor belong to this socket and are released once.
+        unsafe {
+            if !self.map.is_null() {
+                libc::munmap(self.map as *mut libc::c_void, self.map_len);
+            }
+            libc::close(self.fd);
+        }
+    }
+}
+
 pub struct Ring {
-    fd: libc::c_int,
-    map: *mut u8,
-    map_len: usize,
+    sock: PacketSocket,
     block_size: usize,
     block_count: usize,
     cur: usize,
     pub stats: RingStats,
     pub link_down: u64,
     pub damaged_blocks: u64,
+    /// The fanout group the ring is in (the kernel's choice when asked for a unique one).
+    pub fanout_group: Option<u16>,
 }
 
 // SAFETY: the ring is owned by one Engine; the mapping and descriptor are only used through &mut self.
@@ -184,7 +295,7 @@ pub struct RingError {
 
 pub type RingResult<T> = Result<T, RingError>;
 
-fn last_err(what: &str) -> RingError {
+pub fn last_err(what: &str) -> RingError {
     let e = io::Error::last_os_error();
     RingError {
         errno: e.raw_os_error().unwrap_or(0),
@@ -197,29 +308,6 @@ fn invalid(msg: &str) -> RingError {
         errno: libc::EINVAL,
         msg: msg.to_string(),
     }
-}
-
-fn setopt<T>(
-    fd: libc::c_int,
-    level: libc::c_int,
-    name: libc::c_int,
-    val: &T,
-    what: &str,
-) -> RingResult<()> {
-    // SAFETY: `val` points to a live T of the size passed; the kernel copies it and keeps no pointer.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            val as *const T as *const libc::c_void,
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        return Err(last_err(what));
-    }
-    Ok(())
 }
 
 #[repr(C)]
@@ -261,46 +349,33 @@ impl Ring {
         if cfg.block_count == 0 || cfg.filter.is_empty() || cfg.filter.len() % 8 != 0 {
             return Err(invalid("bad ring or filter"));
         }
-        // SAFETY: plain system call; the descriptor is owned by the Ring (closed in Drop) or closed below.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-        if fd < 0 {
-            return Err(last_err("socket(AF_PACKET)"));
-        }
         let mut ring = Ring {
-            fd,
-            map: ptr::null_mut(),
-            map_len: 0,
+            sock: PacketSocket::new()?,
             block_size: cfg.block_size as usize,
             block_count: cfg.block_count as usize,
             cur: 0,
             stats: RingStats::default(),
             link_down: 0,
             damaged_blocks: 0,
+            fanout_group: None,
         };
-        ring.setup(cfg)?; // on error, Drop closes the socket and unmaps
+        ring.setup(cfg)?; // on error, the socket's Drop unmaps and closes it
         Ok(ring)
     }
 
     fn setup(&mut self, cfg: &RingConfig) -> RingResult<()> {
-        let fd = self.fd;
         let prog = SockFprog {
             len: (cfg.filter.len() / 8) as libc::c_ushort,
             filter: cfg.filter.as_ptr(),
         };
-        setopt(
-            fd,
+        let sock = &mut self.sock;
+        sock.setopt(
             libc::SOL_SOCKET,
             SO_ATTACH_FILTER,
             &prog,
             "SO_ATTACH_FILTER",
         )?;
-        setopt(
-            fd,
-            SOL_PACKET,
-            PACKET_VERSION,
-            &TPACKET_V3,
-            "PACKET_VERSION",
-        )?;
+        sock.setopt(SOL_PACKET, PACKET_VERSION, &TPACKET_V3, "PACKET_VERSION")?;
         let req = TpacketReq3 {
             tp_block_size: cfg.block_size,
             tp_block_nr: cfg.block_count,
@@ -310,75 +385,31 @@ impl Ring {
             tp_sizeof_priv: 0,
             tp_feature_req_word: 0,
         };
-        setopt(fd, SOL_PACKET, PACKET_RX_RING, &req, "PACKET_RX_RING")?;
-        let len = self.block_size * self.block_count;
-        // SAFETY: maps the ring the kernel just allocated for this socket; unmapped in Drop before close.
-        let m = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_LOCKED,
-                fd,
-                0,
-            )
-        };
-        let m = if m == libc::MAP_FAILED {
-            // MAP_LOCKED needs CAP_IPC_LOCK or RLIMIT_MEMLOCK room; an unlocked ring works as well.
-            // SAFETY: as above.
-            let m2 = unsafe {
-                libc::mmap(
-                    ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    fd,
-                    0,
-                )
-            };
-            if m2 == libc::MAP_FAILED {
-                return Err(last_err("mmap of the ring"));
-            }
-            m2
-        } else {
-            m
-        };
-        self.map = m as *mut u8;
-        self.map_len = len;
+        sock.setopt(SOL_PACKET, PACKET_RX_RING, &req, "PACKET_RX_RING")?;
+        sock.map(self.block_size * self.block_count)?;
         if cfg.ignore_outgoing {
             // Loopback frames are seen leaving and arriving; keep one copy as libpcap does (Linux >= 4.20;
             // older kernels: parse_block flags outgoing frames and the engine skips them).
-            let _ = setopt(
-                fd,
+            let _ = sock.setopt(
                 SOL_PACKET,
                 PACKET_IGNORE_OUTGOING,
                 &1i32,
                 "PACKET_IGNORE_OUTGOING",
             );
         }
-        // SAFETY: sockaddr_ll is plain data; zeroed is a valid value.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = ETH_P_ALL.to_be();
-        sll.sll_ifindex = cfg.ifindex;
-        // SAFETY: sll is a valid sockaddr_ll of the size given.
-        let r = unsafe {
-            libc::bind(
-                fd,
-                &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(last_err("bind"));
-        }
+        sock.bind(cfg.ifindex, ETH_P_ALL)?;
         if let Some(group) = cfg.fanout_group {
             let mut kind = PACKET_FANOUT_HASH;
             if cfg.fanout_defrag {
                 kind |= PACKET_FANOUT_FLAG_DEFRAG;
             }
+            if group == 0 {
+                kind |= PACKET_FANOUT_FLAG_UNIQUEID;
+            }
             let arg: u32 = group as u32 | (kind << 16);
-            setopt(fd, SOL_PACKET, PACKET_FANOUT, &arg, "PACKET_FANOUT")?;
+            self.sock
+                .setopt(SOL_PACKET, PACKET_FANOUT, &arg, "PACKET_FANOUT")?;
+            self.fanout_group = Some(self.fanout_id()?);
         }
         if cfg.promisc {
             let mreq = PacketMreq {
@@ -387,8 +418,7 @@ impl Ring {
                 mr_alen: 0,
                 mr_address: [0; 8],
             };
-            setopt(
-                fd,
+            self.sock.setopt(
                 SOL_PACKET,
                 PACKET_ADD_MEMBERSHIP,
                 &mreq,
@@ -403,7 +433,7 @@ impl Ring {
         // SAFETY: cur < block_count, so the block lies inside the mapping; the status word is read volatile
         // because the kernel writes it concurrently, and an acquire fence orders the block's contents after it.
         unsafe {
-            let b = self.map.add(self.cur * self.block_size);
+            let b = self.sock.map.add(self.cur * self.block_size);
             let st = ptr::read_volatile(b.add(BD_STATUS) as *const u32);
             if st & TP_STATUS_USER == 0 {
                 return None;
@@ -416,7 +446,7 @@ impl Ring {
     fn release(&mut self) {
         // SAFETY: as in ready(); the release fence keeps our reads of the block before the hand-back.
         unsafe {
-            let b = self.map.add(self.cur * self.block_size);
+            let b = self.sock.map.add(self.cur * self.block_size);
             std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
             ptr::write_volatile(b.add(BD_STATUS) as *mut u32, TP_STATUS_KERNEL);
         }
@@ -445,7 +475,7 @@ impl Ring {
             }
             waited = true;
             let mut pfd = libc::pollfd {
-                fd: self.fd,
+                fd: self.sock.fd,
                 events: libc::POLLIN | libc::POLLERR,
                 revents: 0,
             };
@@ -473,13 +503,33 @@ impl Ring {
         Ok(n)
     }
 
+    /// The id of the fanout group the socket is in (getsockopt PACKET_FANOUT: id in the low 16 bits).
+    fn fanout_id(&self) -> RingResult<u16> {
+        let mut v: u32 = 0;
+        let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
+        // SAFETY: v and len are valid for the kernel to write.
+        let r = unsafe {
+            libc::getsockopt(
+                self.sock.fd,
+                SOL_PACKET,
+                PACKET_FANOUT,
+                &mut v as *mut u32 as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        if r != 0 {
+            return Err(last_err("getsockopt(PACKET_FANOUT)"));
+        }
+        Ok((v & 0xFFFF) as u16)
+    }
+
     fn take_error(&self) -> i32 {
         let mut err: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: err and len are valid for the kernel to write.
         unsafe {
             libc::getsockopt(
-                self.fd,
+                self.sock.fd,
                 libc::SOL_SOCKET,
                 libc::SO_ERROR,
                 &mut err as *mut libc::c_int as *mut libc::c_void,
@@ -496,7 +546,7 @@ impl Ring {
         // SAFETY: s and len are valid for the kernel to write.
         let r = unsafe {
             libc::getsockopt(
-                self.fd,
+                self.sock.fd,
                 SOL_PACKET,
                 PACKET_STATISTICS,
                 s.as_mut_ptr() as *mut libc::c_void,
@@ -510,18 +560,6 @@ impl Ring {
         self.stats.drops += s[1] as u64;
         self.stats.freeze_q_cnt += s[2] as u64;
         Ok(self.stats)
-    }
-}
-
-impl Drop for Ring {
-    fn drop(&mut self) {
-        // SAFETY: the mapping and descriptor belong to this Ring and are released once.
-        unsafe {
-            if !self.map.is_null() {
-                libc::munmap(self.map as *mut libc::c_void, self.map_len);
-            }
-            libc::close(self.fd);
-        }
     }
 }
 

@@ -21,6 +21,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,10 +31,17 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet
+from scapy.utils import rdpcap, wrpcap
 
 from gwtel.services.prometheus import PrometheusService, find_tool, query
+from ingest.classify import PartnerClassifier
+from ingest.config import AgentConfig
+from ingest.native import NativeAgent
+from ingest.partners import PartnersConfig
+from ingest.sources.live import LiveOptions, filter_program, interface_index, interface_linktype
 from ingest.synth import SynthConfig, generate
 from tests.integration.netns import PEER_MAC, SENDER_MAC, VethPair, create_link, send, veth_pair
+from tests.integration.txsend import offer, sender_binary
 
 pytestmark = pytest.mark.integration
 
@@ -571,3 +579,95 @@ def test_one_process_captures_several_interfaces(pair: VethPair, tmp_path: Path)
     }
     assert got == {**first.flows, **second.flows}
     assert len({r["seq"] for r in records}) == len(records) == 2  # one sequence for the whole process
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_ring_sender_offers_every_frame_in_order_and_skips_what_the_mtu_refuses(
+    pair: VethPair, tmp_path: Path, threads: int
+) -> None:
+    # The benchmark's sender (native/src/bin/gwtel-send.rs): what arrives at the other end of the veth pair,
+    # as tcpdump writes it, must be the frames Scapy built, byte for byte, twice (two loops), each sending thread's
+    # part in order; a frame longer than the interface's MTU allows is not sent and is counted.
+    frames = [bytes(f) for f in gateway_traffic().frames]
+    too_long = Ether(src=SENDER_MAC, dst=PEER_MAC) / IP(src="10.77.0.1", dst="198.18.1.1") / UDP() / (b"x" * 1600)
+    pcap = tmp_path / "offer.pcap"
+    wrpcap(str(pcap), [Ether(f) for f in frames[:5]] + [too_long] + [Ether(f) for f in frames[5:]])
+    out = tmp_path / "arrived.pcap"
+    loops = 2
+    err = tmp_path / "tcpdump.err"
+    with open(err, "wb") as e:
+        dump = subprocess.Popen(
+            ["tcpdump", "-i", pair.host_if, "-w", str(out), "-U", "-n", "-p", "-c", str(loops * len(frames))],
+            stdout=subprocess.DEVNULL,
+            stderr=e,
+        )
+    try:
+        poll(err.read_text, lambda t: "listening" in t or dump.poll() is not None, "tcpdump listening")
+        report = offer(sender_binary(), pair.netns, pair.ns_if, pcap, loops=loops, pps=2000, threads=threads)
+        assert dump.wait(timeout=WAIT_S) == 0, err.read_text()
+    finally:
+        if dump.poll() is None:
+            dump.kill()
+            dump.wait()
+    assert (report["sent"], report["skipped"]) == (loops * len(frames), 1)
+    arrived = [bytes(p) for p in rdpcap(str(out))]
+    parts = [frames[len(frames) * t // threads : len(frames) * (t + 1) // threads] for t in range(threads)]
+    for part in parts:  # the threads interleave; each sends its part, whole, loop after loop
+        mine = [f for f in arrived if f in part]
+        assert mine == part * loops
+    assert Counter(arrived) == Counter(frames * loops)
+
+
+def test_fanout_group_ids_are_unique_in_the_namespace_and_joined_by_id(pair: VethPair) -> None:
+    # 0 asks the kernel for a new group with an id no other group has; giving an id joins that group.
+    agent = NativeAgent(AgentConfig(), PartnerClassifier(PartnersConfig()), lambda _r: None)
+    lt = interface_linktype(pair.host_if)
+    prog = filter_program(LiveOptions(pair.host_if, promisc=False), lt)
+    idx = interface_index(pair.host_if)
+    assert idx is not None
+    engines = [agent.new_engine() for _ in range(3)]
+
+    def open_ring(engine: Any, group: int) -> int | None:
+        got: int | None = engine.open_ring(
+            ifindex=idx,
+            linktype=lt,
+            filter=prog,
+            block_size=1 << 16,
+            block_count=2,
+            block_timeout_ms=10,
+            fanout_group=group,
+            promisc=False,
+        )
+        return got
+
+    try:
+        first, second = open_ring(engines[0], 0), open_ring(engines[1], 0)
+        assert first is not None and second is not None and first != second
+        assert open_ring(engines[2], first) == first
+    finally:
+        for e in engines:
+            e.close_ring()
+
+
+def test_two_agents_with_fanout_workers_on_one_interface_each_see_every_frame(pair: VethPair, tmp_path: Path) -> None:
+    # Two processes, two workers each: had they joined one group, each would see part of the traffic.
+    tr = gateway_traffic()
+    with (
+        running_capture(pair, tmp_path, "--workers", "2") as one,
+        running_capture(pair, tmp_path, "--workers", "2") as two,
+    ):
+        send(pair, tr.frames, tmp_path)
+        for cap in (one, two):
+            seen = partial(cap.total, "gwtel_agent_packets_seen_total")
+            poll(seen, lambda n: n >= len(tr.frames), "every frame read by both")
+        stopped = [one.stop(), two.stop()]
+        got = [one.records(), two.records()]
+    want = {k: [f["packets_fwd"], f["packets_rev"]] for k, f in tr.flows.items()}
+    for (rc, stderr), records in zip(stopped, got, strict=True):
+        assert rc == 0, stderr
+        flows: dict[FlowKey, list[int]] = defaultdict(lambda: [0, 0])
+        for r in records:  # a flow crossing a 10 s boundary is two records
+            f = flows[(r["src_ip"], r["src_port"], r["dst_ip"], r["dst_port"], r["protocol"])]
+            f[0] += r["packets_fwd"]
+            f[1] += r["packets_rev"]
+        assert dict(flows) == want

@@ -17,6 +17,7 @@ from processors.migrate import Migrator
 from processors.queries import (
     handshake_rtt,
     late_traffic,
+    link_sources,
     partner_traffic,
     percentile_95,
     top_countries,
@@ -150,3 +151,26 @@ def test_report_command_writes_the_page(
     assert "95th Gb/s" in printed and f"wrote {out}" in printed
     assert out.read_text(encoding="utf-8").count("<svg ") == 4
     assert main(["--config", str(config), "report", "--billing", "2026-13"]) == 2
+
+
+def test_the_report_says_which_links_have_rtt_and_which_only_export_data(clickhouse_client: Any, db: str) -> None:
+    no_rtt: dict[str, Any] = dict(hs_rtt_ext_us=None, hs_rtt_int_us=None, ts_rtt_count=0, ts_rtt_min_us=None,
+                                  ts_rtt_max_us=None, ts_rtt_sum_us=0, ts_rtt_hist=())  # fmt: skip
+    exported = dict(no_rtt, exporter="192.0.2.1", in_if=3, out_if=4, one_way=1)
+    extra: list[dict[str, Any]] = [
+        *(dict(exported, link_id="hk-router", first_ns=FLOW_BASE_NS + i * 10**9) for i in range(4)),
+        dict(exported, link_id="sg-both", first_ns=FLOW_BASE_NS),
+        dict(link_id="sg-both", first_ns=FLOW_BASE_NS + 10**9),  # from a capture agent, with RTTs
+        dict(no_rtt, link_id="sg-both", first_ns=FLOW_BASE_NS + 2 * 10**9),  # captured, no RTT (one-way UDP)
+    ]
+    insert_flows(clickhouse_client, db, extra)
+    got = {x.link_id: (x.kind, x.records, x.exported, x.with_rtt) for x in link_sources(clickhouse_client, db, T0, END)}
+    assert got == {
+        "jp-1": ("capture", 600, 0, 600),  # the fixture's flows
+        "hk-router": ("export only", 4, 4, 0),
+        "sg-both": ("capture and export", 3, 1, 1),
+    }
+    table = render_table(collect(clickhouse_client, db, T0, END, 60))
+    assert [r[1:] for r in rows_of(table, "hk-router")] == [["export only", "4", "4", "0"]]
+    assert [r[1:] for r in rows_of(table, "sg-both")] == [["capture and export", "3", "1", "1"]]
+    assert "RTT comes from capture agents only" in table

@@ -102,6 +102,9 @@ pub struct ExpRec {
     pub vlan: u16,
     /// flowDirection as exported: 0 ingress, 1 egress, 255 not said.
     pub flow_dir: u8,
+    /// The record counts both directions: its template has responder counters (NSEL responderOctets or
+    /// responderPackets), whatever their value; a session whose responder never answered is still a biflow.
+    pub biflow: bool,
 }
 
 /// An sFlow interface counter sample: the link's own octet counts, to cross-check the flows' totals.
@@ -155,6 +158,9 @@ pub struct Collector {
     pub templates: template::Store,
     pub out: Vec<ExpRec>,
     pub links: Vec<LinkCounter>,
+    /// sFlow flow samples' octets scaled by their sampling rate, per (exporter, ifIndex, entering): the flows'
+    /// view of the interfaces whose counter samples are in `links`, to cross-check the two.
+    pub flow_octets: HashMap<(Addr, u32, bool), u64>,
     pub errors: HashMap<(Addr, u8), u64>,
     pub datagrams: [u64; 4],
     pub records: [u64; 4],
@@ -168,6 +174,7 @@ impl Collector {
             templates: template::Store::default(),
             out: Vec::new(),
             links: Vec::new(),
+            flow_octets: HashMap::new(),
             errors: HashMap::new(),
             datagrams: [0; 4],
             records: [0; 4],
@@ -258,6 +265,31 @@ impl Collector {
             self.count(exporter, reason);
         }
         self.records[kind as usize] += (self.out.len() - before) as u64;
+        if kind == K_SFLOW {
+            self.add_flow_octets(before);
+        }
+    }
+
+    /// Sum the sFlow samples decoded from `out[from..]` into `flow_octets` (bounded like `errors`: interfaces
+    /// past the cap are not summed). Interface values of 0 (unknown) or with the format bits set (discarded,
+    /// several ports) name no single interface.
+    fn add_flow_octets(&mut self, from: usize) {
+        const IF_FORMAT: u32 = 1 << 30;
+        let cap = self.limits.max_exporters * 64;
+        for r in &self.out[from..] {
+            let scaled = r.bytes.saturating_mul(u64::from(r.sampling.max(1)));
+            for (if_index, entering) in [(r.in_if, true), (r.out_if, false)] {
+                if if_index == 0 || if_index >= IF_FORMAT {
+                    continue;
+                }
+                let key = (r.exporter, if_index, entering);
+                if self.flow_octets.len() >= cap && !self.flow_octets.contains_key(&key) {
+                    continue;
+                }
+                let v = self.flow_octets.entry(key).or_insert(0);
+                *v = v.saturating_add(scaled);
+            }
+        }
     }
 
     /// A batch of framed datagrams: per datagram `u32 length, i64 recv_ns, u8 family (4|6), 16 address bytes,

@@ -58,6 +58,7 @@ fn rec_obj<'py>(py: Python<'py>, r: &ExpRec) -> PyResult<Bound<'py, PyTuple>> {
         r.sampling.into_bound_py_any(py)?,
         r.vlan.into_bound_py_any(py)?,
         r.flow_dir.into_bound_py_any(py)?,
+        r.biflow.into_bound_py_any(py)?,
     ];
     PyTuple::new(py, items)
 }
@@ -205,6 +206,14 @@ impl Collector {
             .map(|l| link_obj(py, l))
             .collect::<PyResult<_>>()?;
         PyList::new(py, items)
+    }
+
+    /// sFlow flow samples' octets x sampling rate since the last call: (exporter, ifIndex, "in" | "out", octets).
+    fn take_flow_octets(&mut self) -> Vec<(Vec<u8>, u32, &'static str, u64)> {
+        std::mem::take(&mut self.core.flow_octets)
+            .into_iter()
+            .map(|((a, i, entering), n)| (a.bytes().to_vec(), i, if entering { "in" } else { "out" }, n))
+            .collect()
     }
 
     /// {"datagrams": {kind: n}, "records": {kind: n}, "errors": [(exporter, reason, n)], "templates": n}

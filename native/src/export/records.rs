@@ -179,7 +179,7 @@ impl Builder {
                 src_asn: r.src_as as u64,
                 dst_asn: r.dst_as as u64,
                 next_hop: &self.next_hop,
-                one_way: u64::from(r.bytes_rev == 0 && r.pkts_rev == 0),
+                one_way: u64::from(!r.biflow && r.bytes_rev == 0 && r.pkts_rev == 0),
                 ..Record::default()
             };
             batch.add(&rec, (partner, direction, link), &self.hs_bounds);

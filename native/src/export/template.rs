@@ -508,12 +508,18 @@ impl Reader {
                 r.bytes = u();
                 self.has_delta = true;
             }
-            232 => r.bytes_rev = u(),
+            232 => {
+                r.bytes_rev = u();
+                r.biflow = true;
+            }
             298 => {
                 r.pkts = u();
                 self.has_pdelta = true;
             }
-            299 => r.pkts_rev = u(),
+            299 => {
+                r.pkts_rev = u();
+                r.biflow = true;
+            }
             4 => r.proto = u() as u8,
             5 => r.tos = u() as u8,
             6 => r.tcp_flags = u() as u8,

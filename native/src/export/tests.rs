@@ -725,3 +725,46 @@ fn ipfix_ntp_timestamps() {
     assert_eq!(c.out[0].first_ns, 1_700_000_000_500_000_000);
     assert_eq!(c.out[0].last_ns, 1_700_000_002_250_000_000);
 }
+
+#[test]
+fn nsel_responder_fields_make_a_biflow_even_at_zero() {
+    // Cisco ASA NSEL over NetFlow v9: src, dst, 231/232 initiator/responder octets (4), 298/299 packets (8).
+    let mut t = W(Vec::new());
+    t.u16(260).u16(6);
+    for (id, len) in [(8u16, 4u16), (12, 4), (231, 4), (232, 4), (298, 8), (299, 8)] {
+        t.u16(id).u16(len);
+    }
+    let mut d = W(Vec::new());
+    for (last, rev, prev) in [(1u8, 0u32, 0u64), (2, 4200, 5)] {
+        d.raw(&[10, 1, 1, last])
+            .raw(&[203, 0, 113, last])
+            .u32(180)
+            .u32(rev)
+            .u64(3)
+            .u64(prev);
+    }
+    // and the same flow from a one-way template (octets and packets only)
+    let mut t1 = W(Vec::new());
+    t1.u16(261).u16(4);
+    for (id, len) in [(8u16, 4u16), (12, 4), (1, 4), (2, 4)] {
+        t1.u16(id).u16(len);
+    }
+    let mut d1 = W(Vec::new());
+    d1.raw(&[10, 1, 1, 3]).raw(&[203, 0, 113, 3]).u32(700).u32(2);
+    let mut c = col();
+    c.datagram(
+        exp(),
+        0,
+        P_ANY,
+        &v9(&[set(0, &t.0), set(260, &d.0), set(0, &t1.0), set(261, &d1.0)]),
+    );
+    let got: Vec<_> = c
+        .out
+        .iter()
+        .map(|r| (r.bytes, r.bytes_rev, r.pkts_rev, r.biflow))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(180, 0, 0, true), (180, 4200, 5, true), (700, 0, 0, false)]
+    );
+}
