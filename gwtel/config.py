@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ingest.collect.config import CollectorConfig
 from ingest.config import AgentConfig
 from ingest.partners import PartnersConfig
+from processors.cluster import check_name
 from processors.config import JobConfig, LoaderConfig
 
 
@@ -53,6 +54,9 @@ class ClickHouseConfig(Strict):
     database: str = "gwtel"
     user: str = "default"
     password_env: str = "GWTEL_CLICKHOUSE_PASSWORD"
+    # A cluster name from the servers' remote_servers: migrations run ON CLUSTER with replicated tables and
+    # Distributed tables in `<database>_all` (docs/scaling.md). None: one server, plain MergeTree tables.
+    cluster: str | None = None
 
     @field_validator("url")
     @classmethod
@@ -60,6 +64,11 @@ class ClickHouseConfig(Strict):
         if not v.startswith(("http://", "https://")):
             raise ValueError(f"{v!r} must start with http:// or https:// (the ClickHouse HTTP interface)")
         return v.rstrip("/")
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster_name(cls, v: str | None) -> str | None:
+        return None if v is None else check_name("cluster name", v)
 
     def password(self) -> str:
         return os.environ.get(self.password_env, "")

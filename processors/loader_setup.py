@@ -86,7 +86,13 @@ def migrate(cfg: GwtelConfig) -> tuple[list[int], list[str]]:
     check_rollup_window(cfg)
     client = make_client(cfg.clickhouse, database="")
     try:
-        return Migrator(client, cfg.clickhouse.database, cfg.loader, window_sizes_s=cfg.job.window_sizes_s).run()
+        return Migrator(
+            client,
+            cfg.clickhouse.database,
+            cfg.loader,
+            window_sizes_s=cfg.job.window_sizes_s,
+            cluster=cfg.clickhouse.cluster,
+        ).run()
     finally:
         client.close()
 
