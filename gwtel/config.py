@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ingest.collect.config import CollectorConfig
 from ingest.config import AgentConfig
 from ingest.partners import PartnersConfig
-from processors.cluster import check_name
+from processors.cluster import check_name, distributed_database
 from processors.config import JobConfig, LoaderConfig
 
 
@@ -57,6 +57,9 @@ class ClickHouseConfig(Strict):
     # A cluster name from the servers' remote_servers: migrations run ON CLUSTER with replicated tables and
     # Distributed tables in `<database>_all` (docs/scaling.md). None: one server, plain MergeTree tables.
     cluster: str | None = None
+    # With `cluster`: one node's URL per shard, in the cluster's shard order. The loader writes each Kafka
+    # partition's batches to shard `partition % len(shard_urls)`; empty: everything to `url` (one shard).
+    shard_urls: tuple[str, ...] = ()
 
     @field_validator("url")
     @classmethod
@@ -64,6 +67,23 @@ class ClickHouseConfig(Strict):
         if not v.startswith(("http://", "https://")):
             raise ValueError(f"{v!r} must start with http:// or https:// (the ClickHouse HTTP interface)")
         return v.rstrip("/")
+
+    @field_validator("shard_urls")
+    @classmethod
+    def _shard_http(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(cls._http(u) for u in v)
+
+    @model_validator(mode="after")
+    def _shards_need_a_cluster(self) -> ClickHouseConfig:
+        if self.shard_urls and self.cluster is None:
+            raise ValueError("shard_urls needs clickhouse.cluster (the tables are sharded only in cluster mode)")
+        if len(set(self.shard_urls)) != len(self.shard_urls):
+            raise ValueError("shard_urls lists a node twice: one URL per shard")
+        return self
+
+    def read_database(self) -> str:
+        """The database queries read: the Distributed tables' in cluster mode, else the tables' own."""
+        return self.database if self.cluster is None else distributed_database(self.database)
 
     @field_validator("cluster")
     @classmethod
