@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -111,6 +111,9 @@ class LocalConfig(Strict):
 
     home: str = ".gwtel"
     ports: LocalPorts = LocalPorts()
+    # 3: `gwtel up` starts a three-node KRaft cluster (replication factor 3, min.insync.replicas 2) instead of
+    # the single broker; node N listens on ports.kafka + 10 N (gwtel/services/kafka_cluster.py).
+    kafka_brokers: Literal[1, 3] = 1
 
     def home_path(self) -> Path:
         return Path(os.environ.get("GWTEL_HOME", self.home)).expanduser().resolve()
