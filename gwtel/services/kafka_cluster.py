@@ -9,13 +9,12 @@ with one node down the others keep every acknowledged record and keep taking wri
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from string import Template
 
 from gwtel.config import GwtelConfig
 from gwtel.errors import ServiceError
-from gwtel.services.base import Health, port_open, tail
+from gwtel.services.base import Health, port_open
 from gwtel.services.kafka import _DEPLOY, _START_TIMEOUT_S, HOST, KafkaService, new_cluster_id
 
 PORT_STEP = 10
@@ -55,22 +54,9 @@ class KafkaNode(KafkaService):
             self.cluster_id_path.write_text(new_cluster_id(), encoding="utf-8")
         return self.cluster_id_path.read_text(encoding="utf-8").strip()
 
-    def _format_storage(self) -> None:
-        if self.cluster_id() is not None:
-            return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        argv = self._java(
-            "kafka.tools.StorageTool", "format", "--cluster-id", self._shared_cluster_id(),
-            "--config", str(self.properties_path), heap="-Xmx256m",
-        )  # fmt: skip
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-        with open(self.log_path, "a", encoding="utf-8") as log:
-            log.write(out.stdout + out.stderr)
-        if out.returncode != 0 or self.cluster_id() is None:
-            raise ServiceError(
-                f"formatting {self.name} storage in {self.data_dir} failed (exit {out.returncode}); "
-                f"last lines of {self.log_path}:\n{tail(self.log_path)}"
-            )
+    def _format_ids(self) -> list[str]:
+        # Every node formatted with the one cluster id; the static quorum comes from controller.quorum.voters.
+        return ["--cluster-id", self._shared_cluster_id()]
 
     def launch(self) -> None:
         """Start the process without waiting: a lone first node has no quorum to become healthy with."""

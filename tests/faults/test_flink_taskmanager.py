@@ -21,14 +21,14 @@ from typing import Any
 import pytest
 
 from gwtel.config import GwtelConfig
-from gwtel.errors import ServiceError
 from gwtel.services.flink import FlinkRuntime
 from gwtel.services.flink_cluster import FlinkCluster
 from processors.job import run_job
 from tests.faults.support import wait_for
-from tests.integration.flink_truth import T0_S, expected_aggregates, flow_records, flush_records, produce
+from tests.integration.flink_truth import LINKS, T0_S, expected_aggregates, flow_records, flush_records, produce
 from tests.integration.test_flink_job import WINDOWS, committed_rows, job_config, make_topics
 from tests.ports import free_port
+from tests.services import flink_rest, running
 
 pytestmark = [
     pytest.mark.integration,
@@ -42,20 +42,12 @@ pytestmark = [
 def cluster(tmp_path_factory: pytest.TempPathFactory, flink_runtime: FlinkRuntime) -> Iterator[FlinkCluster]:
     home = tmp_path_factory.mktemp("flink-2tm-home")
     svc = FlinkCluster(home, rest_port=free_port(), rpc_port=free_port(), slots=2, taskmanagers=2)
-    try:
-        svc.start()
-    except ServiceError as exc:
-        svc.stop()
-        pytest.fail(f"the standalone Flink cluster did not start: {exc}", pytrace=False)
-    yield svc
-    svc.stop()
+    with running(svc, "the standalone Flink cluster") as started:
+        yield started
 
 
 def rest(cluster: FlinkCluster, path: str, method: str = "GET") -> Any:
-    req = urllib.request.Request(f"{cluster.endpoint()}{path}", method=method)
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        body = resp.read()
-    return json.loads(body) if body else None
+    return flink_rest(cluster.endpoint(), path, method)
 
 
 def completed_checkpoints(cluster: FlinkCluster, jid: str) -> int:
@@ -216,3 +208,32 @@ def test_savepoint_at_parallelism_1_resumed_at_2_keeps_every_window_exact(
         assert got == truth
     finally:
         cancel(cluster, jobs)
+
+
+def test_an_idle_partition_at_parallelism_2_does_not_hold_windows_back(
+    cluster: FlinkCluster,
+    kafka_bootstrap: str,
+    kafka_config: GwtelConfig,
+    kafka_topic: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    """Every record on partition 0, none ever on partition 1 (read by the other subtask): once partition 1 is
+    idle for `job.idle_timeout_ms`, partition 0's watermark alone fires the windows."""
+    topics = make_topics(kafka_topic)
+    remote = {"execution.target": "remote", "rest.address": "127.0.0.1", "rest.port": str(cluster.rest_port)}
+    cfg = job_config(kafka_config, topics, tmp_path, parallelism=2, watermark_bound_ms=2000, idle_timeout_ms=2000,
+                     flink=remote)  # fmt: skip
+    busy = LINKS[0]
+    records = [r for r in flow_records(seed=12, start_s=T0_S, seconds=120, per_link=60) if r.link_id == busy]
+    truth = expected_aggregates(records, WINDOWS)
+    produce(kafka_bootstrap, topics["flows"], records + [r for r in flush_records(T0_S + 3600) if r.link_id == busy])
+    job = JobThread(cfg)
+    try:
+        job.job_id()
+        wait_for(lambda: sum(committed_rows(kafka_bootstrap, topics["aggregates"]).values()) >= sum(truth.values()),
+                 240, "the windows of the busy partition", interval_s=2.0)  # fmt: skip
+        time.sleep(3 * cfg.job.checkpoint_interval_ms / 1000 + 2)
+        assert committed_rows(kafka_bootstrap, topics["aggregates"]) == truth
+    finally:
+        cancel(cluster, job.started)
+        job.thread.join(120)

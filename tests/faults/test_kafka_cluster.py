@@ -18,13 +18,13 @@ import pytest
 from kafka.admin import ConfigResource, ConfigResourceType
 
 from gwtel.config import GwtelConfig
-from gwtel.errors import ServiceError
 from gwtel.services.base import port_open
 from gwtel.services.kafka_cluster import PORT_STEP, KafkaCluster, KafkaNode
 from ingest.producer import FlowProducer
 from tests.faults import support as s
 from tests.ports import free_port
 from tests.records import sample_flow
+from tests.services import running
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, *(pytest.mark.filterwarnings(w) for w in s.KAFKA_WARNINGS)]
 
@@ -60,14 +60,22 @@ def cluster(kafka_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     cfg = GwtelConfig.model_validate(
         {"local": {"kafka_brokers": NODES, "ports": {"kafka": broker, "kafka_controller": controller}}}
     )
-    svc = KafkaCluster(cfg, home)
-    try:
-        svc.start()
-    except ServiceError as exc:
-        svc.stop()
-        pytest.fail(f"the test's own Kafka cluster did not start: {exc}", pytrace=False)
-    yield svc
-    svc.stop()
+    with running(KafkaCluster(cfg, home), "the test's own Kafka cluster") as svc:
+        yield svc
+
+
+def described(cluster: KafkaCluster, topic: str, count: int) -> list[dict[str, Any]]:
+    """The topic's partitions once the metadata has all `count` of them with a leader (a new topic reaches
+    the nodes one after the other)."""
+    found: list[dict[str, Any]] = []
+
+    def ready() -> bool:
+        nonlocal found
+        found = partitions(cluster, topic)
+        return len(found) == count and all(p["leader_id"] >= 0 for p in found)
+
+    s.wait_for(ready, 60, f"the metadata of {topic}", interval_s=0.5)
+    return found
 
 
 def partitions(svc: KafkaCluster, topic: str) -> list[dict[str, Any]]:
@@ -89,7 +97,7 @@ def test_topics_have_three_replicas_and_need_two_in_sync(cluster: KafkaCluster) 
     assert cluster.health().ok, cluster.health().detail
     topic = f"test.cluster.rf.{s.new_tag()}"
     cluster.ensure_topics([topic], partitions=3)
-    for p in partitions(cluster, topic):
+    for p in described(cluster, topic, 3):
         assert len(p["replica_nodes"]) == NODES and sorted(p["isr_nodes"]) == sorted(p["replica_nodes"]), p
     with cluster.nodes[0].admin() as admin:
         got = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all")
@@ -101,7 +109,7 @@ def test_a_node_killed_mid_stream_loses_nothing_and_rejoins(cluster: KafkaCluste
     topic = f"test.cluster.flows.{s.new_tag()}"
     cluster.ensure_topics([topic], partitions=2)
     # The node that leads partition 0: killing it forces a leader election in the middle of the stream.
-    leader = partitions(cluster, topic)[0]["leader_id"]
+    leader = described(cluster, topic, 2)[0]["leader_id"]
     victim = cluster.nodes[leader - 1]
     producer = FlowProducer(cluster.endpoint(), topic, spool_dir=tmp_path / "spool", spool_max_bytes=256 << 20,
                             spill_after_s=5.0, linger_ms=5)  # fmt: skip

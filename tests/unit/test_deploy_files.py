@@ -6,6 +6,8 @@ the Containerfile's COPY sources and entrypoints against the repository and the 
 
 from __future__ import annotations
 
+import ast
+import importlib
 import json
 import re
 import shlex
@@ -250,6 +252,19 @@ def test_every_image_runs_a_real_gwtel_command() -> None:
             [entry] = [json.loads(r) for w, r in found[target] if w == "ENTRYPOINT"]
             args = [re.sub(r"\$\((\w+)\)", "x", a) for a in c.get("args", [])]
             parser.parse_args(entry[1:] + args)
+
+
+def test_python_run_steps_name_real_code() -> None:
+    """Each `python -c` of a RUN step parses, and every name it imports exists in this repository's code."""
+    snippets = [m.group(1) for w, r in instructions() if w == "RUN" for m in re.finditer(r'python -c "([^"]+)"', r)]
+    assert snippets
+    for code in snippets:
+        tree = ast.parse(code)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module is not None:
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    assert hasattr(module, alias.name), f"{node.module}.{alias.name}"
 
 
 def test_exposed_ports_are_the_default_metrics_ports() -> None:
