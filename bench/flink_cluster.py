@@ -45,12 +45,7 @@ def main() -> int:
     cluster.start()
     try:
         data = base.model_dump(mode="json")
-        data["job"]["flink"] = {
-            **data["job"]["flink"],
-            "execution.target": "remote",
-            "rest.address": "127.0.0.1",
-            "rest.port": str(cluster.rest_port),
-        }
+        data["job"]["flink"] = {**data["job"]["flink"], **cluster.job_settings()}
         cfg_path = home / "config.yaml"
         cfg_path.write_text(yaml.safe_dump(data), encoding="utf-8")
         env = {**os.environ, "GWTEL_CONFIG": str(cfg_path)}

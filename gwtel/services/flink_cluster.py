@@ -53,6 +53,10 @@ class FlinkCluster(ProcessService):
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.rest_port}"
 
+    def job_settings(self) -> dict[str, str]:
+        """`job.flink` settings that submit the job to this cluster instead of an in-process MiniCluster."""
+        return {"execution.target": "remote", "rest.address": "127.0.0.1", "rest.port": str(self.rest_port)}
+
     def _overview(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"{self.endpoint()}/overview", timeout=2) as resp:
             data: dict[str, Any] = json.load(resp)

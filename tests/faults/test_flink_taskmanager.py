@@ -93,9 +93,7 @@ def test_taskmanager_killed_mid_stream_every_window_exactly_once(
     assert len(cluster.taskmanager_pids()) == 2
     topics = make_topics(kafka_topic)
     remote = {
-        "execution.target": "remote",
-        "rest.address": "127.0.0.1",
-        "rest.port": str(cluster.rest_port),
+        **cluster.job_settings(),
         # The job's own default (2 attempts) is for the in-process MiniCluster; a cluster losing a
         # TaskManager may need a few tries before the scheduler has written off its slots.
         "restart-strategy.fixed-delay.attempts": "30",
@@ -169,7 +167,7 @@ def test_savepoint_at_parallelism_1_resumed_at_2_keeps_every_window_exact(
     tmp_path: Path,
 ) -> None:
     topics = make_topics(kafka_topic)
-    remote = {"execution.target": "remote", "rest.address": "127.0.0.1", "rest.port": str(cluster.rest_port)}
+    remote = cluster.job_settings()
     cfg1 = job_config(kafka_config, topics, tmp_path, parallelism=1, watermark_bound_ms=2000, idle_timeout_ms=600_000,
                       flink=remote)  # fmt: skip
     cfg2 = cfg1.model_copy(update={"job": cfg1.job.model_copy(update={"parallelism": 2})})
@@ -220,7 +218,7 @@ def test_an_idle_partition_at_parallelism_2_does_not_hold_windows_back(
     """Every record on partition 0, none ever on partition 1 (read by the other subtask): once partition 1 is
     idle for `job.idle_timeout_ms`, partition 0's watermark alone fires the windows."""
     topics = make_topics(kafka_topic)
-    remote = {"execution.target": "remote", "rest.address": "127.0.0.1", "rest.port": str(cluster.rest_port)}
+    remote = cluster.job_settings()
     cfg = job_config(kafka_config, topics, tmp_path, parallelism=2, watermark_bound_ms=2000, idle_timeout_ms=2000,
                      flink=remote)  # fmt: skip
     busy = LINKS[0]

@@ -51,7 +51,7 @@ def test_bounded_job_on_the_cluster_writes_the_python_aggregates(
     records = flow_records(seed=5, start_s=T0_S, seconds=90, per_link=40)
     topics = make_topics(kafka_topic)
     produce(kafka_bootstrap, topics["flows"], records)
-    remote = {"execution.target": "remote", "rest.address": "127.0.0.1", "rest.port": str(cluster.rest_port)}
+    remote = cluster.job_settings()
     cfg = job_config(kafka_config, topics, tmp_path, parallelism=2, idle_timeout_ms=600_000, flink=remote)
     started: list[str] = []
     run_job(cfg, bounded=True, on_start=lambda job_id, _port: started.append(job_id))
