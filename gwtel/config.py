@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ingest.collect.config import CollectorConfig
 from ingest.config import AgentConfig
 from ingest.partners import PartnersConfig
+from processors.cluster import check_name, distributed_database
 from processors.config import JobConfig, LoaderConfig
 
 
@@ -53,6 +54,12 @@ class ClickHouseConfig(Strict):
     database: str = "gwtel"
     user: str = "default"
     password_env: str = "GWTEL_CLICKHOUSE_PASSWORD"
+    # A cluster name from the servers' remote_servers: migrations run ON CLUSTER with replicated tables and
+    # Distributed tables in `<database>_all` (docs/scaling.md). None: one server, plain MergeTree tables.
+    cluster: str | None = None
+    # With `cluster`: one node's URL per shard, in the cluster's shard order. The loader writes each Kafka
+    # partition's batches to shard `partition % len(shard_urls)`; empty: everything to `url` (one shard).
+    shard_urls: tuple[str, ...] = ()
 
     @field_validator("url")
     @classmethod
@@ -60,6 +67,28 @@ class ClickHouseConfig(Strict):
         if not v.startswith(("http://", "https://")):
             raise ValueError(f"{v!r} must start with http:// or https:// (the ClickHouse HTTP interface)")
         return v.rstrip("/")
+
+    @field_validator("shard_urls")
+    @classmethod
+    def _shard_http(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(cls._http(u) for u in v)
+
+    @model_validator(mode="after")
+    def _shards_need_a_cluster(self) -> ClickHouseConfig:
+        if self.shard_urls and self.cluster is None:
+            raise ValueError("shard_urls needs clickhouse.cluster (the tables are sharded only in cluster mode)")
+        if len(set(self.shard_urls)) != len(self.shard_urls):
+            raise ValueError("shard_urls lists a node twice: one URL per shard")
+        return self
+
+    def read_database(self) -> str:
+        """The database queries read: the Distributed tables' in cluster mode, else the tables' own."""
+        return self.database if self.cluster is None else distributed_database(self.database)
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster_name(cls, v: str | None) -> str | None:
+        return None if v is None else check_name("cluster name", v)
 
     def password(self) -> str:
         return os.environ.get(self.password_env, "")
@@ -82,6 +111,9 @@ class LocalConfig(Strict):
 
     home: str = ".gwtel"
     ports: LocalPorts = LocalPorts()
+    # 3: `gwtel up` starts a three-node KRaft cluster (replication factor 3, min.insync.replicas 2) instead of
+    # the single broker; node N listens on ports.kafka + 10 N (gwtel/services/kafka_cluster.py).
+    kafka_brokers: Literal[1, 3] = 1
 
     def home_path(self) -> Path:
         return Path(os.environ.get("GWTEL_HOME", self.home)).expanduser().resolve()

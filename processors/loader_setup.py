@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from kafka import KafkaConsumer
 from prometheus_client import CollectorRegistry
 
-from gwtel.config import GwtelConfig
+from gwtel.config import ClickHouseConfig, GwtelConfig
 from gwtel.errors import UserError
 from processors.batcher import Batch
 from processors.chclient import make_client
@@ -18,6 +19,7 @@ from processors.loader import Decoded, Loader, Route
 from processors.loader_metrics import LoaderMetrics
 from processors.migrate import Migrator
 from processors.rows import aggregate_rows, flow_rows, late_rows
+from processors.shard_client import ShardRouter
 
 # Fetched records wait in memory only up to one batch per partition: never ask for more per poll.
 _MAX_POLL_RECORDS = 50_000
@@ -86,9 +88,22 @@ def migrate(cfg: GwtelConfig) -> tuple[list[int], list[str]]:
     check_rollup_window(cfg)
     client = make_client(cfg.clickhouse, database="")
     try:
-        return Migrator(client, cfg.clickhouse.database, cfg.loader, window_sizes_s=cfg.job.window_sizes_s).run()
+        return Migrator(
+            client,
+            cfg.clickhouse.database,
+            cfg.loader,
+            window_sizes_s=cfg.job.window_sizes_s,
+            cluster=cfg.clickhouse.cluster,
+        ).run()
     finally:
         client.close()
+
+
+def clickhouse_for_loader(ch: ClickHouseConfig) -> Any:
+    """The loader's client: the server's, or in cluster mode with shard URLs a router to each partition's shard."""
+    if not ch.shard_urls:
+        return make_client(ch)
+    return ShardRouter([partial(make_client, ch.model_copy(update={"url": url})) for url in ch.shard_urls])
 
 
 def build_loader(
@@ -101,7 +116,7 @@ def build_loader(
     producer = make_producer(cfg.kafka.bootstrap)
     return Loader(
         consumer=make_consumer(cfg),
-        client_factory=lambda: make_client(cfg.clickhouse),
+        client_factory=lambda: clickhouse_for_loader(cfg.clickhouse),
         database=cfg.clickhouse.database,
         routes=routes_for(cfg),
         deadletters=DeadLetterSink(producer, cfg.kafka.topics.dead_letter),

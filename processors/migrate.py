@@ -22,6 +22,7 @@ from typing import Any, Final
 
 import schemas.migrations
 from gwtel.errors import UserError
+from processors.cluster import ClusterSchema
 from processors.config import JobConfig, LoaderConfig
 
 DEFAULT_WINDOW_SIZES_S: Final = JobConfig().window_sizes_s
@@ -134,13 +135,26 @@ class Migrator:
         loader: LoaderConfig | None = None,
         migrations: Sequence[Migration] | None = None,
         window_sizes_s: Sequence[int] = DEFAULT_WINDOW_SIZES_S,
+        cluster: str | None = None,
     ) -> None:
         self.client = client
         self.database = database
         self.params = params_from(database, loader or LoaderConfig(), window_sizes_s)
         self.migrations = list(migrations) if migrations is not None else discover()
+        # Cluster mode: the same statements, transformed (processors.cluster); its ledger is replicated.
+        self.cluster = ClusterSchema(cluster, database) if cluster else None
+        if self.cluster is not None:
+            self.cluster.learn(s for mig in self.migrations for s in render(mig, self.params))
+
+    def _statements(self, mig: Migration) -> list[str]:
+        single = render(mig, self.params)
+        return single if self.cluster is None else self.cluster.all_statements(single)
 
     def _bootstrap(self) -> None:
+        if self.cluster is not None:
+            for stmt in self.cluster.bootstrap():
+                self.client.command(stmt)
+            return
         db = self.database
         self.client.command(f"CREATE DATABASE IF NOT EXISTS {db}")
         self.client.command(
@@ -181,7 +195,7 @@ class Migrator:
                         f"{self.database}; restore it and add a new migration instead"
                     )
                 continue
-            for stmt in render(mig, self.params):
+            for stmt in self._statements(mig):
                 try:
                     self.client.command(stmt)
                 except Exception as exc:  # the driver raises several types; say which statement failed
@@ -218,7 +232,10 @@ class Migrator:
                 continue
             want = int(self.params[param])
             if want != days:
-                self.client.command(f"ALTER TABLE {self.database}.{table} MODIFY TTL {column} + INTERVAL {want} DAY")
+                on = "" if self.cluster is None else self.cluster.on
+                self.client.command(
+                    f"ALTER TABLE {self.database}.{table}{on} MODIFY TTL {column} + INTERVAL {want} DAY"
+                )
                 altered.append(table)
         return altered
 

@@ -49,7 +49,7 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     client = make_client(cfg.clickhouse)
-    db = cfg.clickhouse.database
+    db = cfg.clickhouse.read_database()
     groups = cfg.partners.groups
     if args.billing:
         year, month = _month(args.billing)

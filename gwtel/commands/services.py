@@ -33,12 +33,13 @@ def _up(args: argparse.Namespace) -> int:
     home = cfg.local.home_path()
     print(f"local services home: {home} (logs in {home / 'logs'})")
     from gwtel.services.kafka import KafkaService
+    from gwtel.services.kafka_cluster import KafkaCluster
 
     for svc in registry.select(registry.build(cfg, home), args.services):
         t0 = time.monotonic()
         svc.start()
         print(f"  {svc.name:<11} up   {svc.endpoint()}  ({time.monotonic() - t0:.1f}s)")
-        if isinstance(svc, KafkaService):
+        if isinstance(svc, (KafkaService, KafkaCluster)):
             svc.ensure_topics()
             print(f"  topics ready: {', '.join(cfg.kafka.topics.model_dump().values())}")
     return 0

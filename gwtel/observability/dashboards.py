@@ -39,7 +39,7 @@ def _capacity(cfg: GwtelConfig) -> str:
 
 
 def bandwidth_dashboard(cfg: GwtelConfig) -> dict[str, Any]:
-    db, w = cfg.clickhouse.database, cfg.loader.rollup_window_s
+    db, w = cfg.clickhouse.read_database(), cfg.loader.rollup_window_s
     where = f"window_s = {w} AND $__timeFilter(window_start) AND {PARTNER_IN}"
     bps = f"sum(bytes_scaled) * 8 / greatest($__interval_s, {w})"
     panels = [
@@ -152,7 +152,7 @@ ORDER BY partner, direction""",
 
 
 def latency_dashboard(cfg: GwtelConfig) -> dict[str, Any]:
-    db, w = cfg.clickhouse.database, cfg.loader.rollup_window_s
+    db, w = cfg.clickhouse.read_database(), cfg.loader.rollup_window_s
     where = f"window_s = {w} AND metric = '${{metric}}' AND $__timeFilter(window_start) AND {PARTNER_IN}"
     qs = ", ".join(str(q) for q in QUANTILES)
     percentiles = f"""
@@ -444,7 +444,7 @@ def pipeline_dashboard(cfg: GwtelConfig) -> dict[str, Any]:
                 Target(
                     sql=f"""
 SELECT $__timeInterval(ts) AS time, count() AS flow_records
-FROM {cfg.clickhouse.database}.flows_raw
+FROM {cfg.clickhouse.read_database()}.flows_raw
 WHERE $__timeFilter(ts)
 GROUP BY time
 ORDER BY time"""

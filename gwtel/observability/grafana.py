@@ -188,7 +188,7 @@ def datasources_provisioning(cfg: GwtelConfig) -> str:
                     "port": ch.port or (443 if ch.scheme == "https" else 8123),
                     "secure": ch.scheme == "https",
                     "username": cfg.clickhouse.user,
-                    "defaultDatabase": cfg.clickhouse.database,
+                    "defaultDatabase": cfg.clickhouse.read_database(),
                 },
                 # Grafana expands $VAR from its own environment when it reads this file.
                 "secureJsonData": {"password": f"${cfg.clickhouse.password_env}"},

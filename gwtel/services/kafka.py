@@ -118,9 +118,7 @@ class KafkaService(ProcessService):
         argv = self._java(
             "kafka.tools.StorageTool",
             "format",
-            "--standalone",
-            "--cluster-id",
-            new_cluster_id(),
+            *self._format_ids(),
             "--config",
             str(self.properties_path),
             heap="-Xmx256m",
@@ -133,6 +131,10 @@ class KafkaService(ProcessService):
                 f"formatting Kafka storage in {self.data_dir} failed (exit {out.returncode}); "
                 f"last lines of {self.log_path}:\n{tail(self.log_path)}"
             )
+
+    def _format_ids(self) -> list[str]:
+        """How the format step names the cluster: a new one whose only controller is this node."""
+        return ["--standalone", "--cluster-id", new_cluster_id()]
 
     # -- process --------------------------------------------------------------------------------------
     def _start(self) -> None:

@@ -32,11 +32,12 @@ def build(cfg: GwtelConfig, home: Path | None = None) -> list[LocalService]:
     from gwtel.services.clickhouse import ClickHouseService
     from gwtel.services.flink import FlinkRuntime
     from gwtel.services.kafka import KafkaService
+    from gwtel.services.kafka_cluster import KafkaCluster
     from gwtel.services.prometheus import PrometheusService
 
     root = home or cfg.local.home_path()
     return [
-        KafkaService(cfg, root),
+        KafkaCluster(cfg, root) if cfg.local.kafka_brokers > 1 else KafkaService(cfg, root),
         FlinkRuntime(cfg, root),
         ClickHouseService(cfg, root),
         PrometheusService(cfg, root),

@@ -8,8 +8,6 @@ folder.
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,13 +15,13 @@ from typing import Any
 import pytest
 
 from gwtel.config import GwtelConfig
-from gwtel.errors import ServiceError
 from gwtel.services.flink import FlinkRuntime
 from gwtel.services.flink_cluster import FlinkCluster
 from processors.job import run_job
 from tests.integration.flink_truth import T0_S, expected_aggregates, flow_records, produce
 from tests.integration.test_flink_job import WINDOWS, committed_rows, job_config, make_topics
 from tests.ports import free_port
+from tests.services import flink_rest, running
 
 pytestmark = [
     pytest.mark.integration,
@@ -35,18 +33,12 @@ pytestmark = [
 def cluster(tmp_path_factory: pytest.TempPathFactory, flink_runtime: FlinkRuntime) -> Iterator[FlinkCluster]:
     home = tmp_path_factory.mktemp("flink-cluster-home")
     svc = FlinkCluster(home, rest_port=free_port(), rpc_port=free_port(), slots=2)
-    try:
-        svc.start()
-    except ServiceError as exc:
-        svc.stop()
-        pytest.fail(f"the standalone Flink cluster did not start: {exc}", pytrace=False)
-    yield svc
-    svc.stop()
+    with running(svc, "the standalone Flink cluster") as started:
+        yield started
 
 
 def rest(cluster: FlinkCluster, path: str) -> Any:
-    with urllib.request.urlopen(f"{cluster.endpoint()}{path}", timeout=5) as resp:
-        return json.load(resp)
+    return flink_rest(cluster.endpoint(), path)
 
 
 def test_bounded_job_on_the_cluster_writes_the_python_aggregates(
@@ -59,7 +51,7 @@ def test_bounded_job_on_the_cluster_writes_the_python_aggregates(
     records = flow_records(seed=5, start_s=T0_S, seconds=90, per_link=40)
     topics = make_topics(kafka_topic)
     produce(kafka_bootstrap, topics["flows"], records)
-    remote = {"execution.target": "remote", "rest.address": "127.0.0.1", "rest.port": str(cluster.rest_port)}
+    remote = cluster.job_settings()
     cfg = job_config(kafka_config, topics, tmp_path, parallelism=2, idle_timeout_ms=600_000, flink=remote)
     started: list[str] = []
     run_job(cfg, bounded=True, on_start=lambda job_id, _port: started.append(job_id))
