@@ -17,7 +17,6 @@ from ingest.producer import FlowProducer, flow_key
 from schemas import codec
 from schemas.flow_record import FlowRecord
 
-
 Report = Callable[[Any, Any], None]
 
 
