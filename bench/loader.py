@@ -33,9 +33,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _clients import librdkafka_consume_rate
 from _processes import start_loaders, stop_pipeline
 from _results import Row, table, write
-from confluent_kafka import Consumer
 from job import TARGET_EVENT_RATE, consume_rate, load_topic, records
 from prometheus_client import CollectorRegistry
 
@@ -80,24 +80,6 @@ def one_run(base: GwtelConfig, n: int, raw: bool) -> float:
     finally:
         loader.close()
         drop_database(cfg)
-    return n / seconds
-
-
-def librdkafka_consume_rate(bootstrap: str, topic: str, expected: int) -> float:
-    """The same plain consume with confluent-kafka (librdkafka), the loader's client: records/s."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex[:8]}",
-                         "isolation.level": "read_committed", "enable.auto.commit": False,
-                         "auto.offset.reset": "earliest"})  # fmt: skip
-    consumer.subscribe([topic])
-    n = 0
-    t0 = None
-    while n < expected:
-        msgs = consumer.consume(num_messages=50_000, timeout=1.0)
-        if msgs and t0 is None:
-            t0 = time.perf_counter()  # group join excluded, as the kafka-python baseline assigns directly
-        n += len(msgs)
-    seconds = time.perf_counter() - (t0 or time.perf_counter())
-    consumer.close()
     return n / seconds
 
 
