@@ -17,6 +17,7 @@ from gwtel.services.kafka import KafkaService
 from ingest.producer import FlowProducer
 
 _CHUNK = 10_000
+_WINDOW = 50_000
 
 
 def librdkafka_consume_rate(bootstrap: str, topic: str, expected: int) -> float:
@@ -39,21 +40,27 @@ def librdkafka_consume_rate(bootstrap: str, topic: str, expected: int) -> float:
 
 def producer_rate(cfg: GwtelConfig, values: Sequence[bytes]) -> float:
     """Records/s of the agent's FlowProducer (`send_batch`, chunks of 10k) into a scratch topic, until Kafka
-    acknowledged every record (acks=all, idempotent, lz4 as the agent sends). The whole backlog is offered at
-    once, so the in-flight bound (a spill to the spool past it) is lifted: the figure is the client's rate."""
+    acknowledged every record (acks=all, idempotent, lz4 as the agent sends).
+
+    Paced as a sender that keeps up with Kafka: at most `_WINDOW` records unacknowledged (the producer spills
+    to its spool past `max_in_flight`, 100k by default). Offered all at once, 2M records waited seconds for
+    their acknowledgement on the busy machine and the producer spilled, as designed; the figure here is the
+    client's sustained rate, so a stall is allowed 30 s before a spill fails the benchmark.
+    """
     topic = f"{cfg.kafka.topics.flows}.producer"
     svc = KafkaService(cfg, cfg.local.home_path())
     svc.ensure_topics([topic])
     try:
         with tempfile.TemporaryDirectory() as spool:
             producer = FlowProducer(cfg.kafka.bootstrap, topic, spool_dir=spool, spool_max_bytes=8 << 30,
-                                    max_in_flight=len(values) + 1)  # fmt: skip
+                                    spill_after_s=30.0)  # fmt: skip
             keys = [b"%d" % (i % 4096) for i in range(_CHUNK)]
-            t0 = time.perf_counter()
-            for first in range(0, len(values), _CHUNK):
-                chunk = values[first : first + _CHUNK]
-                producer.send_batch(list(zip(keys, chunk, strict=False)))
             try:
+                t0 = time.perf_counter()
+                for first in range(0, len(values), _CHUNK):
+                    while producer.produced - producer.acked > _WINDOW:
+                        time.sleep(0.001)
+                    producer.send_batch(list(zip(keys, values[first : first + _CHUNK], strict=False)))
                 while producer.acked < len(values):
                     if producer.spooling:
                         raise RuntimeError("the producer spilled to its spool during the benchmark")
