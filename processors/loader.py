@@ -74,7 +74,6 @@ INSERT_SETTINGS_FIXED = {
 # CANNOT_READ_ALL_DATA, TYPE_MISMATCH, ARGUMENT_OUT_OF_BOUND, CANNOT_CONVERT_TYPE, CANNOT_PARSE_NUMBER,
 # INCORRECT_DATA, CANNOT_READ_ARRAY_FROM_TEXT, TOO_LARGE_STRING_SIZE, CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN.
 REFUSED_DATA_CODES = frozenset({6, 25, 26, 27, 32, 33, 53, 69, 70, 72, 117, 130, 131, 349})
-TopicPartition = TP
 
 
 def refused_data(exc: Exception) -> bool:
@@ -153,18 +152,18 @@ class _Listener:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._revoked: set[TopicPartition] = set()
+        self._revoked: set[TP] = set()
 
     def on_partitions_revoked(self, revoked: list[TP]) -> None:
         with self._lock:
             self._revoked.update(revoked)
 
-    def revoking(self, tp: TopicPartition) -> bool:
+    def revoking(self, tp: TP) -> bool:
         """A revocation of `tp` was noted and not yet taken (a rebalance began since the last poll)."""
         with self._lock:
             return tp in self._revoked
 
-    def take(self) -> set[TopicPartition]:
+    def take(self) -> set[TP]:
         with self._lock:
             out, self._revoked = self._revoked, set()
         return out
@@ -204,20 +203,20 @@ class Loader:
         self._skew_ns = None if max_future_skew_s is None else max_future_skew_s * 1_000_000_000
         self._clock = clock
         self._sleep = sleep
-        self._parts: dict[TopicPartition, _Partition] = {}
+        self._parts: dict[TP, _Partition] = {}
         self._listener = _Listener()
         self._stop: Callable[[], bool] = lambda: False
         self._next_lag = 0.0
-        self._lag_labels: set[TopicPartition] = set()
+        self._lag_labels: set[TP] = set()
         # Partitions sought back to their committed offset in this step: the rest of the records polled for
         # them come from the old position and are read again from the committed offset instead.
-        self._rewound: set[TopicPartition] = set()
+        self._rewound: set[TP] = set()
         # Landing inserts run in one worker thread with a client of its own, so ClickHouse parses a batch
         # while this thread reads the next from Kafka (both cost CPU: serially the loader reached their
         # harmonic mean). At most one batch per partition is in flight; only this thread commits.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gwtel-landing")
         self._land_client: Any = None
-        self._inflight: dict[TopicPartition, _InFlight] = {}
+        self._inflight: dict[TP, _InFlight] = {}
         self.consumer.subscribe(sorted(self.routes), self._listener.on_partitions_revoked)
 
     # -- main loop --------------------------------------------------------------------------------------
@@ -270,7 +269,7 @@ class Loader:
                 self._land_client.close()
 
     # -- records ----------------------------------------------------------------------------------------
-    def _accept(self, tp: TopicPartition, rec: Any) -> bool:
+    def _accept(self, tp: TP, rec: Any) -> bool:
         if tp in self._rewound:
             return False
         st = self._parts.get(tp) or self._init_partition(tp)
@@ -294,7 +293,7 @@ class Loader:
             return tp in self._parts
         return True
 
-    def _accept_raw(self, tp: TopicPartition, records: Sequence[Any]) -> None:
+    def _accept_raw(self, tp: TP, records: Sequence[Any]) -> None:
         """Add a poll's records of a raw partition to its batches, a batch's worth at a time."""
         offsets = list(map(offset_of, records))
         i = 0
@@ -324,7 +323,7 @@ class Loader:
                 if tp not in self._parts:
                     return
 
-    def _decode(self, tp: TopicPartition, rec: Any) -> Decoded:
+    def _decode(self, tp: TP, rec: Any) -> Decoded:
         value: bytes = value_of(rec) or b""
         ts = timestamp_of(rec)
         latest = ts * 1_000_000 + self._skew_ns if self._skew_ns is not None and ts > 0 else None
@@ -336,7 +335,7 @@ class Loader:
         coords = [tp.topic, tp.partition, offset_of(rec)]
         return Decoded(tuple((spec, [*row, *coords]) for spec, row in table_rows), None)
 
-    def _init_partition(self, tp: TopicPartition) -> _Partition:
+    def _init_partition(self, tp: TP) -> _Partition:
         meta: Committed | None = self._with_retry("read committed offset", partial(self.consumer.committed, tp))
         offset = None if meta is None else meta.offset
         batcher: PartitionBatcher[Decoded] = PartitionBatcher(
@@ -350,7 +349,7 @@ class Loader:
         self._parts[tp] = st
         return st
 
-    def _reset(self, tps: set[TopicPartition], dropped: frozenset[TopicPartition] = frozenset()) -> None:
+    def _reset(self, tps: set[TP], dropped: frozenset[TP] = frozenset()) -> None:
         """Forget `tps`; those that held records (in hand, or a batch `dropped` by the caller) and are still
         assigned are read again from their committed offset. The others' positions are their committed offsets
         already (everything read was committed), or fresh from the group for a newly assigned partition."""
@@ -369,7 +368,7 @@ class Loader:
                 self._with_retry("seek", partial(self.consumer.seek, tp, meta.offset))
         self._rewound |= owned
 
-    def _forget(self, tps: set[TopicPartition]) -> None:
+    def _forget(self, tps: set[TP]) -> None:
         self._drop_inflight(tps)
         for tp in tps:
             self._parts.pop(tp, None)
@@ -379,7 +378,7 @@ class Loader:
                 self._lag_labels.discard(tp)
 
     # -- storing a batch --------------------------------------------------------------------------------
-    def _flush(self, tp: TopicPartition) -> None:
+    def _flush(self, tp: TP) -> None:
         self._settle(tp)  # batches of a partition are committed in order
         st = self._parts.get(tp)
         if st is None:
@@ -390,7 +389,7 @@ class Loader:
         else:
             self._store(tp, st, batch)
 
-    def _flush_raw(self, tp: TopicPartition, st: _Partition, batch: Batch[Any]) -> None:
+    def _flush_raw(self, tp: TP, st: _Partition, batch: Batch[Any]) -> None:
         """Store a batch of raw records through the landing table: ClickHouse parses and checks them.
 
         Falls back to the slow path (each record decoded in Python, as `_store` does for other topics) when
@@ -415,14 +414,14 @@ class Loader:
         self._inflight[tp] = _InFlight(st, batch, values, token, future)
 
     def _land(
-        self, data: bytes, token: str, tp: TopicPartition, batch: Batch[Any]
+        self, data: bytes, token: str, tp: TP, batch: Batch[Any]
     ) -> tuple[bool, tuple[int, int, int, list[Any]] | None]:
         """In the worker thread: insert a landing block and read its outcome."""
         if not self._insert_raw(data, token):
             return False, None
         return True, self._outcome(tp, batch, token)
 
-    def _settle(self, tp: TopicPartition) -> None:
+    def _settle(self, tp: TP) -> None:
         """Wait for the partition's batch in flight, if any, and finish it: dead letters, then the commit."""
         fl = self._inflight.pop(tp, None)
         if fl is None:
@@ -454,7 +453,7 @@ class Loader:
             self.metrics.flow_records_stored.inc(stored)
             self.metrics.flow_packets_stored.inc(packets)
 
-    def _drop_inflight(self, tps: set[TopicPartition]) -> None:
+    def _drop_inflight(self, tps: set[TP]) -> None:
         """Let the inserts of `tps` finish and acknowledge nothing: their announced ranges stay pending."""
         for tp in tps:
             fl = self._inflight.pop(tp, None)
@@ -462,13 +461,13 @@ class Loader:
                 with contextlib.suppress(Exception):
                     fl.future.result()
 
-    def _slow_path(self, tp: TopicPartition, st: _Partition, batch: Batch[Any], why: str) -> None:
+    def _slow_path(self, tp: TP, st: _Partition, batch: Batch[Any], why: str) -> None:
         log.info("%s:%d:%d-%d takes the slow path: %s", tp.topic, tp.partition, batch.first, batch.last, why)
         self.metrics.slow_batches.labels(tp.topic).inc()
         decoded = tuple(self._decode(tp, rec) for rec in batch.items)
         self._store(tp, st, Batch(batch.topic, batch.partition, batch.first, batch.last, decoded))
 
-    def _store(self, tp: TopicPartition, st: _Partition, batch: Batch[Decoded]) -> None:
+    def _store(self, tp: TP, st: _Partition, batch: Batch[Decoded]) -> None:
         dead = [d.dead for d in batch.items if d.dead is not None]
         tables: dict[str, tuple[TableSpec, list[list[Any]]]] = {}
         for item in batch.items:
@@ -560,7 +559,7 @@ class Loader:
             self.metrics.clickhouse_up.set(1)
             return True
 
-    def _outcome(self, tp: TopicPartition, batch: Batch[Any], token: str) -> tuple[int, int, int, list[Any]]:
+    def _outcome(self, tp: TP, batch: Batch[Any], token: str) -> tuple[int, int, int, list[Any]]:
         """(records read, rows stored, packets stored, quarantined (offset, reason, field)) of a landed batch."""
         params = {
             "token": token,
@@ -594,7 +593,7 @@ class Loader:
             with contextlib.suppress(Exception):
                 client.close()
 
-    def _commit(self, offsets: dict[TopicPartition, Committed]) -> bool:
+    def _commit(self, offsets: dict[TP, Committed]) -> bool:
         """Commit; False when the group moved on (the partitions may be someone else's now)."""
         if any(self._listener.revoking(tp) for tp in offsets):
             log.info("a rebalance began: not committing %s; dropping batches in hand", sorted(offsets))
@@ -651,7 +650,5 @@ class Loader:
             # commit markers of a transactional topic (the last committed offset stays one below its end).
             in_hand = (len(st.batcher) > 0 or tp in self._inflight) and st.committed is not None
             base = st.committed if in_hand and st.committed is not None else self.consumer.position(tp)
-            if base is None:
-                continue  # nothing read yet since the assignment
             self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, int(end) - int(base)))
             self._lag_labels.add(tp)

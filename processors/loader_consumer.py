@@ -140,9 +140,17 @@ class LoaderConsumer:
     def seek_to_beginning(self, tp: TP) -> None:
         self._consumer.seek(TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
 
-    def position(self, tp: TP) -> int | None:
+    def position(self, tp: TP) -> int:
+        """The offset of the next record to read: after the last one consumed, or, before any, where reading
+        starts (the committed offset, else the log start as `auto.offset.reset` says)."""
         [p] = self._consumer.position([TopicPartition(tp.topic, tp.partition)])
-        return p.offset if p.offset >= 0 else None
+        if p.offset >= 0:
+            return int(p.offset)
+        committed = self.committed(tp)
+        if committed is not None:
+            return committed.offset
+        low, _high = self._consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=_TIMEOUT_S)
+        return int(low)
 
     # -- offsets --------------------------------------------------------------------------------------
     def committed(self, tp: TP) -> Committed | None:
@@ -168,16 +176,10 @@ class LoaderConsumer:
                     raise CommitRefusedError(str(p.error))
                 raise KafkaException(p.error)
 
-    def end_offsets(self, tps: Iterable[TP], timeout_ms: int) -> dict[TP, int]:
+    def end_offsets(self, tps: Iterable[TP], timeout_ms: int = 30_000) -> dict[TP, int]:
         """Each partition's end as this read_committed consumer sees it (the last stable offset)."""
         timeout = timeout_ms / 1000
         return {
             tp: int(self._consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=timeout)[1])
             for tp in tps
         }
-
-    def partitions_for_topic(self, topic: str) -> set[int]:
-        meta = self._consumer.list_topics(topic, timeout=_TIMEOUT_S).topics.get(topic)
-        if meta is None or meta.error is not None:
-            return set()
-        return set(meta.partitions)
