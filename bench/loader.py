@@ -22,7 +22,6 @@ Usage: `python bench/loader.py [--records 2000000] [--runs 3] [--processes 2]`.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import statistics
 import sys
@@ -30,11 +29,11 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _clients import librdkafka_consume_rate
 from _processes import start_loaders, stop_pipeline
 from _results import Row, table, write
 from job import TARGET_EVENT_RATE, consume_rate, load_topic, records
@@ -82,29 +81,6 @@ def one_run(base: GwtelConfig, n: int, raw: bool) -> float:
         loader.close()
         drop_database(cfg)
     return n / seconds
-
-
-def librdkafka_consume_rate(bootstrap: str, topic: str, expected: int) -> float | None:
-    """The same plain consume with confluent-kafka (librdkafka), when it is installed (it is not a dependency:
-    measured side by side to say whether a C client would lift the bound). Records/s, or None."""
-    try:
-        librdkafka: Any = importlib.import_module("confluent_kafka")
-    except ImportError:
-        return None
-    consumer = librdkafka.Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex[:8]}",
-                         "isolation.level": "read_committed", "enable.auto.commit": False,
-                         "auto.offset.reset": "earliest"})  # fmt: skip
-    consumer.subscribe([topic])
-    n = 0
-    t0 = None
-    while n < expected:
-        msgs = consumer.consume(num_messages=10_000, timeout=1.0)
-        if msgs and t0 is None:
-            t0 = time.perf_counter()  # group join excluded, as the kafka-python baseline assigns directly
-        n += sum(1 for m in msgs if m.error() is None)
-    seconds = time.perf_counter() - (t0 or time.perf_counter())
-    consumer.close()
-    return n / seconds if seconds > 0 else None
 
 
 def clickhouse_run(base: GwtelConfig, values: list[bytes]) -> float:
@@ -181,7 +157,7 @@ def main() -> int:
         for i in range(args.runs):
             # Each figure beside a plain consume of the same topic in the same run: the machine is shared.
             rates["baseline"].append(consume_rate(cfg.kafka.bootstrap, cfg.kafka.topics.flows, n))
-            rates["librdkafka"].append(librdkafka_consume_rate(cfg.kafka.bootstrap, cfg.kafka.topics.flows, n) or 0.0)
+            rates["librdkafka"].append(librdkafka_consume_rate(cfg.kafka.bootstrap, cfg.kafka.topics.flows, n))
             rates["loader"].append(one_run(cfg, n, raw=True))
             rates["per_record"].append(one_run(cfg, slow_n, raw=False))
             rates["clickhouse"].append(clickhouse_run(cfg, values))
@@ -196,7 +172,7 @@ def main() -> int:
     print(f"kafka-python plain consume: {base:,.0f} records/s = {1e6 / base:.1f} us per message", flush=True)
     rows = [
         Row("plain kafka-python consume (the baseline)", base, "records/s", base),
-        Row("  confluent-kafka (librdkafka) plain consume, if installed", med["librdkafka"], "records/s", base),
+        Row("  confluent-kafka (librdkafka, the loader's client) plain consume", med["librdkafka"], "records/s", base),
         Row("loader records/s into flows_raw (median)", med["loader"], "records/s", base, ">= 150,000"),
         Row(f"  per-record Python path ({slow_n:,} records)", med["per_record"], "records/s", base),
         Row("  ClickHouse landing inserts alone (no Kafka)", med["clickhouse"], "records/s", base),

@@ -15,8 +15,11 @@ count N flows (the ledger's `flows_aggregated`). Figures:
 - the Flink job's read rate, steady (its source's records out, 30% to 90% of N), and when it has read all;
 - the lag of the aggregates: from the last raw row stored to the ledger balancing.
 
-Baseline, same run: a plain kafka-python read_committed consume of the same topic (records/s). Every process
-shares the machine's cores: the figures are those of the pipeline on this machine, not of one stage.
+Baseline, same run: a plain kafka-python read_committed consume of the same topic (records/s), and beside it
+the same consume with librdkafka (the loader's client). The agent's side, same run: the backlog's load with
+kafka-python's producer against the agent's FlowProducer (librdkafka, `send_batch`) sending the same records to
+a scratch topic until acknowledged. Every process shares the machine's cores: the figures are those of the
+pipeline on this machine, not of one stage.
 Runs alternate with nothing: each builds its own backlog; `--runs` gives medians (the cores are shared).
 Usage: `python bench/stream.py [--records 2000000] [--event-rate 50000] [--runs 1]`.
 """
@@ -38,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import orjson
+from _clients import librdkafka_consume_rate, producer_rate
 from _processes import start_pipeline, stop_pipeline
 from _results import Row, table, write
 from job import TARGET_EVENT_RATE, SourceProgress, consume_rate, load_topic, records
@@ -112,18 +116,23 @@ def drain(cfg: GwtelConfig, n: int, tmp: Path, timeout_s: float) -> dict[str, fl
 
 
 def one_run(n: int, event_rate: int, timeout_s: float) -> tuple[float, dict[str, float]]:
-    """(baseline consume records/s, milestones) of one drain of a fresh backlog of `n` records."""
+    """(baseline consume records/s, milestones and client rates) of one drain of a fresh backlog of `n` records."""
     cfg = isolated(load_config(), uuid.uuid4().hex[:10])
     prepare(cfg)
     try:
         values = records(n, event_rate)
         print(f"loading {n:,} records into {cfg.kafka.topics.flows}", flush=True)
-        load_topic(cfg.kafka.bootstrap, cfg.kafka.topics.flows, [*values, *closing_records(values[-1], n)])
+        loaded_s = load_topic(cfg.kafka.bootstrap, cfg.kafka.topics.flows, [*values, *closing_records(values[-1], n)])
+        produced = producer_rate(cfg, values)
         del values
         baseline = consume_rate(cfg.kafka.bootstrap, cfg.kafka.topics.flows, n + 2)
-        print(f"baseline consume {baseline:,.0f} records/s; draining with gwtel aggregate + gwtel load", flush=True)
+        librdkafka = librdkafka_consume_rate(cfg.kafka.bootstrap, cfg.kafka.topics.flows, n + 2)
+        print(f"baseline consume {baseline:,.0f} records/s (librdkafka {librdkafka:,.0f}); producers: kafka-python "
+              f"{(n + 2) / loaded_s:,.0f}/s, FlowProducer.send_batch {produced:,.0f}/s; draining with gwtel "
+              "aggregate + gwtel load", flush=True)  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
             m = drain(cfg, n, Path(tmp), timeout_s)
+        m.update(librdkafka_consume=librdkafka, kafka_python_produce=(n + 2) / loaded_s, flow_producer=produced)
     finally:
         discard(cfg)
     print(f"milestones (s from start): {json.dumps({k: round(v, 1) for k, v in m.items()})}", flush=True)
@@ -154,6 +163,12 @@ def main() -> int:
             "records/s", baseline),
         Row("Flink job records/s read, steady (30-90%)", med(lambda m: m.get("job_steady_rate", nan)), "records/s",
             baseline),
+        Row("plain consume with librdkafka (the loader's client)", med(lambda m: m["librdkafka_consume"]),
+            "records/s", baseline),
+        Row("agent's FlowProducer.send_batch (librdkafka), acknowledged", med(lambda m: m["flow_producer"]),
+            "records/s", med(lambda m: m["kafka_python_produce"])),
+        Row("  kafka-python producer, same records (the producer's baseline)",
+            med(lambda m: m["kafka_python_produce"]), "records/s", baseline),
         Row("  start-up: processes started -> first raw row", med(lambda m: m["first_raw"]), "s"),
         Row("  processes started -> the job has read every record", med(lambda m: m.get("job_read_all", nan)), "s"),
         Row("  start-up: processes started -> first window row", med(lambda m: m["first_agg"]), "s"),

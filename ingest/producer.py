@@ -28,13 +28,15 @@ import contextlib
 import logging
 import threading
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
-from kafka import KafkaProducer
+from confluent_kafka import KafkaError, KafkaException, Producer
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
@@ -56,13 +58,25 @@ def flow_key(rec: FlowRecord) -> bytes:
     return f"{rec.src_ip}/{rec.src_port}>{rec.dst_ip}/{rec.dst_port}/{rec.protocol}".encode()
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Pending:
-    key: bytes
-    value: bytes
-    t0: float | None  # monotonic time send() saw it; None when read from a previous run's spool
-    pos: Pos | None = None  # where it sits in the spool, None while only in memory
-    state: int = _PENDING
+    """Records handed to Kafka together (one `send_batch`, or one record read back from the spool).
+
+    Each record is acknowledged or failed on its own (`states`); `pos` is where each sits in the spool once
+    spilled (None while only in memory, and for records acknowledged before the spill).
+    """
+
+    items: Sequence[tuple[bytes, bytes]]  # (key, value)
+    t0: float | None  # monotonic time send saw them; None when read from a previous run's spool
+    states: bytearray
+    pos: list[Pos | None]
+
+    @classmethod
+    def of(cls, items: Sequence[tuple[bytes, bytes]], t0: float | None, pos: Pos | None = None) -> _Pending:
+        return cls(items, t0, bytearray(len(items)), [pos] * len(items))
+
+    def spooled_pending(self) -> bool:
+        return any(p is not None and s == _PENDING for p, s in zip(self.pos, self.states, strict=True))
 
 
 class _RateLimitedLog:
@@ -90,10 +104,7 @@ class _Latency:
     total: float = 0.0
 
     def observe(self, seconds: float) -> None:
-        i = 0
-        while i < len(self.buckets) and seconds > self.buckets[i]:
-            i += 1
-        self.counts[i] += 1
+        self.counts[bisect_left(self.buckets, seconds)] += 1
         self.total += seconds
 
 
@@ -104,6 +115,9 @@ class FlowProducer:
     ``produced`` (records given to ``send``), ``acked`` (acknowledged by Kafka), ``spooled`` (written to the
     spool), ``replayed`` (left the spool after an acknowledgement), ``dropped`` (spool full), ``send_errors``
     (sends Kafka refused or failed). At rest: produced == acked + dropped + records still pending.
+
+    The client is librdkafka (confluent-kafka): its delivery reports are served by this object's background
+    thread only, so acknowledgements are counted on one thread.
     """
 
     def __init__(
@@ -115,38 +129,38 @@ class FlowProducer:
         spool_max_bytes: int,
         compression: str | None = "lz4",
         linger_ms: int = 20,
-        batch_size: int = 256 * 1024,
+        batch_size: int = 1024 * 1024,
         spill_after_s: float = 2.0,
-        max_in_flight: int = 20_000,
+        max_in_flight: int = 100_000,
         replay_batch: int = 1000,
         delivery_timeout_ms: int = 120_000,
         connect_timeout_s: float = 5.0,
         client_id: str = "gwtel-agent",
         registry: CollectorRegistry | None = None,
         extra_kafka: dict[str, Any] | None = None,
-        client_factory: Callable[..., Any] | None = None,
+        client_factory: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
-        """``extra_kafka`` adds or overrides kafka-python ``KafkaProducer`` settings; ``client_factory``
-        replaces ``KafkaProducer`` itself (tests)."""
+        """``extra_kafka`` adds or overrides librdkafka settings; ``client_factory`` replaces
+        ``confluent_kafka.Producer`` itself (tests)."""
         self.bootstrap = bootstrap
         self.topic = topic
         self.spill_after_s = spill_after_s
         self.max_in_flight = max_in_flight
         self.replay_batch = replay_batch
+        self.connect_timeout_s = connect_timeout_s
         self._kafka_config: dict[str, Any] = {
-            "bootstrap_servers": bootstrap.split(","),
-            "client_id": client_id,
+            "bootstrap.servers": bootstrap,
+            "client.id": client_id,
             "acks": "all",
-            "enable_idempotence": True,
-            "compression_type": compression,
-            "linger_ms": linger_ms,
-            "batch_size": batch_size,
-            "delivery_timeout_ms": delivery_timeout_ms,
-            "request_timeout_ms": min(30_000, delivery_timeout_ms - linger_ms),
-            # send() must not stall the flow meter: a missing broker shows up as a spill, not a hang.
-            "max_block_ms": 2_000,
-            "bootstrap_timeout_ms": int(connect_timeout_s * 1000),
-            "reconnect_backoff_max_ms": 2_000,
+            "enable.idempotence": True,
+            "compression.type": compression or "none",
+            "linger.ms": linger_ms,
+            "batch.size": batch_size,
+            "delivery.timeout.ms": delivery_timeout_ms,
+            "request.timeout.ms": min(30_000, delivery_timeout_ms - linger_ms),
+            "reconnect.backoff.max.ms": 2_000,
+            # Room for a burst of batches; past it produce() raises BufferError at once (a spill, not a hang).
+            "queue.buffering.max.messages": 1_000_000,
             **(extra_kafka or {}),
         }
         self.produced = 0
@@ -156,7 +170,7 @@ class FlowProducer:
         self.dropped = 0
         self.send_errors = 0
         self.latency = _Latency()
-        self._stats_lock = threading.Lock()  # counters touched from the Kafka client's I/O thread
+        self._stats_lock = threading.Lock()  # counters touched by the sender and the background thread
         self._lock = threading.Lock()  # mode, spool and the queues below
         self._spool = Spool(spool_dir, spool_max_bytes)
         self.spool_corrupt_tails = self._spool.corrupt_tails
@@ -168,9 +182,10 @@ class FlowProducer:
                 self._spool.corrupt_bytes,
             )
         self._direct: deque[_Pending] = deque()  # handed to Kafka in direct mode, not in the spool
+        self._direct_records = 0  # records in self._direct
         self._head: list[_Pending] = []  # spool records handed to Kafka, in spool order
         self._acked_ahead: set[Pos] = set()  # acknowledged but behind an unacknowledged one: skip on replay
-        self._orphans: list[_Pending] = []  # could not be spilled (spool full); still with the client
+        self._orphans: list[tuple[_Pending, int]] = []  # could not be spilled (spool full); still with the client
         self._spooling = not self._spool.empty()  # a spool left by a previous run goes first
         self._closed = False
         self._rlog = _RateLimitedLog()
@@ -190,34 +205,31 @@ class FlowProducer:
     def send(self, rec: FlowRecord) -> None:
         self.send_raw(flow_key(rec), codec.encode(rec))
 
-    def send_batch(self, items: Sequence[tuple[bytes, bytes]]) -> None:
-        """Send already encoded records, (key, value) each, in order."""
-        for key, value in items:
-            self.send_raw(key, value)
-
     def send_raw(self, key: bytes, value: bytes) -> None:
         """Send an already encoded record (replay tools, tests)."""
-        p = _Pending(key, value, time.monotonic())
+        self.send_batch(((key, value),))
+
+    def send_batch(self, items: Sequence[tuple[bytes, bytes]]) -> None:
+        """Send already encoded records, (key, value) each, in order: each is handed to the client as it is."""
+        if not items:
+            return
+        p = _Pending.of(items, time.monotonic())
         with self._lock:
             if self._closed:
                 raise RuntimeError("FlowProducer is closed")
             with self._stats_lock:
-                self.produced += 1
+                self.produced += len(items)
             self._prune_direct()
             if not self._spooling:
                 self._check_direct(full=False)
             if self._spooling or self._producer is None:
-                self._to_spool(p)
+                for key, value in items:
+                    self._to_spool(key, value)
                 return
-            try:
-                self._hand_to_kafka(p)
-            except Exception as exc:  # the client refused (buffer full, no metadata): spill
-                self._rlog.warning("send", "Kafka refused a record (%s); spooling", exc)
-                p.state = _FAILED
-                with self._stats_lock:
-                    self.send_errors += 1
+            handed = self._hand_to_kafka(p)
             self._direct.append(p)
-            if p.state == _FAILED:
+            self._direct_records += len(items)
+            if handed < len(items):
                 self._enter_spooling("Kafka refused a record")
 
     @property
@@ -246,10 +258,15 @@ class FlowProducer:
             self._prune_direct()
             self._resolve_head()
             # Not acknowledged yet: keep them for the next run (may duplicate if Kafka wrote them).
-            for p in [*self._direct, *self._orphans]:
-                if p.state != _ACKED:
-                    self._to_spool(p)
+            for p in self._direct:
+                for i, (key, value) in enumerate(p.items):
+                    if p.states[i] != _ACKED:
+                        self._to_spool(key, value)
+            for p, i in self._orphans:
+                if p.states[i] != _ACKED:
+                    self._to_spool(*p.items[i])
             self._direct.clear()
+            self._direct_records = 0
             self._orphans.clear()
             self._spool.close()
         if self._producer is not None:
@@ -264,73 +281,91 @@ class FlowProducer:
 
     # -- Kafka ----------------------------------------------------------------------------------------
     def _connect(self) -> None:
-        factory = self._client_factory or KafkaProducer
         try:
-            self._producer = factory(**self._kafka_config)
+            client = (self._client_factory or Producer)(dict(self._kafka_config))
+            # librdkafka connects lazily: ask for the topic's metadata so that a missing broker shows at once.
+            client.list_topics(self.topic, timeout=self.connect_timeout_s)
         except Exception as exc:  # no broker yet: spool and retry in the background
             self._rlog.warning("connect", "Kafka at %s unreachable (%s); spooling", self.bootstrap, exc)
             self._producer = None
-
-    def _hand_to_kafka(self, p: _Pending) -> None:
-        fut = self._producer.send(self.topic, key=p.key, value=p.value)
-        fut.add_callback(self._on_ack, p)
-        fut.add_errback(self._on_error, p)
-
-    def _on_ack(self, p: _Pending, _meta: object) -> None:
-        # Runs on the client's I/O thread: no self._lock here (send() may hold it while the client works).
-        if p.state == _ACKED:
             return
-        p.state = _ACKED
-        with self._stats_lock:
+        self._producer = client
+
+    def _hand_to_kafka(self, p: _Pending) -> int:
+        """Hand `p`'s records to the client in order; how many it took (the rest are marked failed)."""
+        produce = self._producer.produce
+        topic = self.topic
+        delivered = self._delivered
+        i = 0
+        try:
+            for i, (key, value) in enumerate(p.items):
+                produce(topic, value, key, on_delivery=partial(delivered, p, i))
+        except (BufferError, KafkaException, TypeError, ValueError) as exc:  # queue full, unknown topic, ...
+            self._rlog.warning("send", "Kafka refused a record (%s); spooling", exc)
+            for j in range(i, len(p.items)):
+                p.states[j] = _FAILED
+            with self._stats_lock:
+                self.send_errors += 1
+            return i
+        return len(p.items)
+
+    def _delivered(self, p: _Pending, i: int, err: KafkaError | None, _msg: object) -> None:
+        # Runs on the background thread (the only caller of poll): no self._lock here.
+        if err is None:
+            if p.states[i] == _ACKED:
+                return
+            p.states[i] = _ACKED
             self.acked += 1
             if p.t0 is not None:
                 self.latency.observe(time.monotonic() - p.t0)
-        self._wake.set()
-
-    def _on_error(self, p: _Pending, exc: BaseException) -> None:
+            return
         if self._closed:
             return
-        p.state = _FAILED
+        p.states[i] = _FAILED
         with self._stats_lock:
             self.send_errors += 1
-        self._rlog.warning("send", "Kafka send failed (%s); the record is kept for replay", exc)
-        self._wake.set()
+        self._rlog.warning("send", "Kafka send failed (%s); the record is kept for replay", err)
 
     # -- bookkeeping (caller holds self._lock) ---------------------------------------------------------
     def _prune_direct(self) -> None:
-        while self._direct and self._direct[0].state == _ACKED:
-            self._direct.popleft()
+        while self._direct and all(s == _ACKED for s in self._direct[0].states):
+            self._direct_records -= len(self._direct.popleft().items)
 
     def _check_direct(self, full: bool) -> None:
-        """Spill when Kafka failed or stalls; ``full`` also looks past the oldest record (the pump does)."""
+        """Spill when Kafka failed or stalls; ``full`` also looks past the oldest records (the pump does)."""
         if not self._direct:
             return
         first = self._direct[0]
-        if first.state == _FAILED or (full and any(p.state == _FAILED for p in self._direct)):
+        if _FAILED in first.states or (full and any(_FAILED in p.states for p in self._direct)):
             self._enter_spooling("a send failed")
         elif first.t0 is not None and time.monotonic() - first.t0 > self.spill_after_s:
             self._enter_spooling(f"no acknowledgement for {self.spill_after_s:.1f}s")
-        elif len(self._direct) >= self.max_in_flight:
-            self._enter_spooling(f"{len(self._direct)} records waiting for Kafka")
+        elif self._direct_records >= self.max_in_flight:
+            self._enter_spooling(f"{self._direct_records} records waiting for Kafka")
 
     def _enter_spooling(self, why: str) -> None:
         self._spooling = True
         self._rlog.warning("spool", "Kafka at %s: %s; spooling to %s", self.bootstrap, why, self._spool.dir)
         for p in self._direct:
-            if p.state == _ACKED:
-                continue
-            pos = self._spool.append(p.key, p.value)
-            if pos is None:
-                self._orphans.append(p)  # still with the client; dropped only if it fails
-                continue
-            p.pos = pos
-            self._head.append(p)
-            with self._stats_lock:
-                self.spooled += 1
+            spilled = False
+            for i, (key, value) in enumerate(p.items):
+                if p.states[i] == _ACKED:
+                    continue
+                pos = self._spool.append(key, value)
+                if pos is None:
+                    self._orphans.append((p, i))  # still with the client; dropped only if it fails
+                    continue
+                p.pos[i] = pos
+                spilled = True
+                with self._stats_lock:
+                    self.spooled += 1
+            if spilled:
+                self._head.append(p)
         self._direct.clear()
+        self._direct_records = 0
 
-    def _to_spool(self, p: _Pending) -> None:
-        pos = self._spool.append(p.key, p.value)
+    def _to_spool(self, key: bytes, value: bytes) -> None:
+        pos = self._spool.append(key, value)
         with self._stats_lock:
             if pos is None:
                 self.dropped += 1
@@ -351,14 +386,16 @@ class FlowProducer:
         last: Pos | None = None
         gap = False
         for p in self._head:
-            assert p.pos is not None
-            if p.state == _ACKED and not gap:
-                done += 1
-                last = p.pos
-            elif p.state == _ACKED:
-                self._acked_ahead.add(p.pos)
-            else:
-                gap = True
+            for pos, state in zip(p.pos, p.states, strict=True):
+                if pos is None:
+                    continue  # acknowledged before the spill, or an orphan: not in the spool
+                if state == _ACKED and not gap:
+                    done += 1
+                    last = pos
+                elif state == _ACKED:
+                    self._acked_ahead.add(pos)
+                else:
+                    gap = True
         if last is not None:
             self._spool.commit(last, done)
             with self._stats_lock:
@@ -367,16 +404,16 @@ class FlowProducer:
 
     def _handle_orphans(self) -> None:
         keep = []
-        for p in self._orphans:
-            if p.state == _FAILED:
-                self._to_spool(p)
-            elif p.state == _PENDING:
-                keep.append(p)
+        for p, i in self._orphans:
+            if p.states[i] == _FAILED:
+                self._to_spool(*p.items[i])
+            elif p.states[i] == _PENDING:
+                keep.append((p, i))
         self._orphans = keep
 
     def _advance(self) -> None:
         """Spooling mode: once the records handed to Kafka are resolved, commit and send the next batch."""
-        if any(p.state == _PENDING for p in self._head):
+        if any(p.spooled_pending() for p in self._head):
             return
         self._resolve_head()
         if self._spool.empty():
@@ -386,20 +423,14 @@ class FlowProducer:
                 log.info("Kafka at %s: spool drained, back to direct sends", self.bootstrap)
             return
         for r in self._spool.read(self.replay_batch):
-            p = _Pending(r.key, r.value, None, r.pos)
+            p = _Pending.of(((r.key, r.value),), None, r.pos)
             self._head.append(p)
             if r.pos in self._acked_ahead:
                 self._acked_ahead.discard(r.pos)
-                p.state = _ACKED
+                p.states[0] = _ACKED
                 continue
-            try:
-                self._hand_to_kafka(p)
-            except Exception as exc:
-                p.state = _FAILED
-                with self._stats_lock:
-                    self.send_errors += 1
-                self._rlog.warning("send", "replay from the spool refused (%s); will retry", exc)
-                break
+            if self._hand_to_kafka(p) == 0:
+                break  # refused (counted): retried on a later round
 
     def _idle(self) -> bool:
         with self._lock:
@@ -410,7 +441,11 @@ class FlowProducer:
     def _run(self) -> None:
         backoff = 0.2
         while not self._stop.is_set():
-            self._wake.wait(0.05)
+            producer = self._producer
+            if producer is not None:
+                producer.poll(0.05)  # serves delivery reports (this thread is their only caller)
+            else:
+                self._wake.wait(0.05)
             self._wake.clear()
             if self._producer is None:
                 self._connect()
@@ -435,19 +470,11 @@ class FlowProducer:
 
 
 def _close_client(client: Any) -> None:
-    """Close the Kafka client now; what it still holds is in the spool already."""
-    try:
-        client.close(timeout=0)
-    except Exception:
-        # kafka-python's close() flushes first and raises when batches are still incomplete, leaving its
-        # I/O thread running: stop that thread by force, then close again.
-        sender = getattr(client, "_sender", None)
-        if sender is not None:
-            with contextlib.suppress(Exception):
-                sender.force_close()
-                sender.join(5)
-        with contextlib.suppress(Exception):
-            client.close(timeout=0)
+    """Drop what the client still holds (it is in the spool already) and serve its last reports."""
+    with contextlib.suppress(Exception):
+        client.purge()
+    with contextlib.suppress(Exception):
+        client.flush(0)
 
 
 class _ProducerCollector(Collector):

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from kafka import KafkaProducer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 STAGE = "loader"
 
@@ -28,7 +27,7 @@ class DeadLetter:
     reason: str
     detail: str
 
-    def headers(self) -> list[tuple[str, bytes]]:
+    def headers(self) -> list[tuple[str, str | bytes | None]]:
         return [
             ("stage", STAGE.encode()),
             ("reason", self.reason.encode()),
@@ -42,24 +41,42 @@ class DeadLetter:
 class DeadLetterSink:
     """Sends dead letters with an idempotent, acks=all producer and waits until the broker has them."""
 
-    def __init__(self, producer: Any, topic: str, timeout_s: float = 30.0) -> None:
+    def __init__(self, producer: Producer, topic: str, timeout_s: float = 30.0) -> None:
         self.producer = producer
         self.topic = topic
         self.timeout_s = timeout_s
 
     def send_all(self, letters: Sequence[DeadLetter]) -> None:
-        """Raise (a kafka-python error) unless every letter was acknowledged."""
-        futures = [self.producer.send(self.topic, key=d.key, value=d.value, headers=d.headers()) for d in letters]
-        self.producer.flush(timeout=self.timeout_s)
-        for fut in futures:
-            fut.get(timeout=self.timeout_s)
+        """Raise KafkaException unless every letter was acknowledged."""
+        failed: list[KafkaError] = []
+
+        def delivered(err: KafkaError | None, _msg: object) -> None:
+            if err is not None:
+                failed.append(err)
+
+        for d in letters:
+            while True:
+                try:
+                    self.producer.produce(self.topic, d.value, d.key, headers=d.headers(), on_delivery=delivered)
+                    break
+                except BufferError:  # the client's queue is full: let it deliver some first
+                    self.producer.poll(0.1)
+        if self.producer.flush(self.timeout_s) > 0:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "dead letters not acknowledged in time"))
+        if failed:
+            raise KafkaException(failed[0])
+
+    def close(self) -> None:
+        self.producer.flush(self.timeout_s)
 
 
-def make_producer(bootstrap: str) -> Any:
-    return KafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        client_id="gwtel-loader-deadletter",
-        linger_ms=5,
+def make_producer(bootstrap: str) -> Producer:
+    return Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "client.id": "gwtel-loader-deadletter",
+            "linger.ms": 5,
+        }
     )

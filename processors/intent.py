@@ -15,7 +15,9 @@ import re
 from typing import Final
 
 _PREFIX: Final = "gwtel-loader/1 pending "
-_RE: Final = re.compile(r"^gwtel-loader/1 pending (\d+)-(\d+)$")
+# librdkafka writes the metadata with a trailing NUL byte (and strips it when it reads): readers of both
+# clients must recognise a range the other wrote.
+_RE: Final = re.compile(r"^gwtel-loader/1 pending (\d+)-(\d+)\x00?$")
 
 
 def pending_metadata(first: int, last: int) -> str:

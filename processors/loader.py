@@ -15,12 +15,11 @@ A crash anywhere before 4 leaves the announced range as the committed state; the
 pins its first batch to that range, so the retry carries the same token and ClickHouse keeps one copy.
 
 A rebalance drops the batches in hand. Whenever the loader drops records of a partition it still owns, it
-seeks that partition back to its committed offset and ignores the records of it already polled: kafka-python
-keeps the fetch position of a partition that stays assigned across a rebalance, and reading on from there
-would skip the dropped records while the next commit acknowledged them. A batch is committed only while no
-revocation is pending for it, and a commit refused because the group is rebalancing is not retried: after
-the rebalance the partition may be someone else's, and the broker would take a commit of the new generation
-from any member.
+seeks that partition back to its committed offset and ignores the records of it already polled: reading on
+from the fetch position would skip the dropped records while the next commit acknowledged them. A batch is
+committed only while no revocation is pending for it, and a commit refused because the group is rebalancing
+is not retried: after the rebalance the partition may be someone else's, and the broker would take a commit
+of the new generation from any member.
 """
 
 from __future__ import annotations
@@ -33,17 +32,25 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from operator import attrgetter
 from typing import Any
-
-from kafka import ConsumerRebalanceListener, OffsetAndMetadata, TopicPartition
-from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 
 from processors.batcher import Batch, PartitionBatcher
 from processors.config import LoaderConfig
 from processors.deadletter import DeadLetter, DeadLetterSink
 from processors.intent import parse_pending, pending_metadata
 from processors.landing import INPUT_SETTINGS, LANDING, outcome_sql, raw_token
+from processors.loader_consumer import (
+    TP,
+    CommitRefusedError,
+    Committed,
+    ConsumerError,
+    LoaderConsumer,
+    key_of,
+    newest_timestamp,
+    offset_of,
+    timestamp_of,
+    value_of,
+)
 from processors.loader_metrics import LoaderMetrics
 from processors.rows import Decoder
 from processors.tables import AGG_TABLES, FLOWS_RAW, TableSpec
@@ -52,10 +59,6 @@ from schemas.codec import RecordError
 log = logging.getLogger("gwtel.loader")
 
 _LAG_TIMEOUT_MS = 5_000
-# kafka-python 3.0 can leave a member with no partitions for good: when topic metadata arrives just after its
-# first join, the second join may complete after poll() returned, and its assignment is never applied. A
-# loader that owns nothing this long while its topics have partitions leaves the group and joins again.
-_UNASSIGNED_REJOIN_S = 60.0
 
 INSERT_SETTINGS_FIXED = {
     # Without it a retry that the source table drops as a duplicate still reaches the rollup views
@@ -71,9 +74,6 @@ INSERT_SETTINGS_FIXED = {
 # CANNOT_READ_ALL_DATA, TYPE_MISMATCH, ARGUMENT_OUT_OF_BOUND, CANNOT_CONVERT_TYPE, CANNOT_PARSE_NUMBER,
 # INCORRECT_DATA, CANNOT_READ_ARRAY_FROM_TEXT, TOO_LARGE_STRING_SIZE, CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN.
 REFUSED_DATA_CODES = frozenset({6, 25, 26, 27, 32, 33, 53, 69, 70, 72, 117, 130, 131, 349})
-_VALUE = attrgetter("value")
-_OFFSET = attrgetter("offset")
-_TIMESTAMP = attrgetter("timestamp")
 
 
 def refused_data(exc: Exception) -> bool:
@@ -147,26 +147,23 @@ class Backoff:
         return self._next
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Records revocations; kafka-python may call it from its IO thread, so it only notes them."""
+class _Listener:
+    """Records revocations (called inside the consumer's poll); the loader takes them after the poll."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._revoked: set[TopicPartition] = set()
+        self._revoked: set[TP] = set()
 
-    def on_partitions_revoked(self, revoked: Any) -> None:
+    def on_partitions_revoked(self, revoked: list[TP]) -> None:
         with self._lock:
             self._revoked.update(revoked)
 
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        pass  # a newly assigned partition starts at its committed offset; a kept one was revoked first
-
-    def revoking(self, tp: TopicPartition) -> bool:
+    def revoking(self, tp: TP) -> bool:
         """A revocation of `tp` was noted and not yet taken (a rebalance began since the last poll)."""
         with self._lock:
             return tp in self._revoked
 
-    def take(self) -> set[TopicPartition]:
+    def take(self) -> set[TP]:
         with self._lock:
             out, self._revoked = self._revoked, set()
         return out
@@ -176,7 +173,7 @@ class Loader:
     def __init__(
         self,
         *,
-        consumer: Any,
+        consumer: LoaderConsumer,
         client_factory: Callable[[], Any],
         database: str,
         routes: Sequence[Route],
@@ -206,22 +203,21 @@ class Loader:
         self._skew_ns = None if max_future_skew_s is None else max_future_skew_s * 1_000_000_000
         self._clock = clock
         self._sleep = sleep
-        self._parts: dict[TopicPartition, _Partition] = {}
+        self._parts: dict[TP, _Partition] = {}
         self._listener = _Listener()
         self._stop: Callable[[], bool] = lambda: False
         self._next_lag = 0.0
-        self._lag_labels: set[TopicPartition] = set()
+        self._lag_labels: set[TP] = set()
         # Partitions sought back to their committed offset in this step: the rest of the records polled for
         # them come from the old position and are read again from the committed offset instead.
-        self._rewound: set[TopicPartition] = set()
-        self._unassigned_since: float | None = None
+        self._rewound: set[TP] = set()
         # Landing inserts run in one worker thread with a client of its own, so ClickHouse parses a batch
         # while this thread reads the next from Kafka (both cost CPU: serially the loader reached their
         # harmonic mean). At most one batch per partition is in flight; only this thread commits.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gwtel-landing")
         self._land_client: Any = None
-        self._inflight: dict[TopicPartition, _InFlight] = {}
-        self.consumer.subscribe(sorted(self.routes), listener=self._listener)
+        self._inflight: dict[TP, _InFlight] = {}
+        self.consumer.subscribe(sorted(self.routes), self._listener.on_partitions_revoked)
 
     # -- main loop --------------------------------------------------------------------------------------
     def run(self, stop: Callable[[], bool], poll_timeout_ms: int = 200) -> None:
@@ -234,11 +230,10 @@ class Loader:
             log.info("stopped while a batch was waiting for ClickHouse; it will be read again")
 
     def step(self, poll_timeout_ms: int = 200) -> None:
-        polled: dict[TopicPartition, list[Any]] = self.consumer.poll(timeout_ms=poll_timeout_ms)
+        polled = self.consumer.poll(poll_timeout_ms)
         self._rewound.clear()
         self._reset(self._listener.take())
-        owned = set(self.consumer.assignment())
-        self._watch_assignment(owned)
+        owned = self.consumer.assignment()
         for tp, records in polled.items():
             if tp not in owned:
                 continue  # fetched before a revocation: someone else's now
@@ -256,22 +251,6 @@ class Loader:
                 self._flush(tp)
         self._update_lag()
 
-    def _watch_assignment(self, owned: set[TopicPartition]) -> None:
-        now = self._clock()
-        if owned or self._unassigned_since is None:
-            self._unassigned_since = None if owned else now
-            return
-        if now - self._unassigned_since < _UNASSIGNED_REJOIN_S:
-            return
-        self._unassigned_since = now
-        if not any(self.consumer.partitions_for_topic(t) for t in self.routes):
-            return  # nothing to own yet
-        # A legitimately idle member (more loaders than partitions) rejoins too: one rebalance a minute.
-        log.warning("no partitions assigned for %.0fs while the topics have some: leaving and rejoining the group",
-                    _UNASSIGNED_REJOIN_S)  # fmt: skip
-        self.consumer.unsubscribe()
-        self.consumer.subscribe(sorted(self.routes), listener=self._listener)
-
     def idle(self) -> bool:
         """No batch in hand: everything read so far is inserted and committed."""
         return not self._inflight and all(len(st.batcher) == 0 for st in self._parts.values())
@@ -281,41 +260,42 @@ class Loader:
         try:
             self._drop_inflight(set(self._inflight))
             self._worker.shutdown(wait=True)
-            self.consumer.close(autocommit=False)
+            self.consumer.close()
         finally:
-            self.deadletters.producer.close()
+            self.deadletters.close()
             if self._client is not None:
                 self._client.close()
             if self._land_client is not None:
                 self._land_client.close()
 
     # -- records ----------------------------------------------------------------------------------------
-    def _accept(self, tp: TopicPartition, rec: Any) -> bool:
+    def _accept(self, tp: TP, rec: Any) -> bool:
         if tp in self._rewound:
             return False
         st = self._parts.get(tp) or self._init_partition(tp)
         nxt = st.batcher.next_offset
-        if nxt is not None and rec.offset < nxt:
+        offset = offset_of(rec)
+        if nxt is not None and offset < nxt:
             # The consumer went back to the committed offset (a rebalance we saw no callback for): start over.
-            log.warning("%s:%d rewound to %d; re-reading from the committed offset", tp.topic, tp.partition, rec.offset)
+            log.warning("%s:%d rewound to %d; re-reading from the committed offset", tp.topic, tp.partition, offset)
             self._forget({tp})
             st = self._init_partition(tp)
-        if st.batcher.closes_before(rec.offset):
+        if st.batcher.closes_before(offset):
             self._flush(tp)
             st2 = self._parts.get(tp)
             if st2 is None:
                 return False
             st = st2
-        st.batcher.add(rec.offset, self._decode(tp, rec))
+        st.batcher.add(offset, self._decode(tp, rec))
         self._consumed[tp.topic].inc()
         if st.batcher.ready():
             self._flush(tp)
             return tp in self._parts
         return True
 
-    def _accept_raw(self, tp: TopicPartition, records: Sequence[Any]) -> None:
+    def _accept_raw(self, tp: TP, records: Sequence[Any]) -> None:
         """Add a poll's records of a raw partition to its batches, a batch's worth at a time."""
-        offsets = list(map(_OFFSET, records))
+        offsets = list(map(offset_of, records))
         i = 0
         while i < len(records):
             if tp in self._rewound:
@@ -343,23 +323,21 @@ class Loader:
                 if tp not in self._parts:
                     return
 
-    def _decode(self, tp: TopicPartition, rec: Any) -> Decoded:
-        value: bytes = rec.value if rec.value is not None else b""
-        ts = getattr(rec, "timestamp", None)
-        latest = (
-            ts * 1_000_000 + self._skew_ns if self._skew_ns is not None and isinstance(ts, int) and ts > 0 else None
-        )
+    def _decode(self, tp: TP, rec: Any) -> Decoded:
+        value: bytes = value_of(rec) or b""
+        ts = timestamp_of(rec)
+        latest = ts * 1_000_000 + self._skew_ns if self._skew_ns is not None and ts > 0 else None
         try:
             table_rows = self.routes[tp.topic].decode(value, latest)
         except RecordError as exc:
-            dead = DeadLetter(tp.topic, tp.partition, rec.offset, rec.key, value, exc.reason, exc.detail)
+            dead = DeadLetter(tp.topic, tp.partition, offset_of(rec), key_of(rec), value, exc.reason, exc.detail)
             return Decoded((), dead)
-        coords = [tp.topic, tp.partition, rec.offset]
+        coords = [tp.topic, tp.partition, offset_of(rec)]
         return Decoded(tuple((spec, [*row, *coords]) for spec, row in table_rows), None)
 
-    def _init_partition(self, tp: TopicPartition) -> _Partition:
-        meta = self._with_retry("read committed offset", lambda: self.consumer.committed(tp, metadata=True))
-        offset = None if meta is None else int(meta.offset)
+    def _init_partition(self, tp: TP) -> _Partition:
+        meta: Committed | None = self._with_retry("read committed offset", partial(self.consumer.committed, tp))
+        offset = None if meta is None else meta.offset
         batcher: PartitionBatcher[Decoded] = PartitionBatcher(
             tp.topic, tp.partition, self.settings.batch_rows, self.settings.batch_seconds, clock=self._clock
         )
@@ -371,7 +349,7 @@ class Loader:
         self._parts[tp] = st
         return st
 
-    def _reset(self, tps: set[TopicPartition], dropped: frozenset[TopicPartition] = frozenset()) -> None:
+    def _reset(self, tps: set[TP], dropped: frozenset[TP] = frozenset()) -> None:
         """Forget `tps`; those that held records (in hand, or a batch `dropped` by the caller) and are still
         assigned are read again from their committed offset. The others' positions are their committed offsets
         already (everything read was committed), or fresh from the group for a newly assigned partition."""
@@ -380,17 +358,17 @@ class Loader:
         held = {tp for tp in tps if (st := self._parts.get(tp)) is not None and len(st.batcher) > 0}
         held |= tps & set(self._inflight)
         self._forget(tps)
-        owned = (held | (dropped & tps)) & set(self.consumer.assignment())
+        owned = (held | (dropped & tps)) & self.consumer.assignment()
         for tp in sorted(owned):
-            meta = self._with_retry("read committed offset", partial(self.consumer.committed, tp))
+            meta: Committed | None = self._with_retry("read committed offset", partial(self.consumer.committed, tp))
             if meta is None:
                 # Nothing committed yet: where a new member of the group would start.
-                self.consumer.seek_to_beginning(tp)
+                self._with_retry("seek", partial(self.consumer.seek_to_beginning, tp))
             else:
-                self.consumer.seek(tp, int(meta))
+                self._with_retry("seek", partial(self.consumer.seek, tp, meta.offset))
         self._rewound |= owned
 
-    def _forget(self, tps: set[TopicPartition]) -> None:
+    def _forget(self, tps: set[TP]) -> None:
         self._drop_inflight(tps)
         for tp in tps:
             self._parts.pop(tp, None)
@@ -400,7 +378,7 @@ class Loader:
                 self._lag_labels.discard(tp)
 
     # -- storing a batch --------------------------------------------------------------------------------
-    def _flush(self, tp: TopicPartition) -> None:
+    def _flush(self, tp: TP) -> None:
         self._settle(tp)  # batches of a partition are committed in order
         st = self._parts.get(tp)
         if st is None:
@@ -411,39 +389,39 @@ class Loader:
         else:
             self._store(tp, st, batch)
 
-    def _flush_raw(self, tp: TopicPartition, st: _Partition, batch: Batch[Any]) -> None:
+    def _flush_raw(self, tp: TP, st: _Partition, batch: Batch[Any]) -> None:
         """Store a batch of raw records through the landing table: ClickHouse parses and checks them.
 
         Falls back to the slow path (each record decoded in Python, as `_store` does for other topics) when
         the batch's rows could not be numbered by offset, or ClickHouse refuses its data.
         """
         recs: tuple[Any, ...] = batch.items
-        values = list(map(_VALUE, recs))
-        contiguous = batch.last - batch.first + 1 == len(recs) and recs[0].offset == batch.first
+        values: list[bytes | None] = list(map(value_of, recs))
+        contiguous = batch.last - batch.first + 1 == len(recs) and offset_of(recs[0]) == batch.first
         data = landing_block(values) if contiguous else None
         if data is None:
             self._slow_path(tp, st, batch, "its records cannot be numbered by offset")
             return
-        announce = {tp: OffsetAndMetadata(batch.first, pending_metadata(batch.first, batch.last), -1)}
+        announce = {tp: Committed(batch.first, pending_metadata(batch.first, batch.last))}
         if not self._commit(announce):
             return
         latest = 0
         if self._skew_ns is not None:
-            newest = max(map(_TIMESTAMP, recs))
-            latest = newest * 1_000_000 + self._skew_ns if isinstance(newest, int) and newest > 0 else 0
+            newest = newest_timestamp(recs)
+            latest = newest * 1_000_000 + self._skew_ns if newest > 0 else 0
         token = raw_token(tp.topic, tp.partition, batch.first, batch.last, latest)
         future = self._worker.submit(self._land, data, token, tp, batch)
         self._inflight[tp] = _InFlight(st, batch, values, token, future)
 
     def _land(
-        self, data: bytes, token: str, tp: TopicPartition, batch: Batch[Any]
+        self, data: bytes, token: str, tp: TP, batch: Batch[Any]
     ) -> tuple[bool, tuple[int, int, int, list[Any]] | None]:
         """In the worker thread: insert a landing block and read its outcome."""
         if not self._insert_raw(data, token):
             return False, None
         return True, self._outcome(tp, batch, token)
 
-    def _settle(self, tp: TopicPartition) -> None:
+    def _settle(self, tp: TP) -> None:
         """Wait for the partition's batch in flight, if any, and finish it: dead letters, then the commit."""
         fl = self._inflight.pop(tp, None)
         if fl is None:
@@ -457,7 +435,7 @@ class Loader:
         if records != len(recs):
             log.error("%s: ClickHouse read %d rows for %d records", fl.token, records, len(recs))
         dead = [
-            DeadLetter(tp.topic, tp.partition, off, recs[off - batch.first].key, values[off - batch.first] or b"",
+            DeadLetter(tp.topic, tp.partition, off, key_of(recs[off - batch.first]), values[off - batch.first] or b"",
                        reason, f"field {field!r}: {reason} (checked in ClickHouse)")
             for off, reason, field in quarantined
         ]  # fmt: skip
@@ -467,7 +445,7 @@ class Loader:
                 self.metrics.dead_lettered.labels(d.reason).inc()
         if self.after_insert is not None:
             self.after_insert(batch)
-        if self._commit({tp: OffsetAndMetadata(batch.last + 1, "", -1)}):
+        if self._commit({tp: Committed(batch.last + 1)}):
             fl.st.committed = batch.last + 1
             self.metrics.batches.labels(tp.topic).inc()
             self.metrics.last_commit.set(time.time())
@@ -475,7 +453,7 @@ class Loader:
             self.metrics.flow_records_stored.inc(stored)
             self.metrics.flow_packets_stored.inc(packets)
 
-    def _drop_inflight(self, tps: set[TopicPartition]) -> None:
+    def _drop_inflight(self, tps: set[TP]) -> None:
         """Let the inserts of `tps` finish and acknowledge nothing: their announced ranges stay pending."""
         for tp in tps:
             fl = self._inflight.pop(tp, None)
@@ -483,13 +461,13 @@ class Loader:
                 with contextlib.suppress(Exception):
                     fl.future.result()
 
-    def _slow_path(self, tp: TopicPartition, st: _Partition, batch: Batch[Any], why: str) -> None:
+    def _slow_path(self, tp: TP, st: _Partition, batch: Batch[Any], why: str) -> None:
         log.info("%s:%d:%d-%d takes the slow path: %s", tp.topic, tp.partition, batch.first, batch.last, why)
         self.metrics.slow_batches.labels(tp.topic).inc()
         decoded = tuple(self._decode(tp, rec) for rec in batch.items)
         self._store(tp, st, Batch(batch.topic, batch.partition, batch.first, batch.last, decoded))
 
-    def _store(self, tp: TopicPartition, st: _Partition, batch: Batch[Decoded]) -> None:
+    def _store(self, tp: TP, st: _Partition, batch: Batch[Decoded]) -> None:
         dead = [d.dead for d in batch.items if d.dead is not None]
         tables: dict[str, tuple[TableSpec, list[list[Any]]]] = {}
         for item in batch.items:
@@ -500,14 +478,14 @@ class Loader:
             for d in dead:
                 self.metrics.dead_lettered.labels(d.reason).inc()
         if tables:
-            announce = {tp: OffsetAndMetadata(batch.first, pending_metadata(batch.first, batch.last), -1)}
+            announce = {tp: Committed(batch.first, pending_metadata(batch.first, batch.last))}
             if not self._commit(announce):
                 return
             for spec, rows in tables.values():
                 self._insert(spec, rows, batch.token)
             if self.after_insert is not None:
                 self.after_insert(batch)
-        if self._commit({tp: OffsetAndMetadata(batch.last + 1, "", -1)}):
+        if self._commit({tp: Committed(batch.last + 1)}):
             st.committed = batch.last + 1
             self.metrics.batches.labels(tp.topic).inc()
             self.metrics.last_commit.set(time.time())
@@ -581,7 +559,7 @@ class Loader:
             self.metrics.clickhouse_up.set(1)
             return True
 
-    def _outcome(self, tp: TopicPartition, batch: Batch[Any], token: str) -> tuple[int, int, int, list[Any]]:
+    def _outcome(self, tp: TP, batch: Batch[Any], token: str) -> tuple[int, int, int, list[Any]]:
         """(records read, rows stored, packets stored, quarantined (offset, reason, field)) of a landed batch."""
         params = {
             "token": token,
@@ -615,31 +593,27 @@ class Loader:
             with contextlib.suppress(Exception):
                 client.close()
 
-    def _commit(self, offsets: dict[TopicPartition, Any]) -> bool:
+    def _commit(self, offsets: dict[TP, Committed]) -> bool:
         """Commit; False when the group moved on (the partitions may be someone else's now)."""
         if any(self._listener.revoking(tp) for tp in offsets):
             log.info("a rebalance began: not committing %s; dropping batches in hand", sorted(offsets))
             self._reset(set(self._parts) | set(offsets), dropped=frozenset(offsets))
             return False
-        commit = partial(self.consumer.commit, offsets=offsets)
         try:
-            self._with_retry("commit offsets", commit, fatal=(CommitFailedError, RebalanceInProgressError))
-        except (CommitFailedError, RebalanceInProgressError) as exc:
+            self._with_retry("commit offsets", partial(self.consumer.commit, offsets))
+        except CommitRefusedError as exc:
             log.warning("commit refused (%s): the group is rebalancing; dropping batches in hand", exc)
             self._reset(set(self._parts) | set(offsets), dropped=frozenset(offsets))
             return False
         return True
 
-    def _with_retry(
-        self, what: str, fn: Callable[[], Any], fatal: type[Exception] | tuple[type[Exception], ...] | None = None
-    ) -> Any:
+    def _with_retry(self, what: str, fn: Callable[[], Any]) -> Any:
+        """Call `fn` until Kafka takes it (a refused commit is not a Kafka error here: it propagates)."""
         backoff = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
         while True:
             try:
                 return fn()
-            except KafkaError as exc:
-                if fatal is not None and isinstance(exc, fatal):
-                    raise
+            except ConsumerError as exc:
                 delay = backoff.next_delay()
                 log.warning("%s failed: %s; retrying in %.1fs", what, exc, delay)
                 self._pause(delay)
@@ -664,8 +638,8 @@ class Loader:
         try:
             # Bounded: the client's default (request_timeout_ms, 305 s) blocked the loader for minutes
             # after a ClickHouse outage; a lag reading can wait for the next interval.
-            ends: dict[TopicPartition, int] = self.consumer.end_offsets(tps, timeout_ms=_LAG_TIMEOUT_MS)
-        except KafkaError as exc:
+            ends = self.consumer.end_offsets(tps, timeout_ms=_LAG_TIMEOUT_MS)
+        except ConsumerError as exc:
             log.info("end offsets unavailable (%s); lag not updated this time", exc)
             return
         for tp, end in ends.items():

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from kafka import KafkaConsumer
 from prometheus_client import CollectorRegistry
 
 from gwtel.config import ClickHouseConfig, GwtelConfig
@@ -16,6 +15,7 @@ from processors.batcher import Batch
 from processors.chclient import make_client
 from processors.deadletter import DeadLetterSink, make_producer
 from processors.loader import Decoded, Loader, Route
+from processors.loader_consumer import LoaderConsumer
 from processors.loader_metrics import LoaderMetrics
 from processors.migrate import Migrator
 from processors.rows import aggregate_rows, flow_rows, late_rows
@@ -23,8 +23,8 @@ from processors.shard_client import ShardRouter
 
 # Fetched records wait in memory only up to one batch per partition: never ask for more per poll.
 _MAX_POLL_RECORDS = 50_000
-# Fetch in large pieces: the landing path hands a poll's records to the batches in one step, and kafka-python
-# pays per fetch request too (1 MiB per partition, its default, is about a thousand flow records).
+# Fetch in large pieces: the landing path hands a poll's records to the batches in one step (1 MiB per
+# partition is about a thousand flow records).
 _MAX_PARTITION_FETCH_BYTES = 8 << 20
 _FETCH_MAX_BYTES = 64 << 20
 # While ClickHouse is down the loader does not poll; this long a silence is tolerated before the group
@@ -54,23 +54,26 @@ def routes_for(cfg: GwtelConfig) -> list[Route]:
     ]
 
 
-def make_consumer(cfg: GwtelConfig) -> Any:
-    return KafkaConsumer(
-        bootstrap_servers=cfg.kafka.bootstrap,
-        group_id=cfg.loader.group_id,
-        client_id="gwtel-loader",
-        enable_auto_commit=False,
-        # The aggregates topic is written in Flink transactions: never read what may still be aborted.
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-        max_poll_records=min(_MAX_POLL_RECORDS, cfg.loader.batch_rows),
-        max_partition_fetch_bytes=_MAX_PARTITION_FETCH_BYTES,
-        fetch_max_bytes=_FETCH_MAX_BYTES,
-        max_poll_interval_ms=_MAX_POLL_INTERVAL_MS,
-        # A busy host can delay the heartbeat thread for seconds; a short session would evict the loader
-        # and restart the group's rebalance over and over.
-        session_timeout_ms=30_000,
-        heartbeat_interval_ms=3_000,
+def make_consumer(cfg: GwtelConfig) -> LoaderConsumer:
+    return LoaderConsumer(
+        {
+            "bootstrap.servers": cfg.kafka.bootstrap,
+            "group.id": cfg.loader.group_id,
+            "client.id": "gwtel-loader",
+            # The aggregates topic is written in Flink transactions: never read what may still be aborted.
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            # Eager rebalances: a partition given back to the same member restarts at its committed offset.
+            "partition.assignment.strategy": "range",
+            "max.partition.fetch.bytes": _MAX_PARTITION_FETCH_BYTES,
+            "fetch.max.bytes": _FETCH_MAX_BYTES,
+            "max.poll.interval.ms": _MAX_POLL_INTERVAL_MS,
+            # A busy host can delay heartbeats for seconds; a short session would evict the loader and
+            # restart the group's rebalance over and over.
+            "session.timeout.ms": 30_000,
+            "heartbeat.interval.ms": 3_000,
+        },
+        max_records=min(_MAX_POLL_RECORDS, cfg.loader.batch_rows),
     )
 
 

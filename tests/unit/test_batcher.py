@@ -158,6 +158,9 @@ def test_announced_range_round_trip() -> None:
     assert parse_pending("", 120) is None
     assert parse_pending("someone else's metadata", 120) is None
     assert parse_pending(md, None) is None
+    # As librdkafka writes it (a trailing NUL), read back by another client.
+    assert parse_pending(md + "\x00", 120) == (120, 199)
+    assert parse_pending(md + "\x00x", 120) is None
     with pytest.raises(ValueError):
         pending_metadata(5, 4)
 

@@ -17,72 +17,61 @@ from ingest.producer import FlowProducer, flow_key
 from schemas import codec
 from schemas.flow_record import FlowRecord
 
-
-class FakeFuture:
-    """Like kafka-python's future: a callback added after resolution runs at once."""
-
-    def __init__(self) -> None:
-        self.callbacks: list[Callable[[Any], None]] = []
-        self.errbacks: list[Callable[[BaseException], None]] = []
-        self.ok: bool | None = None
-
-    def add_callback(self, f: Callable[..., None], *args: Any) -> FakeFuture:
-        self.callbacks.append(lambda v: f(*args, v))
-        if self.ok is True:
-            f(*args, object())
-        return self
-
-    def add_errback(self, f: Callable[..., None], *args: Any) -> FakeFuture:
-        self.errbacks.append(lambda e: f(*args, e))
-        if self.ok is False:
-            f(*args, TimeoutError("delivery timeout"))
-        return self
-
-    def resolve(self, ok: bool) -> None:
-        self.ok = ok
-        if ok:
-            for cb in self.callbacks:
-                cb(object())
-        else:
-            for eb in self.errbacks:
-                eb(TimeoutError("delivery timeout"))
+Report = Callable[[Any, Any], None]
 
 
 class FakeKafka:
-    """Holds sends until told to deliver (acknowledge, in order) or fail them, like a broker that is away."""
+    """Like confluent-kafka's Producer: holds sends until told to deliver (acknowledge, in order) or fail them,
+    like a broker that is away; delivery reports run only inside poll() / flush()."""
 
     def __init__(self, auto: bool = True) -> None:
         self.auto = auto  # acknowledge at once
-        self.refuse = False  # send() raises, like kafka-python when its buffer or metadata wait times out
+        self.refuse = False  # produce() raises BufferError, like librdkafka with its queue full
         self.written: list[bytes] = []  # what the "broker" stored, in order
-        self.pending: list[tuple[bytes, FakeFuture]] = []
+        self.pending: list[tuple[bytes, Report]] = []
+        self.reports: list[tuple[Report, Any]] = []  # (callback, error or None), served by poll()
         self.lock = threading.Lock()
         self.closed = False
 
-    def send(self, topic: str, key: bytes, value: bytes) -> FakeFuture:
+    def produce(self, topic: str, value: bytes, key: bytes, on_delivery: Report) -> None:
         if self.refuse:
-            raise TimeoutError("buffer full")
-        fut = FakeFuture()
+            raise BufferError("queue full")
         with self.lock:
-            self.pending.append((value, fut))
+            self.pending.append((value, on_delivery))
         if self.auto:
             self.deliver()
-        return fut
 
-    def deliver(self) -> None:
+    def list_topics(self, topic: str, timeout: float) -> None:
+        pass
+
+    def deliver(self, n: int | None = None) -> None:
+        """Acknowledge the oldest `n` records held (all by default)."""
         with self.lock:
-            batch, self.pending = self.pending, []
-        for value, fut in batch:
-            self.written.append(value)
-            fut.resolve(True)
+            n = len(self.pending) if n is None else n
+            batch, self.pending = self.pending[:n], self.pending[n:]
+            for value, cb in batch:
+                self.written.append(value)
+                self.reports.append((cb, None))
 
     def fail_pending(self) -> None:
         with self.lock:
             batch, self.pending = self.pending, []
-        for _value, fut in batch:
-            fut.resolve(False)
+            self.reports.extend((cb, TimeoutError("delivery timeout")) for _value, cb in batch)
 
-    def close(self, timeout: float = 0) -> None:
+    def poll(self, timeout: float) -> int:
+        with self.lock:
+            reports, self.reports = self.reports, []
+        for cb, err in reports:
+            cb(err, None)
+        if not reports:
+            time.sleep(min(timeout, 0.005))
+        return len(reports)
+
+    def flush(self, timeout: float = 0) -> int:
+        self.poll(0)
+        return len(self.pending)
+
+    def purge(self) -> None:
         self.closed = True
 
 
@@ -107,7 +96,7 @@ def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 def make(tmp_path: Path, fake: FakeKafka | None, **kw: Any) -> FlowProducer:
-    def factory(**_cfg: Any) -> FakeKafka:
+    def factory(_cfg: dict[str, Any]) -> FakeKafka:
         if fake is None:
             raise ConnectionError("no broker")
         return fake
@@ -257,3 +246,59 @@ def test_send_after_close_is_an_error(tmp_path: Path) -> None:
     p.close(1)
     with pytest.raises(RuntimeError, match="closed"):
         p.send(record(0))
+
+
+def encoded(seq: int) -> tuple[bytes, bytes]:
+    return flow_key(record(seq)), codec.encode(record(seq))
+
+
+def test_send_batch_hands_every_record_in_order(tmp_path: Path) -> None:
+    fake = FakeKafka()
+    p = make(tmp_path, fake)
+    p.send_batch([encoded(i) for i in range(50)])
+    p.send_batch([])
+    p.send(record(50))
+    p.send_batch([encoded(i) for i in range(51, 60)])
+    p.close(5)
+    assert seqs(fake.written) == list(range(60))
+    assert (p.produced, p.acked, p.spooled, p.send_errors) == (60, 60, 0, 0)
+    assert sum(p.latency.counts) == 60
+
+
+def test_a_batch_partly_acknowledged_replays_only_its_failed_records(tmp_path: Path) -> None:
+    fake = FakeKafka(auto=False)
+    p = make(tmp_path, fake, spill_after_s=60)
+    p.send_batch([encoded(i) for i in range(10)])
+    fake.deliver(4)  # the broker took 0-3 ...
+    fake.fail_pending()  # ... and 4-9 timed out
+    wait_for(lambda: p.spooling)
+    p.send_batch([encoded(i) for i in range(10, 15)])  # behind the spool
+    fake.auto = True
+    fake.deliver()
+    wait_for(lambda: not p.spooling)
+    p.close(5)
+    assert seqs(fake.written) == list(range(15))  # each once, in order
+    assert (p.produced, p.acked, p.send_errors, p.spool_pending) == (15, 15, 6, 0)
+
+
+def test_a_refused_batch_spills_the_records_not_taken(tmp_path: Path) -> None:
+    fake = FakeKafka()
+    p = make(tmp_path, fake)
+    taken = 0
+    produce = fake.produce
+
+    def refuse_after_three(topic: str, value: bytes, key: bytes, on_delivery: Report) -> None:
+        nonlocal taken
+        if taken == 3:
+            raise BufferError("queue full")
+        taken += 1
+        produce(topic, value, key, on_delivery)
+
+    fake.produce = refuse_after_three  # type: ignore[method-assign]
+    p.send_batch([encoded(i) for i in range(8)])
+    assert p.spooling
+    fake.produce = produce  # type: ignore[method-assign]
+    wait_for(lambda: not p.spooling)
+    p.close(5)
+    assert seqs(fake.written) == list(range(8))
+    assert (p.produced, p.acked, p.dropped) == (8, 8, 0)
