@@ -7,10 +7,23 @@ format what it returned, so the text table and the page always show the same num
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from processors.asymmetry import (
+    ASYM_HEAD,
+    ASYM_NOTE,
+    PAIR_HEAD,
+    LinkPair,
+    PartnerAsymmetry,
+    asymmetry_rows,
+    link_pairs,
+    pair_rows,
+    per_partner,
+)
+from processors.forecast import FORECAST_HEAD, FORECAST_NOTE, Forecast, collect_forecasts, forecast_rows
 from processors.queries import (
     DIRECTIONS,
     FIVE_MIN_S,
@@ -52,6 +65,9 @@ class ReportData:
     late: Sequence[LateTraffic]
     countries: Mapping[str, Sequence[RemoteTotal]]  # per partner, its top remote countries by bytes
     links: Sequence[LinkSource] = ()  # per link: capture agents (RTT) or router exports only
+    forecast: Sequence[Forecast] = ()  # per partner and direction, from the complete months before now
+    asymmetry: Sequence[PartnerAsymmetry] = ()  # per partner, conversations that started in the range
+    link_pairs: Sequence[LinkPair] = ()
 
 
 def five_minute_slots(start_ms: int, end_ms: int) -> tuple[int, int] | None:
@@ -70,11 +86,14 @@ def collect(
     *,
     capacity_bps: Mapping[str, int] | None = None,
     objectives: Mapping[str, Mapping[str, float]] | None = None,
+    now_ms: int | None = None,
 ) -> ReportData:
     traffic = [t for t in partner_traffic(client, db, start_ms, end_ms, window_s) if t.direction in DIRECTIONS]
     slots = five_minute_slots(start_ms, end_ms)
     p95 = percentile_95(client, db, *slots) if slots else []
     rtt = handshake_rtt(client, db, start_ms, end_ms)
+    pairs = link_pairs(client, db, start_ms, end_ms)
+    now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     return ReportData(
         start_ms=start_ms,
         end_ms=end_ms,
@@ -92,6 +111,9 @@ def collect(
             for p in sorted({t.partner for t in traffic})
         },
         links=link_sources(client, db, start_ms, end_ms),
+        forecast=collect_forecasts(client, db, now_ms, capacity_bps or {}),
+        asymmetry=per_partner(pairs),
+        link_pairs=pairs,
     )
 
 
@@ -173,6 +195,19 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
+def forecast_asymmetry_lines(data: ReportData) -> list[str]:
+    """The capacity forecast and asymmetric routing sections (processors.forecast, processors.asymmetry)."""
+    lines = []
+    if data.forecast:
+        lines += [FORECAST_NOTE, *_table(FORECAST_HEAD, forecast_rows(data.forecast)), ""]
+    if data.asymmetry:
+        lines += [ASYM_NOTE, *_table(ASYM_HEAD, asymmetry_rows(data.asymmetry))]
+        pairs = pair_rows(data.link_pairs)
+        lines += ["", *_table(PAIR_HEAD, pairs)] if pairs else []
+        lines.append("")
+    return lines
+
+
 NOTES = (
     "Rates are sampling-corrected, all links together; peak = busiest {window_s} s window; 95th = 95th percentile"
     " of the 5-minute average rates (missing slots count as zero); util = rate / contracted capacity per direction.",
@@ -191,6 +226,7 @@ def render_table(data: ReportData) -> str:
     if data.links:
         lines.append(LINKS_NOTE)
         lines += [*_table(LINK_HEAD, link_rows(data)), ""]
+    lines += forecast_asymmetry_lines(data)
     countries = country_lines(data)
     if countries:
         lines += ["Top remote countries (bytes both ways, flows started in the range):", *countries, ""]
