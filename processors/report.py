@@ -256,3 +256,10 @@ def render_billing(rows: Sequence[Percentile95], month: str) -> str:
     body = [(r.partner, r.direction, gbps(r.bps), str(r.slots), str(r.slots_with_data)) for r in rows]
     lines = [f"95th percentile billing, {month} (UTC): 5-minute average rates, missing slots zero, top 5% dropped"]
     return "\n".join([*lines, *_table(head, body)]) if body else lines[0] + "\nno 5-minute data in that month"
+
+
+def render_forecast(forecasts: Sequence[Forecast]) -> str:
+    """The capacity forecast alone (`gwtel forecast`)."""
+    if not forecasts:
+        return "no complete month of 5-minute data yet: no capacity forecast"
+    return "\n".join([FORECAST_NOTE, *_table(FORECAST_HEAD, forecast_rows(forecasts))])

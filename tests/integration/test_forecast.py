@@ -3,14 +3,24 @@ month's billing figure and the forecast computed by hand."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gwtel.cli import main
+from gwtel.services.clickhouse import ClickHouseService
 from processors.forecast import (
     MIN_COVERAGE,
     collect_forecasts,
@@ -106,3 +116,42 @@ def test_report_and_page_show_the_forecast(clickhouse_client: Any, db: str) -> N
     section = page.split("<h2>Capacity forecast</h2>")[1].split("<h2>")[0]
     cells = ["japan", "egress", "4", "40.000", "10.000", "100.000", "6.0", reached]
     assert "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>" in section
+
+
+def test_forecast_command_prints_and_serves(
+    clickhouse_service: ClickHouseService, db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    groups = (
+        "{korea: {countries: [KR], capacity_bps: 50000000000}, japan: {countries: [JP], capacity_bps: 100000000000}}"
+    )
+    config.write_text(
+        f'clickhouse: {{url: "{clickhouse_service.endpoint()}", database: {db}}}\npartners: {{groups: {groups}}}\n'
+    )
+    assert main(["--config", str(config), "forecast"]) == 0
+    rows = [re.split(r"\s{2,}", ln) for ln in capsys.readouterr().out.splitlines()]
+    assert [r[:7] for r in rows if r[:2] == ["japan", "egress"]] == [
+        ["japan", "egress", "4", "40.000", "10.000", "100.000", "6.0"]
+    ]
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    home = tmp_path / "home"  # its own target folder, out of the shared Prometheus's sight
+    cmd = [str(Path(sys.executable).parent / "gwtel"), "--config", str(config), "forecast", "--serve",
+           "--interval", "1", "--metrics-port", str(port)]  # fmt: skip
+    proc = subprocess.Popen(cmd, env={**os.environ, "GWTEL_HOME": str(home)}, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        text = ""
+        while "gwtel_forecast_capacity_months_left{" not in text:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.5)
+            with contextlib.suppress(OSError):
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        assert 'gwtel_forecast_capacity_months_left{direction="egress",partner="japan"} 6.0' in text
+        assert list((home / "prometheus" / "targets").glob("*.json"))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    assert not list((home / "prometheus" / "targets").glob("*.json"))  # withdrawn on exit
