@@ -37,10 +37,11 @@ def test_steady_growth_reaches_capacity_at_the_hand_computed_month() -> None:
 
 
 def test_one_odd_month_does_not_bend_the_trend() -> None:
-    # 10, 20, 90, 40, 50 (March an outlier). Pairwise slopes: 10 40 10 10 | 70 10 10 | -50 -20 | 10;
-    # sorted -50 -20 10 10 10 10 10 10 40 70: median 10. Residuals y - 10 * (i) = 10 10 70 10 10: median 10, so
-    # May's trend value is 10 + 10 * 4 = 50; (100 - 50) / 10 = 5 months: October. (Least squares: slope 8.)
-    f = forecast_one("japan", "egress", int(100 * G), months("2026-01", [10, 20, 90, 40, 50]))
+    # 10, 20, 30, 40, then 120 in May (a DDoS month). Pairwise slopes: 10 10 10 27.5 | 10 10 33.3 | 10 45 | 80;
+    # sorted, the 5th and 6th of ten are 10 and 10: median 10. Residuals y - 10 * i = 10 10 10 10 80: median 10,
+    # so May's trend value is 10 + 10 * 4 = 50; (100 - 50) / 10 = 5 months: October. (Least squares: slope 24,
+    # May at 92, a third of a month left.)
+    f = forecast_one("japan", "egress", int(100 * G), months("2026-01", [10, 20, 30, 40, 120]))
     assert f.slope_bps == pytest.approx(10 * G)
     assert f.level_bps == pytest.approx(50 * G)
     assert f.months_left == pytest.approx(5.0)
