@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--serve", action="store_true", help="keep running and serve the forecast as metrics")
     p.add_argument("--interval", type=float, default=3600.0, help="seconds between computations (default 3600)")
     p.add_argument("--metrics-port", type=int, default=DEFAULT_PORT, help=f"with --serve (default {DEFAULT_PORT})")
+    p.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address to serve on (default 127.0.0.1; 0.0.0.0 in a pod)"
+    )
     p.set_defaults(func=_run)
 
 
@@ -65,7 +68,10 @@ def _serve(args: argparse.Namespace, cfg: GwtelConfig, client: Any, db: str) -> 
     signal.signal(signal.SIGINT, _on_signal)
     registry = process_registry()
     metrics = ForecastMetrics(registry)
-    with serve_metrics(FORECAST_JOB, db, args.metrics_port, cfg.local.home_path(), registry, component="forecast"):
+    home = cfg.local.home_path()
+    with serve_metrics(
+        FORECAST_JOB, db, args.metrics_port, home, registry, component="forecast", host=args.metrics_host
+    ):
         while not stop.is_set():
             try:
                 forecasts = collect_forecasts(client, db, time.time_ns() // 1_000_000, _capacities(cfg))
