@@ -6,6 +6,8 @@ Every expected figure is worked out by hand in the comments (slopes listed, medi
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from processors.forecast import (
     MonthP95,
@@ -109,3 +111,20 @@ def test_complete_months_end_before_now() -> None:
     now_ms = 1_773_576_000_000  # 2026-03-15T12:00:00Z
     assert complete_months(now_ms, 3) == ["2025-12", "2026-01", "2026-02"]
     assert month_name(month_index("2025-12") + 1) == "2026-01"
+
+
+@given(
+    a=st.integers(-1000, 1000),
+    b=st.integers(-100, 100),
+    n=st.integers(4, 12),
+    outlier=st.one_of(st.none(), st.integers(-(10**6), 10**6)),
+)
+def test_exact_lines_are_recovered_even_with_one_outlier(a: int, b: int, n: int, outlier: int | None) -> None:
+    # y = a + b x exactly: every pairwise slope is b. With one point moved, C(n, 2) >= 6 of the C(n + 1, 2) slopes
+    # (n + 1 points, n >= 4) and n of the n + 1 residuals still equal b and a: both medians are unchanged.
+    xs = list(range(n))
+    ys = [a + b * x for x in xs]
+    if outlier is not None:
+        xs.append(n)
+        ys.append(outlier)
+    assert theil_sen(xs, ys) == (b, a)
