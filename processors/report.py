@@ -195,11 +195,16 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
+NO_FORECAST = "Capacity forecast: no complete month with 5-minute data yet."
+
+
 def forecast_asymmetry_lines(data: ReportData) -> list[str]:
     """The capacity forecast and asymmetric routing sections (processors.forecast, processors.asymmetry)."""
     lines = []
     if data.forecast:
         lines += [FORECAST_NOTE, *_table(FORECAST_HEAD, forecast_rows(data.forecast)), ""]
+    else:
+        lines += [NO_FORECAST, ""]
     if data.asymmetry:
         lines += [ASYM_NOTE, *_table(ASYM_HEAD, asymmetry_rows(data.asymmetry))]
         pairs = pair_rows(data.link_pairs)
@@ -261,5 +266,5 @@ def render_billing(rows: Sequence[Percentile95], month: str) -> str:
 def render_forecast(forecasts: Sequence[Forecast]) -> str:
     """The capacity forecast alone (`gwtel forecast`)."""
     if not forecasts:
-        return "no complete month of 5-minute data yet: no capacity forecast"
+        return NO_FORECAST
     return "\n".join([FORECAST_NOTE, *_table(FORECAST_HEAD, forecast_rows(forecasts))])
