@@ -113,6 +113,35 @@ def per_partner(pairs: Sequence[LinkPair]) -> list[PartnerAsymmetry]:
     return [PartnerAsymmetry(p, *t) for p, t in sorted(totals.items())]
 
 
+@dataclass(frozen=True)
+class LinkDirections:
+    """Per link: conversations whose packets toward the partner crossed it, and those whose packets back did."""
+
+    link_id: str
+    toward: int
+    back: int
+
+    @property
+    def one_direction(self) -> str | None:
+        """ "toward partner only" / "back only" for a link that carries one direction of every conversation."""
+        if self.toward and not self.back:
+            return "toward partner only"
+        if self.back and not self.toward:
+            return "back only"
+        return None
+
+
+def link_directions(pairs: Sequence[LinkPair]) -> list[LinkDirections]:
+    toward: dict[str, int] = {}
+    back: dict[str, int] = {}
+    for x in pairs:
+        for link in x.links_out:
+            toward[link] = toward.get(link, 0) + x.conversations
+        for link in x.links_in:
+            back[link] = back.get(link, 0) + x.conversations
+    return [LinkDirections(k, toward.get(k, 0), back.get(k, 0)) for k in sorted(toward.keys() | back.keys())]
+
+
 # --- Presentation (shared by the text report and the HTML page) -------------------------------------------------
 
 ASYM_HEAD = ("partner", "conversations", "symmetric", "asymmetric", "one-way", "one-way TCP answered", "asym share",
@@ -132,6 +161,15 @@ def asymmetry_rows(rows: Sequence[PartnerAsymmetry]) -> list[tuple[str, ...]]:
          str(r.one_way_answered), f"{r.share * 100:.1f}%", f"{r.asymmetric_bytes / 1e6:.3f}")
         for r in rows
     ]  # fmt: skip
+
+
+def one_direction_line(pairs: Sequence[LinkPair]) -> str | None:
+    """`Links that carry one direction only: jp-2 back only (5 conversations), ...`, or None when none does."""
+    links = [d for d in link_directions(pairs) if d.one_direction]
+    if not links:
+        return None
+    parts = [f"{d.link_id} {d.one_direction} ({d.toward or d.back} conversations)" for d in links]
+    return "Links that carry one direction only: " + ", ".join(parts) + "."
 
 
 def pair_rows(pairs: Sequence[LinkPair], limit: int = 10) -> list[tuple[str, ...]]:

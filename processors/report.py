@@ -20,6 +20,7 @@ from processors.asymmetry import (
     PartnerAsymmetry,
     asymmetry_rows,
     link_pairs,
+    one_direction_line,
     pair_rows,
     per_partner,
 )
@@ -209,6 +210,8 @@ def forecast_asymmetry_lines(data: ReportData) -> list[str]:
         lines += [ASYM_NOTE, *_table(ASYM_HEAD, asymmetry_rows(data.asymmetry))]
         pairs = pair_rows(data.link_pairs)
         lines += ["", *_table(PAIR_HEAD, pairs)] if pairs else []
+        one_way_links = one_direction_line(data.link_pairs)
+        lines += [one_way_links] if one_way_links else []
         lines.append("")
     return lines
 

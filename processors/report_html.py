@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
-from processors.asymmetry import ASYM_HEAD, ASYM_NOTE, PAIR_HEAD, asymmetry_rows, pair_rows
+from processors.asymmetry import ASYM_HEAD, ASYM_NOTE, PAIR_HEAD, asymmetry_rows, one_direction_line, pair_rows
 from processors.forecast import FORECAST_HEAD, FORECAST_NOTE, forecast_rows
 from processors.queries import (
     DIRECTIONS,
@@ -152,6 +152,7 @@ def forecast_asymmetry_html(data: ReportData) -> list[str]:
         f'<p class="note">{escape(ASYM_NOTE)}</p>',
         _html_table(ASYM_HEAD, asymmetry_rows(data.asymmetry)),
         _html_table(PAIR_HEAD, pair_rows(data.link_pairs)),
+        f'<p class="note">{escape(one_direction_line(data.link_pairs) or "No link carries one direction only.")}</p>',
     ]
 
 

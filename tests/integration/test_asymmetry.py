@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from processors.asymmetry import link_pairs, pair_rows, per_partner
+from processors.asymmetry import link_directions, link_pairs, pair_rows, per_partner
 from processors.migrate import Migrator
 from processors.report import collect, render_table
 from processors.report_html import collect_series, render_html
@@ -103,6 +103,15 @@ def test_link_pairs(clickhouse_client: Any, db: str) -> None:
         ("japan", ("jp-4",), ("jp-4",), False): 1,
         ("korea", ("kr-1",), ("jp-2",), False): 4,
     }
+    # Per link: jp-2 and jp-3 carry only answers, kr-1 only the way out; jp-1 and jp-4 carry both.
+    got_links = {d.link_id: (d.toward, d.back, d.one_direction) for d in link_directions(pairs)}
+    assert got_links == {
+        "jp-1": (6, 1, None),  # A both ways; B, C, D, E, F out
+        "jp-2": (0, 5, "back only"),  # B, and korea's 4
+        "jp-3": (0, 1, "back only"),
+        "jp-4": (1, 1, None),
+        "kr-1": (4, 0, "toward partner only"),
+    }
     shown = pair_rows(pairs)
     assert shown[0][:4] == ("korea", "kr-1", "jp-2", "4")
     assert {r[:4] for r in shown[1:]} == {
@@ -115,6 +124,11 @@ def test_report_and_page_show_the_counts(clickhouse_client: Any, db: str) -> Non
     rows = [re.split(r"\s{2,}", ln) for ln in render_table(data).splitlines()]
     assert ["japan", "7", "2", "2", "3", "1", "42.9%", f"{_bytes(2, 3, 4, 5, 6) / 1e6:.3f}"] in rows
     assert ["korea", "kr-1", "jp-2", "4", f"{_bytes(11, 12) / 1e6:.3f}"] in rows
+    line = (
+        "Links that carry one direction only: jp-2 back only (5 conversations), jp-3 back only (1 conversations),"
+        " kr-1 toward partner only (4 conversations)."
+    )
+    assert line in render_table(data).splitlines()
     page = render_html(data, collect_series(clickhouse_client, db, data), {})
     section = page.split("<h2>Asymmetric routing</h2>")[1].split("<h2>")[0]
     assert "<tr><td>japan</td><td>7</td><td>2</td><td>2</td><td>3</td><td>1</td><td>42.9%</td>" in section
