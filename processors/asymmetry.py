@@ -168,7 +168,10 @@ def one_direction_line(pairs: Sequence[LinkPair]) -> str | None:
     links = [d for d in link_directions(pairs) if d.one_direction]
     if not links:
         return None
-    parts = [f"{d.link_id} {d.one_direction} ({d.toward or d.back} conversations)" for d in links]
+    counts = [d.toward or d.back for d in links]
+    parts = [
+        f"{d.link_id} {d.one_direction} ({n} conversation{'s' * (n != 1)})" for d, n in zip(links, counts, strict=True)
+    ]
     return "Links that carry one direction only: " + ", ".join(parts) + "."
 
 

@@ -125,7 +125,7 @@ def test_report_and_page_show_the_counts(clickhouse_client: Any, db: str) -> Non
     assert ["japan", "7", "2", "2", "3", "1", "42.9%", f"{_bytes(2, 3, 4, 5, 6) / 1e6:.3f}"] in rows
     assert ["korea", "kr-1", "jp-2", "4", f"{_bytes(11, 12) / 1e6:.3f}"] in rows
     line = (
-        "Links that carry one direction only: jp-2 back only (5 conversations), jp-3 back only (1 conversations),"
+        "Links that carry one direction only: jp-2 back only (5 conversations), jp-3 back only (1 conversation),"
         " kr-1 toward partner only (4 conversations)."
     )
     assert line in render_table(data).splitlines()
