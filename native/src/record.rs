@@ -3,8 +3,17 @@
 //! {"b":..,"c":..}), and the Kafka key of `ingest.producer.flow_key`. Addresses are written as glibc's
 //! `inet_ntop` writes them (what `ingest.flowkey.ip_text` calls).
 
-/// The field names in wire order. The engine refuses to start unless Python's FLOW_RECORD_FIELDS lists the same.
-pub const FIELDS: [&str; 53] = [
+/// The field names in wire order (`FIELDS`) and each one's JSON key as the encoder writes it after the previous
+/// value (`KEYS`: `,"name":`), both from one list: a new field is one line here plus its value in `encode`.
+macro_rules! wire_fields {
+    ($n:literal; $($name:literal,)*) => {
+        /// The field names in wire order. The engine refuses to start unless Python's FLOW_RECORD_FIELDS lists the same.
+        pub const FIELDS: [&str; $n] = [$($name,)*];
+        const KEYS: [&str; $n] = [$(concat!(",\"", $name, "\":"),)*];
+    };
+}
+
+wire_fields!(53;
     "schema_version",
     "agent_id",
     "seq",
@@ -58,7 +67,7 @@ pub const FIELDS: [&str; 53] = [
     "dst_asn",
     "next_hop",
     "one_way",
-];
+);
 
 /// One RTT summary: count, min, max, sum and the sparse histogram (bucket, count).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -116,11 +125,24 @@ pub struct Record<'a> {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// Whether `c` must be escaped in a JSON string (orjson: `"`, `\` and the control characters).
+#[inline]
+fn needs_escape(c: u8) -> bool {
+    c < 0x20 || c == b'"' || c == b'\\'
+}
+
 /// A JSON string as orjson writes it: `"` and `\` escaped, control characters as \b \t \n \f \r or \u00XX,
 /// everything else (DEL and non-ASCII included) as raw UTF-8.
+#[inline]
 pub fn put_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
     let b = s.as_bytes();
+    out.push(b'"');
+    if !b.iter().any(|&c| needs_escape(c)) {
+        // the usual case (names, addresses): one copy
+        out.extend_from_slice(b);
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
     for (i, &c) in b.iter().enumerate() {
         let esc: &[u8] = match c {
@@ -148,20 +170,45 @@ pub fn put_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-pub fn put_u64(out: &mut Vec<u8>, mut v: u64) {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
+/// "00" .. "99": two digits per division.
+const DIGITS2: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+#[inline]
+pub fn put_u64(out: &mut Vec<u8>, v: u64) {
+    if v < 10 {
+        out.push(b'0' + v as u8);
+        return;
     }
-    out.extend_from_slice(&tmp[i..]);
+    // digits written in place, from the last: no temporary and no copy call per number
+    let n = v.ilog10() as usize + 1;
+    out.reserve(n);
+    let len = out.len();
+    let dst = &mut out.spare_capacity_mut()[..n];
+    let (mut v, mut i) = (v, n);
+    while v >= 100 {
+        let d = (v % 100) as usize * 2;
+        v /= 100;
+        i -= 2;
+        dst[i].write(DIGITS2[d]);
+        dst[i + 1].write(DIGITS2[d + 1]);
+    }
+    if v >= 10 {
+        let d = v as usize * 2;
+        dst[0].write(DIGITS2[d]);
+        dst[1].write(DIGITS2[d + 1]);
+    } else {
+        dst[0].write(b'0' + v as u8);
+    }
+    // SAFETY: the loop above wrote all `n` bytes after `len` (i reaches 0: n is v's digit count), within the
+    // capacity reserved for them
+    unsafe { out.set_len(len + n) };
 }
 
+#[inline]
 pub fn put_i64(out: &mut Vec<u8>, v: i64) {
     if v < 0 {
         out.push(b'-');
@@ -169,6 +216,7 @@ pub fn put_i64(out: &mut Vec<u8>, v: i64) {
     put_u64(out, v.unsigned_abs());
 }
 
+#[inline]
 fn put_opt(out: &mut Vec<u8>, v: Option<i64>) {
     match v {
         None => out.extend_from_slice(b"null"),
@@ -191,13 +239,52 @@ fn put_hist(out: &mut Vec<u8>, h: &[(u64, u64)]) {
     out.push(b']');
 }
 
+/// The latency fields (hs_rtt_ext_us .. dns_rtt_hist) of a record without any RTT, as the general path writes
+/// them: export records and most capture records are this constant text.
+fn no_rtt_text() -> &'static [u8] {
+    static TEXT: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        let mut out = Vec::new();
+        put_rtt(&mut out, &Record::default());
+        out
+    })
+}
+
+fn has_rtt(r: &Record<'_>) -> bool {
+    r.hs_rtt_ext_us.is_some()
+        || r.hs_rtt_int_us.is_some()
+        || r.sums.iter().any(|s| *s != Summary::default())
+}
+
+/// Fields 24 ..= 40 (the latency block), each with its key.
+fn put_rtt(out: &mut Vec<u8>, r: &Record<'_>) {
+    out.extend_from_slice(KEYS[24].as_bytes());
+    put_opt(out, r.hs_rtt_ext_us);
+    out.extend_from_slice(KEYS[25].as_bytes());
+    put_opt(out, r.hs_rtt_int_us);
+    for (n, s) in r.sums.iter().enumerate() {
+        let k = 26 + 5 * n;
+        out.extend_from_slice(KEYS[k].as_bytes());
+        put_u64(out, s.count);
+        out.extend_from_slice(KEYS[k + 1].as_bytes());
+        put_opt(out, s.min_us);
+        out.extend_from_slice(KEYS[k + 2].as_bytes());
+        put_opt(out, s.max_us);
+        out.extend_from_slice(KEYS[k + 3].as_bytes());
+        put_i64(out, s.sum_us);
+        out.extend_from_slice(KEYS[k + 4].as_bytes());
+        put_hist(out, s.hist);
+    }
+}
+
 /// Appends `rec` as one compact JSON object (no newline).
 pub fn encode(out: &mut Vec<u8>, r: &Record<'_>) {
+    // one reservation for the usual record: the pushes below then never grow the buffer
+    out.reserve(1024);
+    // each key is a constant (`KEYS[i]` with a literal i): copied inline, no call
     macro_rules! key {
         ($i:expr) => {{
-            out.extend_from_slice(if $i == 0 { b"{\"" } else { b",\"" });
-            out.extend_from_slice(FIELDS[$i].as_bytes());
-            out.extend_from_slice(b"\":");
+            out.extend_from_slice(KEYS[$i].as_bytes());
         }};
     }
     macro_rules! u {
@@ -218,13 +305,9 @@ pub fn encode(out: &mut Vec<u8>, r: &Record<'_>) {
             put_i64(out, $v);
         }};
     }
-    macro_rules! o {
-        ($i:expr, $v:expr) => {{
-            key!($i);
-            put_opt(out, $v);
-        }};
-    }
-    u!(0, r.schema_version);
+    out.push(b'{');
+    out.extend_from_slice(&KEYS[0].as_bytes()[1..]);
+    put_u64(out, r.schema_version);
     s!(1, r.agent_id);
     u!(2, r.seq);
     s!(3, r.link_id);
@@ -248,16 +331,10 @@ pub fn encode(out: &mut Vec<u8>, r: &Record<'_>) {
     u!(21, r.tcp_flags_rev);
     u!(22, r.retrans_fwd);
     u!(23, r.retrans_rev);
-    o!(24, r.hs_rtt_ext_us);
-    o!(25, r.hs_rtt_int_us);
-    for (n, s) in r.sums.iter().enumerate() {
-        let k = 26 + 5 * n;
-        u!(k, s.count);
-        o!(k + 1, s.min_us);
-        o!(k + 2, s.max_us);
-        i!(k + 3, s.sum_us);
-        key!(k + 4);
-        put_hist(out, s.hist);
+    if has_rtt(r) {
+        put_rtt(out, r);
+    } else {
+        out.extend_from_slice(no_rtt_text());
     }
     s!(41, r.direction);
     s!(42, r.partner);
@@ -420,5 +497,36 @@ mod tests {
         out.push(b' ');
         put_u64(&mut out, 0);
         assert_eq!(out, b"-9223372036854775808 18446744073709551615 0");
+        // every digit count, at and around each power of ten
+        let mut p = 1u64;
+        for _ in 0..20 {
+            for v in [p - 1, p, p + 1, p.saturating_mul(9)] {
+                let mut out = Vec::new();
+                put_u64(&mut out, v);
+                assert_eq!(out, v.to_string().as_bytes(), "{v}");
+            }
+            p = p.saturating_mul(10);
+        }
+    }
+
+    #[test]
+    fn latency_block_constant_is_the_general_text() {
+        let h = [(3u64, 4u64)];
+        let mut with = Record::default();
+        with.sums[1].hist = &h;
+        assert!(has_rtt(&with) && !has_rtt(&Record::default()));
+        let mut general = Vec::new();
+        put_rtt(&mut general, &Record::default());
+        assert_eq!(no_rtt_text(), &general[..]);
+        let text = String::from_utf8(general).unwrap();
+        assert!(
+            text.starts_with(",\"hs_rtt_ext_us\":null,") && text.ends_with("\"dns_rtt_hist\":[]")
+        );
+        // a record with any latency value takes the general path
+        let mut out = Vec::new();
+        encode(&mut out, &with);
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("\"icmp_rtt_hist\":[{\"b\":3,\"c\":4}]"));
     }
 }

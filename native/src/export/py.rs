@@ -212,7 +212,14 @@ impl Collector {
     fn take_flow_octets(&mut self) -> Vec<(Vec<u8>, u32, &'static str, u64)> {
         std::mem::take(&mut self.core.flow_octets)
             .into_iter()
-            .map(|((a, i, entering), n)| (a.bytes().to_vec(), i, if entering { "in" } else { "out" }, n))
+            .map(|((a, i, entering), n)| {
+                (
+                    a.bytes().to_vec(),
+                    i,
+                    if entering { "in" } else { "out" },
+                    n,
+                )
+            })
             .collect()
     }
 
