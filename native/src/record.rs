@@ -123,6 +123,8 @@ pub struct Record<'a> {
     pub one_way: u64,
 }
 
+use std::mem::MaybeUninit;
+
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Whether `c` must be escaped in a JSON string (orjson: `"`, `\` and the control characters).
@@ -277,37 +279,147 @@ fn put_rtt(out: &mut Vec<u8>, r: &Record<'_>) {
     }
 }
 
+/// A cursor over capacity reserved for one record: the encoder's writes go through a local index, with no
+/// capacity check and no length update per write (the record's worst case is reserved once, `encode`).
+struct Cur<'a> {
+    buf: &'a mut [MaybeUninit<u8>],
+    i: usize,
+}
+
+impl Cur<'_> {
+    #[inline(always)]
+    fn put(&mut self, b: &[u8]) {
+        self.buf[self.i..self.i + b.len()].write_copy_of_slice(b);
+        self.i += b.len();
+    }
+
+    #[inline(always)]
+    fn byte(&mut self, b: u8) {
+        self.buf[self.i].write(b);
+        self.i += 1;
+    }
+
+    #[inline(always)]
+    fn u64(&mut self, v: u64) {
+        if v < 10 {
+            self.byte(b'0' + v as u8);
+        } else {
+            self.digits(v);
+        }
+    }
+
+    /// `v` >= 10, written from its last digit: eight-digit pieces split off in 64 bits (nanosecond times have
+    /// 19 digits), each written two digits at a time in 32-bit arithmetic.
+    fn digits(&mut self, v: u64) {
+        let n = v.ilog10() as usize + 1;
+        let dst = &mut self.buf[self.i..self.i + n];
+        let (mut v, mut i) = (v, n);
+        while v >= 100_000_000 {
+            let mut lo = (v % 100_000_000) as u32;
+            v /= 100_000_000;
+            for _ in 0..4 {
+                let d = (lo % 100) as usize * 2;
+                lo /= 100;
+                i -= 2;
+                dst[i].write(DIGITS2[d]);
+                dst[i + 1].write(DIGITS2[d + 1]);
+            }
+        }
+        let mut v = v as u32;
+        while v >= 100 {
+            let d = (v % 100) as usize * 2;
+            v /= 100;
+            i -= 2;
+            dst[i].write(DIGITS2[d]);
+            dst[i + 1].write(DIGITS2[d + 1]);
+        }
+        if v >= 10 {
+            let d = v as usize * 2;
+            dst[i - 2].write(DIGITS2[d]);
+            dst[i - 1].write(DIGITS2[d + 1]);
+        } else {
+            dst[i - 1].write(b'0' + v as u8);
+        }
+        self.i += n;
+    }
+
+    #[inline(always)]
+    fn i64(&mut self, v: i64) {
+        if v < 0 {
+            self.byte(b'-');
+        }
+        self.u64(v.unsigned_abs());
+    }
+
+    #[inline(always)]
+    fn str(&mut self, s: &str) {
+        let b = s.as_bytes();
+        if b.iter().any(|&c| needs_escape(c)) {
+            let mut tmp = Vec::with_capacity(b.len() * 6 + 2);
+            put_str(&mut tmp, s);
+            self.put(&tmp);
+        } else {
+            self.byte(b'"');
+            self.put(b);
+            self.byte(b'"');
+        }
+    }
+}
+
+/// An upper bound of `r`'s encoded length: every key, every number at 20 digits and a sign, every string at 6
+/// bytes a character (\u00XX) plus quotes, every histogram bin at two numbers and its braces.
+fn max_len(r: &Record<'_>) -> usize {
+    const PER_FIELD: usize = 4 + 21; // ,"": and the longest number or null
+    let names: usize = FIELDS.iter().map(|f| f.len()).sum::<usize>();
+    let strs = [
+        r.agent_id,
+        r.link_id,
+        r.src_ip,
+        r.dst_ip,
+        r.end_reason,
+        r.direction,
+        r.partner,
+        r.remote_country,
+        r.sampling_mode,
+        r.exporter,
+        r.next_hop,
+    ];
+    let text: usize = strs.iter().map(|s| 6 * s.len() + 2).sum();
+    let bins: usize = r.sums.iter().map(|s| s.hist.len() * (2 * 20 + 12)).sum();
+    2 + names + FIELDS.len() * PER_FIELD + text + bins
+}
+
 /// Appends `rec` as one compact JSON object (no newline).
 pub fn encode(out: &mut Vec<u8>, r: &Record<'_>) {
-    // one reservation for the usual record: the pushes below then never grow the buffer
-    out.reserve(1024);
-    // each key is a constant (`KEYS[i]` with a literal i): copied inline, no call
-    macro_rules! key {
-        ($i:expr) => {{
-            out.extend_from_slice(KEYS[$i].as_bytes());
-        }};
-    }
+    let bound = max_len(r);
+    out.reserve(bound);
+    let len = out.len();
+    let mut c = Cur {
+        buf: &mut out.spare_capacity_mut()[..bound],
+        i: 0,
+    };
+    // each key is a constant (`KEYS[i]` with a literal i): copied inline
     macro_rules! u {
         ($i:expr, $v:expr) => {{
-            key!($i);
-            put_u64(out, $v);
+            c.put(KEYS[$i].as_bytes());
+            c.u64($v);
         }};
     }
     macro_rules! s {
         ($i:expr, $v:expr) => {{
-            key!($i);
-            put_str(out, $v);
+            c.put(KEYS[$i].as_bytes());
+            c.str($v);
         }};
     }
     macro_rules! i {
         ($i:expr, $v:expr) => {{
-            key!($i);
-            put_i64(out, $v);
+            c.put(KEYS[$i].as_bytes());
+            c.i64($v);
         }};
     }
-    out.push(b'{');
-    out.extend_from_slice(&KEYS[0].as_bytes()[1..]);
-    put_u64(out, r.schema_version);
+    c.byte(b'{');
+    c.put(&KEYS[0].as_bytes()[1..]);
+    c.u64(r.schema_version);
     s!(1, r.agent_id);
     u!(2, r.seq);
     s!(3, r.link_id);
@@ -332,9 +444,11 @@ pub fn encode(out: &mut Vec<u8>, r: &Record<'_>) {
     u!(22, r.retrans_fwd);
     u!(23, r.retrans_rev);
     if has_rtt(r) {
-        put_rtt(out, r);
+        let mut tmp = Vec::new();
+        put_rtt(&mut tmp, r);
+        c.put(&tmp);
     } else {
-        out.extend_from_slice(no_rtt_text());
+        c.put(no_rtt_text());
     }
     s!(41, r.direction);
     s!(42, r.partner);
@@ -348,7 +462,11 @@ pub fn encode(out: &mut Vec<u8>, r: &Record<'_>) {
     u!(50, r.dst_asn);
     s!(51, r.next_hop);
     u!(52, r.one_way);
-    out.push(b'}');
+    c.byte(b'}');
+    let n = c.i;
+    // SAFETY: the cursor wrote every one of the `n` bytes after `len` (it only advances past what it wrote),
+    // inside the capacity reserved above
+    unsafe { out.set_len(len + n) };
 }
 
 /// The Kafka key of `ingest.producer.flow_key`: "src/sport>dst/dport/proto".
@@ -486,6 +604,61 @@ mod tests {
         let mut out = Vec::new();
         put_str(&mut out, "a\"b\\c\n\u{1}\u{7f}é\u{8}\u{c}");
         assert_eq!(out, "\"a\\\"b\\\\c\\n\\u0001\u{7f}é\\b\\f\"".as_bytes());
+    }
+
+    #[test]
+    fn encoded_integers_at_every_width() {
+        let mut p = 1u64;
+        for _ in 0..20 {
+            for v in [p - 1, p, p + 1, p.saturating_mul(9), p.saturating_mul(7) / 3] {
+                let r = Record {
+                    seq: v,
+                    first_ns: -(v.min(i64::MAX as u64) as i64),
+                    ..Record::default()
+                };
+                let mut out = Vec::new();
+                encode(&mut out, &r);
+                let text = String::from_utf8(out).unwrap();
+                assert!(text.contains(&format!(",\"seq\":{v},")), "{v}");
+                assert!(text.contains(&format!(",\"first_ns\":{},", r.first_ns)), "{v}");
+            }
+            p = p.saturating_mul(10);
+        }
+        let mut out = Vec::new();
+        encode(&mut out, &Record { seq: u64::MAX, ..Record::default() });
+        assert!(String::from_utf8(out).unwrap().contains(&format!(",\"seq\":{},", u64::MAX)));
+    }
+
+    #[test]
+    fn widest_record_fits_its_bound() {
+        let h: Vec<(u64, u64)> = (0..50).map(|_| (u64::MAX, u64::MAX)).collect();
+        let esc = "\u{1}".repeat(40);
+        let sum = Summary {
+            count: u64::MAX,
+            min_us: Some(i64::MIN),
+            max_us: Some(i64::MIN),
+            sum_us: i64::MIN,
+            hist: &h,
+        };
+        let r = Record {
+            seq: u64::MAX,
+            first_ns: i64::MIN,
+            last_ns: i64::MIN,
+            export_ns: i64::MIN,
+            bytes_fwd: u64::MAX,
+            hs_rtt_ext_us: Some(i64::MIN),
+            hs_rtt_int_us: Some(i64::MIN),
+            agent_id: &esc,
+            next_hop: &esc,
+            sums: [sum.clone(), sum.clone(), sum],
+            ..Record::default()
+        };
+        let mut out = vec![b'x'];
+        encode(&mut out, &r);
+        assert!(out.len() - 1 <= max_len(&r));
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("x{\"schema_version\":0,\"agent_id\":\"\\u0001"));
+        assert!(text.ends_with(",\"one_way\":0}"));
     }
 
     #[test]
