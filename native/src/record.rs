@@ -610,7 +610,13 @@ mod tests {
     fn encoded_integers_at_every_width() {
         let mut p = 1u64;
         for _ in 0..20 {
-            for v in [p - 1, p, p + 1, p.saturating_mul(9), p.saturating_mul(7) / 3] {
+            for v in [
+                p - 1,
+                p,
+                p + 1,
+                p.saturating_mul(9),
+                p.saturating_mul(7) / 3,
+            ] {
                 let r = Record {
                     seq: v,
                     first_ns: -(v.min(i64::MAX as u64) as i64),
@@ -620,13 +626,24 @@ mod tests {
                 encode(&mut out, &r);
                 let text = String::from_utf8(out).unwrap();
                 assert!(text.contains(&format!(",\"seq\":{v},")), "{v}");
-                assert!(text.contains(&format!(",\"first_ns\":{},", r.first_ns)), "{v}");
+                assert!(
+                    text.contains(&format!(",\"first_ns\":{},", r.first_ns)),
+                    "{v}"
+                );
             }
             p = p.saturating_mul(10);
         }
         let mut out = Vec::new();
-        encode(&mut out, &Record { seq: u64::MAX, ..Record::default() });
-        assert!(String::from_utf8(out).unwrap().contains(&format!(",\"seq\":{},", u64::MAX)));
+        encode(
+            &mut out,
+            &Record {
+                seq: u64::MAX,
+                ..Record::default()
+            },
+        );
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains(&format!(",\"seq\":{},", u64::MAX)));
     }
 
     #[test]
