@@ -185,29 +185,7 @@ pub fn put_u64(out: &mut Vec<u8>, v: u64) {
         out.push(b'0' + v as u8);
         return;
     }
-    // digits written in place, from the last: no temporary and no copy call per number
-    let n = v.ilog10() as usize + 1;
-    out.reserve(n);
-    let len = out.len();
-    let dst = &mut out.spare_capacity_mut()[..n];
-    let (mut v, mut i) = (v, n);
-    while v >= 100 {
-        let d = (v % 100) as usize * 2;
-        v /= 100;
-        i -= 2;
-        dst[i].write(DIGITS2[d]);
-        dst[i + 1].write(DIGITS2[d + 1]);
-    }
-    if v >= 10 {
-        let d = v as usize * 2;
-        dst[0].write(DIGITS2[d]);
-        dst[1].write(DIGITS2[d + 1]);
-    } else {
-        dst[0].write(b'0' + v as u8);
-    }
-    // SAFETY: the loop above wrote all `n` bytes after `len` (i reaches 0: n is v's digit count), within the
-    // capacity reserved for them
-    unsafe { out.set_len(len + n) };
+    with_cur(out, 20, |c| c.digits(v));
 }
 
 #[inline]
@@ -391,13 +369,10 @@ fn max_len(r: &Record<'_>) -> usize {
 
 /// Appends `rec` as one compact JSON object (no newline).
 pub fn encode(out: &mut Vec<u8>, r: &Record<'_>) {
-    let bound = max_len(r);
-    out.reserve(bound);
-    let len = out.len();
-    let mut c = Cur {
-        buf: &mut out.spare_capacity_mut()[..bound],
-        i: 0,
-    };
+    with_cur(out, max_len(r), |c| encode_into(c, r));
+}
+
+fn encode_into(c: &mut Cur<'_>, r: &Record<'_>) {
     // each key is a constant (`KEYS[i]` with a literal i): copied inline
     macro_rules! u {
         ($i:expr, $v:expr) => {{
@@ -463,6 +438,19 @@ pub fn encode(out: &mut Vec<u8>, r: &Record<'_>) {
     s!(51, r.next_hop);
     u!(52, r.one_way);
     c.byte(b'}');
+}
+
+/// Appends what `write` writes through a cursor over `bound` bytes of reserved capacity (it panics, never
+/// writes, past them).
+#[inline]
+fn with_cur(out: &mut Vec<u8>, bound: usize, write: impl FnOnce(&mut Cur<'_>)) {
+    out.reserve(bound);
+    let len = out.len();
+    let mut c = Cur {
+        buf: &mut out.spare_capacity_mut()[..bound],
+        i: 0,
+    };
+    write(&mut c);
     let n = c.i;
     // SAFETY: the cursor wrote every one of the `n` bytes after `len` (it only advances past what it wrote),
     // inside the capacity reserved above
