@@ -44,7 +44,7 @@ from ingest.collect.decoded import Exported
 from ingest.collect.frames import batch
 from ingest.collect.listener import Listeners
 from ingest.collect.records import RecordBuilder
-from ingest.collect.service import CollectorService
+from ingest.collect.service import RECORDS_PER_TAKE, CollectorService
 from ingest.partners import PartnersConfig
 from ingest.sinks import JsonlSink
 from tests.exports import ipfix_data, ipfix_template, netflow9_data, netflow9_template, sflow_samples
@@ -96,7 +96,9 @@ def ours(dgrams: list[bytes], records: int, build: str) -> float:
     for b in batches:
         col.feed(b)
         if build == "native":
-            n += col.take_records(n, 0)[0][0]
+            # as CollectorService.step: the decoded records taken in pieces of RECORDS_PER_TAKE
+            while got := col.take_records(n, 0, RECORDS_PER_TAKE)[0][0]:
+                n += got
         elif build == "python":
             n += len(builder.build([Exported._make(t) for t in col.take()], 0, "bench"))
         else:

@@ -19,7 +19,7 @@ class Exported(NamedTuple):
     tcp_flags: int
     octets: int  # as exported: sampled, not renormalised
     packets: int
-    octets_rev: int  # biflow exporters (Cisco NSEL) only, else 0
+    octets_rev: int  # biflows only (Cisco NSEL responder, RFC 5103 reverse fields), else 0
     packets_rev: int
     first_ns: int
     last_ns: int
@@ -31,7 +31,7 @@ class Exported(NamedTuple):
     sampling_rate: int
     vlan: int
     flow_direction: int  # IPFIX flowDirection: 0 ingress, 1 egress, 255 not exported
-    biflow: bool = False  # both directions counted (NSEL responder fields present, even at zero)
+    biflow: bool = False  # both directions counted (NSEL responder or RFC 5103 reverse fields present, even at 0)
 
 
 class LinkCounters(NamedTuple):

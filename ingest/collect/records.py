@@ -8,7 +8,8 @@ Exports carry no round-trip times: the latency fields stay empty.
 
 What the export itself says is stored beside: the exporter's address, the input and output interface indexes,
 the source and destination AS numbers and the next hop as exported (an unset, all-zero next hop as ""), and
-``one_way`` = 1 unless the record is a biflow: it carries responder counters (Cisco NSEL), even zero ones.
+``one_way`` = 1 unless the record is a biflow: it carries responder counters (Cisco NSEL) or RFC 5103 reverse
+counters, even zero ones.
 
 The collector itself has the native engine build and encode the records (`configure` hands it this builder's
 interface map and the classifier's rules; native/src/export/records.rs); `build` is the Python reference the

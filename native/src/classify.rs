@@ -78,11 +78,47 @@ enum Mode {
     /// `side(packed address) -> (domestic, country, group | None, asn) | None`, cached per address.
     Cached {
         side: Py<PyAny>,
-        cache: HashMap<([u8; 16], bool), Option<Side>>,
+        /// per family, keyed by the address as one integer (hashed in a couple of multiplications)
+        cache: Cache,
         max: usize,
     },
     /// `classify(packed src, packed dst) -> (direction, partner, country, asn, remote_is_initiator)` per flow.
     PerFlow { classify: Py<PyAny> },
+}
+
+#[derive(Default)]
+struct Cache {
+    v4: HashMap<u32, Option<Side>>,
+    v6: HashMap<u128, Option<Side>>,
+}
+
+impl Cache {
+    fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    #[inline]
+    fn get(&self, a: &[u8; 16], v6: bool) -> Option<&Option<Side>> {
+        if v6 {
+            self.v6.get(&u128::from_be_bytes(*a))
+        } else {
+            self.v4.get(&u32::from_be_bytes([a[0], a[1], a[2], a[3]]))
+        }
+    }
+
+    fn insert(&mut self, a: &[u8; 16], v6: bool, s: Option<Side>) {
+        if v6 {
+            self.v6.insert(u128::from_be_bytes(*a), s);
+        } else {
+            self.v4
+                .insert(u32::from_be_bytes([a[0], a[1], a[2], a[3]]), s);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.v4.clear();
+        self.v6.clear();
+    }
 }
 
 pub struct Classifier {
@@ -137,7 +173,7 @@ impl Classifier {
     ) -> Self {
         let mode = Mode::Cached {
             side,
-            cache: HashMap::new(),
+            cache: Cache::default(),
             max: max.max(1),
         };
         Self::with_mode(mode, rules, err)
@@ -166,7 +202,7 @@ impl Classifier {
         let Mode::Cached { side, cache, max } = &mut self.mode else {
             return None;
         };
-        if let Some(s) = cache.get(&(*a, v6)) {
+        if let Some(s) = cache.get(a, v6) {
             return *s;
         }
         self.misses += 1;
@@ -194,7 +230,7 @@ impl Classifier {
             cache.clear();
             self.clears += 1;
         }
-        cache.insert((*a, v6), s);
+        cache.insert(a, v6, s);
         s
     }
 

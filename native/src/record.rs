@@ -3,8 +3,17 @@
 //! {"b":..,"c":..}), and the Kafka key of `ingest.producer.flow_key`. Addresses are written as glibc's
 //! `inet_ntop` writes them (what `ingest.flowkey.ip_text` calls).
 
-/// The field names in wire order. The engine refuses to start unless Python's FLOW_RECORD_FIELDS lists the same.
-pub const FIELDS: [&str; 53] = [
+/// The field names in wire order (`FIELDS`) and each one's JSON key as the encoder writes it after the previous
+/// value (`KEYS`: `,"name":`), both from one list: a new field is one line here plus its value in `encode`.
+macro_rules! wire_fields {
+    ($n:literal; $($name:literal,)*) => {
+        /// The field names in wire order. The engine refuses to start unless Python's FLOW_RECORD_FIELDS lists the same.
+        pub const FIELDS: [&str; $n] = [$($name,)*];
+        const KEYS: [&str; $n] = [$(concat!(",\"", $name, "\":"),)*];
+    };
+}
+
+wire_fields!(53;
     "schema_version",
     "agent_id",
     "seq",
@@ -58,7 +67,7 @@ pub const FIELDS: [&str; 53] = [
     "dst_asn",
     "next_hop",
     "one_way",
-];
+);
 
 /// One RTT summary: count, min, max, sum and the sparse histogram (bucket, count).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -114,13 +123,28 @@ pub struct Record<'a> {
     pub one_way: u64,
 }
 
+use std::mem::MaybeUninit;
+
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Whether `c` must be escaped in a JSON string (orjson: `"`, `\` and the control characters).
+#[inline]
+fn needs_escape(c: u8) -> bool {
+    c < 0x20 || c == b'"' || c == b'\\'
+}
 
 /// A JSON string as orjson writes it: `"` and `\` escaped, control characters as \b \t \n \f \r or \u00XX,
 /// everything else (DEL and non-ASCII included) as raw UTF-8.
+#[inline]
 pub fn put_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
     let b = s.as_bytes();
+    out.push(b'"');
+    if !b.iter().any(|&c| needs_escape(c)) {
+        // the usual case (names, addresses): one copy
+        out.extend_from_slice(b);
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
     for (i, &c) in b.iter().enumerate() {
         let esc: &[u8] = match c {
@@ -148,20 +172,23 @@ pub fn put_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-pub fn put_u64(out: &mut Vec<u8>, mut v: u64) {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
+/// "00" .. "99": two digits per division.
+const DIGITS2: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+#[inline]
+pub fn put_u64(out: &mut Vec<u8>, v: u64) {
+    if v < 10 {
+        out.push(b'0' + v as u8);
+        return;
     }
-    out.extend_from_slice(&tmp[i..]);
+    with_cur(out, 20, |c| c.digits(v));
 }
 
+#[inline]
 pub fn put_i64(out: &mut Vec<u8>, v: i64) {
     if v < 0 {
         out.push(b'-');
@@ -169,6 +196,7 @@ pub fn put_i64(out: &mut Vec<u8>, v: i64) {
     put_u64(out, v.unsigned_abs());
 }
 
+#[inline]
 fn put_opt(out: &mut Vec<u8>, v: Option<i64>) {
     match v {
         None => out.extend_from_slice(b"null"),
@@ -191,40 +219,182 @@ fn put_hist(out: &mut Vec<u8>, h: &[(u64, u64)]) {
     out.push(b']');
 }
 
+/// The latency fields (hs_rtt_ext_us .. dns_rtt_hist) of a record without any RTT, as the general path writes
+/// them: export records and most capture records are this constant text.
+fn no_rtt_text() -> &'static [u8] {
+    static TEXT: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        let mut out = Vec::new();
+        put_rtt(&mut out, &Record::default());
+        out
+    })
+}
+
+fn has_rtt(r: &Record<'_>) -> bool {
+    r.hs_rtt_ext_us.is_some()
+        || r.hs_rtt_int_us.is_some()
+        || r.sums.iter().any(|s| *s != Summary::default())
+}
+
+/// Fields 24 ..= 40 (the latency block), each with its key.
+fn put_rtt(out: &mut Vec<u8>, r: &Record<'_>) {
+    out.extend_from_slice(KEYS[24].as_bytes());
+    put_opt(out, r.hs_rtt_ext_us);
+    out.extend_from_slice(KEYS[25].as_bytes());
+    put_opt(out, r.hs_rtt_int_us);
+    for (n, s) in r.sums.iter().enumerate() {
+        let k = 26 + 5 * n;
+        out.extend_from_slice(KEYS[k].as_bytes());
+        put_u64(out, s.count);
+        out.extend_from_slice(KEYS[k + 1].as_bytes());
+        put_opt(out, s.min_us);
+        out.extend_from_slice(KEYS[k + 2].as_bytes());
+        put_opt(out, s.max_us);
+        out.extend_from_slice(KEYS[k + 3].as_bytes());
+        put_i64(out, s.sum_us);
+        out.extend_from_slice(KEYS[k + 4].as_bytes());
+        put_hist(out, s.hist);
+    }
+}
+
+/// A cursor over capacity reserved for one record: the encoder's writes go through a local index, with no
+/// capacity check and no length update per write (the record's worst case is reserved once, `encode`).
+struct Cur<'a> {
+    buf: &'a mut [MaybeUninit<u8>],
+    i: usize,
+}
+
+impl Cur<'_> {
+    #[inline(always)]
+    fn put(&mut self, b: &[u8]) {
+        self.buf[self.i..self.i + b.len()].write_copy_of_slice(b);
+        self.i += b.len();
+    }
+
+    #[inline(always)]
+    fn byte(&mut self, b: u8) {
+        self.buf[self.i].write(b);
+        self.i += 1;
+    }
+
+    #[inline(always)]
+    fn u64(&mut self, v: u64) {
+        if v < 10 {
+            self.byte(b'0' + v as u8);
+        } else {
+            self.digits(v);
+        }
+    }
+
+    /// `v` >= 10, written from its last digit: eight-digit pieces split off in 64 bits (nanosecond times have
+    /// 19 digits), each written two digits at a time in 32-bit arithmetic.
+    fn digits(&mut self, v: u64) {
+        let n = v.ilog10() as usize + 1;
+        let dst = &mut self.buf[self.i..self.i + n];
+        let (mut v, mut i) = (v, n);
+        while v >= 100_000_000 {
+            let mut lo = (v % 100_000_000) as u32;
+            v /= 100_000_000;
+            for _ in 0..4 {
+                let d = (lo % 100) as usize * 2;
+                lo /= 100;
+                i -= 2;
+                dst[i].write(DIGITS2[d]);
+                dst[i + 1].write(DIGITS2[d + 1]);
+            }
+        }
+        let mut v = v as u32;
+        while v >= 100 {
+            let d = (v % 100) as usize * 2;
+            v /= 100;
+            i -= 2;
+            dst[i].write(DIGITS2[d]);
+            dst[i + 1].write(DIGITS2[d + 1]);
+        }
+        if v >= 10 {
+            let d = v as usize * 2;
+            dst[i - 2].write(DIGITS2[d]);
+            dst[i - 1].write(DIGITS2[d + 1]);
+        } else {
+            dst[i - 1].write(b'0' + v as u8);
+        }
+        self.i += n;
+    }
+
+    #[inline(always)]
+    fn i64(&mut self, v: i64) {
+        if v < 0 {
+            self.byte(b'-');
+        }
+        self.u64(v.unsigned_abs());
+    }
+
+    #[inline(always)]
+    fn str(&mut self, s: &str) {
+        let b = s.as_bytes();
+        if b.iter().any(|&c| needs_escape(c)) {
+            let mut tmp = Vec::with_capacity(b.len() * 6 + 2);
+            put_str(&mut tmp, s);
+            self.put(&tmp);
+        } else {
+            self.byte(b'"');
+            self.put(b);
+            self.byte(b'"');
+        }
+    }
+}
+
+/// An upper bound of `r`'s encoded length: every key, every number at 20 digits and a sign, every string at 6
+/// bytes a character (\u00XX) plus quotes, every histogram bin at two numbers and its braces.
+fn max_len(r: &Record<'_>) -> usize {
+    const PER_FIELD: usize = 4 + 21; // ,"": and the longest number or null
+    let names: usize = FIELDS.iter().map(|f| f.len()).sum::<usize>();
+    let strs = [
+        r.agent_id,
+        r.link_id,
+        r.src_ip,
+        r.dst_ip,
+        r.end_reason,
+        r.direction,
+        r.partner,
+        r.remote_country,
+        r.sampling_mode,
+        r.exporter,
+        r.next_hop,
+    ];
+    let text: usize = strs.iter().map(|s| 6 * s.len() + 2).sum();
+    let bins: usize = r.sums.iter().map(|s| s.hist.len() * (2 * 20 + 12)).sum();
+    2 + names + FIELDS.len() * PER_FIELD + text + bins
+}
+
 /// Appends `rec` as one compact JSON object (no newline).
 pub fn encode(out: &mut Vec<u8>, r: &Record<'_>) {
-    macro_rules! key {
-        ($i:expr) => {{
-            out.extend_from_slice(if $i == 0 { b"{\"" } else { b",\"" });
-            out.extend_from_slice(FIELDS[$i].as_bytes());
-            out.extend_from_slice(b"\":");
-        }};
-    }
+    with_cur(out, max_len(r), |c| encode_into(c, r));
+}
+
+fn encode_into(c: &mut Cur<'_>, r: &Record<'_>) {
+    // each key is a constant (`KEYS[i]` with a literal i): copied inline
     macro_rules! u {
         ($i:expr, $v:expr) => {{
-            key!($i);
-            put_u64(out, $v);
+            c.put(KEYS[$i].as_bytes());
+            c.u64($v);
         }};
     }
     macro_rules! s {
         ($i:expr, $v:expr) => {{
-            key!($i);
-            put_str(out, $v);
+            c.put(KEYS[$i].as_bytes());
+            c.str($v);
         }};
     }
     macro_rules! i {
         ($i:expr, $v:expr) => {{
-            key!($i);
-            put_i64(out, $v);
+            c.put(KEYS[$i].as_bytes());
+            c.i64($v);
         }};
     }
-    macro_rules! o {
-        ($i:expr, $v:expr) => {{
-            key!($i);
-            put_opt(out, $v);
-        }};
-    }
-    u!(0, r.schema_version);
+    c.byte(b'{');
+    c.put(&KEYS[0].as_bytes()[1..]);
+    c.u64(r.schema_version);
     s!(1, r.agent_id);
     u!(2, r.seq);
     s!(3, r.link_id);
@@ -248,16 +418,12 @@ pub fn encode(out: &mut Vec<u8>, r: &Record<'_>) {
     u!(21, r.tcp_flags_rev);
     u!(22, r.retrans_fwd);
     u!(23, r.retrans_rev);
-    o!(24, r.hs_rtt_ext_us);
-    o!(25, r.hs_rtt_int_us);
-    for (n, s) in r.sums.iter().enumerate() {
-        let k = 26 + 5 * n;
-        u!(k, s.count);
-        o!(k + 1, s.min_us);
-        o!(k + 2, s.max_us);
-        i!(k + 3, s.sum_us);
-        key!(k + 4);
-        put_hist(out, s.hist);
+    if has_rtt(r) {
+        let mut tmp = Vec::new();
+        put_rtt(&mut tmp, r);
+        c.put(&tmp);
+    } else {
+        c.put(no_rtt_text());
     }
     s!(41, r.direction);
     s!(42, r.partner);
@@ -271,7 +437,24 @@ pub fn encode(out: &mut Vec<u8>, r: &Record<'_>) {
     u!(50, r.dst_asn);
     s!(51, r.next_hop);
     u!(52, r.one_way);
-    out.push(b'}');
+    c.byte(b'}');
+}
+
+/// Appends what `write` writes through a cursor over `bound` bytes of reserved capacity (it panics, never
+/// writes, past them).
+#[inline]
+fn with_cur(out: &mut Vec<u8>, bound: usize, write: impl FnOnce(&mut Cur<'_>)) {
+    out.reserve(bound);
+    let len = out.len();
+    let mut c = Cur {
+        buf: &mut out.spare_capacity_mut()[..bound],
+        i: 0,
+    };
+    write(&mut c);
+    let n = c.i;
+    // SAFETY: the cursor wrote every one of the `n` bytes after `len` (it only advances past what it wrote),
+    // inside the capacity reserved above
+    unsafe { out.set_len(len + n) };
 }
 
 /// The Kafka key of `ingest.producer.flow_key`: "src/sport>dst/dport/proto".
@@ -412,6 +595,78 @@ mod tests {
     }
 
     #[test]
+    fn encoded_integers_at_every_width() {
+        let mut p = 1u64;
+        for _ in 0..20 {
+            for v in [
+                p - 1,
+                p,
+                p + 1,
+                p.saturating_mul(9),
+                p.saturating_mul(7) / 3,
+            ] {
+                let r = Record {
+                    seq: v,
+                    first_ns: -(v.min(i64::MAX as u64) as i64),
+                    ..Record::default()
+                };
+                let mut out = Vec::new();
+                encode(&mut out, &r);
+                let text = String::from_utf8(out).unwrap();
+                assert!(text.contains(&format!(",\"seq\":{v},")), "{v}");
+                assert!(
+                    text.contains(&format!(",\"first_ns\":{},", r.first_ns)),
+                    "{v}"
+                );
+            }
+            p = p.saturating_mul(10);
+        }
+        let mut out = Vec::new();
+        encode(
+            &mut out,
+            &Record {
+                seq: u64::MAX,
+                ..Record::default()
+            },
+        );
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains(&format!(",\"seq\":{},", u64::MAX)));
+    }
+
+    #[test]
+    fn widest_record_fits_its_bound() {
+        let h: Vec<(u64, u64)> = (0..50).map(|_| (u64::MAX, u64::MAX)).collect();
+        let esc = "\u{1}".repeat(40);
+        let sum = Summary {
+            count: u64::MAX,
+            min_us: Some(i64::MIN),
+            max_us: Some(i64::MIN),
+            sum_us: i64::MIN,
+            hist: &h,
+        };
+        let r = Record {
+            seq: u64::MAX,
+            first_ns: i64::MIN,
+            last_ns: i64::MIN,
+            export_ns: i64::MIN,
+            bytes_fwd: u64::MAX,
+            hs_rtt_ext_us: Some(i64::MIN),
+            hs_rtt_int_us: Some(i64::MIN),
+            agent_id: &esc,
+            next_hop: &esc,
+            sums: [sum.clone(), sum.clone(), sum],
+            ..Record::default()
+        };
+        let mut out = vec![b'x'];
+        encode(&mut out, &r);
+        assert!(out.len() - 1 <= max_len(&r));
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("x{\"schema_version\":0,\"agent_id\":\"\\u0001"));
+        assert!(text.ends_with(",\"one_way\":0}"));
+    }
+
+    #[test]
     fn integers() {
         let mut out = Vec::new();
         put_i64(&mut out, i64::MIN);
@@ -420,5 +675,36 @@ mod tests {
         out.push(b' ');
         put_u64(&mut out, 0);
         assert_eq!(out, b"-9223372036854775808 18446744073709551615 0");
+        // every digit count, at and around each power of ten
+        let mut p = 1u64;
+        for _ in 0..20 {
+            for v in [p - 1, p, p + 1, p.saturating_mul(9)] {
+                let mut out = Vec::new();
+                put_u64(&mut out, v);
+                assert_eq!(out, v.to_string().as_bytes(), "{v}");
+            }
+            p = p.saturating_mul(10);
+        }
+    }
+
+    #[test]
+    fn latency_block_constant_is_the_general_text() {
+        let h = [(3u64, 4u64)];
+        let mut with = Record::default();
+        with.sums[1].hist = &h;
+        assert!(has_rtt(&with) && !has_rtt(&Record::default()));
+        let mut general = Vec::new();
+        put_rtt(&mut general, &Record::default());
+        assert_eq!(no_rtt_text(), &general[..]);
+        let text = String::from_utf8(general).unwrap();
+        assert!(
+            text.starts_with(",\"hs_rtt_ext_us\":null,") && text.ends_with("\"dns_rtt_hist\":[]")
+        );
+        // a record with any latency value takes the general path
+        let mut out = Vec::new();
+        encode(&mut out, &with);
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("\"icmp_rtt_hist\":[{\"b\":3,\"c\":4}]"));
     }
 }

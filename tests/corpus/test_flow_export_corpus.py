@@ -11,6 +11,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
+from xml.etree import ElementTree
 
 import gwtel_native
 import pytest
@@ -235,6 +236,80 @@ def test_netflow5_count_beyond_the_datagram_is_refused(corpus_dir: Path) -> None
     ours, counters = _decode([data])
     assert ours == []
     assert counters["errors"] == [(ipaddress.IPv4Address(EXPORTER).packed, "bad_count", 1)]
+
+
+# RFC 5103 biflows, built field by field from RFC 7011 / RFC 5103: reverse elements are IANA elements under
+# private enterprise number 29305
+_REVERSE_PEN = 29305
+
+
+def _ipfix_message(sets: list[tuple[int, bytes]]) -> bytes:
+    body = b"".join(struct.pack("!HH", sid, 4 + len(b)) + b for sid, b in sets)
+    return struct.pack("!HHIII", 10, 16 + len(body), 1_700_000_000, 1, 7) + body
+
+
+def _biflow_datagrams() -> list[bytes]:
+    """Template 300: addresses, octetDeltaCount (8), packetDeltaCount (4), their reverse elements; template 301:
+    the total counts (85, 86) and their reverse elements, with an unrelated enterprise's element 1 between."""
+    fwd = struct.pack("!HHHHHHHH", 8, 4, 12, 4, 1, 8, 2, 4)
+    rev = struct.pack("!HHIHHI", 0x8000 | 1, 8, _REVERSE_PEN, 0x8000 | 2, 4, _REVERSE_PEN)
+    t300 = struct.pack("!HH", 300, 6) + fwd + rev
+    totals = struct.pack("!HHHHHHHH", 8, 4, 12, 4, 85, 8, 86, 8)
+    other = struct.pack("!HHI", 0x8000 | 1, 4, 9)
+    rev_totals = struct.pack("!HHIHHI", 0x8000 | 85, 8, _REVERSE_PEN, 0x8000 | 86, 8, _REVERSE_PEN)
+    t301 = struct.pack("!HH", 301, 7) + totals + other + rev_totals
+    d300 = b"".join(
+        bytes([10, 0, 0, i, 203, 0, 113, i]) + struct.pack("!QIQI", 1500 * i, 3 * i, 40_000 * (i - 1), 20 * (i - 1))
+        for i in (1, 2, 3)
+    )
+    d301 = bytes([10, 0, 0, 9, 198, 51, 100, 9]) + struct.pack("!QQIQQ", 800, 4, 0xFFFFFFFF, 6_400, 9)
+    return [_ipfix_message([(2, t300 + t301)]), _ipfix_message([(300, d300), (301, d301)])]
+
+
+def _tshark_biflows(path: Path) -> list[dict[str, int]]:
+    """Per flow record tshark dissects: its forward and reverse octets and packets, told apart by tshark's own
+    "Reverse" naming of the enterprise 29305 elements (PDML shownames)."""
+    out = subprocess.run(
+        ["tshark", "-r", str(path), "-d", "udp.port==4739,cflow", "-T", "pdml"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    ).stdout
+    flows: list[dict[str, int]] = []
+    for f in ElementTree.fromstring(out).iter("field"):
+        name = f.get("name", "")
+        if name == "cflow.srcaddr":
+            flows.append({})
+        elif flows and name in ("cflow.octets", "cflow.packets", "cflow.permanent_octets", "cflow.permanent_packets"):
+            what = "octets" if name.endswith("octets") else "packets"
+            flows[-1][what + ("_rev" if "Reverse" in f.get("showname", "") else "")] = int(f.get("show", ""))
+    return flows
+
+
+def test_rfc5103_reverse_counters_match_tshark(tmp_path: Path) -> None:
+    payloads = _biflow_datagrams()
+    pcap = tmp_path / "biflow.pcap"
+    _pcap(payloads, pcap, 4739)
+    theirs = _tshark_biflows(pcap)
+    ours, counters = _decode(payloads)
+    assert counters["errors"] == []
+    assert len(theirs) == len(ours) == 4
+    for r, s, t in zip(ours, _stored(ours), theirs, strict=True):
+        assert set(t) == {"octets", "packets", "octets_rev", "packets_rev"}, t
+        assert (r.octets, r.packets, r.octets_rev, r.packets_rev) == (
+            t["octets"],
+            t["packets"],
+            t["octets_rev"],
+            t["packets_rev"],
+        )
+        assert (s.bytes_fwd, s.packets_fwd, s.bytes_rev, s.packets_rev) == (
+            t["octets"],
+            t["packets"],
+            t["octets_rev"],
+            t["packets_rev"],
+        )
+        # the reverse elements make a biflow even where the reverse direction sent nothing (the first record)
+        assert r.biflow and s.one_way == 0
 
 
 # sFlow v5, built field by field from the sFlow v5 specification (sflow.org/sflow_version_5.txt)

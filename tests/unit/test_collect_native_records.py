@@ -128,6 +128,40 @@ def test_native_records_equal_the_reference_builder() -> None:
     assert col.take_records(0, 0)[0][0] == 0
 
 
+def test_records_taken_in_pieces_equal_one_take() -> None:
+    """`max_records` splits the encoding, not the records: the pieces, numbered on from each other, are the whole
+    batch's bytes and aggregates; records decoded by a later feed queue behind those not yet taken."""
+    export_ns = 1_700_000_001_000_000_000
+    whole = gwtel_native.Collector()
+    RecordBuilder(COLLECTOR, _classifier()).configure(whole, COLLECTOR.agent_id)
+    whole.feed(_framed())
+    (count, keys, values, _t, _h, per_partner), _u = whole.take_records(5, export_ns)
+
+    col = gwtel_native.Collector()
+    RecordBuilder(COLLECTOR, _classifier()).configure(col, COLLECTOR.agent_id)
+    col.feed(_framed())
+    pieces: list[tuple[int, bytes, bytes, list[tuple[str, int]]]] = []
+    seq = 5
+    while True:
+        (n, k, v, _t, _h, partners), _u = col.take_records(seq, export_ns, 7)
+        if not n:
+            break
+        assert n <= 7
+        if len(pieces) == 2:
+            col.feed(batch([("192.0.2.1", 0, ipfix_data(_flows(3, 1, 2)))]))  # queued behind the rest
+        pieces.append((n, k, v, partners))
+        seq += n
+    assert sum(p[0] for p in pieces) == count + 3
+    assert b"".join(p[1] for p in pieces).startswith(keys)
+    assert b"".join(p[2] for p in pieces)[: len(values)] == values
+    tallied: dict[str, int] = {}
+    for _n, _k, _v, partners in pieces:
+        for partner, n in partners:
+            tallied[partner] = tallied.get(partner, 0) + n
+    assert sum(tallied.values()) == count + 3
+    assert all(tallied[partner] >= n for partner, n in per_partner)  # the 3 later records may add to one
+
+
 def test_take_records_needs_configure() -> None:
     with pytest.raises(RuntimeError, match="configure_records"):
         gwtel_native.Collector().take_records(0, 0)

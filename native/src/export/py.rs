@@ -81,6 +81,8 @@ fn link_obj<'py>(py: Python<'py>, l: &LinkCounter) -> PyResult<Bound<'py, PyTupl
 pub struct Collector {
     core: Core,
     records: Option<Builder>,
+    /// How many of `core.out`'s records `take_records` has taken already.
+    taken: usize,
     batch: Batch,
     err: Arc<Mutex<Option<PyErr>>>,
 }
@@ -112,6 +114,7 @@ impl Collector {
                 dcfg,
             ),
             records: None,
+            taken: 0,
             batch: Batch::default(),
             err: Arc::new(Mutex::new(None)),
         })
@@ -160,20 +163,34 @@ impl Collector {
         Ok(())
     }
 
-    /// Flow records decoded since the last call, built and encoded with sequence numbers from `first_seq`:
-    /// (batch as `Engine.take` returns it, records so far whose exporter or interfaces the map does not name).
+    /// Flow records decoded and not yet taken, built and encoded with sequence numbers from `first_seq`, at
+    /// most `max_records` of them (0: all): (batch as `Engine.take` returns it, records so far whose exporter or
+    /// interfaces the map does not name). Taking a large decode in bounded pieces keeps the encoded bytes in
+    /// the CPU's cache until Python has them (one big batch is bound by memory traffic).
+    #[pyo3(signature = (first_seq, export_ns, max_records=0))]
     fn take_records<'py>(
         &mut self,
         py: Python<'py>,
         first_seq: u64,
         export_ns: i64,
+        max_records: usize,
     ) -> PyResult<(Bound<'py, PyTuple>, u64)> {
         let b = self
             .records
             .as_mut()
             .ok_or_else(|| PyRuntimeError::new_err("configure_records first"))?;
-        let recs = std::mem::take(&mut self.core.out);
-        b.add(&mut self.batch, &recs, first_seq, export_ns);
+        let out = &mut self.core.out;
+        let end = if max_records == 0 {
+            out.len()
+        } else {
+            out.len().min(self.taken + max_records)
+        };
+        b.add(&mut self.batch, &out[self.taken..end], first_seq, export_ns);
+        self.taken = end;
+        if end == out.len() {
+            out.clear();
+            self.taken = 0;
+        }
         if let Some(e) = self.err.lock().unwrap_or_else(|p| p.into_inner()).take() {
             self.batch.discard();
             return Err(e);
@@ -188,10 +205,10 @@ impl Collector {
             .map_err(PyRuntimeError::new_err)
     }
 
-    /// Flow records decoded since the last call.
+    /// Flow records decoded and not yet taken.
     fn take<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let recs = std::mem::take(&mut self.core.out);
-        let items: Vec<Bound<'py, PyTuple>> = recs
+        let items: Vec<Bound<'py, PyTuple>> = recs[std::mem::take(&mut self.taken)..]
             .iter()
             .map(|r| rec_obj(py, r))
             .collect::<PyResult<_>>()?;
@@ -212,7 +229,14 @@ impl Collector {
     fn take_flow_octets(&mut self) -> Vec<(Vec<u8>, u32, &'static str, u64)> {
         std::mem::take(&mut self.core.flow_octets)
             .into_iter()
-            .map(|((a, i, entering), n)| (a.bytes().to_vec(), i, if entering { "in" } else { "out" }, n))
+            .map(|((a, i, entering), n)| {
+                (
+                    a.bytes().to_vec(),
+                    i,
+                    if entering { "in" } else { "out" },
+                    n,
+                )
+            })
             .collect()
     }
 

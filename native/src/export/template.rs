@@ -2,7 +2,7 @@
 //! refresh and IPFIX withdrawal, options templates carrying the sampling interval, variable-length and
 //! enterprise fields (skipped by length), then data records read through their template.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 use super::netflow5::uptime_ns;
 use super::{
@@ -28,12 +28,19 @@ pub struct Field {
     pub len: u16,
 }
 
+/// A template compiled once, when it arrives: with no variable-length field every record has the same layout,
+/// so a data record is read as (offset, length, information element) steps over the fields a flow record uses,
+/// with one bounds check per record; enterprise fields are not in the plan at all.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Template {
     pub fields: Vec<Field>,
     pub scope: u16,
     pub options: bool,
     pub min_len: usize,
+    /// Some(record length) when no field is variable-length.
+    pub fixed_len: Option<usize>,
+    /// For fixed layouts: (offset in the record, length, IANA element id) of each IANA field.
+    pub plan: Vec<(u16, u16, u16)>,
 }
 
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
@@ -195,17 +202,27 @@ fn make(fields: Vec<Field>, scope: u16, options: bool) -> Result<Template, u8> {
         return Err(R_BAD_TEMPLATE);
     }
     let mut min_len = 0usize;
+    let mut plan = Vec::new();
     for f in &fields {
         if f.len == 0 {
             return Err(R_BAD_TEMPLATE);
         }
+        // offsets fit u16: at most MAX_FIELDS fixed fields of a set (itself under 64 KiB) are planned
+        if let Some(id) = element(f) {
+            if f.len != VARLEN && min_len <= u16::MAX as usize {
+                plan.push((min_len as u16, f.len, id));
+            }
+        }
         min_len += if f.len == VARLEN { 1 } else { f.len as usize };
     }
+    let fixed = !fields.iter().any(|f| f.len == VARLEN) && min_len <= u16::MAX as usize;
     Ok(Template {
         fields,
         scope,
         options,
         min_len,
+        fixed_len: fixed.then_some(min_len),
+        plan: if fixed { plan } else { Vec::new() },
     })
 }
 
@@ -394,29 +411,24 @@ fn data(st: &mut Store, m: &Msg, tid: u16, s: &[u8], out: &mut Vec<ExpRec>) -> R
     let Some(t) = st.templates.get(&k) else {
         return Err(R_NO_TEMPLATE);
     };
-    let t = t.clone();
     let dkey = (m.exporter, m.ipfix, m.domain);
+    // the domain's sampling state is read once per set (options records change it only for options sets)
+    let dom = if t.options {
+        Domain::default()
+    } else {
+        st.domains.get(&dkey).copied().unwrap_or_default()
+    };
     let mut o = 0usize;
     while s.len() - o >= t.min_len {
         let mut rec = Reader::default();
-        for f in &t.fields {
-            let mut len = f.len as usize;
-            if f.len == VARLEN {
-                let l1 = *s.get(o).ok_or(R_BAD_RECORD)? as usize;
-                o += 1;
-                len = if l1 == 255 {
-                    let l = be16(s, o).ok_or(R_BAD_RECORD)? as usize;
-                    o += 2;
-                    l
-                } else {
-                    l1
-                };
+        if let Some(n) = t.fixed_len {
+            let r = &s[o..o + n];
+            for &(off, len, id) in &t.plan {
+                rec.field(id, &r[off as usize..off as usize + len as usize]);
             }
-            let v = s.get(o..o + len).ok_or(R_BAD_RECORD)?;
-            o += len;
-            if f.ent == 0 {
-                rec.field(f.id, v);
-            }
+            o += n;
+        } else {
+            o = read_varlen(t, s, o, &mut rec)?;
         }
         if t.options {
             let dom = st.domains.entry(dkey).or_default();
@@ -428,13 +440,51 @@ fn data(st: &mut Store, m: &Msg, tid: u16, s: &[u8], out: &mut Vec<ExpRec>) -> R
             }
             continue;
         }
-        let dom = st.domains.get(&dkey).copied().unwrap_or_default();
         match rec.finish(m, &dom) {
             Some(r) => out.push(r),
             None => return Err(R_BAD_RECORD),
         }
     }
     Ok(())
+}
+
+/// One record of a template with variable-length fields, read field by field from `o`; returns its end.
+fn read_varlen(t: &Template, s: &[u8], mut o: usize, rec: &mut Reader) -> Result<usize, u8> {
+    for f in &t.fields {
+        let mut len = f.len as usize;
+        if f.len == VARLEN {
+            let l1 = *s.get(o).ok_or(R_BAD_RECORD)? as usize;
+            o += 1;
+            len = if l1 == 255 {
+                let l = be16(s, o).ok_or(R_BAD_RECORD)? as usize;
+                o += 2;
+                l
+            } else {
+                l1
+            };
+        }
+        let v = s.get(o..o + len).ok_or(R_BAD_RECORD)?;
+        o += len;
+        if let Some(id) = element(f) {
+            rec.field(id, v);
+        }
+    }
+    Ok(o)
+}
+
+/// RFC 5103's private enterprise number: its element n is the reverse direction's IANA element n.
+const REVERSE_PEN: u32 = 29305;
+/// The id `Reader::field` knows a reverse element by: the IANA id with the enterprise bit (IANA ids are 15 bits).
+const REVERSE: u16 = 0x8000;
+
+/// The element id a field is read as: IANA ones as they are, RFC 5103 reverse ones marked `REVERSE`; other
+/// enterprises' fields are skipped.
+fn element(f: &Field) -> Option<u16> {
+    match f.ent {
+        0 => Some(f.id),
+        REVERSE_PEN => Some(REVERSE | f.id),
+        _ => None,
+    }
 }
 
 /// A timestamp in `unit` ns as ns since the epoch; absurd ones saturate instead of wrapping.
@@ -464,6 +514,10 @@ struct Reader {
     pkts_total: u64,
     has_delta: bool,
     has_pdelta: bool,
+    bytes_rev_total: u64,
+    pkts_rev_total: u64,
+    has_rdelta: bool,
+    has_rpdelta: bool,
     first_up: Option<u32>,
     last_up: Option<u32>,
     first_ns: Option<i64>,
@@ -518,6 +572,25 @@ impl Reader {
             }
             299 => {
                 r.pkts_rev = u();
+                r.biflow = true;
+            }
+            // RFC 5103 reverse counters (reverseOctetDeltaCount ...): a biflow by their presence too, as NSEL's
+            0x8001 => {
+                r.bytes_rev = u();
+                self.has_rdelta = true;
+                r.biflow = true;
+            }
+            0x8002 => {
+                r.pkts_rev = u();
+                self.has_rpdelta = true;
+                r.biflow = true;
+            }
+            0x8055 => {
+                self.bytes_rev_total = u();
+                r.biflow = true;
+            }
+            0x8056 => {
+                self.pkts_rev_total = u();
                 r.biflow = true;
             }
             4 => r.proto = u() as u8,
@@ -587,6 +660,12 @@ impl Reader {
         }
         if !self.has_pdelta {
             r.pkts = self.pkts_total;
+        }
+        if !self.has_rdelta && self.bytes_rev_total != 0 {
+            r.bytes_rev = self.bytes_rev_total;
+        }
+        if !self.has_rpdelta && self.pkts_rev_total != 0 {
+            r.pkts_rev = self.pkts_rev_total;
         }
         if r.next_hop == Addr::default() {
             if let Some(a) = self.bgp_nh {

@@ -731,7 +731,14 @@ fn nsel_responder_fields_make_a_biflow_even_at_zero() {
     // Cisco ASA NSEL over NetFlow v9: src, dst, 231/232 initiator/responder octets (4), 298/299 packets (8).
     let mut t = W(Vec::new());
     t.u16(260).u16(6);
-    for (id, len) in [(8u16, 4u16), (12, 4), (231, 4), (232, 4), (298, 8), (299, 8)] {
+    for (id, len) in [
+        (8u16, 4u16),
+        (12, 4),
+        (231, 4),
+        (232, 4),
+        (298, 8),
+        (299, 8),
+    ] {
         t.u16(id).u16(len);
     }
     let mut d = W(Vec::new());
@@ -750,7 +757,10 @@ fn nsel_responder_fields_make_a_biflow_even_at_zero() {
         t1.u16(id).u16(len);
     }
     let mut d1 = W(Vec::new());
-    d1.raw(&[10, 1, 1, 3]).raw(&[203, 0, 113, 3]).u32(700).u32(2);
+    d1.raw(&[10, 1, 1, 3])
+        .raw(&[203, 0, 113, 3])
+        .u32(700)
+        .u32(2);
     let mut c = col();
     c.datagram(
         exp(),
@@ -766,5 +776,132 @@ fn nsel_responder_fields_make_a_biflow_even_at_zero() {
     assert_eq!(
         got,
         vec![(180, 0, 0, true), (180, 4200, 5, true), (700, 0, 0, false)]
+    );
+}
+
+#[test]
+fn rfc5103_reverse_counters_make_a_biflow() {
+    // template 270: src, dst, octetDeltaCount (8), packetDeltaCount (4), reverseOctetDeltaCount (PEN 29305, 8),
+    // reversePacketDeltaCount (29305, 4), and enterprise 9's element 1 (not a reverse field: skipped)
+    let mut t = W(Vec::new());
+    t.u16(270).u16(7);
+    t.u16(8).u16(4).u16(12).u16(4).u16(1).u16(8).u16(2).u16(4);
+    t.u16(0x8001).u16(8).u32(29305);
+    t.u16(0x8002).u16(4).u32(29305);
+    t.u16(0x8001).u16(4).u32(9);
+    // template 271: reverseOctetTotalCount / reversePacketTotalCount (85/86) beside the forward totals
+    t.u16(271).u16(6);
+    t.u16(8).u16(4).u16(12).u16(4).u16(85).u16(8).u16(86).u16(8);
+    t.u16(0x8000 | 85).u16(8).u32(29305);
+    t.u16(0x8000 | 86).u16(8).u32(29305);
+    let mut d = W(Vec::new());
+    for (last, rev, prev) in [(1u8, 0u64, 0u32), (2, 96_000, 70)] {
+        d.raw(&[10, 1, 1, last])
+            .raw(&[203, 0, 113, last])
+            .u64(1_500)
+            .u32(10)
+            .u64(rev)
+            .u32(prev)
+            .u32(0xffff_ffff);
+    }
+    let mut d1 = W(Vec::new());
+    d1.raw(&[10, 1, 1, 3])
+        .raw(&[203, 0, 113, 3])
+        .u64(800)
+        .u64(4)
+        .u64(6_400)
+        .u64(9);
+    let mut c = col();
+    c.datagram(
+        exp(),
+        0,
+        P_IPFIX,
+        &ipfix(1, &[set(2, &t.0), set(270, &d.0), set(271, &d1.0)]),
+    );
+    assert_eq!(errors(&c), vec![]);
+    let got: Vec<_> = c
+        .out
+        .iter()
+        .map(|r| {
+            (
+                r.src.b[3],
+                r.bytes,
+                r.pkts,
+                r.bytes_rev,
+                r.pkts_rev,
+                r.biflow,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            // a reverse direction that sent nothing is still counted (at zero): a biflow
+            (1, 1_500, 10, 0, 0, true),
+            (2, 1_500, 10, 96_000, 70, true),
+            (3, 800, 4, 6_400, 9, true),
+        ]
+    );
+}
+
+#[test]
+fn fixed_layout_plan_reads_as_the_field_walk() {
+    // the same records through a fixed template (compiled plan) and through one with a trailing
+    // variable-length field (read field by field) decode alike
+    let fields = [
+        (8u16, 4u16),
+        (12, 4),
+        (7, 2),
+        (11, 2),
+        (4, 1),
+        (1, 8),
+        (2, 8),
+        (10, 4),
+        (14, 4),
+    ];
+    let mut t = W(Vec::new());
+    t.u16(280).u16(fields.len() as u16);
+    for (id, len) in fields {
+        t.u16(id).u16(len);
+    }
+    t.u16(281).u16(fields.len() as u16 + 1);
+    for (id, len) in fields {
+        t.u16(id).u16(len);
+    }
+    t.u16(82).u16(65535);
+    let (mut fixed, mut var) = (W(Vec::new()), W(Vec::new()));
+    for i in 0..5u8 {
+        for w in [&mut fixed, &mut var] {
+            w.raw(&[10, 0, 0, i])
+                .raw(&[203, 0, 113, i])
+                .u16(1024 + i as u16)
+                .u16(443)
+                .u8(6)
+                .u64(1500 * (i as u64 + 1))
+                .u64(i as u64 + 1)
+                .u32(3)
+                .u32(4);
+        }
+        var.u8(2).raw(b"et");
+    }
+    let mut c = col();
+    c.datagram(
+        exp(),
+        0,
+        P_IPFIX,
+        &ipfix(1, &[set(2, &t.0), set(280, &fixed.0), set(281, &var.0)]),
+    );
+    assert_eq!(errors(&c), vec![]);
+    assert_eq!(c.out.len(), 10);
+    assert_eq!(c.out[..5], c.out[5..]);
+    assert_eq!(
+        (
+            c.out[4].sport,
+            c.out[4].bytes,
+            c.out[4].pkts,
+            c.out[4].in_if,
+            c.out[4].out_if
+        ),
+        (1028, 7500, 5, 3, 4)
     );
 }
