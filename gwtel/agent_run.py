@@ -28,6 +28,7 @@ def open_output(cfg: GwtelConfig, to: str, stack: ExitStack) -> tuple[BatchSink,
             spool_max_bytes=cfg.agent.spool_max_bytes,
             compression=None if cfg.agent.compression == "none" else cfg.agent.compression,
             client_id=f"gwtel-agent-{cfg.agent.agent_id}",
+            extra_kafka=cfg.kafka.security.librdkafka(),
         )
         stack.callback(producer.close)
         return KafkaSink(producer), producer

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gwtel.kafka_security import KafkaSecurity
 from ingest.collect.config import CollectorConfig
 from ingest.config import AgentConfig
 from ingest.partners import PartnersConfig
@@ -38,6 +39,8 @@ class KafkaConfig(Strict):
     topics: TopicsConfig = TopicsConfig()
     partitions: int = Field(default=2, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1)
+    # TLS and SASL of every client (docs/security.md); the default is the local broker's plain listener.
+    security: KafkaSecurity = KafkaSecurity()
 
     @field_validator("bootstrap")
     @classmethod
@@ -47,6 +50,14 @@ class KafkaConfig(Strict):
             if not sep or not host or not port.isdigit():
                 raise ValueError(f"{part!r} is not host:port (example: 127.0.0.1:9092)")
         return v
+
+    def librdkafka(self) -> dict[str, Any]:
+        """Brokers and security for a confluent-kafka client (each adds its own settings)."""
+        return {"bootstrap.servers": self.bootstrap, **self.security.librdkafka()}
+
+    def kafka_python(self) -> dict[str, Any]:
+        """Brokers and security as kafka-python keyword arguments."""
+        return {"bootstrap_servers": self.bootstrap, **self.security.kafka_python()}
 
 
 class ClickHouseConfig(Strict):
@@ -101,6 +112,8 @@ class PrometheusConfig(Strict):
 class LocalPorts(Strict):
     kafka: int = Field(default=9092, ge=1, le=65535)
     kafka_controller: int = Field(default=9093, ge=1, le=65535)
+    # A SASL_SSL listener of the single local broker (certificates and users made at start); 0: none.
+    kafka_sasl_ssl: int = Field(default=0, ge=0, le=65535)
     clickhouse: int = Field(default=8123, ge=1, le=65535)
     prometheus: int = Field(default=9090, ge=1, le=65535)
     clickhouse_metrics: int = Field(default=9471, ge=1, le=65535)
