@@ -11,6 +11,7 @@ from prometheus_client.registry import Collector
 from gwtel.config import GwtelConfig
 from gwtel.errors import UserError
 from gwtel.metrics_http import MetricsEndpoint, process_registry, serve_metrics
+from gwtel.preflight import check_kafka_login
 from ingest.agent_metrics import AgentCollector, MeteredAgent
 from ingest.producer import FlowProducer
 from ingest.sinks import BatchSink, JsonlSink, KafkaSink
@@ -21,6 +22,7 @@ AGENT_JOB = "agent"
 def open_output(cfg: GwtelConfig, to: str, stack: ExitStack) -> tuple[BatchSink, FlowProducer | None]:
     """The record writer for ``--to`` (kafka, jsonl:PATH or -) and the Kafka producer if any; closed by `stack`."""
     if to == "kafka":
+        check_kafka_login(cfg.kafka)
         producer = FlowProducer(
             cfg.kafka.bootstrap,
             cfg.kafka.topics.flows,

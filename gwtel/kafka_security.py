@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gwtel.errors import UserError
+from gwtel.secrets import ENV_NAME, read_secret, source
 
 Protocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 Mechanism = Literal["SCRAM-SHA-512", "PLAIN"]
@@ -42,7 +43,7 @@ class KafkaSecurity(BaseModel):
     username: str = ""
     # The password is looked up when a client is built: `password_file` (first line) if set, else this
     # environment variable. Neither is ever printed.
-    password_env: str = Field(default="GWTEL_KAFKA_PASSWORD", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    password_env: str = Field(default="GWTEL_KAFKA_PASSWORD", pattern=ENV_NAME)
     password_file: str | None = None
     # PEM files. ca_file: the CA that signed the brokers' certificates (default: the system store).
     ca_file: str | None = None
@@ -54,7 +55,7 @@ class KafkaSecurity(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> KafkaSecurity:
         if self.sasl and not self.username:
-            raise ValueError(f"protocol {self.protocol} needs username (and a password in ${self.password_env})")
+            raise ValueError(f"protocol {self.protocol} needs username (and a password, see password_env)")
         if self.sasl and self.mechanism == "PLAIN" and not self.tls:
             raise ValueError("mechanism PLAIN sends the password in clear: use protocol SASL_SSL")
         if (self.cert_file is None) != (self.key_file is None):
@@ -73,24 +74,10 @@ class KafkaSecurity(BaseModel):
 
     def password(self) -> str:
         """The SASL password: from `password_file` if set, else from the environment; never empty."""
-        if self.password_file is not None:
-            try:
-                text = Path(self.password_file).expanduser().read_text(encoding="utf-8")
-            except OSError as exc:
-                raise KafkaSecurityError(
-                    f"kafka.security.password_file: cannot read {self.password_file} ({exc.strerror})"
-                ) from None
-            value = text.splitlines()[0] if text else ""
-            if not value:
-                raise KafkaSecurityError(f"kafka.security.password_file: {self.password_file} is empty")
-            return value
-        value = os.environ.get(self.password_env, "")
-        if not value:
-            raise KafkaSecurityError(
-                f"kafka.security: protocol {self.protocol} needs a password: set ${self.password_env} "
-                "(kafka.security.password_env) or kafka.security.password_file"
-            )
-        return value
+        return read_secret(key="kafka.security", env=self.password_env, file=self.password_file, required=True)
+
+    def password_source(self) -> str:
+        return source(key="kafka.security", env=self.password_env, file=self.password_file)
 
     def _files(self) -> dict[str, str]:
         """The TLS files that are set, each checked readable, by setting name."""

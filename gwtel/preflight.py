@@ -39,11 +39,13 @@ def kafka_problem(bootstrap: str) -> str | None:
     return "; ".join(errors)
 
 
-def kafka_security_problem(kafka: KafkaConfig, timeout_s: float = 10.0) -> str | None:
+def kafka_security_problem(kafka: KafkaConfig, timeout_s: float = 10.0, *, refused_only: bool = False) -> str | None:
     """None when a metadata request over the configured TLS/SASL succeeds, else which setting is wrong.
 
     librdkafka retries a failed handshake or login for ever; this stops at the first such error (or after
     `timeout_s`) and names the setting, so a wrong password or an untrusted CA fails in seconds.
+    `refused_only`: report only a refused login or certificate, not a broker that does not answer (an
+    agent spools until it does).
     """
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient
@@ -65,6 +67,8 @@ def kafka_security_problem(kafka: KafkaConfig, timeout_s: float = 10.0) -> str |
         fatal = [e for e in errors if isinstance(e, KafkaError) and e.code() in _SECURITY_CODES]
         if fatal:
             return security_message(kafka.security, kafka.bootstrap, fatal[0].str())
+    if refused_only:
+        return None
     last = (errors[-1].str() if isinstance(errors[-1], KafkaError) else str(errors[-1])) if errors else "no answer"
     return security_message(kafka.security, kafka.bootstrap, last)
 
@@ -87,15 +91,21 @@ def security_message(sec: KafkaSecurity, bootstrap: str, error: str) -> str:
             f"kafka.security.ca_file: the certificate of the broker at {bootstrap} is not trusted by {trust} ({error})"
         )
     if "authentication" in lowered or "sasl" in lowered:
-        source = f"kafka.security.password_file {sec.password_file}" if sec.password_file else f"${sec.password_env}"
         return (
             f"kafka.security.password: the broker at {bootstrap} refused {sec.mechanism} login as "
-            f"kafka.security.username {sec.username!r} with the password from {source} ({error})"
+            f"kafka.security.username {sec.username!r} with the password from {sec.password_source()} ({error})"
         )
     return (
         f"kafka.security.protocol: no {sec.protocol} connection to {bootstrap} ({error}); check that the "
         "listener at kafka.bootstrap speaks that protocol"
     )
+
+
+def check_kafka_login(kafka: KafkaConfig, timeout_s: float = 10.0) -> None:
+    """For clients that wait out an absent broker (agent, collector, Flink job): stop at once on a refused
+    TLS or SASL login instead, naming the setting."""
+    if (why := kafka_security_problem(kafka, timeout_s, refused_only=True)) is not None:
+        raise ConfigError(f"Kafka refused this client: {why}")
 
 
 def clickhouse_problem(url: str) -> str | None:

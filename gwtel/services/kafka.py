@@ -80,8 +80,8 @@ def _properties_escape(value: str) -> str:
 def add_scram_user(bootstrap: str, user: str, password: str, timeout_s: float = 30.0) -> None:
     """Create or update a SCRAM-SHA-512 user with the broker's own admin API (what kafka-configs does)."""
     # The classes of confluent_kafka.admin, from where they are defined (the re-export is untyped).
-    from confluent_kafka.admin._scram import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
     from confluent_kafka.admin import AdminClient
+    from confluent_kafka.admin._scram import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     upsert = UserScramCredentialUpsertion(

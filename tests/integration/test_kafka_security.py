@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from gwtel.agent_run import open_output
 from gwtel.config import ConfigError, GwtelConfig
-from gwtel.kafka_security import KafkaSecurityError
+from gwtel.errors import UserError
 from gwtel.preflight import check, kafka_security_problem
 from gwtel.services.clickhouse import ClickHouseService
 from gwtel.services.kafka import KafkaService
@@ -142,6 +142,15 @@ def test_wrong_password_names_the_password_setting(broker: KafkaService, monkeyp
     assert "not-the-password" not in msg
 
 
+def test_agent_output_stops_on_a_refused_login(broker: KafkaService, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GWTEL_TEST_WRONG_PASSWORD", "not-the-password")
+    cfg = _config(broker, "http://127.0.0.1:1", s.new_tag(), password_env="GWTEL_TEST_WRONG_PASSWORD")
+    started = time.monotonic()
+    with ExitStack() as stack, pytest.raises(ConfigError, match=r"kafka\.security\.password"):
+        open_output(cfg, "kafka", stack)
+    assert time.monotonic() - started < 15
+
+
 def test_untrusted_ca_names_the_ca_setting(broker: KafkaService, tmp_path: Path) -> None:
     other = tmp_path / "other-ca"
     subprocess.run(["bash", str(DEPLOY / "make-certs.sh"), str(other)], check=True, capture_output=True)
@@ -153,7 +162,7 @@ def test_untrusted_ca_names_the_ca_setting(broker: KafkaService, tmp_path: Path)
 def test_missing_password_is_refused_before_connecting(broker: KafkaService, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GWTEL_TEST_UNSET_PASSWORD", raising=False)
     cfg = _config(broker, "http://127.0.0.1:1", s.new_tag(), password_env="GWTEL_TEST_UNSET_PASSWORD")
-    with pytest.raises(KafkaSecurityError, match=r"\$GWTEL_TEST_UNSET_PASSWORD"):
+    with pytest.raises(UserError, match=r"\$GWTEL_TEST_UNSET_PASSWORD"):
         kafka_security_problem(cfg.kafka)
 
 

@@ -9,7 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from gwtel.config import GwtelConfig
-from gwtel.kafka_security import FLINK_SHADED_PREFIX, KafkaSecurity, KafkaSecurityError
+from gwtel.errors import UserError
+from gwtel.kafka_security import FLINK_SHADED_PREFIX, KafkaSecurity
 from gwtel.preflight import security_message
 from processors import ddl
 
@@ -131,15 +132,15 @@ def test_password_file_wins_and_missing_sources_name_the_setting(
     ca: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("T_KAFKA_PW", raising=False)
-    with pytest.raises(KafkaSecurityError, match=r"\$T_KAFKA_PW"):
+    with pytest.raises(UserError, match=r"\$T_KAFKA_PW"):
         scram(ca).password()
     pw = tmp_path / "pw"
     pw.write_text("from-file\nignored\n", encoding="utf-8")
     monkeypatch.setenv("T_KAFKA_PW", "from-env")
     assert scram(ca, password_file=str(pw)).password() == "from-file"
-    with pytest.raises(KafkaSecurityError, match=r"kafka\.security\.password_file"):
+    with pytest.raises(UserError, match=r"kafka\.security\.password_file"):
         scram(ca, password_file=str(tmp_path / "absent")).password()
-    with pytest.raises(KafkaSecurityError, match=r"kafka\.security\.ca_file"):
+    with pytest.raises(UserError, match=r"kafka\.security\.ca_file"):
         scram(tmp_path / "no-ca.pem").librdkafka()
 
 
