@@ -61,7 +61,13 @@ def serve_agent_metrics(
     registry = process_registry(AgentCollector(agent, producer), *extra)
     try:
         return serve_metrics(
-            AGENT_JOB, cfg.agent.agent_id, cfg.agent.metrics_port, cfg.local.home_path(), registry, component="agent"
+            AGENT_JOB,
+            cfg.agent.agent_id,
+            cfg.agent.metrics_port,
+            cfg.local.home_path(),
+            registry,
+            component="agent",
+            host=cfg.prometheus.metrics_host,
         )
     except UserError as exc:
         if required:

@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gwtel.commands.report",
     "gwtel.commands.run",
     "gwtel.commands.verify",
+    "gwtel.commands.config",
 )
 
 

@@ -128,6 +128,9 @@ class ClickHouseConfig(Strict):
 
 class PrometheusConfig(Strict):
     url: str = "http://127.0.0.1:9090"
+    # The address the agent's, collector's and loader's /metrics endpoints listen on: loopback unless a
+    # Prometheus on another host scrapes them (e.g. 0.0.0.0 in a pod). They serve metrics only, no secrets.
+    metrics_host: str = "127.0.0.1"
 
 
 class LocalPorts(Strict):
