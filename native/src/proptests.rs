@@ -82,7 +82,7 @@ fn pcap_file(snaplen: u32, records: &[(u32, u32, Vec<u8>, u32)]) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: crate::fuzz::cases(512), ..ProptestConfig::default() })]
 
     #[test]
     fn decode_never_panics(data in proptest::collection::vec(any::<u8>(), 0..200), lt_i in 0usize..7) {
