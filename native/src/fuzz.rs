@@ -9,9 +9,8 @@
 
 use proptest::prelude::*;
 
-use crate::decode::{decode, DecodeConfig};
-use crate::meter::{Core, MeterConfig};
-use crate::reader::Reader;
+use crate::decode::decode;
+use crate::proptests::{core, dcfg, read_all};
 
 /// Cases per property: `GWTEL_FUZZ_CASES`, else `default`.
 pub fn cases(default: u32) -> u32 {
@@ -19,32 +18,6 @@ pub fn cases(default: u32) -> u32 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn dcfg() -> DecodeConfig {
-    DecodeConfig {
-        decap_gre: true,
-        decap_vxlan: true,
-        decap_gtp: true,
-        vxlan_port: 4789,
-        gtp_port: 2152,
-    }
-}
-
-fn core() -> Core {
-    let cfg = MeterConfig {
-        idle_ns: 1_000_000_000,
-        active_ns: 2_000_000_000,
-        grace_ns: 500_000_000,
-        tick_ns: 100_000_000,
-        ooo_ns: 1_000_000,
-        max_flows: 16,
-        max_pending_ts: 4,
-        max_pending_echo: 4,
-        frag_max: 4,
-        frag_timeout_ns: 1_000_000_000,
-    };
-    Core::new(cfg, dcfg(), vec![1, 2, 4, 8, 16], Box::new(|_, _, _| false))
 }
 
 const ETH_SRC_DST: [u8; 12] = [2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
@@ -205,28 +178,6 @@ fn pcapng_file(frames: &[Vec<u8>]) -> Vec<u8> {
     out
 }
 
-type Frames = Vec<(i64, u32, Vec<u8>, u64)>;
-
-fn read_all(buf: &[u8], cut: Option<usize>) -> Frames {
-    let mut rd = Reader::new(false);
-    let mut out = Vec::new();
-    let mut pending: Vec<u8> = Vec::new();
-    let chunks: Vec<&[u8]> = match cut {
-        Some(c) => vec![&buf[..c.min(buf.len())], &buf[c.min(buf.len())..]],
-        None => vec![buf],
-    };
-    let n = chunks.len();
-    for (i, chunk) in chunks.into_iter().enumerate() {
-        pending.extend_from_slice(chunk);
-        rd.each_frame(&pending, i + 1 == n, |ts, lt, frame, wire| {
-            out.push((ts, lt, frame.to_vec(), wire))
-        });
-        let used = rd.consumed();
-        pending.drain(..used);
-    }
-    out
-}
-
 fn edits() -> impl Strategy<Value = (Vec<(u16, u8)>, Vec<(u16, u8)>, u16)> {
     (
         proptest::collection::vec((any::<u16>(), 1u8..=255), 0..6),
@@ -244,7 +195,8 @@ fn seeds_are_valid() {
             "seed does not decode: {s:02x?}"
         );
     }
-    let frames = read_all(&pcapng_file(&seeds()), None);
+    let (frames, err) = read_all(&pcapng_file(&seeds()), None);
+    assert!(err.is_none(), "{err:?}");
     assert_eq!(frames.len(), seeds().len() + 1);
     assert_eq!(frames[0].2, seeds()[0]);
     assert_eq!(frames[1].0 - frames[0].0, 1_000_000);
@@ -275,6 +227,6 @@ proptest! {
     ) {
         let file = mutate(pcapng_file(&seeds()), &flips, &inserts, cut);
         let split = split as usize % (file.len() + 1);
-        prop_assert_eq!(read_all(&file, None), read_all(&file, Some(split)));
+        prop_assert_eq!(read_all(&file, None).0, read_all(&file, Some(split)).0);
     }
 }

@@ -26,7 +26,12 @@ from gwtel.config import ConfigError, GwtelConfig
 from gwtel.errors import UserError
 from gwtel.preflight import check, kafka_security_problem
 from gwtel.services.clickhouse import ClickHouseService
+from gwtel.services.flink import FlinkRuntime
 from gwtel.services.kafka import KafkaService
+from ingest.agent import Agent
+from ingest.classify import PartnerClassifier
+from ingest.replay import replay_files
+from ingest.synth import SynthConfig, generate
 from processors import stop_offsets
 from processors.chclient import make_client
 from processors.loader_setup import build_loader, migrate
@@ -122,6 +127,30 @@ def test_records_travel_producer_broker_loader_over_sasl_ssl(
         assert stored == (len(records), sum(r.bytes_fwd for r in records))
     finally:
         loader.close()
+        client.command(f"DROP DATABASE IF EXISTS {cfg.clickhouse.database}")
+        client.close()
+
+
+def test_whole_pipeline_over_sasl_ssl_equals_the_truth(
+    broker: KafkaService, clickhouse_service: ClickHouseService, flink_runtime: FlinkRuntime, tmp_path: Path
+) -> None:
+    """Agent -> broker -> Flink job (source and transactional sinks) -> broker -> loader, all over SASL_SSL."""
+    tag = s.new_tag()
+    cfg = _config(broker, clickhouse_service.endpoint(), tag)
+    s.ensure_topics(broker, list(cfg.kafka.topics.model_dump().values()))
+    truth = generate(SynthConfig(seed=21, flows=300, duration_s=30), tmp_path / "in.pcap", tmp_path / "in.json")
+    with ExitStack() as stack:
+        _sink, producer = open_output(cfg, "kafka", stack)
+        assert producer is not None
+        agent = Agent(cfg.agent, PartnerClassifier(cfg.partners), producer.send)
+        result = replay_files(agent, [tmp_path / "in.pcap"])
+        n = agent.counters.records_emitted
+        producer.close(timeout=60)
+    assert result.errors == [] and n > 0 and producer.acked == n
+    try:
+        s.aggregate_load_and_check(cfg, truth, n)
+    finally:
+        client = make_client(cfg.clickhouse, database="")
         client.command(f"DROP DATABASE IF EXISTS {cfg.clickhouse.database}")
         client.close()
 
