@@ -11,6 +11,7 @@ from prometheus_client.registry import Collector
 from gwtel.config import GwtelConfig
 from gwtel.errors import UserError
 from gwtel.metrics_http import MetricsEndpoint, process_registry, serve_metrics
+from gwtel.preflight import check_kafka_login
 from ingest.agent_metrics import AgentCollector, MeteredAgent
 from ingest.producer import FlowProducer
 from ingest.sinks import BatchSink, JsonlSink, KafkaSink
@@ -21,6 +22,7 @@ AGENT_JOB = "agent"
 def open_output(cfg: GwtelConfig, to: str, stack: ExitStack) -> tuple[BatchSink, FlowProducer | None]:
     """The record writer for ``--to`` (kafka, jsonl:PATH or -) and the Kafka producer if any; closed by `stack`."""
     if to == "kafka":
+        check_kafka_login(cfg.kafka)
         producer = FlowProducer(
             cfg.kafka.bootstrap,
             cfg.kafka.topics.flows,
@@ -28,6 +30,7 @@ def open_output(cfg: GwtelConfig, to: str, stack: ExitStack) -> tuple[BatchSink,
             spool_max_bytes=cfg.agent.spool_max_bytes,
             compression=None if cfg.agent.compression == "none" else cfg.agent.compression,
             client_id=f"gwtel-agent-{cfg.agent.agent_id}",
+            extra_kafka=cfg.kafka.security.librdkafka(),
         )
         stack.callback(producer.close)
         return KafkaSink(producer), producer
@@ -58,7 +61,13 @@ def serve_agent_metrics(
     registry = process_registry(AgentCollector(agent, producer), *extra)
     try:
         return serve_metrics(
-            AGENT_JOB, cfg.agent.agent_id, cfg.agent.metrics_port, cfg.local.home_path(), registry, component="agent"
+            AGENT_JOB,
+            cfg.agent.agent_id,
+            cfg.agent.metrics_port,
+            cfg.local.home_path(),
+            registry,
+            component="agent",
+            host=cfg.prometheus.metrics_host,
         )
     except UserError as exc:
         if required:

@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gwtel.commands.forecast",
     "gwtel.commands.run",
     "gwtel.commands.verify",
+    "gwtel.commands.config",
 )
 
 

@@ -3,7 +3,8 @@
 Every section has embedded local defaults, so ``gwtel`` runs with no file at all. A file given with
 ``--config`` (or ``$GWTEL_CONFIG``) overrides them; unknown keys, bad values and bad types stop the process
 before any data moves, with a message naming the file, the key and what to do. Secrets never live in the
-file: ``clickhouse.password_env`` names the environment variable that holds the password.
+file: ``password_env`` names the environment variable that holds a password (or ``password_file`` a file),
+read only when a client is built (gwtel.secrets).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gwtel.kafka_security import KafkaSecurity
+from gwtel.secrets import ENV_NAME, read_secret
 from ingest.collect.config import CollectorConfig
 from ingest.config import AgentConfig
 from ingest.partners import PartnersConfig
@@ -38,6 +41,8 @@ class KafkaConfig(Strict):
     topics: TopicsConfig = TopicsConfig()
     partitions: int = Field(default=2, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1)
+    # TLS and SASL of every client (docs/security.md); the default is the local broker's plain listener.
+    security: KafkaSecurity = KafkaSecurity()
 
     @field_validator("bootstrap")
     @classmethod
@@ -48,12 +53,29 @@ class KafkaConfig(Strict):
                 raise ValueError(f"{part!r} is not host:port (example: 127.0.0.1:9092)")
         return v
 
+    def librdkafka(self) -> dict[str, Any]:
+        """Brokers and security for a confluent-kafka client (each adds its own settings)."""
+        return {"bootstrap.servers": self.bootstrap, **self.security.librdkafka()}
+
+    def kafka_python(self) -> dict[str, Any]:
+        """Brokers and security as kafka-python keyword arguments."""
+        return {"bootstrap_servers": self.bootstrap, **self.security.kafka_python()}
+
 
 class ClickHouseConfig(Strict):
     url: str = "http://127.0.0.1:8123"
     database: str = "gwtel"
     user: str = "default"
-    password_env: str = "GWTEL_CLICKHOUSE_PASSWORD"
+    # The password is read from password_file (first line) if set, else from this environment variable.
+    password_env: str = Field(default="GWTEL_CLICKHOUSE_PASSWORD", pattern=ENV_NAME)
+    password_file: str | None = None
+    # A read-only user (readonly=1 on the server) for `gwtel report` and Grafana; None: `user` for everything.
+    read_user: str | None = None
+    read_password_env: str = Field(default="GWTEL_CLICKHOUSE_READ_PASSWORD", pattern=ENV_NAME)
+    read_password_file: str | None = None
+    # https:// URLs: the CA (PEM) that signed the server's certificate (default: the system store).
+    ca_file: str | None = None
+    verify: bool = True
     # A cluster name from the servers' remote_servers: migrations run ON CLUSTER with replicated tables and
     # Distributed tables in `<database>_all` (docs/scaling.md). None: one server, plain MergeTree tables.
     cluster: str | None = None
@@ -91,19 +113,47 @@ class ClickHouseConfig(Strict):
         return None if v is None else check_name("cluster name", v)
 
     def password(self) -> str:
-        return os.environ.get(self.password_env, "")
+        """The password of `user` ("" when none is set: the local default user has none)."""
+        return read_secret(key="clickhouse", env=self.password_env, file=self.password_file, required=False)
+
+    def read_credentials(self) -> tuple[str, str]:
+        """(user, password) for read-only work: `read_user` if set, else `user`."""
+        if self.read_user is None:
+            return self.user, self.password()
+        password = read_secret(
+            key="clickhouse.read", env=self.read_password_env, file=self.read_password_file, required=False
+        )
+        return self.read_user, password
 
 
 class PrometheusConfig(Strict):
     url: str = "http://127.0.0.1:9090"
+    # The address the agent's, collector's and loader's /metrics endpoints listen on: loopback unless a
+    # Prometheus on another host scrapes them (e.g. 0.0.0.0 in a pod). They serve metrics only, no secrets.
+    metrics_host: str = "127.0.0.1"
 
 
 class LocalPorts(Strict):
     kafka: int = Field(default=9092, ge=1, le=65535)
     kafka_controller: int = Field(default=9093, ge=1, le=65535)
+    # A SASL_SSL listener of the single local broker (certificates and users made at start); 0: none.
+    kafka_sasl_ssl: int = Field(default=0, ge=0, le=65535)
     clickhouse: int = Field(default=8123, ge=1, le=65535)
     prometheus: int = Field(default=9090, ge=1, le=65535)
     clickhouse_metrics: int = Field(default=9471, ge=1, le=65535)
+
+
+class LocalClickHouseUser(Strict):
+    """A user of the local embedded ClickHouse server (its password hash is written at each start)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    password_env: str = Field(pattern=ENV_NAME)
+    password_file: str | None = None
+    readonly: bool = False
+
+    def password(self) -> str:
+        key = f"local.clickhouse_users[{self.name}]"
+        return read_secret(key=key, env=self.password_env, file=self.password_file, required=True)
 
 
 class LocalConfig(Strict):
@@ -114,6 +164,10 @@ class LocalConfig(Strict):
     # 3: `gwtel up` starts a three-node KRaft cluster (replication factor 3, min.insync.replicas 2) instead of
     # the single broker; node N listens on ports.kafka + 10 N (gwtel/services/kafka_cluster.py).
     kafka_brokers: Literal[1, 3] = 1
+    # Users the local ClickHouse server enforces; empty: `default` without a password, on loopback only.
+    clickhouse_users: tuple[LocalClickHouseUser, ...] = ()
+    # Request bodies above this get HTTP 413 from the local ClickHouse server.
+    clickhouse_max_body_mib: int = Field(default=4096, ge=1)
 
     def home_path(self) -> Path:
         return Path(os.environ.get("GWTEL_HOME", self.home)).expanduser().resolve()

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import urllib.error
 import urllib.request
+from typing import Any
 
-from gwtel.config import ConfigError, GwtelConfig
+from gwtel.config import ConfigError, GwtelConfig, KafkaConfig
+from gwtel.kafka_security import KafkaSecurity
 
 _TIMEOUT_S = 5.0
 
@@ -34,6 +37,75 @@ def kafka_problem(bootstrap: str) -> str | None:
         except OSError as exc:
             errors.append(f"{part.strip()}: {exc.strerror or exc}")
     return "; ".join(errors)
+
+
+def kafka_security_problem(kafka: KafkaConfig, timeout_s: float = 10.0, *, refused_only: bool = False) -> str | None:
+    """None when a metadata request over the configured TLS/SASL succeeds, else which setting is wrong.
+
+    librdkafka retries a failed handshake or login for ever; this stops at the first such error (or after
+    `timeout_s`) and names the setting, so a wrong password or an untrusted CA fails in seconds.
+    `refused_only`: report only a refused login or certificate, not a broker that does not answer (an
+    agent spools until it does).
+    """
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    if kafka.security.protocol == "PLAINTEXT":
+        return None
+    errors: list[Any] = []
+    # log_level 0: the failure is reported once, below, not logged by librdkafka on every retry.
+    conf = {**kafka.librdkafka(), "error_cb": errors.append, "log_level": 0, "socket.connection.setup.timeout.ms": 5000}
+    admin = AdminClient(conf)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            admin.list_topics(timeout=1.0)
+            return None
+        except KafkaException as exc:
+            errors.append(exc.args[0] if exc.args else exc)
+        admin.poll(0.2)  # serves error_cb
+        fatal = [e for e in errors if isinstance(e, KafkaError) and e.code() in _SECURITY_CODES]
+        if fatal:
+            return security_message(kafka.security, kafka.bootstrap, fatal[0].str())
+    if refused_only:
+        return None
+    last = (errors[-1].str() if isinstance(errors[-1], KafkaError) else str(errors[-1])) if errors else "no answer"
+    return security_message(kafka.security, kafka.bootstrap, last)
+
+
+def _security_codes() -> frozenset[int]:
+    from confluent_kafka import KafkaError
+
+    return frozenset({KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.SASL_AUTHENTICATION_FAILED})
+
+
+_SECURITY_CODES = _security_codes()
+
+
+def security_message(sec: KafkaSecurity, bootstrap: str, error: str) -> str:
+    """The setting an authentication or TLS error points at, with the client's own words."""
+    lowered = error.lower()
+    if "certificate verify failed" in lowered or "ssl handshake failed" in lowered:
+        trust = sec.ca_file if sec.ca_file is not None else "the system CA store"
+        return (
+            f"kafka.security.ca_file: the certificate of the broker at {bootstrap} is not trusted by {trust} ({error})"
+        )
+    if "authentication" in lowered or "sasl" in lowered:
+        return (
+            f"kafka.security.password: the broker at {bootstrap} refused {sec.mechanism} login as "
+            f"kafka.security.username {sec.username!r} with the password from {sec.password_source()} ({error})"
+        )
+    return (
+        f"kafka.security.protocol: no {sec.protocol} connection to {bootstrap} ({error}); check that the "
+        "listener at kafka.bootstrap speaks that protocol"
+    )
+
+
+def check_kafka_login(kafka: KafkaConfig, timeout_s: float = 10.0) -> None:
+    """For clients that wait out an absent broker (agent, collector, Flink job): stop at once on a refused
+    TLS or SASL login instead, naming the setting."""
+    if (why := kafka_security_problem(kafka, timeout_s, refused_only=True)) is not None:
+        raise ConfigError(f"Kafka refused this client: {why}")
 
 
 def clickhouse_problem(url: str) -> str | None:
@@ -61,6 +133,8 @@ def check(cfg: GwtelConfig, path: str | None, *, kafka: bool = False, clickhouse
             f"  kafka.bootstrap: no broker answers at {cfg.kafka.bootstrap} ({why}): start it (`gwtel up` "
             "for the local one) or set kafka.bootstrap to the brokers' host:port"
         )
+    elif kafka and (why := kafka_security_problem(cfg.kafka)) is not None:
+        problems.append(f"  {why}")
     if clickhouse and (why := clickhouse_problem(cfg.clickhouse.url)) is not None:
         problems.append(
             f"  clickhouse.url: ClickHouse does not answer at {cfg.clickhouse.url} ({why}): start it (`gwtel up` "

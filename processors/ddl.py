@@ -119,6 +119,7 @@ def _kafka_source_options(
         "properties.auto.offset.reset": "earliest",
         # A partition without records stops holding the watermark (and the windows) back.
         "scan.watermark.idle-timeout": f"{job.idle_timeout_ms} ms",
+        **cfg.kafka.security.flink_options(),
     }
     if bounded and stop_at is not None:
         # Stop at offsets read before the job started, which the run then commits for its groups itself
@@ -174,6 +175,7 @@ def _kafka_sink_options(cfg: GwtelConfig, topic: str, sink: str) -> dict[str, st
         "sink.transactional-id-prefix": f"{job.transactional_id_prefix}-{sink}",
         # Below the broker's transaction.max.timeout.ms (15 min); the default (1 h) is refused.
         "properties.transaction.timeout.ms": str(job.transaction_timeout_ms),
+        **cfg.kafka.security.flink_options(),
     }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
@@ -70,10 +71,11 @@ class DeadLetterSink:
         self.producer.flush(self.timeout_s)
 
 
-def make_producer(bootstrap: str) -> Producer:
+def make_producer(kafka: dict[str, Any]) -> Producer:
+    """`kafka`: brokers and security (`KafkaConfig.librdkafka()`)."""
     return Producer(
         {
-            "bootstrap.servers": bootstrap,
+            **kafka,
             "acks": "all",
             "enable.idempotence": True,
             "client.id": "gwtel-loader-deadletter",

@@ -189,7 +189,7 @@ def run_job(
             metrics_port=port,
             restore_from=restore_from,
         )
-        stop_at = stop_offsets.end_offsets(cfg.kafka.bootstrap, cfg.kafka.topics.flows) if bounded else None
+        stop_at = stop_offsets.end_offsets(cfg.kafka.kafka_python(), cfg.kafka.topics.flows) if bounded else None
         create_tables(t_env, cfg, bounded=bounded, stop_at=stop_at)
         raw = t_env.from_path("flows_raw") if raw_side_path else None
         stmt = build_statement_set(
@@ -214,7 +214,7 @@ def run_job(
         if stop_at is not None:
             groups = [job.group_id] + ([job.group_id + ddl.RAW_GROUP_SUFFIX] if raw_side_path else [])
             for group in groups:
-                stop_offsets.commit(cfg.kafka.bootstrap, group, cfg.kafka.topics.flows, stop_at)
+                stop_offsets.commit(cfg.kafka.kafka_python(), group, cfg.kafka.topics.flows, stop_at)
 
 
 @contextlib.contextmanager

@@ -57,7 +57,7 @@ def routes_for(cfg: GwtelConfig) -> list[Route]:
 def make_consumer(cfg: GwtelConfig) -> LoaderConsumer:
     return LoaderConsumer(
         {
-            "bootstrap.servers": cfg.kafka.bootstrap,
+            **cfg.kafka.librdkafka(),
             "group.id": cfg.loader.group_id,
             "client.id": "gwtel-loader",
             # The aggregates topic is written in Flink transactions: never read what may still be aborted.
@@ -116,7 +116,7 @@ def build_loader(
     after_insert: Callable[[Batch[Decoded]], None] | None = None,
 ) -> Loader:
     """A ready-to-run loader (the database must be migrated first: see `migrate`)."""
-    producer = make_producer(cfg.kafka.bootstrap)
+    producer = make_producer(cfg.kafka.librdkafka())
     return Loader(
         consumer=make_consumer(cfg),
         client_factory=lambda: clickhouse_for_loader(cfg.clickhouse),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
@@ -24,15 +25,16 @@ log = logging.getLogger(__name__)
 _COMMIT_ATTEMPTS = 3
 
 
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+def end_offsets(kafka: Mapping[str, Any], topic: str) -> dict[int, int]:
     """Each partition's end offset as a read_committed consumer sees it (partition -> offset).
+
+    ``kafka``: brokers and security as kafka-python arguments (``KafkaConfig.kafka_python()``), as below.
 
     Under read_committed this is the last stable offset: an open transaction's records are past it.
     """
+    bootstrap = kafka["bootstrap_servers"]
     try:
-        consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False
-        )
+        consumer = KafkaConsumer(**kafka, isolation_level="read_committed", enable_auto_commit=False)
     except KafkaError as e:
         raise ServiceError(f"cannot reach Kafka at {bootstrap} ({e}): is it up? (`gwtel status`)") from e
     try:
@@ -47,16 +49,16 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         consumer.close()
 
 
-def committed(bootstrap: str, group_id: str, topic: str, partitions: list[int]) -> dict[int, int | None]:
+def committed(kafka: Mapping[str, Any], group_id: str, topic: str, partitions: list[int]) -> dict[int, int | None]:
     """The group's committed offset of each partition (None: nothing committed)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
+    consumer = KafkaConsumer(**kafka, group_id=group_id, enable_auto_commit=False)
     try:
         return {p: consumer.committed(TopicPartition(topic, p)) for p in partitions}
     finally:
         consumer.close()
 
 
-def commit(bootstrap: str, group_id: str, topic: str, offsets: Mapping[int, int]) -> None:
+def commit(kafka: Mapping[str, Any], group_id: str, topic: str, offsets: Mapping[int, int]) -> None:
     """Commit ``offsets`` for ``group_id`` and check that the broker holds them.
 
     The group has no live member once the job has ended, so a client outside it may commit. The check
@@ -64,12 +66,12 @@ def commit(bootstrap: str, group_id: str, topic: str, offsets: Mapping[int, int]
     """
     wanted = dict(offsets)
     for attempt in range(1, _COMMIT_ATTEMPTS + 1):
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
+        consumer = KafkaConsumer(**kafka, group_id=group_id, enable_auto_commit=False)
         try:
             consumer.commit({TopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in wanted.items()})
         finally:
             consumer.close()
-        now = committed(bootstrap, group_id, topic, sorted(wanted))
+        now = committed(kafka, group_id, topic, sorted(wanted))
         if now == wanted:
             return
         log.warning("group %s holds offsets %s after committing %s (attempt %d)", group_id, now, wanted, attempt)

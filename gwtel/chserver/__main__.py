@@ -1,4 +1,4 @@
-"""`python -m gwtel.chserver --data DIR --port N [--host 127.0.0.1] [--metrics-port M]`."""
+"""`python -m gwtel.chserver --data DIR --port N [--host 127.0.0.1] [--metrics-port M] [--users FILE]`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from gwtel.chserver.handler import MAX_BODY_BYTES
 from gwtel.chserver.server import serve
 from gwtel.errors import UserError
 
@@ -23,13 +24,29 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="GWTEL_HOME whose local Prometheus should scrape the metrics (writes a target file there)",
     )
+    p.add_argument(
+        "--users",
+        type=Path,
+        default=None,
+        help="users file (YAML, password_sha256_hex and readonly per user); default: `default` without a "
+        "password, allowed on a loopback address only",
+    )
+    p.add_argument("--max-body-mib", type=int, default=MAX_BODY_BYTES >> 20, help="larger request bodies get HTTP 413")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = p.parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     try:
-        serve(args.data, args.host, args.port, args.metrics_port, args.announce_home)
+        serve(
+            args.data,
+            args.host,
+            args.port,
+            args.metrics_port,
+            args.announce_home,
+            users_file=args.users,
+            max_body_bytes=args.max_body_mib << 20,
+        )
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

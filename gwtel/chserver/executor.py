@@ -67,7 +67,7 @@ class Executor:
         if rp.query is not None and rp.query.strip():
             kind, head = classify(rp.query)
             if kind == Kind.INSERT:
-                self._check_method(method, head)
+                self._check_method(method, head, rp)
                 plan = plan_insert(rp.query, clause)
                 inline = rp.query[plan.data_start :].encode()
                 return self._insert(
@@ -81,7 +81,7 @@ class Executor:
             # Lex as latin-1 so string offsets are byte offsets: INSERT data after the header may be binary.
             kind, head = classify(raw.decode("latin-1"))
             if kind == Kind.INSERT:
-                self._check_method(method, head)
+                self._check_method(method, head, rp)
                 located = plan_insert(raw.decode("latin-1"), "")
                 if located.fmt is None:
                     text = raw.decode("utf-8")
@@ -94,11 +94,13 @@ class Executor:
                 kind, head = classify(text)
             else:
                 text = raw.decode("utf-8")
-        self._check_method(method, head)
+        self._check_method(method, head, rp)
         return self._statement(text, kind, head, clause, database, rp, sess)
 
     @staticmethod
-    def _check_method(method: str, head: str) -> None:
+    def _check_method(method: str, head: str, rp: RequestParams) -> None:
+        if rp.readonly and (head in MODIFYING_HEADS or head == "SET"):
+            raise ChError(Codes.READONLY, f"{rp.user}: Cannot execute query in readonly mode")
         if method == "GET" and head in MODIFYING_HEADS:
             raise ChError(
                 Codes.READONLY,

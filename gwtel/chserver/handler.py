@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from gwtel.chserver.auth import Users, credentials
 from gwtel.chserver.encoding import choose_encoding, encode
 from gwtel.chserver.engine import Engine, Result
 from gwtel.chserver.errors import ChError, Codes
@@ -29,6 +30,7 @@ from gwtel.chserver.sessions import Sessions
 
 log = logging.getLogger("gwtel.chserver")
 
+# The default limit of a request body; larger ones are refused with 413 before they are read.
 MAX_BODY_BYTES = 4 << 30
 # Responses this small are not worth compressing.
 _MIN_COMPRESS = 256
@@ -48,8 +50,17 @@ class ChHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, addr: tuple[str, int], engine: Engine, metrics: ServerMetrics) -> None:
+    def __init__(
+        self,
+        addr: tuple[str, int],
+        engine: Engine,
+        metrics: ServerMetrics,
+        users: Users | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
         super().__init__(addr, ChRequestHandler)
+        self.users = users if users is not None else Users.open_default()
+        self.max_body_bytes = max_body_bytes
         self.engine = engine
         self.metrics = metrics
         self.sessions = Sessions()
@@ -87,12 +98,12 @@ class ChRequestHandler(BaseHTTPRequestHandler):
                         pass  # trailers
                     return b"".join(parts)
                 total += size
-                if total > MAX_BODY_BYTES:
+                if total > self.server.max_body_bytes:
                     raise _BodyTooLargeError
                 parts.append(self.rfile.read(size))
                 self.rfile.readline(3)
         length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY_BYTES:
+        if length > self.server.max_body_bytes:
             raise _BodyTooLargeError
         return self.rfile.read(length) if length > 0 else b""
 
@@ -164,15 +175,25 @@ class ChRequestHandler(BaseHTTPRequestHandler):
         query_id = raw.get("query_id") or str(uuid.uuid4())
         kind = "invalid"
         try:
+            is_ping = url.path == "/ping" or (url.path == "/" and method == "GET" and "query" not in raw)
+            user = None
+            if not is_ping and url.path in ("/", ""):
+                # Before the body is read: an unknown client's upload is never taken in.
+                try:
+                    user = self.server.users.authenticate(*credentials(self.headers, raw))
+                except ChError:
+                    self.close_connection = True
+                    raise
             try:
                 body = self._read_body()
             except _BodyTooLargeError:
                 self.close_connection = True
-                raise ChError(Codes.TOO_LARGE_REQUEST, f"Request body is larger than {MAX_BODY_BYTES} bytes") from None
+                limit = self.server.max_body_bytes
+                raise ChError(Codes.TOO_LARGE_REQUEST, f"Request body is larger than {limit} bytes") from None
             except ValueError:
                 self.close_connection = True
                 raise ChError(Codes.BAD_ARGUMENTS, "Malformed chunked request body") from None
-            if url.path == "/ping" or (url.path == "/" and method == "GET" and "query" not in raw):
+            if is_ping:
                 kind = "ping"
                 self._text(200, "Ok.\n")
                 self._observe(kind, 200, start)
@@ -186,6 +207,8 @@ class ChRequestHandler(BaseHTTPRequestHandler):
                 raw.update(self._form_fields(body))
                 body = b""
             rp = parse_params(raw)
+            if user is not None:
+                rp.user, rp.readonly = user.name, user.readonly
             reply = self.server.executor.execute(rp, body, self.headers.get("Content-Encoding"), method)
             kind = reply.kind
             if reply.kind == "insert":

@@ -78,6 +78,8 @@ class RequestParams:
     http_compression: bool = False
     settings: dict[str, str] = field(default_factory=dict)  # name -> SQL literal
     bind: dict[str, str] = field(default_factory=dict)  # param_x -> value (without the prefix)
+    user: str = "default"
+    readonly: bool = False  # the user's profile: only statements that read
 
 
 def parse_params(raw: Mapping[str, str]) -> RequestParams:

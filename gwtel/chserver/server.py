@@ -8,8 +8,9 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from gwtel.chserver.auth import Users
 from gwtel.chserver.engine import Engine
-from gwtel.chserver.handler import ChHTTPServer
+from gwtel.chserver.handler import MAX_BODY_BYTES, ChHTTPServer
 from gwtel.chserver.metrics import ServerMetrics
 from gwtel.errors import UserError
 from gwtel.metrics_http import serve_metrics
@@ -23,17 +24,22 @@ def serve(
     port: int,
     metrics_port: int | None = None,
     announce_home: Path | None = None,
+    users_file: Path | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> None:
     """Serve until SIGTERM or SIGINT; the engine is closed (data flushed, lock released) before returning.
 
     With `metrics_port`, Prometheus metrics are served there and, with `announce_home`, announced to the local
-    Prometheus through a target file under that home (see gwtel.metrics_http).
+    Prometheus through a target file under that home (see gwtel.metrics_http). `users_file`: the users and
+    their password hashes (gwtel.chserver.auth); without it, `default` without a password, loopback only.
     """
+    users = Users.load(users_file) if users_file is not None else Users.open_default()
+    users.require_passwords(host)
     metrics = ServerMetrics()
     engine = Engine(data_dir.resolve(), on_wait=metrics.engine_wait.observe)
     try:
         try:
-            server = ChHTTPServer((host, port), engine, metrics)
+            server = ChHTTPServer((host, port), engine, metrics, users, max_body_bytes)
         except OSError as exc:
             raise UserError(f"cannot listen on {host}:{port}: {exc.strerror}; is another server using it?") from None
         endpoint = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from gwtel import preflight
 from gwtel.config import load_config
 
 
@@ -35,6 +36,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+    preflight.check_kafka_login(cfg.kafka)
     # Imported here: pyflink is slow to import and only this command needs it.
     from processors import checkpoints
     from processors.job import checkpoint_dir, run_job, warnings_for

@@ -89,6 +89,7 @@ def _run(args: argparse.Namespace) -> int:
             home,
             process_registry(CollectorMetrics(service, producer)),
             component="collector",
+            host=cfg.prometheus.metrics_host,
         )
         stack.callback(endpoint.close)
         _on_signals(stop, stack)

@@ -83,7 +83,9 @@ def _load(args: argparse.Namespace) -> int:
             # Served once the loader's metrics exist; announced to the local Prometheus by a target file
             # that is removed again at exit.
             instance = f"{socket.gethostname()}-{os.getpid()}"
-            endpoint = serve_metrics("loader", instance, port, cfg.local.home_path(), REGISTRY)
+            endpoint = serve_metrics(
+                "loader", instance, port, cfg.local.home_path(), REGISTRY, host=cfg.prometheus.metrics_host
+            )
         loader.run(stop.is_set)
     finally:
         loader.close()

@@ -48,7 +48,7 @@ def _run(args: argparse.Namespace) -> int:
     from processors.report import collect, render_billing, render_table
 
     cfg = load_config(args.config)
-    client = make_client(cfg.clickhouse)
+    client = make_client(cfg.clickhouse, read_only=True)
     db = cfg.clickhouse.read_database()
     groups = cfg.partners.groups
     if args.billing:

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
+import yaml
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from gwtel.chserver.auth import password_sha256_hex
 from gwtel.config import GwtelConfig
 from gwtel.errors import ServiceError
 from gwtel.services.base import Health, ProcessService, port_open
@@ -46,7 +48,13 @@ class ClickHouseService(ProcessService):
     def client(self, database: str | None = None) -> Any:
         """A clickhouse-connect client for this server (the library has no type hints)."""
         return clickhouse_connect.get_client(
-            host=HOST, port=self.port, database=database or "__default__", connect_timeout=5, query_retries=0
+            host=HOST,
+            port=self.port,
+            database=database or "__default__",
+            connect_timeout=5,
+            query_retries=0,
+            username=self.cfg.clickhouse.user,
+            password=self.cfg.clickhouse.password(),
         )
 
     def health(self) -> Health:
@@ -82,6 +90,7 @@ class ClickHouseService(ProcessService):
                     "local.ports.clickhouse / local.ports.clickhouse_metrics (and clickhouse.url) to free ports"
                 )
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        users = self._write_users()
         self.spawn(
             [
                 sys.executable,
@@ -97,11 +106,32 @@ class ClickHouseService(ProcessService):
                 str(self.metrics_port),
                 "--announce-home",
                 str(self.home),
+                "--max-body-mib",
+                str(self.cfg.local.clickhouse_max_body_mib),
+                *(["--users", str(users)] if users is not None else []),
             ],
             env={"PYTHONPATH": _pythonpath()},
             cwd=self.dir,
         )
         self.wait_healthy(START_TIMEOUT_S)
+
+    def _write_users(self) -> Path | None:
+        """The server's users file from `local.clickhouse_users` (hashes only, owner-only); None: no users."""
+        path = self.dir / "users.yaml"
+        users = self.cfg.local.clickhouse_users
+        if not users:
+            path.unlink(missing_ok=True)
+            return None
+        doc = {
+            "users": {
+                u.name: {"password_sha256_hex": password_sha256_hex(u.password()), "readonly": int(u.readonly)}
+                for u in users
+            }
+        }
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            yaml.safe_dump(doc, out)
+        return path
 
 
 def _pythonpath() -> str:

@@ -49,6 +49,52 @@ def new_cluster_id() -> str:
             return cid
 
 
+def local_sasl_ssl_settings(cfg: GwtelConfig, key_store: Path) -> str:
+    """Broker settings of the SASL_SSL listener: its PEM key store and both mechanisms' login modules.
+
+    SCRAM users live in the cluster metadata (`add_scram_user`); a PLAIN user is declared here, so with
+    mechanism PLAIN the configured user and password are written into the (owner-only) properties file.
+    """
+    lines = [
+        "sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN",
+        "listener.name.sasl_ssl.ssl.keystore.type=PEM",
+        f"listener.name.sasl_ssl.ssl.keystore.location={key_store}",
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+        "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+    ]
+    sec = cfg.kafka.security
+    plain_users = ""
+    if sec.sasl and sec.mechanism == "PLAIN":
+        plain_users = f' user_{sec.username}="{_properties_escape(sec.password())}"'
+    lines.append(
+        "listener.name.sasl_ssl.plain.sasl.jaas.config="
+        f"org.apache.kafka.common.security.plain.PlainLoginModule required{plain_users};"
+    )
+    return "\n".join(lines)
+
+
+def _properties_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def add_scram_user(bootstrap: str, user: str, password: str, timeout_s: float = 30.0) -> None:
+    """Create or update a SCRAM-SHA-512 user with the broker's own admin API (what kafka-configs does)."""
+    # The classes of confluent_kafka.admin, from where they are defined (the re-export is untyped).
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.admin._scram import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    upsert = UserScramCredentialUpsertion(
+        user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), password.encode("utf-8")
+    )
+    futures = admin.alter_user_scram_credentials([upsert], request_timeout=timeout_s)
+    try:
+        for future in futures.values():
+            future.result(timeout=timeout_s)
+    except Exception as exc:  # the client's own error types; the message below is what the operator needs
+        raise ServiceError(f"could not create the Kafka SCRAM user {user!r} at {bootstrap}: {exc}") from None
+
+
 class KafkaService(ProcessService):
     name = "kafka"
 
@@ -84,15 +130,48 @@ class KafkaService(ProcessService):
                 return value.strip()
         return None
 
+    def sasl_ssl_endpoint(self) -> str | None:
+        """host:port of the SASL_SSL listener, None when `local.ports.kafka_sasl_ssl` is 0."""
+        port = self.cfg.local.ports.kafka_sasl_ssl
+        return f"{HOST}:{port}" if port else None
+
+    def ca_file(self) -> Path:
+        """The CA that signed the SASL_SSL listener's certificate (clients' kafka.security.ca_file)."""
+        return self.dir / "tls" / "ca.pem"
+
     def _render_properties(self) -> None:
         template = Template((_DEPLOY / "server.properties.tmpl").read_text(encoding="utf-8"))
+        sasl_listener, sasl_settings = "", ""
+        if (endpoint := self.sasl_ssl_endpoint()) is not None:
+            sasl_listener = f",SASL_SSL://{endpoint}"
+            sasl_settings = local_sasl_ssl_settings(self.cfg, self._make_certs())
         text = template.substitute(
             port=self.port,
             controller_port=self.controller_port,
             data_dir=str(self.data_dir),
             partitions=self.cfg.kafka.partitions,
+            sasl_listener=sasl_listener,
+            sasl_settings=sasl_settings,
         )
         self.properties_path.write_text(text, encoding="utf-8")
+        # The file may hold a PLAIN user's password.
+        self.properties_path.chmod(0o600)
+
+    def _make_certs(self) -> Path:
+        tls = self.ca_file().parent
+        out = subprocess.run(
+            ["bash", str(_DEPLOY / "make-certs.sh"), str(tls)], capture_output=True, text=True, timeout=60, check=False
+        )
+        if out.returncode != 0:
+            raise ServiceError(f"making the broker's TLS certificates in {tls} failed: {out.stderr.strip()}")
+        return tls / "server.pem"
+
+    def _add_scram_user(self) -> None:
+        """Create (or update) the configured SCRAM user, through the node's own plain loopback listener."""
+        sec = self.cfg.kafka.security
+        if self.sasl_ssl_endpoint() is None or not sec.sasl or sec.mechanism != "SCRAM-SHA-512":
+            return
+        add_scram_user(self.endpoint(), sec.username, sec.password())
 
     def _java(self, main_class: str, *args: str, heap: str = "-Xmx512m") -> list[str]:
         return [
@@ -147,6 +226,7 @@ class KafkaService(ProcessService):
         self._format_storage()
         self.spawn(self._java("kafka.Kafka", str(self.properties_path)), cwd=self.dir)
         self.wait_healthy(_START_TIMEOUT_S)
+        self._add_scram_user()
 
     def health(self) -> Health:
         if not port_open(HOST, self.port):

@@ -11,6 +11,8 @@ mod latency;
 mod meter;
 #[cfg(test)]
 mod proptests;
+#[cfg(test)]
+mod fuzz;
 mod reader;
 mod record;
 mod ring;

@@ -11,7 +11,7 @@ use crate::ring::parse_block;
 
 const LINKTYPES: [u32; 7] = [0, 1, 101, 113, 228, 229, 276];
 
-fn dcfg() -> DecodeConfig {
+pub(crate) fn dcfg() -> DecodeConfig {
     DecodeConfig {
         decap_gre: true,
         decap_vxlan: true,
@@ -21,7 +21,7 @@ fn dcfg() -> DecodeConfig {
     }
 }
 
-fn core() -> Core {
+pub(crate) fn core() -> Core {
     let cfg = MeterConfig {
         idle_ns: 1_000_000_000,
         active_ns: 2_000_000_000,
@@ -38,7 +38,7 @@ fn core() -> Core {
 }
 
 /// Every frame of `buf` (fed whole, or in two chunks cut at `cut`) as (ts, lt, bytes, wire), and the error.
-fn read_all(buf: &[u8], cut: Option<usize>) -> (Vec<(i64, u32, Vec<u8>, u64)>, Option<String>) {
+pub(crate) fn read_all(buf: &[u8], cut: Option<usize>) -> (Vec<(i64, u32, Vec<u8>, u64)>, Option<String>) {
     let mut rd = Reader::new(false);
     let mut out = Vec::new();
     let mut pending: Vec<u8> = Vec::new();
@@ -82,7 +82,7 @@ fn pcap_file(snaplen: u32, records: &[(u32, u32, Vec<u8>, u32)]) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: crate::fuzz::cases(512), ..ProptestConfig::default() })]
 
     #[test]
     fn decode_never_panics(data in proptest::collection::vec(any::<u8>(), 0..200), lt_i in 0usize..7) {

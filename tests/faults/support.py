@@ -27,7 +27,7 @@ from gwtel.services.clickhouse import ClickHouseService
 from gwtel.services.kafka import KafkaService
 from processors.chclient import make_client
 from processors.loader import Loader
-from processors.loader_setup import build_loader
+from processors.loader_setup import build_loader, migrate
 from schemas import codec
 from schemas.flow_record import FlowRecord
 from tests.ports import free_port
@@ -204,7 +204,7 @@ def group_done(cfg: GwtelConfig, timeout_s: float = 30.0) -> bool:
     """
     topics = [cfg.kafka.topics.flows, cfg.kafka.topics.aggregates]
     peek = KafkaConsumer(
-        bootstrap_servers=cfg.kafka.bootstrap,
+        **cfg.kafka.kafka_python(),
         group_id=cfg.loader.group_id,
         enable_auto_commit=False,
         isolation_level="read_committed",
@@ -279,6 +279,16 @@ def assert_totals_equal_truth(cfg: GwtelConfig, truth: dict[str, Any], records: 
     assert (n, distinct, pkts) == (records, records, truth["packets"])
     total = sum(v[0] for v in truth_totals(truth).values())
     assert query(cfg, "SELECT sum(bytes_scaled) FROM DB.bandwidth_5m") == [(total,)]
+
+
+def aggregate_load_and_check(cfg: GwtelConfig, truth: dict[str, Any], records: int) -> None:
+    """The Flink job over what the flows topic holds, then the loader; ClickHouse must equal the truth."""
+    from processors.job import run_job
+
+    run_job(cfg, bounded=True)
+    migrate(cfg)
+    load_all(cfg)
+    assert_totals_equal_truth(cfg, truth, records)
 
 
 def gwtel(args: list[str], config: Path, env: dict[str, str] | None = None) -> list[str]:

@@ -24,8 +24,6 @@ from ingest.classify import PartnerClassifier
 from ingest.producer import FlowProducer
 from ingest.replay import replay_files
 from ingest.synth import SynthConfig, generate
-from processors.job import run_job
-from processors.loader_setup import migrate
 from schemas.flow_record import FlowRecord
 from tests.faults import support as s
 
@@ -95,10 +93,7 @@ def test_broker_killed_mid_replay_every_record_once_and_totals_exact(
     s.assert_exactly_once(s.topic_records(broker.endpoint(), cfg.kafka.topics.flows), cfg.agent.agent_id, range(n))
 
     try:
-        run_job(cfg, bounded=True)
-        migrate(cfg)
-        s.load_all(cfg)
-        s.assert_totals_equal_truth(cfg, truth, n)
+        s.aggregate_load_and_check(cfg, truth, n)
     finally:
         _drop(cfg)
 

@@ -219,8 +219,17 @@ class Capture:
 
 
 @contextlib.contextmanager
-def running_capture(pair: VethPair, workdir: Path, *extra: str, ring_config: str = "") -> Iterator[Capture]:
-    """`gwtel capture` on the host end, started and ready (socket bound, metrics served); killed if still running."""
+def running_capture(
+    pair: VethPair,
+    workdir: Path,
+    *extra: str,
+    ring_config: str = "",
+    prefix: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> Iterator[Capture]:
+    """`gwtel capture` on the host end, started and ready (socket bound, metrics served); killed if still running.
+
+    `prefix`: a command that runs the capture (e.g. setpriv dropping privileges); `env`: its environment."""
     agent_id = f"cap-{uuid.uuid4().hex[:8]}"
     config = workdir / f"{agent_id}.yaml"
     text = CONFIG.format(agent_id=agent_id, link=LINK)
@@ -231,7 +240,9 @@ def running_capture(pair: VethPair, workdir: Path, *extra: str, ring_config: str
     stderr = workdir / f"{agent_id}.stderr"
     argv = [sys.executable, "-m", "gwtel.cli", "--config", str(config), "capture", "--iface", pair.host_if]
     with open(stderr, "wb") as err:
-        proc = subprocess.Popen([*argv, "--to", f"jsonl:{records}", *extra], stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [*prefix, *argv, "--to", f"jsonl:{records}", *extra], stdout=subprocess.DEVNULL, stderr=err, env=env
+        )
     try:
 
         def ready() -> str | None:

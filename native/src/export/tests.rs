@@ -616,7 +616,7 @@ fn batch_frames() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(3000))]
+    #![proptest_config(ProptestConfig::with_cases(crate::fuzz::cases(3000)))]
 
     #[test]
     fn never_panics_on_arbitrary_bytes(d in proptest::collection::vec(any::<u8>(), 0..600), proto in 0u8..4) {
