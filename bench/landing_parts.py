@@ -271,8 +271,8 @@ def main() -> int:
         med = statistics.median(t)
         print(f"{name:<12} {1e6 * med / args.records:8.2f} {args.records / med:10,.0f} {med / base:15.2f}")
     print(f"{'merge':<12} {merge_us:8.2f}  (one merge pass of flows_raw, per row)")
-    for name, wall in walls.items():
-        rate = args.records / statistics.median(wall)
+    for name, samples in walls.items():
+        rate = args.records / statistics.median(samples)
         print(f"{name}: wall clock {rate:,.0f} rows/s (median; the machine is shared)")
     return 0
 
