@@ -253,7 +253,8 @@ def main() -> int:
             for i in range(args.runs):
                 for name, fn in variants.items():
                     times[name].append(fn())
-                for name, server in servers.items():
+                # Which server goes first alternates, so that neither always follows the in-process variants.
+                for name, server in sorted(servers.items(), reverse=bool(i % 2)):
                     wall, cpu, client = server.run()
                     times[name].append(cpu)
                     walls.setdefault(name, []).append(wall)
