@@ -15,7 +15,9 @@ acknowledged N rows. Variants, alternating, medians over `--runs`:
   included (`--processes 0` skips both).
 
 Baseline, same runs: a plain kafka-python read_committed consume of the same topic (records/s; its inverse is
-kafka-python's cost per message, printed in us). Writes bench/results/loader.json.
+kafka-python's cost per message, printed in us). The loader's own CPU per record is printed too (its process,
+librdkafka's threads included); ClickHouse's share is measured by bench/landing_parts.py.
+Writes bench/results/loader.json.
 Usage: `python bench/loader.py [--records 2000000] [--runs 3] [--processes 2]`.
 """
 
@@ -62,11 +64,16 @@ def own(base: GwtelConfig) -> GwtelConfig:
     )
 
 
-def one_run(base: GwtelConfig, n: int, raw: bool) -> float:
-    """Records/s of one loader over the whole topic, in a database and consumer group of its own."""
+def one_run(base: GwtelConfig, n: int, raw: bool, cpu: list[float] | None = None) -> float:
+    """Records/s of one loader over the whole topic, in a database and consumer group of its own.
+
+    `cpu` receives the loader's own CPU per record in us (this process, librdkafka's threads included;
+    ClickHouse's parse runs in the server's process).
+    """
     cfg = own(base)
     migrate(cfg)
     tune_gc()
+    c0 = time.process_time()
     t0 = time.perf_counter()
     registry = CollectorRegistry()
     loader = build_loader(cfg, registry)
@@ -77,6 +84,8 @@ def one_run(base: GwtelConfig, n: int, raw: bool) -> float:
         while (registry.get_sample_value("gwtel_loader_flow_records_stored_total") or 0) < n:
             loader.step()
         seconds = time.perf_counter() - t0
+        if cpu is not None:
+            cpu.append(1e6 * (time.process_time() - c0) / n)
     finally:
         loader.close()
         drop_database(cfg)
@@ -150,6 +159,7 @@ def main() -> int:
     if args.processes:
         variants += ["processes1", f"processes{args.processes}"]
     rates: dict[str, list[float]] = {v: [] for v in variants}
+    loader_cpu: list[float] = []
     slow_n = min(n, args.per_record_records)
     try:
         values = records(n, args.event_rate)
@@ -158,7 +168,7 @@ def main() -> int:
             # Each figure beside a plain consume of the same topic in the same run: the machine is shared.
             rates["baseline"].append(consume_rate(cfg.kafka.bootstrap, cfg.kafka.topics.flows, n))
             rates["librdkafka"].append(librdkafka_consume_rate(cfg.kafka.bootstrap, cfg.kafka.topics.flows, n))
-            rates["loader"].append(one_run(cfg, n, raw=True))
+            rates["loader"].append(one_run(cfg, n, raw=True, cpu=loader_cpu))
             rates["per_record"].append(one_run(cfg, slow_n, raw=False))
             rates["clickhouse"].append(clickhouse_run(cfg, values))
             if args.processes:
@@ -174,6 +184,7 @@ def main() -> int:
         Row("plain kafka-python consume (the baseline)", base, "records/s", base),
         Row("  confluent-kafka (librdkafka, the loader's client) plain consume", med["librdkafka"], "records/s", base),
         Row("loader records/s into flows_raw (median)", med["loader"], "records/s", base, ">= 150,000"),
+        Row("  the loader process's own CPU per record", statistics.median(loader_cpu), "us"),
         Row(f"  per-record Python path ({slow_n:,} records)", med["per_record"], "records/s", base),
         Row("  ClickHouse landing inserts alone (no Kafka)", med["clickhouse"], "records/s", base),
     ]
@@ -183,7 +194,7 @@ def main() -> int:
             Row(f"gwtel load, {args.processes} processes, one group", med[f"processes{args.processes}"],
                 "records/s", med["processes1"]),
         ]  # fmt: skip
-    path = write("loader", rows, records=n, event_rate=args.event_rate, runs=rates)
+    path = write("loader", rows, records=n, event_rate=args.event_rate, runs=rates, loader_cpu_us=loader_cpu)
     print(table([{"benchmark": "loader", **r} for r in json.loads(path.read_text())["rows"]]))
     return 0
 

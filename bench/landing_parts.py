@@ -1,0 +1,282 @@
+"""Where a landing insert's time goes, in chDB in process (no HTTP, no Kafka): per-row cost of each part.
+
+N FlowRecords (bench/job.py's, timestamps of the last hour) are inserted in batches of `--batch` through the
+streaming insert call the embedded server uses, into a fresh database migrated as `gwtel migrate` does.
+Variants, alternating, medians over `--runs` (us per row and rows/s):
+
+- `parse`: JSONEachRow into a Null table of `flows_in`'s columns (no view): ClickHouse's parse alone;
+- `check`: the same with only the check view (its downstream views dropped): parse + checks;
+- `landing`: the landing path as migrated (flows_in, its check view and the three views behind it);
+- `raw_write`: `flows_raw` written from typed rows already in memory (INSERT ... SELECT): the MergeTree write;
+- `typed_parse`: JSONEachRow into a Null table of `flows_raw`'s (narrow, LowCardinality) columns;
+- `compact`, `rowbinary`: the same rows as JSONCompactEachRow / RowBinary into a Null table of `flows_in`'s
+  columns: what another wire format would save on the parse;
+- `http_server`: the landing inserts sent by clickhouse-connect to a private embedded server (this checkout's
+  code), the server process's CPU; `http_baseline`: the same to a server from `--baseline-src` (another
+  checkout, e.g. main), alternating; `http_client`: the sending process's CPU.
+
+Figures are CPU time (user + system) per row, every thread of the process: on the shared machine wall time
+mostly measures the other work. Background merges are stopped while inserts are timed; `merge` is one merge
+pass over `flows_raw` (every part into one) at the end, per row: a row is merged a few times over its life.
+
+The baseline is `landing`, measured in the same run. Usage: `python bench/landing_parts.py [--records 200000]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import job
+import orjson
+
+from gwtel.chserver.engine import Engine
+from processors.config import LoaderConfig
+from processors.landing import INPUT_SETTINGS, LANDING, raw_token
+from processors.loader import INSERT_SETTINGS_FIXED
+from processors.migrate import discover, params_from, render
+
+DB = "bench"
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (every thread)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def ping(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class HttpBench:
+    """The landing inserts through a private embedded server's HTTP interface, as the loader sends them."""
+
+    def __init__(self, data: Path, json_parts: list[bytes], size: int, src: Path | None = None) -> None:
+        import clickhouse_connect
+
+        self.port = free_port()
+        env = {**os.environ, "PYTHONPATH": str(src or Path(__file__).resolve().parents[1])}
+        argv = ["-m", "gwtel.chserver", "--data", str(data), "--port", str(self.port), "--log-level", "WARNING"]
+        self.proc = subprocess.Popen([sys.executable, *argv], env=env)
+        deadline = time.monotonic() + 60
+        while not ping(self.port):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("the private embedded server did not start")
+            time.sleep(0.3)
+        self.client = clickhouse_connect.get_client(host="127.0.0.1", port=self.port, autogenerate_session_id=False)
+        migrate_db(self.client.command, DB)
+        self.client.command("SYSTEM STOP MERGES")  # merges are measured apart (`merge`)
+        self.parts, self.size, self.tokens = json_parts, size, 0
+
+    def run(self) -> tuple[float, float, float]:
+        """(wall s, server CPU s, client CPU s) of one pass over the batches."""
+        s0, c0, w0 = cpu_s(self.proc.pid), time.process_time(), time.perf_counter()
+        for i, part in enumerate(self.parts):
+            self.tokens += 1
+            token = raw_token(f"h{self.tokens}", 0, i * self.size, (i + 1) * self.size - 1, 0)
+            settings = {**INSERT_SETTINGS_FIXED, **INPUT_SETTINGS, "insert_deduplication_token": token}
+            self.client.raw_insert(f"{DB}.{LANDING}", insert_block=part, fmt="JSONEachRow", settings=settings)
+        return time.perf_counter() - w0, cpu_s(self.proc.pid) - s0, time.process_time() - c0
+
+    def close(self) -> None:
+        self.client.close()
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+CHECK_DB = "bench_check"  # the landing migration without the views behind the check view
+_BEHIND_CHECK = ("flows_checked_raw_mv", "flows_checked_bad_mv", "flows_checked_batch_mv")
+
+
+def settings_sql(token: str, parse: bool = True) -> str:
+    pairs: dict[str, object] = {**INSERT_SETTINGS_FIXED, **(INPUT_SETTINGS if parse else {"max_threads": 1})}
+    pairs["insert_deduplication_token"] = f"'{token}'"
+    return " SETTINGS " + ", ".join(f"{k} = {v}" for k, v in pairs.items())
+
+
+def migrate_db(run: Callable[[str], object], db: str) -> None:
+    """Create `db` and apply every migration to it, as `gwtel migrate` does."""
+    run(f"CREATE DATABASE {db}")
+    for mig in discover():
+        for stmt in render(mig, params_from(db, LoaderConfig())):
+            run(stmt)
+
+
+def batches(blob: list[bytes], size: int) -> list[bytes]:
+    return [b"\n".join(blob[i : i + size]) for i in range(0, len(blob), size)]
+
+
+class Bench:
+    def __init__(self, engine: Engine, values: list[bytes], size: int) -> None:
+        self.engine, self.size, self.n = engine, size, len(values)
+        self.json = batches(values, size)
+        self.tokens = 0
+        cols = [r[0] for r in self._rows("SELECT name, type FROM system.columns WHERE database = 'bench' "
+                                        "AND table = 'flows_in' ORDER BY position")]  # fmt: skip
+        self.cols = cols
+        compact = [orjson.dumps([d.get(c) for c in cols]) for d in map(orjson.loads, values)]
+        self.compact = batches(compact, size)
+        engine.query(f"CREATE TABLE {DB}.null_in AS {DB}.{LANDING} ENGINE = Null", "TabSeparated", None)
+        engine.query(f"CREATE TABLE {DB}.null_typed AS {DB}.flows_raw ENGINE = Null", "TabSeparated", None)
+        engine.query(f"CREATE TABLE {DB}.mem_in AS {DB}.{LANDING} ENGINE = Memory", "TabSeparated", None)
+        for part in self.json:
+            engine.insert(f"INSERT INTO {DB}.mem_in" + settings_sql("seed"), "JSONEachRow", [part], None)
+        self.rowbinary = [
+            engine.query(f"SELECT * FROM {DB}.mem_in LIMIT {size} OFFSET {i}", "RowBinary", None).body
+            for i in range(0, self.n, size)
+        ]
+
+    def _rows(self, sql: str) -> list[list[str]]:
+        body = self.engine.query(sql, "TabSeparated", None).body.decode()
+        return [line.split("\t") for line in body.splitlines()]
+
+    def _token(self, first: int, count: int) -> str:
+        self.tokens += 1
+        return raw_token(f"t{self.tokens}", 0, first, first + count - 1, 0)
+
+    def _insert(self, table: str, fmt: str, parts: list[bytes], db: str = DB) -> float:
+        t0 = time.process_time()
+        for i, part in enumerate(parts):
+            token = self._token(i * self.size, self.size)
+            self.engine.insert(f"INSERT INTO {db}.{table}" + settings_sql(token), fmt, [part], None)
+        return time.process_time() - t0
+
+    def check(self) -> float:
+        return self._insert(LANDING, "JSONEachRow", self.json, CHECK_DB)
+
+    def parse(self) -> float:
+        return self._insert("null_in", "JSONEachRow", self.json)
+
+    def landing(self) -> float:
+        return self._insert(LANDING, "JSONEachRow", self.json)
+
+    def typed_parse(self) -> float:
+        return self._insert("null_typed", "JSONEachRow", self.json)
+
+    def compact_fmt(self) -> float:
+        return self._insert("null_in", "JSONCompactEachRow", self.compact)
+
+    def rowbinary_fmt(self) -> float:
+        return self._insert("null_in", "RowBinary", self.rowbinary)
+
+    def raw_write(self) -> float:
+        self.engine.query(f"TRUNCATE TABLE {DB}.flows_raw", "TabSeparated", None)
+        t0 = time.process_time()
+        for first in range(0, self.n, self.size):
+            token = self._token(first, self.size)
+            self.engine.query(
+                f"INSERT INTO {DB}.flows_raw SELECT * EXCEPT (kafka_topic, kafka_partition, kafka_offset, ts), "
+                f"'t', 0, {first} + rowNumberInBlock() FROM {DB}.typed LIMIT {self.size} OFFSET {first}"
+                + settings_sql(token, parse=False),
+                "TabSeparated",
+                None,
+            )
+        return time.process_time() - t0
+
+    def merge_pass(self) -> float:
+        """CPU us per row of merging every part of `flows_raw` into one (each row read and written once)."""
+        rows = int(self.engine.query(f"SELECT count() FROM {DB}.flows_raw", "TabSeparated", None).body)
+        self.engine.query("SYSTEM START MERGES", "TabSeparated", None)
+        t0 = time.process_time()
+        self.engine.query(f"OPTIMIZE TABLE {DB}.flows_raw FINAL", "TabSeparated", None)
+        return 1e6 * (time.process_time() - t0) / rows
+
+    def prepare_typed(self) -> None:
+        self.engine.query(f"CREATE TABLE {DB}.typed AS {DB}.flows_raw ENGINE = Memory", "TabSeparated", None)
+        self.engine.query(f"INSERT INTO {DB}.typed SELECT * FROM {DB}.flows_raw", "TabSeparated", None)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--records", type=int, default=200_000)
+    ap.add_argument("--batch", type=int, default=50_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--baseline-src", type=Path, default=None,
+                    help="also serve the inserts from the embedded server of this checkout (e.g. main)")  # fmt: skip
+    args = ap.parse_args()
+    job.T0_S = int(time.time()) - 3600  # inside every TTL
+    values = job.records(args.records, job.TARGET_EVENT_RATE)
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = Engine(Path(tmp))
+        try:
+            for db in (DB, CHECK_DB):
+                migrate_db(lambda sql: engine.query(sql, "TabSeparated", None), db)
+            for view in _BEHIND_CHECK:
+                engine.query(f"DROP VIEW {CHECK_DB}.{view}", "TabSeparated", None)
+            # Background merges would land in whichever variant runs next: each insert is timed without them,
+            # and one merge pass over flows_raw is timed at the end.
+            engine.query("SYSTEM STOP MERGES", "TabSeparated", None)
+            bench = Bench(engine, values, args.batch)
+            bench.landing()
+            stored = int(engine.query(f"SELECT count() FROM {DB}.flows_raw", "TabSeparated", None).body)
+            if stored != args.records:
+                raise RuntimeError(f"flows_raw holds {stored} rows for {args.records}")
+            bench.prepare_typed()
+            variants: dict[str, Callable[[], float]] = {
+                "landing": bench.landing,
+                "parse": bench.parse,
+                "check": bench.check,
+                "typed_parse": bench.typed_parse,
+                "raw_write": bench.raw_write,
+                "compact": bench.compact_fmt,
+                "rowbinary": bench.rowbinary_fmt,
+            }
+            servers = {"http_server": HttpBench(Path(tmp) / "http", bench.json, args.batch)}
+            if args.baseline_src:
+                servers["http_baseline"] = HttpBench(Path(tmp) / "base", bench.json, args.batch, args.baseline_src)
+            times: dict[str, list[float]] = {v: [] for v in [*variants, *servers, "http_client"]}
+            walls: dict[str, list[float]] = {}
+            for i in range(args.runs):
+                for name, fn in variants.items():
+                    times[name].append(fn())
+                # Which server goes first alternates, so that neither always follows the in-process variants.
+                for name, server in sorted(servers.items(), reverse=bool(i % 2)):
+                    wall, cpu, client = server.run()
+                    times[name].append(cpu)
+                    walls.setdefault(name, []).append(wall)
+                times["http_client"].append(client)
+                print(f"  run {i + 1}: " + ", ".join(f"{v} {1e6 * t[-1] / args.records:.2f} us"
+                                                     for v, t in times.items()), flush=True)  # fmt: skip
+            for server in servers.values():
+                server.close()
+            merge_us = bench.merge_pass()
+        finally:
+            engine.close()
+    base = statistics.median(times["landing"])
+    print(f"{'variant':<12} {'us/row':>8} {'rows/s':>10} {'x landing time':>15}")
+    for name, t in times.items():
+        med = statistics.median(t)
+        print(f"{name:<12} {1e6 * med / args.records:8.2f} {args.records / med:10,.0f} {med / base:15.2f}")
+    print(f"{'merge':<12} {merge_us:8.2f}  (one merge pass of flows_raw, per row)")
+    for name, samples in walls.items():
+        rate = args.records / statistics.median(samples)
+        print(f"{name}: wall clock {rate:,.0f} rows/s (median; the machine is shared)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
