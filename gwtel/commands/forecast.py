@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--interval", type=float, default=3600.0, help="seconds between computations (default 3600)")
     p.add_argument("--metrics-port", type=int, default=DEFAULT_PORT, help=f"with --serve (default {DEFAULT_PORT})")
     p.add_argument(
-        "--metrics-host", default="127.0.0.1", help="address to serve on (default 127.0.0.1; 0.0.0.0 in a pod)"
+        "--metrics-host", default=None, help="address to serve on (default: prometheus.metrics_host, 127.0.0.1)"
     )
     p.set_defaults(func=_run)
 
@@ -70,7 +70,13 @@ def _serve(args: argparse.Namespace, cfg: GwtelConfig, client: Any, db: str) -> 
     metrics = ForecastMetrics(registry)
     home = cfg.local.home_path()
     with serve_metrics(
-        FORECAST_JOB, db, args.metrics_port, home, registry, component="forecast", host=args.metrics_host
+        FORECAST_JOB,
+        db,
+        args.metrics_port,
+        home,
+        registry,
+        component="forecast",
+        host=args.metrics_host or cfg.prometheus.metrics_host,
     ):
         while not stop.is_set():
             try:
