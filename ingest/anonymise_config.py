@@ -24,7 +24,6 @@ class AnonymiseConfig(BaseModel):
 
     key_file: str | None = Field(default=None, description="32 raw bytes or 64 hex digits; readable by the agent only")
     key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="holds 64 hex digits")
-    cache_addresses: int = Field(default=1 << 20, ge=1, description="anonymised addresses kept per engine")
 
     @model_validator(mode="after")
     def _one_source(self) -> AnonymiseConfig:

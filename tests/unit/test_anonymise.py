@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 from pathlib import Path
 
 import gwtel_native
@@ -194,3 +195,35 @@ def test_collector_engines_anonymise_after_classification(tmp_path: Path) -> Non
     col.feed(_framed())
     (count, keys, values, *_rest), _unmapped = col.take_records(0, export_ns)
     assert EncodedBatch(count, keys, values).records() == ref
+
+
+# --- the command line
+
+
+def test_replay_anonymises_and_never_prints_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gwtel.cli import main
+
+    pcap = tmp_path / "s.pcap"
+    generate(SynthConfig(seed=6, flows=50, duration_s=5), pcap, tmp_path / "s.json")
+    conf = tmp_path / "gwtel.yaml"
+    conf.write_text("agent:\n  metrics_port: 0\n  anonymise:\n    key_env: GWTEL_TEST_ANON_KEY\n")
+    monkeypatch.setenv("GWTEL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("GWTEL_CONFIG", str(conf))
+    secret = KEY2.hex()
+
+    monkeypatch.setenv("GWTEL_TEST_ANON_KEY", secret[:-2])  # one byte short: refused at start-up, cleanly
+    assert main(["replay", str(pcap), "--to", "-"]) == 2
+    err = capsys.readouterr().err
+    assert "anonymise.key_env (GWTEL_TEST_ANON_KEY)" in err and secret[:-2] not in err and "Traceback" not in err
+
+    monkeypatch.setenv("GWTEL_TEST_ANON_KEY", secret)
+    assert main(["replay", str(pcap), "--to", "-"]) == 0
+    out = capsys.readouterr()
+    assert secret not in out.out + out.err
+    lines = [json.loads(line) for line in out.out.splitlines() if line.startswith("{")]
+    assert len(lines) >= 50
+    plain = {r.src_ip for r in same_records(AgentConfig(), [pcap]).records}
+    text = TextAnonymiser(KEY2)
+    assert {r["src_ip"] for r in lines} == {text(a) for a in plain}
