@@ -15,6 +15,7 @@ from typing import Protocol
 from gwtel import __version__
 from gwtel.config import ConfigError
 from gwtel.errors import UserError
+from ingest.anonymise_config import AnonymiseKeyError
 
 # Each module defines `register(subparsers)` and sets `func` on its parser.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -60,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (ConfigError, UserError) as exc:
+    except (ConfigError, UserError, AnonymiseKeyError) as exc:
         print(f"gwtel {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -8,9 +8,11 @@ plain integers on the hot path and read by a Prometheus collector at scrape time
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ingest.agent_metrics import PartnerTally
+from ingest.anonymise import TextAnonymiser
+from ingest.anonymise_config import engine_key
 from ingest.classification import Classifier
 from ingest.config import AgentConfig
 from ingest.decode import DecodeConfig, decode
@@ -64,8 +66,12 @@ class Agent:
             first_seq=first_seq,
         )
         self._since_advance = 0
+        key = engine_key(cfg.anonymise)  # read at start-up: a bad key stops here
+        self._anon = None if key is None else TextAnonymiser(key)
 
     def _emit(self, rec: FlowRecord) -> None:
+        if self._anon is not None:  # after classification: partner, country and direction are the real ones
+            rec = replace(rec, src_ip=self._anon(rec.src_ip), dst_ip=self._anon(rec.dst_ip))
         self.counters.records_emitted += 1
         self.partners.add(rec)
         self._sink(rec)

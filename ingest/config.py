@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ingest.anonymise_config import AnonymiseConfig
 from schemas.flow_record import SamplingMode
 
 
@@ -45,3 +46,5 @@ class AgentConfig(BaseModel):
     spool_dir: str = "agent/spool"
     spool_max_bytes: int = Field(default=1 << 30, ge=1 << 20)
     compression: str = Field(default="lz4", pattern=r"^(lz4|zstd|gzip|none)$")
+    # Prefix-preserving anonymisation of src_ip/dst_ip after classification (off unless given; docs/security.md)
+    anonymise: AnonymiseConfig | None = None

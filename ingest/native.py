@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from gwtel.errors import UserError
 from ingest.agent import AgentCounters, meter_config
 from ingest.agent_metrics import HANDSHAKE_RTT_BUCKETS, PartnerTally
+from ingest.anonymise_config import engine_key
 from ingest.classification import Classifier
 from ingest.classify import UNKNOWN_COUNTRY, EngineRules, PartnerClassifier
 from ingest.config import AgentConfig
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 
 _NS = 1_000_000_000
 _GZ_CHUNK = 1 << 20
-ABI = 6  # native/src/lib.rs: bumped with every change of the module's Python interface
+ABI = 7  # native/src/lib.rs: bumped with every change of the module's Python interface
 
 
 class NativeUnavailableError(UserError):
@@ -172,6 +173,7 @@ class NativeAgent:
             sampling_mode=sampling_mode,
             **record_args(),
             **engine_classification(classifier, cfg.link_id),
+            anon_key=engine_key(cfg.anonymise),
         )
         self._mod = mod
         # Engines draining into this agent (file replay: one; live capture: one per ring) and the counters each

@@ -8,6 +8,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ingest.anonymise_config import AnonymiseConfig
+
 _ID = r"^[A-Za-z0-9_.-]{1,64}$"
 SCHEMES = ("netflow", "ipfix", "sflow")
 
@@ -87,6 +89,8 @@ class CollectorConfig(_Strict):
     template_dir: str = "collector/templates"
     max_templates_per_exporter: int = Field(default=4096, ge=1)
     exporters: tuple[Exporter, ...] = ()
+    # Prefix-preserving anonymisation of src_ip/dst_ip after classification (off unless given; docs/security.md)
+    anonymise: AnonymiseConfig | None = None
 
     @field_validator("listen")
     @classmethod

@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 
+from ingest.anonymise import TextAnonymiser
+from ingest.anonymise_config import engine_key
 from ingest.classify import PartnerClassifier
 from ingest.collect.config import CollectorConfig, Exporter, Interface
 from ingest.collect.decoded import Exported
@@ -59,6 +61,9 @@ class RecordBuilder:
         self.next_seq = first_seq
         self.unmapped = 0  # records whose exporter or interfaces the map does not name
         self._address_text: dict[bytes, str] = {b"": ""}  # exporters, next hops: each formatted once
+        # src/dst anonymised after classification; exporters and next hops are the operator's routers: kept
+        self._anon_key = engine_key(cfg.anonymise)  # read at start-up: a bad key stops here
+        self._anon = None if self._anon_key is None else TextAnonymiser(self._anon_key)
 
     def configure(self, engine: gwtel_native.Collector, agent_id: str) -> None:
         """Have `engine` build and encode the records itself (`take_records`) exactly as `build` does."""
@@ -74,6 +79,7 @@ class RecordBuilder:
             exporters=exporters,
             rules=self._classifier.engine_rules(),
             side=self._classifier.side_of_packed,
+            anon_key=self._anon_key,
             **record_args(),
         )
 
@@ -128,6 +134,8 @@ class RecordBuilder:
                 if remote is not None:
                     partner, country, asn = remote.partner, remote.remote_country, remote.remote_asn
             exporter = self._address(r.exporter)
+            if self._anon is not None:
+                src, dst = self._anon(src), self._anon(dst)
             sampling = r.sampling_rate
             if sampling <= 1 and exp is not None and exp.sampling_rate is not None:
                 sampling = exp.sampling_rate

@@ -3,6 +3,7 @@
 //! Finished flows are classified (per-address answers of Python's classifier, cached) and encoded here too:
 //! Python receives batches of Kafka keys and values and per-partner aggregates, never single records.
 
+mod anon;
 mod batch;
 mod classify;
 mod decode;
@@ -136,6 +137,7 @@ struct Records {
     hs_bounds: Vec<f64>,
     batch: Batch,
     scratch: Scratch,
+    anon: Option<anon::Anonymiser>, // addresses are anonymised after classification
 }
 
 impl Records {
@@ -146,8 +148,8 @@ impl Records {
         for r in recs {
             let c = cls.flow(&r.src, &r.dst, r.v6, self.link);
             let n = if r.v6 { 16 } else { 4 };
-            record::ip_text(src, &r.src[..n]);
-            record::ip_text(dst, &r.dst[..n]);
+            anon::ip_text(self.anon.as_mut(), src, &r.src[..n]);
+            anon::ip_text(self.anon.as_mut(), dst, &r.dst[..n]);
             let (resp, init) = (opt_us(r.hs_resp_ns), opt_us(r.hs_init_ns));
             let (ext, int) = if c.remote_is_initiator {
                 (init, resp)
@@ -262,7 +264,7 @@ impl Engine {
     #[pyo3(signature = (*, idle_ns, active_ns, grace_ns, tick_ns, ooo_ns, max_flows, max_pending_ts,
         max_pending_echo, frag_max, frag_timeout_ns, decap_gre, decap_vxlan, decap_gtp, vxlan_port, gtp_port,
         bucket_thresholds, fields, agent_id, link_id, sampling_rate, sampling_mode, rules, handshake_bounds,
-        side=None, classify=None, address_cache=ORACLE_CACHE_MAX))]
+        side=None, classify=None, address_cache=ORACLE_CACHE_MAX, anon_key=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         idle_ns: i64,
@@ -291,8 +293,10 @@ impl Engine {
         side: Option<Py<PyAny>>,
         classify: Option<Py<PyAny>>,
         address_cache: usize,
+        anon_key: Option<Vec<u8>>,
     ) -> PyResult<Self> {
         check_fields(&fields)?;
+        let anon = anon::from_key(anon_key, address_cache).map_err(PyValueError::new_err)?;
         if idle_ns <= 0
             || active_ns <= 0
             || grace_ns <= 0
@@ -365,6 +369,7 @@ impl Engine {
                 hs_bounds: handshake_bounds,
                 batch: Batch::default(),
                 scratch: Scratch::default(),
+                anon,
             },
         })
     }
@@ -754,6 +759,6 @@ fn gwtel_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<export::py::Collector>()?;
     m.add_function(wrap_pyfunction!(encode_record, m)?)?;
     m.add_function(wrap_pyfunction!(address_text, m)?)?;
-    m.add("ABI", 6)?;
+    m.add("ABI", 7)?;
     Ok(())
 }

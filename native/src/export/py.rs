@@ -123,7 +123,7 @@ impl Collector {
     /// Build and encode FlowRecords in the engine (`take_records`), as `ingest.collect.records.RecordBuilder`
     /// does: `side` answers per address (cached here), `rules` the per-flow rule's tables.
     #[pyo3(signature = (*, fields, agent_id, default_link_id, exporters, rules, handshake_bounds, side,
-        address_cache=1 << 20))]
+        address_cache=1 << 20, anon_key=None))]
     #[allow(clippy::too_many_arguments)]
     fn configure_records(
         &mut self,
@@ -135,8 +135,10 @@ impl Collector {
         handshake_bounds: Vec<f64>,
         side: Py<PyAny>,
         address_cache: usize,
+        anon_key: Option<Vec<u8>>,
     ) -> PyResult<()> {
         check_fields(&fields)?;
+        let anon = crate::anon::from_key(anon_key, address_cache).map_err(PyValueError::new_err)?;
         let mut cls = Classifier::cached(side, address_cache, &rules, self.err.clone());
         let default_link = cls.names.id(&default_link_id);
         let mut map = HashMap::new();
@@ -153,13 +155,9 @@ impl Collector {
                 },
             );
         }
-        self.records = Some(Builder::new(
-            cls,
-            agent_id,
-            default_link,
-            map,
-            handshake_bounds,
-        ));
+        let mut b = Builder::new(cls, agent_id, default_link, map, handshake_bounds);
+        b.anon = anon;
+        self.records = Some(b);
         Ok(())
     }
 

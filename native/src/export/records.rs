@@ -27,6 +27,7 @@ pub struct Builder {
     pub exporters: HashMap<Addr, ExporterMap>,
     pub hs_bounds: Vec<f64>,
     pub unmapped: u64,
+    pub anon: Option<crate::anon::Anonymiser>, // addresses are anonymised after classification
     src: String,
     dst: String,
     exporter: String,
@@ -68,6 +69,7 @@ impl Builder {
             exporters,
             hs_bounds,
             unmapped: 0,
+            anon: None,
             src: String::new(),
             dst: String::new(),
             exporter: String::new(),
@@ -135,8 +137,8 @@ impl Builder {
                 }
             };
             let n = if v6 { 16 } else { 4 };
-            record::ip_text(&mut self.src, &r.src.b[..n]);
-            record::ip_text(&mut self.dst, &r.dst.b[..n]);
+            crate::anon::ip_text(self.anon.as_mut(), &mut self.src, &r.src.b[..n]);
+            crate::anon::ip_text(self.anon.as_mut(), &mut self.dst, &r.dst.b[..n]);
             text_or_empty(&mut self.exporter, &r.exporter);
             text_or_empty(&mut self.next_hop, &r.next_hop);
             let mut sampling = r.sampling as u64;
