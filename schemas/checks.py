@@ -261,20 +261,55 @@ def checked(d: Any, latest_ns: int | None = None) -> dict[str, Any]:
 
 
 # -- the same checks in ClickHouse SQL, over the landing table's columns ---------------------------------------
-def landing_type(name: str, kind: str) -> str:
-    """Landing column type: wide enough that a value out of any bound still parses and is judged by the view."""
+# The landing tables' layout: 7 as migration 0007 created it, 9 (0009) with nullable histogram bin elements.
+LANDING_VERSIONS: Final = (7, 9)
+LANDING_VERSION: Final = LANDING_VERSIONS[-1]
+
+
+def landing_type(name: str, kind: str, version: int = LANDING_VERSION) -> str:
+    """Landing column type: wide enough that a value out of any bound still parses and is judged by the view.
+
+    Every element may be null from version 9 on: ClickHouse's JSON reader fills a null where its column cannot
+    hold one with the type's default (a bin `{"b": null, "c": null}` read as (0, 0), `[null]` as one such
+    bin), so only a nullable element lets the view see the null and refuse it as the codec does."""
     if kind == "int":
         return "Nullable(Int128)"
     if kind == "str":
         return "Nullable(String)"
-    return "Array(Tuple(b Int128, c Int128))"
+    if version < 9:
+        return "Array(Tuple(b Int128, c Int128))"
+    return "Array(Tuple(b Nullable(Int128), c Nullable(Int128)))"
 
 
 def _int_sql(expr: str, name: str, bound: IntBound) -> list[tuple[str, str, str]]:
     return [(f"{expr} < {bound.lo}", "bad_value", name), (f"{expr} > {bound.hi}", bound.above, name)]
 
 
-def problem_cases(latest_sql: str) -> list[tuple[str, str, str]]:
+def _bins_sql(name: str, version: int) -> list[tuple[str, str, str]]:
+    b, c = BIN_BOUNDS
+    if version < 9:
+        # Per bin in order, as `_bins` reads them: the first bad element decides the reason.
+        first = f"arrayFirst(t -> t.1 < {b.lo} OR t.1 > {b.hi} OR t.2 < {c.lo} OR t.2 > {c.hi}, {name})"
+        return [
+            (f"{first}.1 < {b.lo} OR ({first}.1 <= {b.hi} AND {first}.2 < {c.lo})", "bad_value", name),
+            (f"{first}.1 > {b.hi}", b.above, name),
+            (f"{first}.2 > {c.hi}", c.above, name),
+        ]
+    # Each bin's first fault as a code, in the order `_bins` reads them (b, then c: null, below, above); the
+    # first bin with one decides. 0: no fault (also arrayFirst's answer when no bin has one).
+    faults: list[tuple[str, str]] = []
+    for i, bound in ((1, b), (2, c)):
+        faults += [(f"isNull(t.{i})", "bad_type"), (f"t.{i} < {bound.lo}", "bad_value"),
+                   (f"t.{i} > {bound.hi}", bound.above)]  # fmt: skip
+    codes = ", ".join(f"{cond}, {n}" for n, (cond, _) in enumerate(faults, start=1))
+    code = f"arrayFirst(x -> x != 0, arrayMap(t -> multiIf({codes}, 0), {name}))"
+    by_reason: dict[str, list[int]] = {}
+    for n, (_, reason) in enumerate(faults, start=1):
+        by_reason.setdefault(reason, []).append(n)
+    return [(f"{code} IN ({', '.join(map(str, ns))})", reason, name) for reason, ns in by_reason.items()]
+
+
+def problem_cases(latest_sql: str, version: int = LANDING_VERSION) -> list[tuple[str, str, str]]:
     """(condition, reason, field) in the order `checked` checks them; the first true one names the fault."""
     cases: list[tuple[str, str, str]] = [
         (f"isNull(schema_version) OR schema_version != {FLOW_SCHEMA_VERSION}", "wrong_version", "schema_version")
@@ -291,12 +326,7 @@ def problem_cases(latest_sql: str) -> list[tuple[str, str, str]]:
             # orjson refuses a value with invalid UTF-8 (`not_json`); ClickHouse's parser takes any bytes.
             cases.append((f"NOT isValidUTF8({name})", "not_json", name))
         else:
-            b, c = BIN_BOUNDS
-            # Per bin in order, as `_bins` reads them: the first bad element decides the reason.
-            first = f"arrayFirst(t -> t.1 < {b.lo} OR t.1 > {b.hi} OR t.2 < {c.lo} OR t.2 > {c.hi}, {name})"
-            cases.append((f"{first}.1 < {b.lo} OR ({first}.1 <= {b.hi} AND {first}.2 < {c.lo})", "bad_value", name))
-            cases.append((f"{first}.1 > {b.hi}", b.above, name))
-            cases.append((f"{first}.2 > {c.hi}", c.above, name))
+            cases.extend(_bins_sql(name, version))
     for rule in RECORD_RULES:
         cases.append((f"NOT ({_bound(rule.sql, latest_sql)})", "bad_value", rule.field))
     return cases
@@ -324,7 +354,9 @@ def flink_bad_value_sql(latest_sql: str) -> str:
     return f"CASE {' '.join(whens)} END"
 
 
-def clickhouse_problem_sql(latest_sql: str) -> str:
-    """`(reason, field)` of a landing row, `('', '')` when it may be stored: `checked` in ClickHouse SQL."""
-    whens = ",\n        ".join(f"{cond}, ('{reason}', '{field}')" for cond, reason, field in problem_cases(latest_sql))
+def clickhouse_problem_sql(latest_sql: str, version: int = LANDING_VERSION) -> str:
+    """`(reason, field)` of a landing row, `('', '')` when it may be stored: `checked` in ClickHouse SQL, over the
+    landing tables of `version`."""
+    cases = problem_cases(latest_sql, version)
+    whens = ",\n        ".join(f"{cond}, ('{reason}', '{field}')" for cond, reason, field in cases)
     return f"multiIf(\n        {whens},\n        ('', ''))"
