@@ -65,6 +65,14 @@ _TOKEN = "splitByChar(':', getSetting('insert_deduplication_token'))"
 # Constant folding evaluates these when a view is created, without a token: the *OrZero forms keep that legal.
 _FIRST = f"toUInt64OrZero(splitByChar('-', {_TOKEN}[3])[1])"
 _LATEST = f"toInt128OrZero({_TOKEN}[4])"
+_LAST = f"toUInt64OrZero(splitByChar('-', {_TOKEN}[3])[2])"
+# From version 9 a block with more rows than its token's offsets is refused whole (the loader then takes the
+# slow path, where the codec reads each value): a value holding two objects ({...}{...}) is one line that
+# JSONEachRow reads as two rows, which would shift every later row's offset and store a record twice.
+_ROWS_MATCH = (
+    f"throwIf(getSetting('insert_deduplication_token') != '' AND rowNumberInBlock() > {_LAST} - {_FIRST}, "
+    "'the block has more rows than the offsets of its token')"
+)
 
 
 def raw_token(topic: str, partition: int, first: int, last: int, latest_ns: int) -> str:
@@ -163,7 +171,7 @@ SELECT *,
     {problem} AS _problem,
     {_TOKEN}[1] AS _topic,
     toUInt32OrZero({_TOKEN}[2]) AS _partition,
-    {_FIRST} + rowNumberInBlock() AS _offset
+    {_FIRST} + rowNumberInBlock(){"" if version < 9 else " + " + _ROWS_MATCH} AS _offset
 FROM {db}.{LANDING};
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.flows_checked_raw_mv TO {db}.flows_raw AS

@@ -308,7 +308,7 @@ SELECT *,
             ('', '')) AS _problem,
     splitByChar(':', getSetting('insert_deduplication_token'))[1] AS _topic,
     toUInt32OrZero(splitByChar(':', getSetting('insert_deduplication_token'))[2]) AS _partition,
-    toUInt64OrZero(splitByChar('-', splitByChar(':', getSetting('insert_deduplication_token'))[3])[1]) + rowNumberInBlock() AS _offset
+    toUInt64OrZero(splitByChar('-', splitByChar(':', getSetting('insert_deduplication_token'))[3])[1]) + rowNumberInBlock() + throwIf(getSetting('insert_deduplication_token') != '' AND rowNumberInBlock() > toUInt64OrZero(splitByChar('-', splitByChar(':', getSetting('insert_deduplication_token'))[3])[2]) - toUInt64OrZero(splitByChar('-', splitByChar(':', getSetting('insert_deduplication_token'))[3])[1]), 'the block has more rows than the offsets of its token') AS _offset
 FROM ${db}.flows_in;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.flows_checked_raw_mv TO ${db}.flows_raw AS

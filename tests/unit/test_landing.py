@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from processors.config import LoaderConfig
 from processors.landing import INPUT_SETTINGS, MIGRATION, MIGRATIONS, migration_sql, raw_token
-from processors.loader import landing_block
+from processors.loader import landing_block, refused_data
 from processors.migrate import MIGRATIONS_DIR, discover, params_from, render
 from schemas import codec
 from schemas.checks import FIELD_KINDS, CheckError, checked
@@ -277,6 +277,33 @@ def test_a_refused_batch_stores_nothing(ch: Session) -> None:
     with pytest.raises(Exception, match="Code: 27"):
         land(ch, [*good, orjson.dumps(fresh(bytes_fwd=True))], raw_token("t.atomic", 0, 0, 5, 0))
     assert rows(ch, f"SELECT count() FROM {DB}.flows_raw WHERE kafka_topic = 't.atomic'") == [[0]]
+
+
+def test_a_value_holding_two_records_refuses_the_batch(ch: Session) -> None:
+    # One line, so the batch's block passes landing_block, but JSONEachRow reads it as two rows: every later
+    # row would take the next record's offset. The codec calls the value not JSON; the batch takes the slow path.
+    two = orjson.dumps(fresh(seq=2)) + orjson.dumps(fresh(seq=3))
+    lines = [orjson.dumps(fresh(seq=1)), two, orjson.dumps(fresh(seq=4))]
+    assert landing_block(lines) is not None
+    with pytest.raises(Exception, match=r"Code: 395\b"):
+        land(ch, lines, raw_token("t.two", 0, 0, 2, 0))
+    assert rows(ch, f"SELECT count() FROM {DB}.flows_raw WHERE kafka_topic = 't.two'") == [[0]]
+    assert rows(ch, f"SELECT count() FROM {DB}.flows_batches WHERE token LIKE 't.two:%'") == [[0]]
+    with pytest.raises(codec.RecordError) as info:
+        codec.decode(two)
+    assert info.value.reason == "not_json"
+    assert refused_data(_DatabaseError(395))
+
+
+class _DatabaseError(Exception):
+    """The shape of clickhouse-connect's error that `refused_data` reads: its class name and code."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"Code: {code}")
+        self.code = code
+
+
+_DatabaseError.__name__ = "DatabaseError"
 
 
 def test_coordinates_come_from_the_token_and_a_retry_stores_nothing_twice(ch: Session) -> None:
