@@ -104,6 +104,15 @@ class RecordRule:
     sql: str
     detail: str
     flink: str  # the same test in the Flink job's SQL (`{latest}`: its bound, now + the allowed skew)
+    sql9: str = ""  # the landing test from landing version 9 on, when it differs from `sql`
+
+
+# ClickHouse's isIPv6String also reads a `:::` inside an address ("1:::2"); no other reader does.
+CLICKHOUSE_NO_TRIPLE_COLON: Final = "position({x}, ':::') = 0"
+
+
+def _ch_ipv6(x: str) -> str:
+    return f"(isIPv6String({x}) AND {CLICKHOUSE_NO_TRIPLE_COLON.format(x=x)})"
 
 
 def ip_ok(text: str, version: int) -> bool:
@@ -124,9 +133,33 @@ def ip_ok(text: str, version: int) -> bool:
         return False
 
 
+# The same readings as regular expressions for the Flink job's REGEXP (Java's, which finds a match anywhere:
+# anchored at both ends; `$` would also match before a final newline, so the end is "no character follows").
+_END: Final = r"(?![\s\S])"
 # A dotted-quad IPv4 address as ClickHouse's isIPv4String and Python's ipaddress read it (no leading zeros).
 _OCTET: Final = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-IPV4_RE: Final = rf"^{_OCTET}(\.{_OCTET}){{3}}$"
+IPV4_RE: Final = rf"^{_OCTET}(\.{_OCTET}){{3}}{_END}"
+_H16: Final = "[0-9A-Fa-f]{1,4}"
+# The dotted tail of an IPv6 address, leading zeros allowed (ClickHouse's reading; `ip_ok` takes them too).
+_TAIL: Final = r"(25[0-5]|2[0-4][0-9]|[01]?[0-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|[01]?[0-9]?[0-9])){3}"
+
+
+def _ipv6_re() -> str:
+    """Eight 16-bit groups, or a dotted tail for the last two; `::` stands for one or more zero groups."""
+
+    def exactly(n: int) -> str:  # n groups joined by ':'
+        return "" if n == 0 else f"({_H16}:){{{n - 1}}}{_H16}"
+
+    forms = [f"({_H16}:){{7}}{_H16}", f"({_H16}:){{6}}{_TAIL}"]
+    for left in range(8):
+        right = 7 - left  # groups `::` leaves room for (it stands for at least one)
+        forms.append(f"{exactly(left)}::" + (f"(({_H16}:){{0,{right - 1}}}{_H16})?" if right else ""))
+        if right >= 2:
+            forms.append(f"{exactly(left)}::({_H16}:){{0,{right - 2}}}{_TAIL}")
+    return "^(" + "|".join(f"({f})" for f in forms) + f"){_END}"
+
+
+IPV6_RE: Final = _ipv6_re()
 
 
 def _address_rule(name: str) -> RecordRule:
@@ -135,12 +168,9 @@ def _address_rule(name: str) -> RecordRule:
         lambda d, _latest: ip_ok(d[name], d["ip_version"]),
         f"if(ip_version = 4, isIPv4String({name}), isIPv6String({name}))",
         f"{name} is not an address of ip_version",
-        # The job checks IPv4 addresses only (Flink SQL has no IPv6 parser); the loader checks both.
-        f"`ip_version` <> 4 OR REGEXP(`{name}`, '{IPV4_RE}')",
+        f"CASE WHEN `ip_version` = 4 THEN REGEXP(`{name}`, '{IPV4_RE}') ELSE REGEXP(`{name}`, '{IPV6_RE}') END",
+        f"if(ip_version = 4, isIPv4String({name}), {_ch_ipv6(name)})",
     )
-
-
-_IPV6_CHARS: Final = "^[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*$"
 
 
 def _optional_address_rule(name: str) -> RecordRule:
@@ -152,8 +182,8 @@ def _optional_address_rule(name: str) -> RecordRule:
         lambda d, _latest: d[name] == "" or ip_ok(d[name], 4) or ip_ok(d[name], 6),
         f"{value} = '' OR isIPv4String({value}) OR isIPv6String({value})",
         f"{name} is neither empty nor an address",
-        # The job checks IPv4 fully and IPv6 by its characters only (no parser in Flink SQL; the loader's is).
-        f"`{name}` IS NULL OR `{name}` = '' OR REGEXP(`{name}`, '{IPV4_RE}') OR REGEXP(`{name}`, '{_IPV6_CHARS}')",
+        f"`{name}` IS NULL OR `{name}` = '' OR REGEXP(`{name}`, '{IPV4_RE}') OR REGEXP(`{name}`, '{IPV6_RE}')",
+        f"{value} = '' OR isIPv4String({value}) OR {_ch_ipv6(value)}",
     )
 
 
@@ -328,7 +358,8 @@ def problem_cases(latest_sql: str, version: int = LANDING_VERSION) -> list[tuple
         else:
             cases.extend(_bins_sql(name, version))
     for rule in RECORD_RULES:
-        cases.append((f"NOT ({_bound(rule.sql, latest_sql)})", "bad_value", rule.field))
+        sql = rule.sql9 if version >= 9 and rule.sql9 else rule.sql
+        cases.append((f"NOT ({_bound(sql, latest_sql)})", "bad_value", rule.field))
     return cases
 
 
@@ -339,17 +370,23 @@ def _bound(sql: str, latest_sql: str) -> str:
     return sql.replace("{latest}", latest_sql)  # not str.format: the regular expressions hold braces
 
 
-def flink_bad_value_sql(latest_sql: str) -> str:
-    """The job's check: the first field whose value no flow can have, or NULL. The integer bounds and the
-    record rules above, in the same order, on the Flink source's columns (a field its JSON format could not
-    read is null there, and the job names it as missing instead). Histogram bins are not checked here."""
+def flink_bad_value_sql(latest_sql: str, bad_bins: str) -> str:
+    """The job's check: the first field whose value no flow can have, or NULL. The integer bounds, the bins'
+    bounds and the record rules above, in the same order, on the Flink source's columns (a field its JSON
+    format could not read is null there, and the job names it as missing instead; a bin it could not read
+    is a null bin or element, refused as the loader refuses a null one). ``bad_bins``: the job's function
+    (processors/java/gwtel/udf/BadBins.java) that tests a histogram against the bins' bounds."""
     whens = []
+    b_bound, c_bound = BIN_BOUNDS
+    bin_args = ", ".join(f"CAST({v} AS BIGINT)" for v in (b_bound.lo, b_bound.hi, c_bound.lo, c_bound.hi))
     for f in FLOW_RECORD_FIELDS:
         if f.name in INT_BOUNDS and f.name != "schema_version":
             b = INT_BOUNDS[f.name]
             # A bound the Flink column's type cannot pass is not tested: fewer tests per record.
             cond = f"`{f.name}` < {b.lo}" + (f" OR `{f.name}` > {b.hi}" if b.hi < _FLINK_MAX[f.flink] else "")
             whens.append(f"WHEN {cond} THEN '{f.name}'")
+        elif f.name not in INT_BOUNDS and _kind(f.clickhouse) == "hist":
+            whens.append(f"WHEN {bad_bins}(`{f.name}`, {bin_args}) THEN '{f.name}'")
     whens += [f"WHEN NOT ({_bound(r.flink, latest_sql)}) THEN '{r.field}'" for r in RECORD_RULES]
     return f"CASE {' '.join(whens)} END"
 
