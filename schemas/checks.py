@@ -1,9 +1,11 @@
 """What makes a FlowRecord v1 acceptable: one table of field bounds and record rules, read by every checker.
 
 The loader checks records in ClickHouse (`clickhouse_problem_sql`, the expression of the landing views in
-migration 0007), and in Python only for a batch ClickHouse refused to parse (`checked`, used by
-`schemas.codec`). Both are generated from `INT_BOUNDS` and `RECORD_RULES` below, in the same order, so they
-name the same reason for the same record; `tests/unit/test_checks.py` feeds the same records to both.
+migrations 0007 and 0009, by `LANDING_VERSIONS`), and in Python only for a batch ClickHouse refused to parse
+(`checked`, used by `schemas.codec`); the Flink job with `flink_bad_value_sql`. All are generated from
+`INT_BOUNDS`, `BIN_BOUNDS` and `RECORD_RULES` below, in the same order, so they name the same reason for the
+same record; tests/unit/test_landing.py feeds the same records to ClickHouse and Python, test_aggregate.py to
+the job, and test_address_checks.py compares the three readings of an address.
 
 Reasons are short labels fit for a metric: `missing_field` (absent or null), `bad_type`, `bad_value`,
 `out_of_range` (fits the record's meaning but not its ClickHouse column), plus `not_json` and

@@ -132,6 +132,19 @@ def test_a_statement_without_a_cluster_form_is_refused() -> None:
         schema.statements(f"CREATE TABLE IF NOT EXISTS {DB}.t\n(\n    `a` UInt8\n)\nENGINE = Memory")
 
 
+def test_a_landing_drop_runs_on_the_cluster_and_a_stored_table_is_never_dropped() -> None:
+    schema = ClusterSchema(CLUSTER, DB)
+    schema.learn(s for m in discover() for s in render(m, params_from(DB, LoaderConfig())))
+    assert schema.statements(f"DROP VIEW IF EXISTS {DB}.flows_in_check_mv") == [
+        f"DROP VIEW IF EXISTS {DB}.flows_in_check_mv ON CLUSTER {CLUSTER}"
+    ]
+    assert schema.statements(f"DROP TABLE IF EXISTS {DB}.flows_in") == [
+        f"DROP TABLE IF EXISTS {DB}.flows_in ON CLUSTER {CLUSTER}"
+    ]
+    with pytest.raises(ClusterSchemaError, match="does not drop a stored table"):
+        schema.statements(f"DROP TABLE IF EXISTS {DB}.flows_quarantine")
+
+
 def test_shard_of_follows_the_distributed_sharding_rule() -> None:
     # Distributed with weights 1 sends a row to shard (key % shards): the loader's rule must be the same.
     assert [shard_of(p, 3) for p in range(7)] == [0, 1, 2, 0, 1, 2, 0]
