@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from processors.udf import BUCKET_COUNTS, KEY_STRIDE, RECORD_PROBLEM, SIDE_COUNTS
+from processors.udf import BAD_BINS, BUCKET_COUNTS, KEY_STRIDE, RECORD_PROBLEM, SIDE_COUNTS
 from schemas.aggregate import (
     AGGREGATE_FIELDS,
     AGGREGATE_SCHEMA_VERSION,
@@ -93,7 +93,7 @@ def max_event_ns_sql(max_future_skew_s: int) -> str:
 
 def bad_value_sql(max_future_skew_s: int) -> str:
     """The first field whose value no flow can have, or NULL: the checks of schemas.checks, as the loader's."""
-    return flink_bad_value_sql(max_event_ns_sql(max_future_skew_s))
+    return flink_bad_value_sql(max_event_ns_sql(max_future_skew_s), BAD_BINS)
 
 
 def classify(flows: Table, max_future_skew_s: int = DEFAULT_MAX_FUTURE_SKEW_S) -> Table:

@@ -3,7 +3,8 @@
 The single-node statements stay the one definition of every table and view; this module only transforms each
 rendered statement, so the two schemas cannot drift:
 
-- every `CREATE` and `ALTER` runs `ON CLUSTER`, so each node gets the same local objects;
+- every `CREATE`, `ALTER` and `DROP` (of a view or a landing table) runs `ON CLUSTER`, so each node gets the
+  same local objects;
 - a `*MergeTree` table becomes `Replicated*MergeTree` (one replica set per shard, in Keeper under the shard's
   macro), and `non_replicated_deduplication_window` becomes `replicated_deduplication_window` with the same
   depth: the loader's `insert_deduplication_token` (`topic:partition:first-last`) is then remembered in Keeper
@@ -34,6 +35,7 @@ _NAME_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CREATE_TABLE_RE: Final = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)\.(\w+)(?=\s*\()")
 _CREATE_VIEW_RE: Final = re.compile(r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+)\.(\w+)(?= TO )")
 _ALTER_RE: Final = re.compile(r"^ALTER TABLE (\w+)\.(\w+)(?= )")
+_DROP_RE: Final = re.compile(r"^DROP (?:VIEW|TABLE) IF EXISTS (\w+)\.(\w+)$")
 # `ENGINE = SummingMergeTree` or `ENGINE = MergeTree(args)`: the family prefix and any engine arguments.
 _MERGE_TREE_RE: Final = re.compile(r"\nENGINE = (\w*)MergeTree(?:\(([^)]*)\))?(?=\s)")
 _ENGINE_RE: Final = re.compile(r"\nENGINE = (\w+)")
@@ -124,6 +126,12 @@ class ClusterSchema:
                 dist = f"ALTER TABLE {self.dist_database}.{m.group(2)}{self.on}" + stmt[m.end() :]
                 out.append(dist)
             return out
+        if (m := _DROP_RE.match(stmt)) is not None:
+            # A view or a Null landing table, made again by the same migration; a stored table would need its
+            # Distributed counterpart dropped too, and its rows are never dropped by a migration.
+            if m.group(2) in self.stored:
+                raise ClusterSchemaError(f"{m.group(2)}: a migration does not drop a stored table")
+            return [self._on_cluster(stmt, m)]
         raise ClusterSchemaError(f"no cluster form for the statement `{stmt.splitlines()[0][:100]}`")
 
     def all_statements(self, statements: Sequence[str]) -> list[str]:

@@ -14,8 +14,11 @@ clock skew). The views read the token with `getSetting`, so they run on any Clic
 configuration needed. `deduplicate_blocks_in_dependent_materialized_views = 1` makes a retried batch store
 nothing twice in any of them (tests/unit/test_landing.py checks it in chDB).
 
-Migration 0007 (`MIGRATION`) is this module's `migration_sql()` written out; tests/unit/test_landing.py proves the file
-and the generator agree, so the checks have one owner (schemas/checks.py) and released SQL never changes.
+Each landing migration (`MIGRATIONS`: 0007, then 0009 with nullable histogram bin elements) is this module's
+`migration_sql(version=...)` written out; tests/unit/test_landing.py proves every file and the generator agree, so
+the checks have one owner (schemas/checks.py) and released SQL never changes. A later version drops the landing
+tables and their views (the tables are Null: they hold nothing) and creates them again, keeping the quarantine
+and batch tables and their rows.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 from typing import Final
 
 from processors.tables import KAFKA_COLUMNS
-from schemas.checks import DEFAULTS, FIELD_KINDS, clickhouse_problem_sql, landing_type
+from schemas.checks import DEFAULTS, FIELD_KINDS, LANDING_VERSION, clickhouse_problem_sql, landing_type
 from schemas.flow_record import FLOW_RECORD_FIELDS
 
 LANDING: Final = "flows_in"
@@ -34,7 +37,10 @@ BATCHES: Final = "flows_batches"
 # cuts parsed input every `max_insert_block_size` rows (1,048,449 by default; a server profile may set less), so
 # each landing insert sets it above the largest batch the loader may form (loader.batch_rows <= MAX_BATCH_ROWS).
 MAX_BATCH_ROWS: Final = 1_000_000
-MIGRATION: Final = "0007_landing.sql"  # this module's `migration_sql()`, written out
+# landing version -> its migration: this module's `migration_sql(version=...)`, written out
+MIGRATIONS: Final = {7: "0007_landing.sql", 9: "0009_landing_nullable_bins.sql"}
+MIGRATION: Final = MIGRATIONS[LANDING_VERSION]
+_VIEWS: Final = ("flows_in_check_mv", "flows_checked_raw_mv", "flows_checked_bad_mv", "flows_checked_batch_mv")
 
 # Parser settings that make ClickHouse refuse what the record codec calls `bad_type` (the batch then takes
 # the slow path, where Python names the record): defaults would read `true` as 1 or "true", 5 as "5", drop unknown
@@ -59,6 +65,14 @@ _TOKEN = "splitByChar(':', getSetting('insert_deduplication_token'))"
 # Constant folding evaluates these when a view is created, without a token: the *OrZero forms keep that legal.
 _FIRST = f"toUInt64OrZero(splitByChar('-', {_TOKEN}[3])[1])"
 _LATEST = f"toInt128OrZero({_TOKEN}[4])"
+_LAST = f"toUInt64OrZero(splitByChar('-', {_TOKEN}[3])[2])"
+# From version 9 a block with more rows than its token's offsets is refused whole (the loader then takes the
+# slow path, where the codec reads each value): a value holding two objects ({...}{...}) is one line that
+# JSONEachRow reads as two rows, which would shift every later row's offset and store a record twice.
+_ROWS_MATCH = (
+    f"throwIf(getSetting('insert_deduplication_token') != '' AND rowNumberInBlock() > {_LAST} - {_FIRST}, "
+    "'the block has more rows than the offsets of its token')"
+)
 
 
 def raw_token(topic: str, partition: int, first: int, last: int, latest_ns: int) -> str:
@@ -68,8 +82,8 @@ def raw_token(topic: str, partition: int, first: int, last: int, latest_ns: int)
     return f"{topic}:{partition}:{first}-{last}:{latest_ns}"
 
 
-def _landing_columns() -> str:
-    return ",\n".join(f"    `{name}` {landing_type(name, kind)}" for name, kind in FIELD_KINDS)
+def _landing_columns(version: int) -> str:
+    return ",\n".join(f"    `{name}` {landing_type(name, kind, version)}" for name, kind in FIELD_KINDS)
 
 
 def _stored_value(name: str, kind: str, ch_type: str) -> str:
@@ -82,27 +96,43 @@ def _stored_value(name: str, kind: str, ch_type: str) -> str:
     return f"CAST(assumeNotNull(`{name}`) AS {ch_type}) AS `{name}`"
 
 
-def migration_sql(db: str = "${db}") -> str:
+def _replaces(db: str, version: int) -> str:
+    """The statements that remove an earlier version's landing tables and views (none for the first)."""
+    if version == min(MIGRATIONS):
+        return ""
+    views = "".join(f"DROP VIEW IF EXISTS {db}.{v};\n" for v in _VIEWS)
+    return f"""-- Landing version {version}: the views and the Null landing tables (they keep nothing) are made again.
+-- A loader inserting during the migration may see a batch refused; it retries the batch with its token.
+{views}DROP TABLE IF EXISTS {db}.{LANDING};
+DROP TABLE IF EXISTS {db}.{CHECKED};
+
+"""
+
+
+def migration_sql(db: str = "${db}", version: int = LANDING_VERSION) -> str:
+    """The landing migration of `version` (a key of `MIGRATIONS`)."""
+    if version not in MIGRATIONS:
+        raise ValueError(f"no landing version {version} (known: {sorted(MIGRATIONS)})")
     kinds = dict(FIELD_KINDS)
     stored = ",\n    ".join(_stored_value(f.name, kinds[f.name], f.clickhouse) for f in FLOW_RECORD_FIELDS)
     coords = "_topic AS kafka_topic, _partition AS kafka_partition, _offset AS kafka_offset"
     kafka_cols = ",\n".join(f"    `{n}` {t}" for n, t in KAFKA_COLUMNS)
-    problem = clickhouse_problem_sql("_latest").replace("\n", "\n    ")
+    problem = clickhouse_problem_sql("_latest", version).replace("\n", "\n    ")
     return f"""-- Generated by processors.landing.migration_sql() from schemas/checks.py; tests/unit/test_landing.py
 -- proves they agree. Released migrations are never edited: a change of the checks is a new migration.
 -- The landing path: the loader inserts FlowRecords as JSONEachRow into flows_in (Null: keeps nothing); one
 -- view checks every row once into flows_checked (Null too), whose views send it to flows_raw or, with the
 -- reason, to flows_quarantine, and count the batch in flows_batches.
 -- Kafka coordinates and the skew bound come from the insert's token (topic:partition:first-last:latest_ns).
-CREATE TABLE IF NOT EXISTS {db}.{LANDING}
+{_replaces(db, version)}CREATE TABLE IF NOT EXISTS {db}.{LANDING}
 (
-{_landing_columns()}
+{_landing_columns(version)}
 )
 ENGINE = Null;
 
 CREATE TABLE IF NOT EXISTS {db}.{CHECKED}
 (
-{_landing_columns()},
+{_landing_columns(version)},
     `_problem` Tuple(reason String, field String),
     `_topic` String,
     `_partition` UInt32,
@@ -141,7 +171,7 @@ SELECT *,
     {problem} AS _problem,
     {_TOKEN}[1] AS _topic,
     toUInt32OrZero({_TOKEN}[2]) AS _partition,
-    {_FIRST} + rowNumberInBlock() AS _offset
+    {_FIRST} + rowNumberInBlock(){"" if version < 9 else " + " + _ROWS_MATCH} AS _offset
 FROM {db}.{LANDING};
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.flows_checked_raw_mv TO {db}.flows_raw AS

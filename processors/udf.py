@@ -9,11 +9,13 @@ ships it with the job to a remote cluster too.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import subprocess
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,9 @@ JAVA_SOURCES = Path(__file__).parent / "java"
 BUCKET_COUNTS = "GWTEL_BUCKET_COUNTS"
 SIDE_COUNTS = "GWTEL_SIDE_COUNTS"
 RECORD_PROBLEM = "GWTEL_RECORD_PROBLEM"
+BAD_BINS = "GWTEL_BAD_BINS"
 FUNCTIONS = {
+    BAD_BINS: "gwtel.udf.BadBins",
     BUCKET_COUNTS: "gwtel.udf.BucketCounts",
     SIDE_COUNTS: "gwtel.udf.SideCounts",
     RECORD_PROBLEM: "gwtel.udf.RecordProblem",
@@ -37,6 +41,7 @@ FUNCTIONS = {
 # checks against this one and schemas.histogram.MAX_BUCKET); the SQL that reads the map splits it again.
 KEY_STRIDE = 1 << 16
 _JAVA_RELEASE = "11"
+STALE_JAR_S = 86_400
 
 
 def _sources() -> list[Path]:
@@ -91,9 +96,13 @@ def udf_jar(home: Path | None = None) -> Path:
         staged = target.parent / f".{target.name}.{os.getpid()}"
         shutil.move(str(partial), str(staged))
         os.replace(staged, target)
+    # Another checkout sharing this home (its own sources: another jar) may be running a job on its jar: only
+    # jars untouched for a day are removed, not every other one.
+    stale = time.time() - STALE_JAR_S
     for old in target.parent.glob("gwtel-udf-*.jar"):
-        if old != target:
-            old.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            if old != target and old.stat().st_mtime < stale:
+                old.unlink(missing_ok=True)
     return target
 
 

@@ -1,9 +1,11 @@
 """What makes a FlowRecord v1 acceptable: one table of field bounds and record rules, read by every checker.
 
 The loader checks records in ClickHouse (`clickhouse_problem_sql`, the expression of the landing views in
-migration 0007), and in Python only for a batch ClickHouse refused to parse (`checked`, used by
-`schemas.codec`). Both are generated from `INT_BOUNDS` and `RECORD_RULES` below, in the same order, so they
-name the same reason for the same record; `tests/unit/test_checks.py` feeds the same records to both.
+migrations 0007 and 0009, by `LANDING_VERSIONS`), and in Python only for a batch ClickHouse refused to parse
+(`checked`, used by `schemas.codec`); the Flink job with `flink_bad_value_sql`. All are generated from
+`INT_BOUNDS`, `BIN_BOUNDS` and `RECORD_RULES` below, in the same order, so they name the same reason for the
+same record; tests/unit/test_landing.py feeds the same records to ClickHouse and Python, test_aggregate.py to
+the job, and test_address_checks.py compares the three readings of an address.
 
 Reasons are short labels fit for a metric: `missing_field` (absent or null), `bad_type`, `bad_value`,
 `out_of_range` (fits the record's meaning but not its ClickHouse column), plus `not_json` and
@@ -104,6 +106,15 @@ class RecordRule:
     sql: str
     detail: str
     flink: str  # the same test in the Flink job's SQL (`{latest}`: its bound, now + the allowed skew)
+    sql9: str = ""  # the landing test from landing version 9 on, when it differs from `sql`
+
+
+# ClickHouse's isIPv6String also reads a `:::` inside an address ("1:::2"); no other reader does.
+CLICKHOUSE_NO_TRIPLE_COLON: Final = "position({x}, ':::') = 0"
+
+
+def _ch_ipv6(x: str) -> str:
+    return f"(isIPv6String({x}) AND {CLICKHOUSE_NO_TRIPLE_COLON.format(x=x)})"
 
 
 def ip_ok(text: str, version: int) -> bool:
@@ -124,9 +135,33 @@ def ip_ok(text: str, version: int) -> bool:
         return False
 
 
+# The same readings as regular expressions for the Flink job's REGEXP (Java's, which finds a match anywhere:
+# anchored at both ends; `$` would also match before a final newline, so the end is "no character follows").
+_END: Final = r"(?![\s\S])"
 # A dotted-quad IPv4 address as ClickHouse's isIPv4String and Python's ipaddress read it (no leading zeros).
 _OCTET: Final = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-IPV4_RE: Final = rf"^{_OCTET}(\.{_OCTET}){{3}}$"
+IPV4_RE: Final = rf"^{_OCTET}(\.{_OCTET}){{3}}{_END}"
+_H16: Final = "[0-9A-Fa-f]{1,4}"
+# The dotted tail of an IPv6 address, leading zeros allowed (ClickHouse's reading; `ip_ok` takes them too).
+_TAIL: Final = r"(25[0-5]|2[0-4][0-9]|[01]?[0-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|[01]?[0-9]?[0-9])){3}"
+
+
+def _ipv6_re() -> str:
+    """Eight 16-bit groups, or a dotted tail for the last two; `::` stands for one or more zero groups."""
+
+    def exactly(n: int) -> str:  # n groups joined by ':'
+        return "" if n == 0 else f"({_H16}:){{{n - 1}}}{_H16}"
+
+    forms = [f"({_H16}:){{7}}{_H16}", f"({_H16}:){{6}}{_TAIL}"]
+    for left in range(8):
+        right = 7 - left  # groups `::` leaves room for (it stands for at least one)
+        forms.append(f"{exactly(left)}::" + (f"(({_H16}:){{0,{right - 1}}}{_H16})?" if right else ""))
+        if right >= 2:
+            forms.append(f"{exactly(left)}::({_H16}:){{0,{right - 2}}}{_TAIL}")
+    return "^(" + "|".join(f"({f})" for f in forms) + f"){_END}"
+
+
+IPV6_RE: Final = _ipv6_re()
 
 
 def _address_rule(name: str) -> RecordRule:
@@ -135,12 +170,9 @@ def _address_rule(name: str) -> RecordRule:
         lambda d, _latest: ip_ok(d[name], d["ip_version"]),
         f"if(ip_version = 4, isIPv4String({name}), isIPv6String({name}))",
         f"{name} is not an address of ip_version",
-        # The job checks IPv4 addresses only (Flink SQL has no IPv6 parser); the loader checks both.
-        f"`ip_version` <> 4 OR REGEXP(`{name}`, '{IPV4_RE}')",
+        f"CASE WHEN `ip_version` = 4 THEN REGEXP(`{name}`, '{IPV4_RE}') ELSE REGEXP(`{name}`, '{IPV6_RE}') END",
+        f"if(ip_version = 4, isIPv4String({name}), {_ch_ipv6(name)})",
     )
-
-
-_IPV6_CHARS: Final = "^[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*$"
 
 
 def _optional_address_rule(name: str) -> RecordRule:
@@ -152,8 +184,8 @@ def _optional_address_rule(name: str) -> RecordRule:
         lambda d, _latest: d[name] == "" or ip_ok(d[name], 4) or ip_ok(d[name], 6),
         f"{value} = '' OR isIPv4String({value}) OR isIPv6String({value})",
         f"{name} is neither empty nor an address",
-        # The job checks IPv4 fully and IPv6 by its characters only (no parser in Flink SQL; the loader's is).
-        f"`{name}` IS NULL OR `{name}` = '' OR REGEXP(`{name}`, '{IPV4_RE}') OR REGEXP(`{name}`, '{_IPV6_CHARS}')",
+        f"`{name}` IS NULL OR `{name}` = '' OR REGEXP(`{name}`, '{IPV4_RE}') OR REGEXP(`{name}`, '{IPV6_RE}')",
+        f"{value} = '' OR isIPv4String({value}) OR {_ch_ipv6(value)}",
     )
 
 
@@ -261,20 +293,55 @@ def checked(d: Any, latest_ns: int | None = None) -> dict[str, Any]:
 
 
 # -- the same checks in ClickHouse SQL, over the landing table's columns ---------------------------------------
-def landing_type(name: str, kind: str) -> str:
-    """Landing column type: wide enough that a value out of any bound still parses and is judged by the view."""
+# The landing tables' layout: 7 as migration 0007 created it, 9 (0009) with nullable histogram bin elements.
+LANDING_VERSIONS: Final = (7, 9)
+LANDING_VERSION: Final = LANDING_VERSIONS[-1]
+
+
+def landing_type(name: str, kind: str, version: int = LANDING_VERSION) -> str:
+    """Landing column type: wide enough that a value out of any bound still parses and is judged by the view.
+
+    Every element may be null from version 9 on: ClickHouse's JSON reader fills a null where its column cannot
+    hold one with the type's default (a bin `{"b": null, "c": null}` read as (0, 0), `[null]` as one such
+    bin), so only a nullable element lets the view see the null and refuse it as the codec does."""
     if kind == "int":
         return "Nullable(Int128)"
     if kind == "str":
         return "Nullable(String)"
-    return "Array(Tuple(b Int128, c Int128))"
+    if version < 9:
+        return "Array(Tuple(b Int128, c Int128))"
+    return "Array(Tuple(b Nullable(Int128), c Nullable(Int128)))"
 
 
 def _int_sql(expr: str, name: str, bound: IntBound) -> list[tuple[str, str, str]]:
     return [(f"{expr} < {bound.lo}", "bad_value", name), (f"{expr} > {bound.hi}", bound.above, name)]
 
 
-def problem_cases(latest_sql: str) -> list[tuple[str, str, str]]:
+def _bins_sql(name: str, version: int) -> list[tuple[str, str, str]]:
+    b, c = BIN_BOUNDS
+    if version < 9:
+        # Per bin in order, as `_bins` reads them: the first bad element decides the reason.
+        first = f"arrayFirst(t -> t.1 < {b.lo} OR t.1 > {b.hi} OR t.2 < {c.lo} OR t.2 > {c.hi}, {name})"
+        return [
+            (f"{first}.1 < {b.lo} OR ({first}.1 <= {b.hi} AND {first}.2 < {c.lo})", "bad_value", name),
+            (f"{first}.1 > {b.hi}", b.above, name),
+            (f"{first}.2 > {c.hi}", c.above, name),
+        ]
+    # Each bin's first fault as a code, in the order `_bins` reads them (b, then c: null, below, above); the
+    # first bin with one decides. 0: no fault (also arrayFirst's answer when no bin has one).
+    faults: list[tuple[str, str]] = []
+    for i, bound in ((1, b), (2, c)):
+        faults += [(f"isNull(t.{i})", "bad_type"), (f"t.{i} < {bound.lo}", "bad_value"),
+                   (f"t.{i} > {bound.hi}", bound.above)]  # fmt: skip
+    codes = ", ".join(f"{cond}, {n}" for n, (cond, _) in enumerate(faults, start=1))
+    code = f"arrayFirst(x -> x != 0, arrayMap(t -> multiIf({codes}, 0), {name}))"
+    by_reason: dict[str, list[int]] = {}
+    for n, (_, reason) in enumerate(faults, start=1):
+        by_reason.setdefault(reason, []).append(n)
+    return [(f"{code} IN ({', '.join(map(str, ns))})", reason, name) for reason, ns in by_reason.items()]
+
+
+def problem_cases(latest_sql: str, version: int = LANDING_VERSION) -> list[tuple[str, str, str]]:
     """(condition, reason, field) in the order `checked` checks them; the first true one names the fault."""
     cases: list[tuple[str, str, str]] = [
         (f"isNull(schema_version) OR schema_version != {FLOW_SCHEMA_VERSION}", "wrong_version", "schema_version")
@@ -291,14 +358,10 @@ def problem_cases(latest_sql: str) -> list[tuple[str, str, str]]:
             # orjson refuses a value with invalid UTF-8 (`not_json`); ClickHouse's parser takes any bytes.
             cases.append((f"NOT isValidUTF8({name})", "not_json", name))
         else:
-            b, c = BIN_BOUNDS
-            # Per bin in order, as `_bins` reads them: the first bad element decides the reason.
-            first = f"arrayFirst(t -> t.1 < {b.lo} OR t.1 > {b.hi} OR t.2 < {c.lo} OR t.2 > {c.hi}, {name})"
-            cases.append((f"{first}.1 < {b.lo} OR ({first}.1 <= {b.hi} AND {first}.2 < {c.lo})", "bad_value", name))
-            cases.append((f"{first}.1 > {b.hi}", b.above, name))
-            cases.append((f"{first}.2 > {c.hi}", c.above, name))
+            cases.extend(_bins_sql(name, version))
     for rule in RECORD_RULES:
-        cases.append((f"NOT ({_bound(rule.sql, latest_sql)})", "bad_value", rule.field))
+        sql = rule.sql9 if version >= 9 and rule.sql9 else rule.sql
+        cases.append((f"NOT ({_bound(sql, latest_sql)})", "bad_value", rule.field))
     return cases
 
 
@@ -309,22 +372,30 @@ def _bound(sql: str, latest_sql: str) -> str:
     return sql.replace("{latest}", latest_sql)  # not str.format: the regular expressions hold braces
 
 
-def flink_bad_value_sql(latest_sql: str) -> str:
-    """The job's check: the first field whose value no flow can have, or NULL. The integer bounds and the
-    record rules above, in the same order, on the Flink source's columns (a field its JSON format could not
-    read is null there, and the job names it as missing instead). Histogram bins are not checked here."""
+def flink_bad_value_sql(latest_sql: str, bad_bins: str) -> str:
+    """The job's check: the first field whose value no flow can have, or NULL. The integer bounds, the bins'
+    bounds and the record rules above, in the same order, on the Flink source's columns (a field its JSON
+    format could not read is null there, and the job names it as missing instead; a bin it could not read
+    is a null bin or element, refused as the loader refuses a null one). ``bad_bins``: the job's function
+    (processors/java/gwtel/udf/BadBins.java) that tests a histogram against the bins' bounds."""
     whens = []
+    b_bound, c_bound = BIN_BOUNDS
+    bin_args = ", ".join(f"CAST({v} AS BIGINT)" for v in (b_bound.lo, b_bound.hi, c_bound.lo, c_bound.hi))
     for f in FLOW_RECORD_FIELDS:
         if f.name in INT_BOUNDS and f.name != "schema_version":
             b = INT_BOUNDS[f.name]
             # A bound the Flink column's type cannot pass is not tested: fewer tests per record.
             cond = f"`{f.name}` < {b.lo}" + (f" OR `{f.name}` > {b.hi}" if b.hi < _FLINK_MAX[f.flink] else "")
             whens.append(f"WHEN {cond} THEN '{f.name}'")
+        elif f.name not in INT_BOUNDS and _kind(f.clickhouse) == "hist":
+            whens.append(f"WHEN {bad_bins}(`{f.name}`, {bin_args}) THEN '{f.name}'")
     whens += [f"WHEN NOT ({_bound(r.flink, latest_sql)}) THEN '{r.field}'" for r in RECORD_RULES]
     return f"CASE {' '.join(whens)} END"
 
 
-def clickhouse_problem_sql(latest_sql: str) -> str:
-    """`(reason, field)` of a landing row, `('', '')` when it may be stored: `checked` in ClickHouse SQL."""
-    whens = ",\n        ".join(f"{cond}, ('{reason}', '{field}')" for cond, reason, field in problem_cases(latest_sql))
+def clickhouse_problem_sql(latest_sql: str, version: int = LANDING_VERSION) -> str:
+    """`(reason, field)` of a landing row, `('', '')` when it may be stored: `checked` in ClickHouse SQL, over the
+    landing tables of `version`."""
+    cases = problem_cases(latest_sql, version)
+    whens = ",\n        ".join(f"{cond}, ('{reason}', '{field}')" for cond, reason, field in cases)
     return f"multiIf(\n        {whens},\n        ('', ''))"

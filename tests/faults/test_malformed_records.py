@@ -2,7 +2,9 @@
 stages, counted, and neither stops; the aggregates hold exactly the valid records.
 
 One record lies a year ahead and comes first: if it moved the watermark, every valid record after it would
-be late and the aggregates empty.
+be late and the aggregates empty. The mix is what a malicious producer might send: bad addresses of both
+families, ports and counts out of range, null and out-of-range histogram bins, other versions, cut JSON; both
+stages must keep the same records.
 """
 
 from __future__ import annotations
@@ -51,48 +53,61 @@ def test_malformed_records_are_dead_lettered_by_job_and_loader(
     base = (time.time_ns() // (60 * SEC) - 120) * 60 * SEC  # two hours ago, on a minute
     valid = [_value(agent_id=agent, seq=i, first_ns=base + i * SEC, last_ns=base + i * SEC + SEC // 2,
                     export_ns=base + i * SEC + SEC) for i in range(10)]  # fmt: skip
+    # Valid as both stages read them: an IPv6 flow with a mapped IPv4 address, export fields of either family.
+    valid[3].update(ip_version=6, src_ip="2001:db8::7", dst_ip="::ffff:203.0.113.9")
+    valid[4].update(exporter="::ffff:192.0.2.1", next_hop="2001:db8::fe", in_if=3)
     future = base + YEAR
     missing = _value(agent_id=agent, seq=103)
     del missing["bytes_rev"]
-    bad: list[tuple[str, bytes]] = [
-        (
-            "year_ahead",
-            orjson.dumps(_value(agent_id=agent, seq=100, first_ns=future, last_ns=future, export_ns=future)),
-        ),
-        ("garbage", b"\x00\xff not a record"),
-        ("wrong_version", orjson.dumps({**_value(agent_id=agent, seq=102), "schema_version": 2})),
-        ("missing_field", orjson.dumps(missing)),
-        ("negative_bytes", orjson.dumps(_value(agent_id=agent, seq=104, bytes_fwd=-5))),
-        (
-            "year_1990",
-            orjson.dumps(
-                _value(
-                    agent_id=agent,
-                    seq=105,
-                    first_ns=631_152_000 * SEC,
-                    last_ns=631_152_000 * SEC,
-                    export_ns=631_152_000 * SEC,
-                )
-            ),
-        ),
-        (
-            "year_2150",
-            orjson.dumps(
-                _value(
-                    agent_id=agent,
-                    seq=106,
-                    first_ns=5_680_281_600 * SEC,
-                    last_ns=5_680_281_600 * SEC,
-                    export_ns=5_680_281_600 * SEC,
-                )
-            ),
-        ),
-        ("wrong_type", orjson.dumps({**_value(agent_id=agent, seq=107), "bytes_fwd": "lots"})),
-    ]
+    past, later = 631_152_000 * SEC, 5_680_281_600 * SEC
+
+    def bad_value(seq: int, **changes: Any) -> bytes:
+        return orjson.dumps(_value(agent_id=agent, seq=seq, **changes))
+
+    def hist(seq: int, name: str, bins: list[dict[str, Any]]) -> bytes:
+        return orjson.dumps({**_value(agent_id=agent, seq=seq), name: bins})
+
+    # (kind, value, the loader's reason, the job's (reason, field)). The job names a field its JSON format
+    # could not read `bad_field` and any other refused value `bad_value`; the loader says which rule.
+    bad: list[tuple[str, bytes, str, tuple[str, str]]] = [
+        ("year_ahead", bad_value(100, first_ns=future, last_ns=future, export_ns=future), "bad_value",
+         ("bad_value", "last_ns")),
+        ("garbage", b"\x00\xff not a record", "not_json", ("not_json", "")),
+        ("wrong_version", orjson.dumps({**_value(agent_id=agent, seq=102), "schema_version": 2}), "wrong_version",
+         ("wrong_version", "")),
+        ("missing_field", orjson.dumps(missing), "missing_field", ("bad_field", "bytes_rev")),
+        ("negative_bytes", bad_value(104, bytes_fwd=-5), "bad_value", ("bad_value", "bytes_fwd")),
+        ("year_1990", bad_value(105, first_ns=past, last_ns=past, export_ns=past), "bad_value",
+         ("bad_value", "first_ns")),
+        ("year_2150", bad_value(106, first_ns=later, last_ns=later, export_ns=later), "bad_value",
+         ("bad_value", "first_ns")),
+        ("wrong_type", orjson.dumps({**_value(agent_id=agent, seq=107), "bytes_fwd": "lots"}), "bad_type",
+         ("bad_field", "bytes_fwd")),
+        ("src_ip_999", bad_value(108, src_ip="999.1.2.3"), "bad_value", ("bad_value", "src_ip")),
+        ("port_70000", bad_value(109, dst_port=70_000), "out_of_range", ("bad_value", "dst_port")),
+        ("null_bin", hist(110, "ts_rtt_hist", [{"b": None, "c": None}]), "bad_type", ("bad_value", "ts_rtt_hist")),
+        ("null_bin_count", hist(111, "dns_rtt_hist", [{"b": 3, "c": None}]), "bad_type",
+         ("bad_value", "dns_rtt_hist")),
+        ("bucket_70000", hist(112, "icmp_rtt_hist", [{"b": 70_000, "c": 1}]), "out_of_range",
+         ("bad_value", "icmp_rtt_hist")),
+        ("negative_bin_count", hist(113, "ts_rtt_hist", [{"b": 3, "c": -1}]), "bad_value",
+         ("bad_value", "ts_rtt_hist")),
+        ("huge_count", bad_value(114, packets_fwd=2**63), "bad_value", ("bad_field", "packets_fwd")),
+        ("bad_ipv6", bad_value(115, ip_version=6, src_ip="1::2::3", dst_ip="::1"), "bad_value",
+         ("bad_value", "src_ip")),
+        ("ipv6_triple_colon", bad_value(116, ip_version=6, src_ip="::1", dst_ip="1:::2"), "bad_value",
+         ("bad_value", "dst_ip")),
+        ("ipv4_on_ipv6", bad_value(117, ip_version=6, src_ip="10.0.0.1", dst_ip="::1"), "bad_value",
+         ("bad_value", "src_ip")),
+        ("exporter_300", bad_value(118, exporter="300.1.1.1"), "bad_value", ("bad_value", "exporter")),
+        ("protocol_256", bad_value(119, protocol=256), "out_of_range", ("bad_value", "protocol")),
+        ("no_packets", bad_value(120, packets_fwd=0, packets_rev=0), "bad_value", ("bad_value", "packets_fwd")),
+        ("truncated", bad_value(121)[:-25], "not_json", ("not_json", "")),
+    ]  # fmt: skip
     values = [
         bad[0][1],
         *(orjson.dumps(v) for v in valid[:5]),
-        *(v for _, v in bad[1:]),
+        *(v for _, v, _, _ in bad[1:]),
         *(orjson.dumps(v) for v in valid[5:]),
     ]
     producer = KafkaProducer(bootstrap_servers=cfg.kafka.bootstrap, acks="all", enable_idempotence=True)
@@ -119,25 +134,19 @@ def test_malformed_records_are_dead_lettered_by_job_and_loader(
                 d = orjson.loads(rec.value)
                 job_reasons[(d["reason"], d["field"])] += 1
         print(f"job dead letters {dict(job_reasons)}; loader dead letters {dict(loader_reasons)}")
-        assert job_reasons == Counter({
-            ("not_json", ""): 1, ("wrong_version", ""): 1, ("bad_field", "bytes_rev"): 1, ("bad_value", "bytes_fwd"): 1,
-            # 1990 and 2150 (first_ns is checked first: schemas.checks' order), a year ahead of now
-            ("bad_value", "first_ns"): 2, ("bad_value", "last_ns"): 1,
-            # The job's JSON format leaves a field it cannot convert null: dead-lettered, the field named.
-            ("bad_field", "bytes_fwd"): 1,
-        })  # fmt: skip
-        # The loader rejects 1990 and 2150 by the codec's bounds, and the year ahead against the record's
-        # Kafka timestamp plus job.max_future_skew_s.
-        assert loader_reasons == Counter(
-            {"not_json": 1, "wrong_version": 1, "missing_field": 1, "bad_value": 4, "bad_type": 1}
-        )
+        # Every refused record is dead-lettered once by each stage, with its reason.
+        assert job_reasons == Counter(job for _, _, _, job in bad)
+        assert loader_reasons == Counter(reason for _, _, reason, _ in bad)
         for reason, n in loader_reasons.items():
             assert registry.get_sample_value("gwtel_loader_dead_lettered_total", {"reason": reason}) == n
         expected_bytes = sum(v["bytes_fwd"] + v["bytes_rev"] for v in valid)
         assert s.query(cfg, "SELECT sum(bytes_scaled), sum(flows) FROM DB.bandwidth_window WHERE window_s = 10") == [
             (expected_bytes, len(valid))
         ]
-        assert s.query(cfg, "SELECT count(), countIf(seq = 100) FROM DB.flows_raw") == [(len(valid), 0)]
+        # The same records stored by the loader and aggregated by the job: exactly the valid ones.
+        assert s.query(cfg, "SELECT groupArraySorted(1000)(seq) FROM DB.flows_raw") == [(list(range(len(valid))),)]
+        assert s.query(cfg, "SELECT toString(src_ip), toString(exporter) FROM DB.flows_raw WHERE seq IN (3, 4) "
+                            "ORDER BY seq") == [("2001:db8::7", ""), ("10.0.0.1", "::ffff:192.0.2.1")]  # fmt: skip
     finally:
         admin = clickhouse_service.client()
         try:

@@ -54,7 +54,7 @@ def test_every_cluster_statement_parses_in_the_engine(ch: Any) -> None:
     assert len(stmts) > len(SINGLE)
     for stmt in stmts:
         tree = ast(ch, stmt)  # raises on a syntax error
-        assert tree.startswith(("CreateQuery", "AlterQuery")), tree[:80]
+        assert tree.startswith(("CreateQuery", "AlterQuery", "DropQuery")), tree[:80]
         # The formatted statement keeps ON CLUSTER: the engine read it as a distributed DDL.
         formatted = rows(ch, f"SELECT formatQuery({_literal(stmt)})")[0][0]
         assert f" ON CLUSTER {CLUSTER}" in formatted, formatted[:120]
@@ -130,6 +130,19 @@ def test_a_statement_without_a_cluster_form_is_refused() -> None:
         schema.statements("CREATE TABLE IF NOT EXISTS other.t\n(\n    `a` UInt8\n)\nENGINE = MergeTree\nORDER BY a")
     with pytest.raises(ClusterSchemaError, match="only MergeTree-family and Null"):
         schema.statements(f"CREATE TABLE IF NOT EXISTS {DB}.t\n(\n    `a` UInt8\n)\nENGINE = Memory")
+
+
+def test_a_landing_drop_runs_on_the_cluster_and_a_stored_table_is_never_dropped() -> None:
+    schema = ClusterSchema(CLUSTER, DB)
+    schema.learn(s for m in discover() for s in render(m, params_from(DB, LoaderConfig())))
+    assert schema.statements(f"DROP VIEW IF EXISTS {DB}.flows_in_check_mv") == [
+        f"DROP VIEW IF EXISTS {DB}.flows_in_check_mv ON CLUSTER {CLUSTER}"
+    ]
+    assert schema.statements(f"DROP TABLE IF EXISTS {DB}.flows_in") == [
+        f"DROP TABLE IF EXISTS {DB}.flows_in ON CLUSTER {CLUSTER}"
+    ]
+    with pytest.raises(ClusterSchemaError, match="does not drop a stored table"):
+        schema.statements(f"DROP TABLE IF EXISTS {DB}.flows_quarantine")
 
 
 def test_shard_of_follows_the_distributed_sharding_rule() -> None:

@@ -22,11 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from processors.config import LoaderConfig
-from processors.landing import INPUT_SETTINGS, MIGRATION, migration_sql, raw_token
-from processors.loader import landing_block
+from processors.landing import INPUT_SETTINGS, MIGRATION, MIGRATIONS, migration_sql, raw_token
+from processors.loader import landing_block, refused_data
 from processors.migrate import MIGRATIONS_DIR, discover, params_from, render
 from schemas import codec
-from schemas.checks import CheckError, checked
+from schemas.checks import FIELD_KINDS, CheckError, checked
 from tests.records import sample_flow
 
 DB = "gw"
@@ -68,9 +68,25 @@ def land(ch: Session, lines: list[bytes], token: str) -> None:
     ch.query(f"INSERT INTO {DB}.flows_in SETTINGS {clause} FORMAT JSONEachRow\n" + b"\n".join(lines).decode())
 
 
-def test_migration_file_is_the_generated_sql() -> None:
-    # The checks have one owner (schemas/checks.py); the released migration must be what it generates.
-    assert (Path(MIGRATIONS_DIR) / MIGRATION).read_text() == migration_sql()
+@pytest.mark.parametrize("version", sorted(MIGRATIONS))
+def test_migration_files_are_the_generated_sql(version: int) -> None:
+    # The checks have one owner (schemas/checks.py); each released migration must be what it generates.
+    assert (Path(MIGRATIONS_DIR) / MIGRATIONS[version]).read_text() == migration_sql(version=version)
+
+
+def test_the_current_landing_migration_is_the_last_landing_version() -> None:
+    assert MIGRATIONS[max(MIGRATIONS)] == MIGRATION
+    assert migration_sql() == migration_sql(version=max(MIGRATIONS))
+
+
+def test_the_landing_migration_runs_again_and_keeps_the_quarantine(ch: Session) -> None:
+    # Its statements are idempotent one by one: a run interrupted half way is run again from the start.
+    land(ch, [orjson.dumps(fresh(src_ip="999.1.2.3"))], raw_token("t.rerun", 0, 5, 5, 0))
+    for stmt in render(next(m for m in discover() if m.version == 9), params_from(DB, LoaderConfig())):
+        ch.query(stmt)
+    land(ch, [orjson.dumps(fresh(src_ip="999.1.2.4"))], raw_token("t.rerun", 0, 6, 6, 0))
+    assert rows(ch, f"SELECT kafka_offset, reason FROM {DB}.flows_quarantine WHERE kafka_topic = 't.rerun' "
+                    "ORDER BY kafka_offset") == [[5, "bad_value"], [6, "bad_value"]]  # fmt: skip
 
 
 def test_landing_block_numbers_rows_only_when_each_value_is_one_line() -> None:
@@ -124,6 +140,19 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], tuple[str, str] | None]
     ("src_ip 999.1.2.3", _mut(src_ip="999.1.2.3"), ("bad_value", "src_ip")),
     ("dst_ip not an address", _mut(dst_ip="gateway"), ("bad_value", "dst_ip")),
     ("ipv6 address on a v4 record", _mut(src_ip="::1"), ("bad_value", "src_ip")),
+    ("ipv4 address on a v6 record", _mut(ip_version=6, src_ip="10.0.0.1", dst_ip="::1"), ("bad_value", "src_ip")),
+    ("ipv6 src_ip not an address", _mut(ip_version=6, src_ip="gateway", dst_ip="::1"), ("bad_value", "src_ip")),
+    ("ipv6 with two ::", _mut(ip_version=6, src_ip="2001:db8::1", dst_ip="1::2::3"), ("bad_value", "dst_ip")),
+    ("ipv6 with nine groups", _mut(ip_version=6, src_ip="1:2:3:4:5:6:7:8:9", dst_ip="::1"), ("bad_value", "src_ip")),
+    ("ipv6 with a bad dotted tail", _mut(ip_version=6, src_ip="::ffff:999.1.2.3", dst_ip="::1"),
+     ("bad_value", "src_ip")),
+    ("ipv6 full and compressed forms", _mut(ip_version=6, src_ip="1:2:3:4:5:6:7:8", dst_ip="1:2:3:4:5:6:7::"), None),
+    ("ipv4 with a trailing newline", _mut(dst_ip="10.0.0.1\n"), ("bad_value", "dst_ip")),
+    ("ipv4 with a leading zero", _mut(dst_ip="10.0.0.01"), ("bad_value", "dst_ip")),
+    ("mapped ipv4 exporter", _mut(exporter="::ffff:192.0.2.1"), None),
+    ("ipv6 with a triple colon", _mut(ip_version=6, src_ip="1:::2", dst_ip="::1"), ("bad_value", "src_ip")),
+    ("next hop with a triple colon", _mut(next_hop="0:::0"), ("bad_value", "next_hop")),
+    ("next hop with nine groups", _mut(next_hop="1:2:3:4:5:6:7:8:9"), ("bad_value", "next_hop")),
     ("histogram bucket 70000", _mut(ts_rtt_hist=[{"b": 70_000, "c": 1}]), ("out_of_range", "ts_rtt_hist")),
     ("histogram negative count", _mut(ts_rtt_hist=[{"b": 3, "c": -1}]), ("bad_value", "ts_rtt_hist")),
     ("a year ahead of its Kafka time", lambda d: d.update(last_ns=d["last_ns"] + 365 * 86_400 * 10**9),
@@ -147,6 +176,25 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], tuple[str, str] | None]
     ("dst_asn negative", _mut(dst_asn=-7), ("bad_value", "dst_asn")),
     ("one_way 2", _mut(one_way=2), ("bad_value", "one_way")),
     ("one_way negative", _mut(one_way=-1), ("bad_value", "one_way")),
+    # JSON nulls ClickHouse's reader would fill with a default where the column cannot hold one (a bin's
+    # elements before migration 0009); the codec calls each a bad type, or a missing or defaulted field.
+    ("histogram bin of nulls", _mut(ts_rtt_hist=[{"b": None, "c": None}]), ("bad_type", "ts_rtt_hist")),
+    ("histogram bin with a null bucket", _mut(icmp_rtt_hist=[{"b": None, "c": 4}]), ("bad_type", "icmp_rtt_hist")),
+    ("histogram bin with a null count", _mut(dns_rtt_hist=[{"b": 4, "c": None}]), ("bad_type", "dns_rtt_hist")),
+    ("histogram item null", _mut(ts_rtt_hist=[None]), ("bad_type", "ts_rtt_hist")),
+    ("null bin after a good one", _mut(ts_rtt_hist=[{"b": 1, "c": 1}, {"b": 2, "c": None}]),
+     ("bad_type", "ts_rtt_hist")),
+    ("bucket 70000 before a null bin", _mut(ts_rtt_hist=[{"b": 70_000, "c": 1}, {"b": None, "c": None}]),
+     ("out_of_range", "ts_rtt_hist")),
+    ("null bin before a bucket 70000", _mut(ts_rtt_hist=[{"b": None, "c": 1}, {"b": 70_000, "c": 1}]),
+     ("bad_type", "ts_rtt_hist")),
+    ("negative bucket before a null count", _mut(ts_rtt_hist=[{"b": -1, "c": None}]), ("bad_value", "ts_rtt_hist")),
+    ("null histogram is empty", _mut(ts_rtt_hist=None), None),
+    ("good bins", _mut(ts_rtt_hist=[{"b": 0, "c": 1}, {"b": 65_535, "c": 2**63 - 1}]), None),
+    ("null version", _mut(schema_version=None), ("wrong_version", "schema_version")),
+    ("null counter", _mut(packets_rev=None), ("missing_field", "packets_rev")),
+    ("null nullable rtt", _mut(hs_rtt_int_us=None), None),
+    ("null defaulted fields", _mut(remote_asn=None, sampling_mode=None), None),
 ]  # fmt: skip
 
 # Kinds ClickHouse refuses to parse: the batch takes the slow path, where Python names them.
@@ -188,6 +236,46 @@ def test_clickhouse_and_python_checks_agree(
         assert stored == [] and bad == [list(expected)], name
 
 
+def _verdict(ch: Session, d: dict[str, Any], topic: str) -> tuple[str, str] | str | None:
+    """ClickHouse's verdict on one record: None (stored), (reason, field) (quarantined) or "refused"."""
+    first = next(_tokens) * 10
+    try:
+        land(ch, [orjson.dumps(d)], raw_token(topic, 0, first, first, 0))
+    except Exception as exc:
+        assert re.search(r"Code: (26|27|117|130)\b", str(exc)), exc
+        return "refused"
+    bad = rows(ch, f"SELECT reason, field FROM {DB}.flows_quarantine WHERE kafka_topic = '{topic}' "
+                   f"AND kafka_offset = {first}")  # fmt: skip
+    stored = rows(ch, f"SELECT count() FROM {DB}.flows_raw WHERE kafka_topic = '{topic}' AND kafka_offset = {first}")
+    assert stored == [[0 if bad else 1]], (d, bad, stored)
+    return tuple(bad[0]) if bad else None
+
+
+def _codec_verdict(d: dict[str, Any]) -> tuple[str, str] | None:
+    try:
+        checked(d)
+    except CheckError as exc:
+        return (exc.reason, exc.field)
+    return None
+
+
+_HISTOGRAMS = [name for name, kind in FIELD_KINDS if kind == "hist"]
+_BIN_NULLS = ({"b": None, "c": 1}, {"b": 1, "c": None}, {"b": None, "c": None}, None)
+# (field, its value): every field null, then each histogram holding a bin with null elements, or a null bin.
+_NULL_SPOTS = [*((name, None) for name, _ in FIELD_KINDS),
+               *((name, [bin_]) for name in _HISTOGRAMS for bin_ in _BIN_NULLS)]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "value"), _NULL_SPOTS, ids=[f"{n}={v}" for n, v in _NULL_SPOTS])
+def test_a_null_anywhere_gets_the_codecs_verdict(ch: Session, name: str, value: Any) -> None:
+    # The codec is the oracle: ClickHouse stores the record exactly when it does and names the same fault (or
+    # refuses the batch, whose slow path then asks the codec). Nothing null may be stored as a default.
+    d = fresh(**{name: value})
+    expected = _codec_verdict(d)
+    got = _verdict(ch, d, "t.nulls")
+    assert got == expected or (expected is not None and got == "refused"), (name, value, expected, got)
+
+
 @pytest.mark.parametrize(("name", "value", "reason"), REFUSED, ids=[r[0] for r in REFUSED])
 def test_what_clickhouse_refuses_python_names(ch: Session, name: str, value: bytes, reason: str) -> None:
     with pytest.raises(Exception, match=r"Code: (26|27|117)\b"):
@@ -202,6 +290,33 @@ def test_a_refused_batch_stores_nothing(ch: Session) -> None:
     with pytest.raises(Exception, match="Code: 27"):
         land(ch, [*good, orjson.dumps(fresh(bytes_fwd=True))], raw_token("t.atomic", 0, 0, 5, 0))
     assert rows(ch, f"SELECT count() FROM {DB}.flows_raw WHERE kafka_topic = 't.atomic'") == [[0]]
+
+
+def test_a_value_holding_two_records_refuses_the_batch(ch: Session) -> None:
+    # One line, so the batch's block passes landing_block, but JSONEachRow reads it as two rows: every later
+    # row would take the next record's offset. The codec calls the value not JSON; the batch takes the slow path.
+    two = orjson.dumps(fresh(seq=2)) + orjson.dumps(fresh(seq=3))
+    lines = [orjson.dumps(fresh(seq=1)), two, orjson.dumps(fresh(seq=4))]
+    assert landing_block(lines) is not None
+    with pytest.raises(Exception, match=r"Code: 395\b"):
+        land(ch, lines, raw_token("t.two", 0, 0, 2, 0))
+    assert rows(ch, f"SELECT count() FROM {DB}.flows_raw WHERE kafka_topic = 't.two'") == [[0]]
+    assert rows(ch, f"SELECT count() FROM {DB}.flows_batches WHERE token LIKE 't.two:%'") == [[0]]
+    with pytest.raises(codec.RecordError) as info:
+        codec.decode(two)
+    assert info.value.reason == "not_json"
+    assert refused_data(_DatabaseError(395))
+
+
+class _DatabaseError(Exception):
+    """The shape of clickhouse-connect's error that `refused_data` reads: its class name and code."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"Code: {code}")
+        self.code = code
+
+
+_DatabaseError.__name__ = "DatabaseError"
 
 
 def test_coordinates_come_from_the_token_and_a_retry_stores_nothing_twice(ch: Session) -> None:

@@ -29,22 +29,38 @@ _CREATE_RE = re.compile(r"^CREATE (TABLE|MATERIALIZED VIEW) IF NOT EXISTS gw\.(\
 _ADD_RE = re.compile(r"^ALTER TABLE gw\.(\w+) ADD COLUMN IF NOT EXISTS `(\w+)` (.+?) DEFAULT \S+ AFTER `(\w+)`$")
 
 
-def _creates() -> tuple[dict[str, str], list[tuple[str, str, str, str]]]:
+# A view or a Null landing table made again by a later landing version (processors/landing.py)
+_DROP_RE = re.compile(r"^DROP (VIEW|TABLE) IF EXISTS gw\.(\w+)$")
+
+
+def _creates() -> tuple[dict[str, str], list[tuple[str, str, str, str]], int]:
     out: dict[str, str] = {}
     adds: list[tuple[str, str, str, str]] = []
+    dropped: set[str] = set()
+    n = 0
     for stmt in STATEMENTS:
         a = _ADD_RE.match(stmt)
         if a is not None:
             assert a.group(1) in out, f"column added to a table not created before: {stmt[:80]}"
             adds.append((a.group(1), a.group(2), a.group(3), a.group(4)))
             continue
+        d = _DROP_RE.match(stmt)
+        if d is not None:
+            # Only what keeps no rows: a materialised view or a Null table.
+            made = out.pop(d.group(2))
+            assert made.startswith("CREATE MATERIALIZED VIEW") or "\nENGINE = Null" in made, stmt
+            dropped.add(d.group(2))
+            continue
         m = _CREATE_RE.match(stmt)
-        assert m is not None, f"not an idempotent CREATE or ADD COLUMN: {stmt[:80]}"
+        assert m is not None, f"not an idempotent CREATE, ADD COLUMN or DROP: {stmt[:80]}"
+        assert m.group(2) not in out or out[m.group(2)] == stmt, f"{m.group(2)} created twice, differently"
         out[m.group(2)] = stmt
-    return out, adds
+        n += 1
+    assert dropped <= set(out), f"dropped and not made again: {dropped - set(out)}"
+    return out, adds, n
 
 
-CREATES, ADDED = _creates()
+CREATES, ADDED, N_CREATES = _creates()
 TABLES = {name: s for name, s in CREATES.items() if s.startswith("CREATE TABLE")}
 VIEWS = {name: s for name, s in CREATES.items() if s.startswith("CREATE MATERIALIZED VIEW")}
 # The landing path's tables keep nothing (Null engine): no deduplication, no TTL (processors/landing.py).
@@ -74,8 +90,10 @@ def test_versions_are_contiguous_and_named() -> None:
 
 
 def test_every_statement_is_idempotent_and_fully_substituted() -> None:
-    # every statement is a CREATE ... IF NOT EXISTS or an ADD COLUMN IF NOT EXISTS (checked above)
-    assert len(STATEMENTS) == len(CREATES) + len(ADDED)
+    # every statement is a CREATE ... IF NOT EXISTS, an ADD COLUMN IF NOT EXISTS or a DROP ... IF EXISTS of
+    # what is made again (checked above)
+    drops = [s for s in STATEMENTS if _DROP_RE.match(s)]
+    assert len(STATEMENTS) == N_CREATES + len(ADDED) + len(drops)
     for stmt in STATEMENTS:
         assert "${" not in stmt and not stmt.endswith(";")
 
