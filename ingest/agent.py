@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ingest.agent_metrics import PartnerTally
+from ingest.applications import NO_CLASSES, AppClassifier
 from ingest.classification import Classifier
 from ingest.config import AgentConfig
 from ingest.decode import DecodeConfig, decode
@@ -46,7 +47,14 @@ def meter_config(cfg: AgentConfig) -> MeterConfig:
 
 class Agent:
     def __init__(
-        self, cfg: AgentConfig, classifier: Classifier, sink: RecordSink, *, first_seq: int = 0, sampling_rate: int = 0
+        self,
+        cfg: AgentConfig,
+        classifier: Classifier,
+        sink: RecordSink,
+        *,
+        first_seq: int = 0,
+        sampling_rate: int = 0,
+        apps: AppClassifier = NO_CLASSES,
     ) -> None:
         self.cfg = cfg
         self.counters = AgentCounters()
@@ -62,6 +70,7 @@ class Agent:
             link_id=cfg.link_id,
             sampling_rate=sampling_rate or cfg.sampling_rate,
             first_seq=first_seq,
+            apps=apps,
         )
         self._since_advance = 0
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from gwtel.errors import UserError
 from ingest.agent import AgentCounters, meter_config
 from ingest.agent_metrics import HANDSHAKE_RTT_BUCKETS, PartnerTally
+from ingest.applications import NO_CLASSES, AppClassifier
 from ingest.classification import Classifier
 from ingest.classify import UNKNOWN_COUNTRY, EngineRules, PartnerClassifier
 from ingest.config import AgentConfig
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 
 _NS = 1_000_000_000
 _GZ_CHUNK = 1 << 20
-ABI = 5  # native/src/lib.rs: bumped with every change of the module's Python interface
+ABI = 6  # native/src/lib.rs: bumped with every change of the module's Python interface
 
 
 class NativeUnavailableError(UserError):
@@ -135,6 +136,7 @@ class NativeAgent:
         first_seq: int = 0,
         sampling_rate: int = 0,
         sampling_mode: str = "packet",
+        apps: AppClassifier = NO_CLASSES,
     ) -> None:
         mod = load_module()
         self.cfg = cfg
@@ -170,6 +172,7 @@ class NativeAgent:
             link_id=cfg.link_id,
             sampling_rate=sampling_rate or cfg.sampling_rate,
             sampling_mode=sampling_mode,
+            apps=apps.engine_rules(),
             **record_args(),
             **engine_classification(classifier, cfg.link_id),
         )

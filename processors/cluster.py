@@ -34,6 +34,7 @@ _NAME_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CREATE_TABLE_RE: Final = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)\.(\w+)(?=\s*\()")
 _CREATE_VIEW_RE: Final = re.compile(r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+)\.(\w+)(?= TO )")
 _ALTER_RE: Final = re.compile(r"^ALTER TABLE (\w+)\.(\w+)(?= )")
+_DROP_VIEW_RE: Final = re.compile(r"^DROP VIEW IF EXISTS (\w+)\.(\w+)$")  # a view created again next
 # `ENGINE = SummingMergeTree` or `ENGINE = MergeTree(args)`: the family prefix and any engine arguments.
 _MERGE_TREE_RE: Final = re.compile(r"\nENGINE = (\w*)MergeTree(?:\(([^)]*)\))?(?=\s)")
 _ENGINE_RE: Final = re.compile(r"\nENGINE = (\w+)")
@@ -115,7 +116,7 @@ class ClusterSchema:
         """The cluster statements for one rendered single-node statement."""
         if (m := _CREATE_TABLE_RE.match(stmt)) is not None:
             return self._create_table(stmt, m)
-        if (m := _CREATE_VIEW_RE.match(stmt)) is not None:
+        if (m := _CREATE_VIEW_RE.match(stmt)) is not None or (m := _DROP_VIEW_RE.match(stmt)) is not None:
             return [self._on_cluster(stmt, m)]
         if (m := _ALTER_RE.match(stmt)) is not None:
             out = [self._on_cluster(stmt, m)]

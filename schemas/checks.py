@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from schemas.flow_record import FLOW_RECORD_FIELDS, FLOW_SCHEMA_VERSION, SAMPLING_MODES
+from schemas.flow_record import DEFAULT_CLASS, FLOW_RECORD_FIELDS, FLOW_SCHEMA_VERSION, SAMPLING_MODES
 
 MIN_NS: Final = 946_684_800 * 10**9  # 2000-01-01
 MAX_NS: Final = 4_102_444_800 * 10**9  # 2100-01-01
@@ -39,9 +39,11 @@ DEFAULTS: Final[Mapping[str, int | str]] = {
     "sampling_mode": "packet",
     **dict.fromkeys(("exporter", "next_hop"), ""),
     **dict.fromkeys(("in_if", "out_if", "src_asn", "dst_asn", "one_way"), 0),
+    "dscp": 0,
+    "app_class": DEFAULT_CLASS,
 }
 # Integer fields whose meaning ends below their column's maximum (a value above is `bad_value`).
-_UPPER: Final = {"one_way": 1}
+_UPPER: Final = {"one_way": 1, "dscp": 63}
 
 
 def _base(ch_type: str) -> tuple[str, bool]:
@@ -161,6 +163,9 @@ def _not_ahead(d: Mapping[str, Any], latest: int | None) -> bool:
     return latest is None or d["last_ns"] <= latest
 
 
+# Application class names (ingest.applications validates the configured ones the same way): they key windows.
+CLASS_NAME_RE: Final = "^[a-z][a-z0-9_]{0,31}$"
+_CLASS_RE: Final = re.compile(CLASS_NAME_RE)
 _MODES: Final = "(" + ", ".join(f"'{m}'" for m in SAMPLING_MODES) + ")"
 
 # In SQL, `{latest}` is the bound of the batch (0: none, a batch without Kafka timestamps).
@@ -174,6 +179,10 @@ RECORD_RULES: Final[tuple[RecordRule, ...]] = (
     RecordRule("sampling_mode", lambda d, _l: d["sampling_mode"] in SAMPLING_MODES,
                f"coalesce(sampling_mode, '{DEFAULTS['sampling_mode']}') IN {_MODES}",
                "sampling_mode is neither packet nor flow", f"`sampling_mode` IS NULL OR `sampling_mode` IN {_MODES}"),
+    RecordRule("app_class", lambda d, _l: _CLASS_RE.fullmatch(d["app_class"]) is not None,
+               f"match(coalesce(app_class, '{DEFAULT_CLASS}'), '{CLASS_NAME_RE}')",
+               "app_class is not a class name (lower-case letters, digits and _)",
+               f"`app_class` IS NULL OR REGEXP(`app_class`, '{CLASS_NAME_RE}')"),
     _address_rule("src_ip"),
     _address_rule("dst_ip"),
     _optional_address_rule("exporter"),

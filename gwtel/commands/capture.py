@@ -15,6 +15,7 @@ from gwtel.errors import UserError
 from ingest import linktypes
 from ingest.agent_metrics import RingCollector
 from ingest.capture import CaptureResult, LiveCapture
+from ingest.applications import AppClassifier
 from ingest.classify import PartnerClassifier
 from ingest.native import NativeAgent
 from ingest.seqstore import SeqStore
@@ -105,6 +106,7 @@ def _run(args: argparse.Namespace) -> int:
             first_seq=seqs.first(),
             sampling_rate=sample,
             sampling_mode=mode,
+            apps=AppClassifier(cfg.applications),
         )
         capture = LiveCapture(agent, options)
         stack.callback(capture.close)

@@ -4,7 +4,7 @@
 //! `inet_ntop` writes them (what `ingest.flowkey.ip_text` calls).
 
 /// The field names in wire order. The engine refuses to start unless Python's FLOW_RECORD_FIELDS lists the same.
-pub const FIELDS: [&str; 53] = [
+pub const FIELDS: [&str; 55] = [
     "schema_version",
     "agent_id",
     "seq",
@@ -58,6 +58,8 @@ pub const FIELDS: [&str; 53] = [
     "dst_asn",
     "next_hop",
     "one_way",
+    "dscp",
+    "app_class",
 ];
 
 /// One RTT summary: count, min, max, sum and the sparse histogram (bucket, count).
@@ -112,6 +114,8 @@ pub struct Record<'a> {
     pub dst_asn: u64,
     pub next_hop: &'a str,
     pub one_way: u64,
+    pub dscp: u64,
+    pub app_class: &'a str,
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -271,6 +275,8 @@ pub fn encode(out: &mut Vec<u8>, r: &Record<'_>) {
     u!(50, r.dst_asn);
     s!(51, r.next_hop);
     u!(52, r.one_way);
+    u!(53, r.dscp);
+    s!(54, r.app_class);
     out.push(b'}');
 }
 

@@ -27,12 +27,21 @@ STATEMENTS = [s for m in MIGRATIONS for s in render(m, PARAMS)]
 _CREATE_RE = re.compile(r"^CREATE (TABLE|MATERIALIZED VIEW) IF NOT EXISTS gw\.(\w+)")
 # A column added later: ALTER TABLE gw.T ADD COLUMN IF NOT EXISTS `c` type DEFAULT value AFTER `prev`
 _ADD_RE = re.compile(r"^ALTER TABLE gw\.(\w+) ADD COLUMN IF NOT EXISTS `(\w+)` (.+?) DEFAULT \S+ AFTER `(\w+)`$")
+# A view replaced (its fields or checks changed): dropped, then created again by the next CREATE of its name.
+_DROP_RE = re.compile(r"^DROP VIEW IF EXISTS gw\.(\w+)$")
+DROPPED: list[str] = []
 
 
 def _creates() -> tuple[dict[str, str], list[tuple[str, str, str, str]]]:
     out: dict[str, str] = {}
     adds: list[tuple[str, str, str, str]] = []
     for stmt in STATEMENTS:
+        d = _DROP_RE.match(stmt)
+        if d is not None:
+            assert d.group(1) in out and out[d.group(1)].startswith("CREATE MATERIALIZED VIEW"), stmt
+            del out[d.group(1)]
+            DROPPED.append(d.group(1))
+            continue
         a = _ADD_RE.match(stmt)
         if a is not None:
             assert a.group(1) in out, f"column added to a table not created before: {stmt[:80]}"
@@ -74,8 +83,9 @@ def test_versions_are_contiguous_and_named() -> None:
 
 
 def test_every_statement_is_idempotent_and_fully_substituted() -> None:
-    # every statement is a CREATE ... IF NOT EXISTS or an ADD COLUMN IF NOT EXISTS (checked above)
-    assert len(STATEMENTS) == len(CREATES) + len(ADDED)
+    # every statement is a CREATE ... IF NOT EXISTS, an ADD COLUMN IF NOT EXISTS or a DROP VIEW IF EXISTS of a
+    # view created again after it (checked above)
+    assert len(STATEMENTS) == len(CREATES) + len(ADDED) + 2 * len(DROPPED)
     for stmt in STATEMENTS:
         assert "${" not in stmt and not stmt.endswith(";")
 

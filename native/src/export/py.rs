@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use super::records::{Builder, ExporterMap};
 use super::{Addr, Collector as Core, ExpRec, Limits, LinkCounter, KIND_NAMES, REASONS};
+use crate::apps::{AppArgs, Apps};
 use crate::batch::Batch;
 use crate::check_fields;
 use crate::classify::{Classifier, Rules};
@@ -119,7 +120,7 @@ impl Collector {
 
     /// Build and encode FlowRecords in the engine (`take_records`), as `ingest.collect.records.RecordBuilder`
     /// does: `side` answers per address (cached here), `rules` the per-flow rule's tables.
-    #[pyo3(signature = (*, fields, agent_id, default_link_id, exporters, rules, handshake_bounds, side,
+    #[pyo3(signature = (*, fields, agent_id, default_link_id, exporters, rules, apps, handshake_bounds, side,
         address_cache=1 << 20))]
     #[allow(clippy::too_many_arguments)]
     fn configure_records(
@@ -129,11 +130,13 @@ impl Collector {
         default_link_id: String,
         exporters: Vec<ExporterArg>,
         rules: Rules,
+        apps: AppArgs,
         handshake_bounds: Vec<f64>,
         side: Py<PyAny>,
         address_cache: usize,
     ) -> PyResult<()> {
         check_fields(&fields)?;
+        let apps = Apps::new(&apps).map_err(PyValueError::new_err)?;
         let mut cls = Classifier::cached(side, address_cache, &rules, self.err.clone());
         let default_link = cls.names.id(&default_link_id);
         let mut map = HashMap::new();
@@ -155,6 +158,7 @@ impl Collector {
             agent_id,
             default_link,
             map,
+            apps,
             handshake_bounds,
         ));
         Ok(())
