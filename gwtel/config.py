@@ -15,9 +15,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ingest.applications import ApplicationsConfig
 from ingest.collect.config import CollectorConfig
 from ingest.config import AgentConfig
-from ingest.applications import ApplicationsConfig
 from ingest.partners import PartnersConfig
 from processors.cluster import check_name, distributed_database
 from processors.config import JobConfig, LoaderConfig

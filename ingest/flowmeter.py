@@ -51,8 +51,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ingest.classification import Classification, Classifier
 from ingest.applications import NO_CLASSES, AppClassifier
+from ingest.classification import Classification, Classifier
 from ingest.export import build_record
 from ingest.flowkey import (
     ECHO_REPLY,

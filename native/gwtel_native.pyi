@@ -20,7 +20,13 @@ Rules = tuple[str, str, str, list[tuple[str, str]], list[tuple[str, str]], list[
 # (default class, [(class, protocols, port ranges, dscp values, domestic prefixes, remote prefixes, asns, links)]):
 # AppClassifier.engine_rules
 AppRule = tuple[
-    str, list[int], list[tuple[int, int]], list[int], list[tuple[bytes, int]], list[tuple[bytes, int]], list[int],
+    str,
+    list[int],
+    list[tuple[int, int]],
+    list[int],
+    list[tuple[bytes, int]],
+    list[tuple[bytes, int]],
+    list[int],
     list[str],
 ]
 Apps = tuple[str, list[AppRule]]

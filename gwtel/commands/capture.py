@@ -14,8 +14,8 @@ from gwtel.config import load_config
 from gwtel.errors import UserError
 from ingest import linktypes
 from ingest.agent_metrics import RingCollector
-from ingest.capture import CaptureResult, LiveCapture
 from ingest.applications import AppClassifier
+from ingest.capture import CaptureResult, LiveCapture
 from ingest.classify import PartnerClassifier
 from ingest.native import NativeAgent
 from ingest.seqstore import SeqStore

@@ -5,7 +5,6 @@ same in the native engine and the Python reference, and equal to the hand-worked
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 from scapy.layers.inet import IP, TCP, UDP
@@ -47,27 +46,31 @@ APPS = AppClassifier(
 )
 
 
-def _tcp_flow(ip: Any, sport: int, dport: int, tos: int, t0: float, data: int, later_tos: int | None = None) -> list:
+def _ip(src: str, dst: str, tos: int) -> Packet:
+    return IP(src=src, dst=dst, tos=tos) if ":" not in src else IPv6(src=src, dst=dst, tc=tos)
+
+
+def _tcp_flow(
+    ends: tuple[str, str], sport: int, dport: int, tos: int, t0: float, data: int, later_tos: int | None = None
+) -> list[tuple[float, Packet]]:
     """A TCP connection: handshake, `data` bytes each way, FIN both ways. The first packet carries `tos`, the
     others `later_tos` (default the same)."""
     later = tos if later_tos is None else later_tos
-    fwd, rev = ip[0], ip[1]
-    mk = (lambda src, dst, t: IP(src=src, dst=dst, tos=t)) if ":" not in fwd else (
-        lambda src, dst, t: IPv6(src=src, dst=dst, tc=t))  # fmt: skip
-    pkts: list[tuple[float, Packet]] = [
-        (t0, mk(fwd, rev, tos) / TCP(sport=sport, dport=dport, flags="S", seq=100)),
-        (t0 + 0.01, mk(rev, fwd, later) / TCP(sport=dport, dport=sport, flags="SA", seq=500, ack=101)),
-        (t0 + 0.02, mk(fwd, rev, later) / TCP(sport=sport, dport=dport, flags="A", seq=101, ack=501)),
-        (t0 + 0.03, mk(fwd, rev, later) / TCP(sport=sport, dport=dport, flags="PA", seq=101, ack=501) / Raw(b"q" * data)),
-        (t0 + 0.04, mk(rev, fwd, later) / TCP(sport=dport, dport=sport, flags="PA", seq=501, ack=101 + data) / Raw(b"r" * data)),
-        (t0 + 0.05, mk(fwd, rev, later) / TCP(sport=sport, dport=dport, flags="FA", seq=101 + data, ack=501 + data)),
-        (t0 + 0.06, mk(rev, fwd, later) / TCP(sport=dport, dport=sport, flags="FA", seq=501 + data, ack=102 + data)),
-        (t0 + 0.07, mk(fwd, rev, later) / TCP(sport=sport, dport=dport, flags="A", seq=102 + data, ack=502 + data)),
-    ]  # fmt: skip
-    return pkts
+    c, s = ends
+    d = data
+    return [
+        (t0, _ip(c, s, tos) / TCP(sport=sport, dport=dport, flags="S", seq=100)),
+        (t0 + 0.01, _ip(s, c, later) / TCP(sport=dport, dport=sport, flags="SA", seq=500, ack=101)),
+        (t0 + 0.02, _ip(c, s, later) / TCP(sport=sport, dport=dport, flags="A", seq=101, ack=501)),
+        (t0 + 0.03, _ip(c, s, later) / TCP(sport=sport, dport=dport, flags="PA", seq=101, ack=501) / Raw(b"q" * d)),
+        (t0 + 0.04, _ip(s, c, later) / TCP(sport=dport, dport=sport, flags="PA", seq=501, ack=101 + d) / Raw(b"r" * d)),
+        (t0 + 0.05, _ip(c, s, later) / TCP(sport=sport, dport=dport, flags="FA", seq=101 + d, ack=501 + d)),
+        (t0 + 0.06, _ip(s, c, later) / TCP(sport=dport, dport=sport, flags="FA", seq=501 + d, ack=102 + d)),
+        (t0 + 0.07, _ip(c, s, later) / TCP(sport=sport, dport=dport, flags="A", seq=102 + d, ack=502 + d)),
+    ]
 
 
-def _udp_flow(src: str, dst: str, sport: int, dport: int, tos: int, t0: float, n: int) -> list:
+def _udp_flow(src: str, dst: str, sport: int, dport: int, tos: int, t0: float, n: int) -> list[tuple[float, Packet]]:
     return [(t0 + i * 0.005, IP(src=src, dst=dst, tos=tos) / UDP(sport=sport, dport=dport) / Raw(b"v" * 200))
             for i in range(n)]  # fmt: skip
 
@@ -100,7 +103,9 @@ TRUTH = {
 
 @pytest.fixture(scope="module")
 def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    frames = [frame_of(eth() / p, ts_ns=round((1_700_000_000 + t) * 1e9)) for t, p in sorted(PACKETS, key=lambda x: x[0])]
+    frames = [
+        frame_of(eth() / p, ts_ns=round((1_700_000_000 + t) * 1e9)) for t, p in sorted(PACKETS, key=lambda x: x[0])
+    ]
     path = tmp_path_factory.mktemp("classes") / "classes.pcap"
     path.write_bytes(pcap_bytes(frames))
     return path
@@ -125,9 +130,13 @@ def test_synthetic_traffic_classes_agree_between_engines(tmp_path: Path) -> None
     generate(SynthConfig(seed=11, flows=300), path, tmp_path / "truth.json")
     apps = AppClassifier(
         ApplicationsConfig.model_validate(
-            {"rules": [{"class": "web", "protocols": ["tcp"], "server_ports": [80, 443, "8000-8999"]},
-                       {"class": "dns", "protocols": ["udp"], "server_ports": [53]},
-                       {"class": "other_udp", "protocols": ["udp"]}]}  # fmt: skip
+            {
+                "rules": [
+                    {"class": "web", "protocols": ["tcp"], "server_ports": [80, 443, "8000-8999"]},
+                    {"class": "dns", "protocols": ["udp"], "server_ports": [53]},
+                    {"class": "other_udp", "protocols": ["udp"]},
+                ]
+            }
         )
     )
     ref = same_records(AgentConfig(), [path], apps=apps)

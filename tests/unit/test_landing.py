@@ -84,7 +84,7 @@ def test_migration_files_are_the_generated_sql() -> None:
     added = {name for name, _after in ADDED_FIELDS}
 
     def tables(sql: str) -> list[str]:  # the CREATE TABLEs' lines, trailing commas aside
-        return [line.rstrip(",") for line in sql.split("CREATE MATERIALIZED VIEW")[0].splitlines()]
+        return [line.rstrip(",") for line in sql.split("CREATE MATERIALIZED VIEW", maxsplit=1)[0].splitlines()]
 
     assert tables(released) == [line for line in tables(migration_sql()) if line.strip(" `").split("`")[0] not in added]
 
