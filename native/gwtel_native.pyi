@@ -5,14 +5,15 @@ from collections.abc import Callable
 ABI: int
 
 # A batch of encoded FlowRecords (native/src/batch.rs): count, keys and values (each followed by a newline),
-# traffic (partner, direction, link, octets, packets), handshake (partner, direction, bucket counts, sum in s),
+# traffic (partner, direction, link, octets, packets), handshake (partner, direction, application class, bucket
+# counts, sum in s),
 # records per partner.
 Batch = tuple[
     int,
     bytes,
     bytes,
     list[tuple[str, str, str, int, int]],
-    list[tuple[str, str, list[int], float]],
+    list[tuple[str, str, str, list[int], float]],
     list[tuple[str, int]],
 ]
 # (fallback, domestic group, unknown country, by link, by country, by asn): PartnerClassifier.engine_rules
