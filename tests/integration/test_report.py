@@ -22,7 +22,7 @@ from processors.queries import (
     percentile_95,
     top_countries,
 )
-from processors.report import collect, render_table
+from processors.report import BUDGET_HEAD, CLASS_HEAD, collect, render_table
 from processors.report_html import collect_series, render_html
 from tests.integration.queries_data import FLOW_BASE_NS, MIN, T0, bandwidth_fixture, insert_flows
 
@@ -104,8 +104,11 @@ def test_table_numbers_are_the_query_results(clickhouse_client: Any, db: str) ->
             assert c.samples == 150
             verdict = "met" if c.p95_us / 1000 <= objective else "MISSED"
             assert f"{cls}<={objective:g}ms {verdict}" in r[-1]
-            [row] = [x for x in rows_of(table, partner) if x[1] == cls]  # the class section: no traffic rows
+            # the class section (no traffic rows for these classes), then the error budget of the objective
+            [row] = [x for x in rows_of(table, partner) if x[1] == cls and len(x) == len(CLASS_HEAD)]
             assert row[6:] == ["150", f"{c.p95_us / 1000:.2f}", f"{cls}<={objective:g}ms {verdict}"]
+            [budget] = [x for x in rows_of(table, partner) if x[1] == cls and len(x) == len(BUDGET_HEAD)]
+            assert budget[2] == f"{objective:g}" and int(budget[3]) > 0
     for partner in ("japan", "korea"):
         top = top_countries(clickhouse_client, db, partner, T0, END, 5)
         assert [c.name for c in top] == ["JP"]  # every fixture flow is to Japan (tests.records.sample_flow)

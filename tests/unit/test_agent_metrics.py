@@ -195,9 +195,9 @@ def test_names_labels_and_promtool(replayed: tuple[Agent, list[FlowRecord], dict
     for name, labels in required.items():
         assert name in names, name
         assert all({k for k, _ in lab} == labels for lab in by_name(got, name)), name
-    # Bounded labels only: no address or port ever becomes a label value.
+    # Bounded labels only: no address or port ever becomes a label value (application classes are configured).
     keys = {k for (n, lab) in got if n.startswith("gwtel_agent_") for k, _ in lab}
-    assert keys == {"link", "partner", "direction", "reason", "le"}
+    assert keys == {"link", "partner", "direction", "reason", "le", "app_class"}  # classes: at most 32
     proc = subprocess.run(
         [str(find_tool("promtool")), "check", "metrics"], input=body, capture_output=True, check=False
     )
