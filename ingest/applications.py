@@ -17,9 +17,9 @@ import ipaddress
 import re
 from typing import Annotated, Any, Final
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from ingest.partners import IPNetwork
+from ingest.partners import Asn, IPNetwork, LinkId, cidr_network
 from schemas.checks import CLASS_NAME_RE
 from schemas.flow_record import DEFAULT_CLASS
 
@@ -77,33 +77,13 @@ def _dscp(v: Any) -> int:
 
 
 def _prefix(v: Any) -> IPNetwork:
-    try:
-        return ipaddress.ip_network(str(v).strip(), strict=True)
-    except ValueError as exc:
-        raise ValueError(
-            f"{v!r} is not a valid CIDR prefix ({exc}): write network/length with the host bits zero, "
-            "e.g. 203.0.113.0/24 or 2001:db8::/32"
-        ) from None
-
-
-def _asn(v: int) -> int:
-    if not 1 <= v <= 2**32 - 1:
-        raise ValueError(f"ASN {v} is out of range: use a number from 1 to 4294967295")
-    return v
-
-
-def _link(v: str) -> str:
-    if not v.strip():
-        raise ValueError("an empty link id: remove it or write the agent's link_id")
-    return v
+    return cidr_network(str(v).strip())
 
 
 Protocol = Annotated[int, BeforeValidator(_protocol)]
 PortRange = Annotated[tuple[int, int], BeforeValidator(_port_range)]
 Dscp = Annotated[int, BeforeValidator(_dscp)]
 Prefix = Annotated[IPNetwork, BeforeValidator(_prefix)]
-Asn = Annotated[int, AfterValidator(_asn)]
-LinkId = Annotated[str, AfterValidator(_link)]
 
 
 def class_name_problem(name: str) -> str | None:

@@ -5,6 +5,7 @@ Each helper returns what it inserted, so a test computes its expected answer fro
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -102,3 +103,9 @@ def bandwidth_fixture(client: Any, db: str) -> list[Window]:
                     windows.append(Window(10, T0 + minute * MIN, partner, direction, link, nbytes // 6))
     insert_bandwidth(client, db, windows)
     return windows
+
+
+def nearest_rank(values: list[int], q: float) -> int:
+    """The smallest value with at least q x n values at or below it."""
+    ordered = sorted(values)
+    return ordered[math.ceil(q * len(ordered)) - 1]

@@ -9,7 +9,6 @@ handshake p95 exact, and on the same partner an objective met (trading) and one 
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from processors.queries import handshake_rtt, slo_status
 from processors.rows import flow_rows
 from processors.tables import FLOWS_RAW
 from tests.engines import Captured
+from tests.integration.queries_data import nearest_rank
 from tests.packets import eth, frame_of, pcap_bytes
 
 pytestmark = pytest.mark.integration
@@ -80,7 +80,7 @@ def _tcp(key: tuple[str, str], truth: Truth, ends: tuple[str, str], sport: int, 
         (ack + 300, True, "FA", 101 + n, 501 + n, 0), (ack + 400, False, "FA", 501 + n, 102 + n, 0),
         (ack + 500, True, "A", 102 + n, 502 + n, 0),
     ]  # fmt: skip
-    out = []
+    out: list[tuple[int, Packet]] = []
     for t, fwd, flags, seq, ackn, size in spec:
         src, dst, sp, dp = (c, s, sport, dport) if fwd else (s, c, dport, sport)
         tcp = TCP(sport=sp, dport=dp, flags=flags, seq=seq, ack=ackn)
@@ -92,7 +92,7 @@ def _tcp(key: tuple[str, str], truth: Truth, ends: tuple[str, str], sport: int, 
 
 def _udp(key: tuple[str, str], truth: Truth, src: str, dst: str, sport: int, dport: int, t0_us: int, n: int,
          size: int) -> list[tuple[int, Packet]]:  # fmt: skip
-    out = []
+    out: list[tuple[int, Packet]] = []
     for i in range(n):
         out.append((t0_us + i * 2000, IP(src=src, dst=dst) / UDP(sport=sport, dport=dport) / Raw(b"v" * size)))
         truth.count(key, 20 + 8 + size)
@@ -125,11 +125,6 @@ def golden(t0_us: int) -> tuple[list[tuple[int, Packet]], Truth]:
 def db(clickhouse_client: Any, clickhouse_db: str) -> Iterator[str]:
     Migrator(clickhouse_client, clickhouse_db).run()
     yield clickhouse_db
-
-
-def nearest_rank(values: list[int], q: float) -> int:
-    ordered = sorted(values)
-    return ordered[math.ceil(q * len(ordered)) - 1]
 
 
 def test_golden_classes_in_clickhouse(clickhouse_client: Any, db: str, tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import calendar
-import math
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -36,6 +35,7 @@ from tests.integration.queries_data import (
     insert_flows,
     insert_rtts,
     lognormal_rtts,
+    nearest_rank,
 )
 
 pytestmark = pytest.mark.integration
@@ -45,12 +45,6 @@ pytestmark = pytest.mark.integration
 def db(clickhouse_client: Any, clickhouse_db: str) -> Iterator[str]:
     Migrator(clickhouse_client, clickhouse_db).run()
     yield clickhouse_db
-
-
-def nearest_rank(values: list[int], q: float) -> int:
-    """The smallest value with at least q x n values at or below it."""
-    ordered = sorted(values)
-    return ordered[math.ceil(q * len(ordered)) - 1]
 
 
 def test_merged_percentiles_equal_pooled_raw_percentiles_within_a_bucket(clickhouse_client: Any, db: str) -> None:
