@@ -166,6 +166,8 @@ def _not_ahead(d: Mapping[str, Any], latest: int | None) -> bool:
 # Application class names (ingest.applications validates the configured ones the same way): they key windows.
 CLASS_NAME_RE: Final = "^[a-z][a-z0-9_]{0,31}$"
 _CLASS_RE: Final = re.compile(CLASS_NAME_RE)
+# Java's `$` also matches before a final line break ("vr\n"): the job's regular expression ends at `\z` instead.
+_CLASS_RE_JAVA: Final = CLASS_NAME_RE.removesuffix("$") + "\\z"
 _MODES: Final = "(" + ", ".join(f"'{m}'" for m in SAMPLING_MODES) + ")"
 
 # In SQL, `{latest}` is the bound of the batch (0: none, a batch without Kafka timestamps).
@@ -182,7 +184,7 @@ RECORD_RULES: Final[tuple[RecordRule, ...]] = (
     RecordRule("app_class", lambda d, _l: _CLASS_RE.fullmatch(d["app_class"]) is not None,
                f"match(coalesce(app_class, '{DEFAULT_CLASS}'), '{CLASS_NAME_RE}')",
                "app_class is not a class name (lower-case letters, digits and _)",
-               f"`app_class` IS NULL OR REGEXP(`app_class`, '{CLASS_NAME_RE}')"),
+               f"`app_class` IS NULL OR REGEXP(`app_class`, '{_CLASS_RE_JAVA}')"),
     _address_rule("src_ip"),
     _address_rule("dst_ip"),
     _optional_address_rule("exporter"),
