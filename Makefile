@@ -32,7 +32,9 @@ run: setup
 up: setup
 	$(GWTEL) up
 
-down:
+# An existing venv is brought up to date first: one that predates a new dependency
+# could not import gwtel to stop its own services.
+down: $(if $(wildcard $(VENV)/.installed),setup)
 	$(GWTEL) down
 
 status:

@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gwtel.commands.capture",
     "gwtel.commands.collect",
     "gwtel.commands.report",
+    "gwtel.commands.forecast",
     "gwtel.commands.run",
     "gwtel.commands.verify",
 )

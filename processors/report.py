@@ -7,10 +7,24 @@ format what it returned, so the text table and the page always show the same num
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from processors.asymmetry import (
+    ASYM_HEAD,
+    ASYM_NOTE,
+    PAIR_HEAD,
+    LinkPair,
+    PartnerAsymmetry,
+    asymmetry_rows,
+    link_pairs,
+    one_direction_line,
+    pair_rows,
+    per_partner,
+)
+from processors.forecast import FORECAST_HEAD, FORECAST_NOTE, Forecast, collect_forecasts, forecast_rows
 from processors.queries import (
     DIRECTIONS,
     FIVE_MIN_S,
@@ -59,6 +73,9 @@ class ReportData:
     classes: Sequence[ClassTraffic] = ()  # per partner, application class and direction
     rtt_class: Sequence[LatencyQuantiles] = ()  # whole handshake per (partner, application class)
     budget: Sequence[ErrorBudget] = ()  # per objective: 5-minute slots meeting it over the 30 days before the end
+    forecast: Sequence[Forecast] = ()  # per partner and direction, from the complete months before now
+    asymmetry: Sequence[PartnerAsymmetry] = ()  # per partner, conversations that started in the range
+    link_pairs: Sequence[LinkPair] = ()
 
 
 def five_minute_slots(start_ms: int, end_ms: int) -> tuple[int, int] | None:
@@ -77,12 +94,15 @@ def collect(
     *,
     capacity_bps: Mapping[str, int] | None = None,
     objectives: Mapping[str, Mapping[str, float]] | None = None,
+    now_ms: int | None = None,
 ) -> ReportData:
     traffic = [t for t in partner_traffic(client, db, start_ms, end_ms, window_s) if t.direction in DIRECTIONS]
     slots = five_minute_slots(start_ms, end_ms)
     p95 = percentile_95(client, db, *slots) if slots else []
     rtt = handshake_rtt(client, db, start_ms, end_ms)
     rtt_class = handshake_rtt(client, db, start_ms, end_ms, by_class=True)
+    pairs = link_pairs(client, db, start_ms, end_ms)
+    now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     return ReportData(
         start_ms=start_ms,
         end_ms=end_ms,
@@ -103,6 +123,9 @@ def collect(
         classes=[c for c in class_traffic(client, db, start_ms, end_ms, window_s) if c.direction in DIRECTIONS],
         rtt_class=rtt_class,
         budget=error_budget(client, db, end_ms, objectives or {}),
+        forecast=collect_forecasts(client, db, now_ms, capacity_bps or {}),
+        asymmetry=per_partner(pairs),
+        link_pairs=pairs,
     )
 
 
@@ -219,6 +242,26 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
+NO_FORECAST = "Capacity forecast: no complete month with 5-minute data yet."
+
+
+def forecast_asymmetry_lines(data: ReportData) -> list[str]:
+    """The capacity forecast and asymmetric routing sections (processors.forecast, processors.asymmetry)."""
+    lines = []
+    if data.forecast:
+        lines += [FORECAST_NOTE, *_table(FORECAST_HEAD, forecast_rows(data.forecast)), ""]
+    else:
+        lines += [NO_FORECAST, ""]
+    if data.asymmetry:
+        lines += [ASYM_NOTE, *_table(ASYM_HEAD, asymmetry_rows(data.asymmetry))]
+        pairs = pair_rows(data.link_pairs)
+        lines += ["", *_table(PAIR_HEAD, pairs)] if pairs else []
+        one_way_links = one_direction_line(data.link_pairs)
+        lines += [one_way_links] if one_way_links else []
+        lines.append("")
+    return lines
+
+
 NOTES = (
     "Rates are sampling-corrected, all links together; peak = busiest {window_s} s window; 95th = 95th percentile"
     " of the 5-minute average rates (missing slots count as zero); util = rate / contracted capacity per direction.",
@@ -241,6 +284,7 @@ def render_table(data: ReportData) -> str:
     if data.links:
         lines.append(LINKS_NOTE)
         lines += [*_table(LINK_HEAD, link_rows(data)), ""]
+    lines += forecast_asymmetry_lines(data)
     countries = country_lines(data)
     if countries:
         lines += ["Top remote countries (bytes both ways, flows started in the range):", *countries, ""]
@@ -270,3 +314,10 @@ def render_billing(rows: Sequence[Percentile95], month: str) -> str:
     body = [(r.partner, r.direction, gbps(r.bps), str(r.slots), str(r.slots_with_data)) for r in rows]
     lines = [f"95th percentile billing, {month} (UTC): 5-minute average rates, missing slots zero, top 5% dropped"]
     return "\n".join([*lines, *_table(head, body)]) if body else lines[0] + "\nno 5-minute data in that month"
+
+
+def render_forecast(forecasts: Sequence[Forecast]) -> str:
+    """The capacity forecast alone (`gwtel forecast`)."""
+    if not forecasts:
+        return NO_FORECAST
+    return "\n".join([FORECAST_NOTE, *_table(FORECAST_HEAD, forecast_rows(forecasts))])

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
+from processors.asymmetry import ASYM_HEAD, ASYM_NOTE, PAIR_HEAD, asymmetry_rows, one_direction_line, pair_rows
+from processors.forecast import FORECAST_HEAD, FORECAST_NOTE, forecast_rows
 from processors.queries import (
     DIRECTIONS,
     FIVE_MIN_S,
@@ -132,7 +134,10 @@ p.note { font-size: 12px; color: #555; max-width: 900px; }
 def _html_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     out = ["<table>", "<tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr>"]
     for r in rows:
-        cells = "".join(f'<td class="missed">{escape(c)}</td>' if "MISSED" in c else f"<td>{escape(c)}</td>" for c in r)
+        cells = "".join(
+            f'<td class="missed">{escape(c)}</td>' if "MISSED" in c or "REACHED" in c else f"<td>{escape(c)}</td>"
+            for c in r
+        )
         out.append(f"<tr>{cells}</tr>")
     out.append("</table>")
     return "\n".join(out)
@@ -140,6 +145,20 @@ def _html_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def _utc(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def forecast_asymmetry_html(data: ReportData) -> list[str]:
+    """The capacity forecast and asymmetric routing sections, the same rows as the text report."""
+    return [
+        "<h2>Capacity forecast</h2>",
+        f'<p class="note">{escape(FORECAST_NOTE)}</p>',
+        _html_table(FORECAST_HEAD, forecast_rows(data.forecast)),
+        "<h2>Asymmetric routing</h2>",
+        f'<p class="note">{escape(ASYM_NOTE)}</p>',
+        _html_table(ASYM_HEAD, asymmetry_rows(data.asymmetry)),
+        _html_table(PAIR_HEAD, pair_rows(data.link_pairs)),
+        f'<p class="note">{escape(one_direction_line(data.link_pairs) or "No link carries one direction only.")}</p>',
+    ]
 
 
 def render_html(data: ReportData, series: Series, objectives: Mapping[str, Mapping[str, float]]) -> str:
@@ -163,6 +182,7 @@ def render_html(data: ReportData, series: Series, objectives: Mapping[str, Mappi
         "<h2>Links: capture agents and router exports</h2>",
         f'<p class="note">{escape(LINKS_NOTE)}</p>',
         _html_table(LINK_HEAD, link_rows(data)),
+        *forecast_asymmetry_html(data),
         "<h2>Top remote countries</h2>",
         _html_table(
             ("partner", "country", "GB", "flows"),

@@ -51,6 +51,14 @@ def _clickhouse_registry() -> CollectorRegistry:
     return ServerMetrics().registry
 
 
+def _forecast_registry() -> CollectorRegistry:
+    from processors.forecast_metrics import ForecastMetrics
+
+    registry = CollectorRegistry()
+    ForecastMetrics(registry)
+    return registry
+
+
 # (process, how it runs, where it serves, registry builder)
 SOURCES: tuple[tuple[str, str, str, Callable[[], CollectorRegistry]], ...] = (
     ("agent", "`gwtel replay`, capture agents", "`agent.metrics_port`", _agent_registry),
@@ -61,6 +69,7 @@ SOURCES: tuple[tuple[str, str, str, Callable[[], CollectorRegistry]], ...] = (
         "`local.ports.clickhouse_metrics`",
         _clickhouse_registry,
     ),
+    ("capacity forecast", "`gwtel forecast --serve`", "`--metrics-port` (9479)", _forecast_registry),
 )
 
 

@@ -18,6 +18,10 @@ from gwtel.config import GwtelConfig
 # Bandwidth above this share of the contracted capacity, sustained, warns before the link saturates.
 CAPACITY_FRACTION = 0.8
 RULES_FILE = "gwtel.rules.yml"
+# `gwtel forecast --serve`: warn this many months before the trend of the monthly 95th percentile reaches the
+# contract (an upgrade of a submarine-cable interconnect is ordered months ahead).
+FORECAST_WARN_MONTHS = 6
+FORECAST_STALE_S = 3 * 3600  # the exporter recomputes hourly by default
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,32 @@ def partner_alerts(cfg: GwtelConfig) -> list[Alert]:
                 )
             )
     return out
+
+
+def forecast_alerts() -> list[Alert]:
+    """On the `gwtel_forecast_*` gauges (processors.forecast_metrics): capacity running out, and a stale forecast."""
+    return [
+        Alert(
+            "GwtelPartnerCapacityForecast",
+            "min by (partner, direction) (gwtel_forecast_capacity_months_left) < " + str(FORECAST_WARN_MONTHS),
+            "2h",
+            "warning",
+            "{{ $labels.partner }} {{ $labels.direction }}: contracted capacity reached within "
+            f"{FORECAST_WARN_MONTHS} months at the current growth",
+            "The trend of the monthly 95th percentile {{ $labels.direction }} reaches "
+            'partners.groups.{{ $labels.partner }}.capacity_bps in {{ printf "%.1f" $value }} months '
+            "(gwtel forecast, docs/partners.md): plan the upgrade.",
+        ),
+        Alert(
+            "GwtelForecastStale",
+            f"time() - max(gwtel_forecast_last_success_timestamp_seconds) > {FORECAST_STALE_S}",
+            "10m",
+            "warning",
+            "the capacity forecast has not been computed for hours",
+            "gwtel forecast --serve has not read ClickHouse successfully for "
+            f"{FORECAST_STALE_S // 3600} hours: its months-left figures are old (see its log).",
+        ),
+    ]
 
 
 def pipeline_alerts(cfg: GwtelConfig) -> list[Alert]:
@@ -200,7 +230,7 @@ def pipeline_alerts(cfg: GwtelConfig) -> list[Alert]:
 def rules_document(cfg: GwtelConfig) -> dict[str, Any]:
     return {
         "groups": [
-            {"name": "gwtel-partners", "rules": [a.as_rule() for a in partner_alerts(cfg)]},
+            {"name": "gwtel-partners", "rules": [a.as_rule() for a in (*partner_alerts(cfg), *forecast_alerts())]},
             {"name": "gwtel-pipeline", "rules": [a.as_rule() for a in pipeline_alerts(cfg)]},
         ]
     }

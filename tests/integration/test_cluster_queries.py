@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from gwtel.services.clickhouse import ClickHouseService
+from processors.asymmetry import link_pairs
 from processors.cluster import ClusterSchema, distributed_database
 from processors.config import LoaderConfig
 from processors.migrate import Migrator, discover, params_from, render
@@ -144,6 +145,7 @@ def test_queries_answer_the_same_on_one_node_and_on_two_shards(layout: tuple[Any
         "top_countries": lambda db: top_countries(client, db, "belt_and_road", T0, end),
         "top_hosts": lambda db: top_hosts(client, db, "japan", T0, end),
         "late_traffic": lambda db: late_traffic(client, db, T0, end),
+        "link_pairs": lambda db: link_pairs(client, db, T0, end),
     }
     for name, ask in questions.items():
         one_node, two_shards = ask(single), ask(dist)
