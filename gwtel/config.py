@@ -134,9 +134,9 @@ class GwtelConfig(Strict):
 
     @model_validator(mode="after")
     def _objectives_name_classes(self) -> GwtelConfig:
-        # Once `applications:` is given, an objective of a class no rule (nor the default) produces would
-        # never be judged: refuse it. Without it, every flow is in the default class (docs/classes.md).
-        if "applications" not in self.model_fields_set:
+        # Once `applications.rules` are given, an objective of a class no rule (nor the default) produces would
+        # never be judged: refuse it. Without rules, every flow is in the default class (docs/classes.md).
+        if not self.applications.rules:
             return self
         classes = self.applications.classes()
         problems = [

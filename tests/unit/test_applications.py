@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from gwtel.config import ConfigError, load_config
@@ -119,8 +120,12 @@ def _config(tmp_path: Path, text: str) -> Path:
 
 def test_objectives_must_name_a_class_once_classes_are_configured(tmp_path: Path) -> None:
     partners = "partners:\n  groups:\n    japan:\n      countries: [JP]\n      slo: {trading: 60, vr: 8}\n"
-    # without `applications:` every flow is in the default class and objectives are not cross-checked
-    assert load_config(_config(tmp_path, partners)).applications.classes() == ["default"]
+    # without rules every flow is in the default class and objectives are not cross-checked; a configuration
+    # written back out (every section, `applications` with no rules) loads again
+    cfg = load_config(_config(tmp_path, partners))
+    assert cfg.applications.classes() == ["default"]
+    dumped = yaml.safe_dump(cfg.model_dump(mode="json"))
+    assert load_config(_config(tmp_path, dumped)).applications == cfg.applications
     apps = "applications:\n  rules:\n    - {class: trading, protocols: [tcp], server_ports: [9000]}\n"
     with pytest.raises(ConfigError) as exc:
         load_config(_config(tmp_path, partners + apps))
