@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gwtel.kafka_security import KafkaSecurity
 from gwtel.secrets import ENV_NAME, read_secret
+from ingest.applications import ApplicationsConfig
 from ingest.collect.config import CollectorConfig
 from ingest.config import AgentConfig
 from ingest.partners import PartnersConfig
@@ -180,9 +181,28 @@ class GwtelConfig(Strict):
     local: LocalConfig = LocalConfig()
     agent: AgentConfig = AgentConfig()
     partners: PartnersConfig = Field(default_factory=PartnersConfig.default)
+    applications: ApplicationsConfig = ApplicationsConfig()
     job: JobConfig = JobConfig()
     loader: LoaderConfig = LoaderConfig()
     collector: CollectorConfig = CollectorConfig()
+
+    @model_validator(mode="after")
+    def _objectives_name_classes(self) -> GwtelConfig:
+        # Once `applications.rules` are given, an objective of a class no rule (nor the default) produces would
+        # never be judged: refuse it. Without rules, every flow is in the default class (docs/classes.md).
+        if not self.applications.rules:
+            return self
+        classes = self.applications.classes()
+        problems = [
+            f"partners.groups.{name}.slo.{cls}: no application class {cls!r} (classes: {', '.join(classes)}): "
+            "add a rule for it under applications.rules or remove the objective"
+            for name, group in self.partners.groups.items()
+            for cls in group.slo
+            if cls not in classes
+        ]
+        if problems:
+            raise ValueError("\n  ".join(problems))
+        return self
 
 
 class ConfigError(Exception):

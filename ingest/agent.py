@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from ingest.agent_metrics import PartnerTally
 from ingest.anonymise import TextAnonymiser
 from ingest.anonymise_config import engine_key
+from ingest.applications import NO_CLASSES, AppClassifier
 from ingest.classification import Classifier
 from ingest.config import AgentConfig
 from ingest.decode import DecodeConfig, decode
@@ -48,7 +49,14 @@ def meter_config(cfg: AgentConfig) -> MeterConfig:
 
 class Agent:
     def __init__(
-        self, cfg: AgentConfig, classifier: Classifier, sink: RecordSink, *, first_seq: int = 0, sampling_rate: int = 0
+        self,
+        cfg: AgentConfig,
+        classifier: Classifier,
+        sink: RecordSink,
+        *,
+        first_seq: int = 0,
+        sampling_rate: int = 0,
+        apps: AppClassifier = NO_CLASSES,
     ) -> None:
         self.cfg = cfg
         self.counters = AgentCounters()
@@ -64,6 +72,7 @@ class Agent:
             link_id=cfg.link_id,
             sampling_rate=sampling_rate or cfg.sampling_rate,
             first_seq=first_seq,
+            apps=apps,
         )
         self._since_advance = 0
         key = engine_key(cfg.anonymise)  # read at start-up: a bad key stops here

@@ -42,7 +42,7 @@ END_REASONS: Final = ("idle", "active", "fin", "rst", "evicted", "flush")
 _OPPOSITE: Final = {"egress": "ingress", "ingress": "egress"}
 _Factory = Callable[[str, str, float], Metric]
 TrafficRow = tuple[str, str, str, int, int]
-HandshakeRow = tuple[str, str, Sequence[int], float]
+HandshakeRow = tuple[str, str, str, Sequence[int], float]
 
 
 def cumulative(bounds: Sequence[float], counts: Sequence[int]) -> list[tuple[str, float]]:
@@ -84,7 +84,8 @@ class PartnerTally:
 
     def __init__(self) -> None:
         self.traffic: dict[tuple[str, str, str], list[int]] = {}  # (partner, direction, link) -> [bytes, packets]
-        self.handshake: dict[tuple[str, str], Histogram] = {}  # (partner, direction) -> total RTT, s
+        # (partner, direction, application class) -> total RTT, s
+        self.handshake: dict[tuple[str, str, str], Histogram] = {}
         self.records: dict[str, int] = {}  # partner -> records
 
     def _count(self, key: tuple[str, str, str], octets: int, packets: int) -> None:
@@ -103,7 +104,7 @@ class PartnerTally:
             back = _OPPOSITE.get(rec.direction, rec.direction)
             self._count((rec.partner, back, rec.link_id), rec.bytes_rev * rate, rec.packets_rev * rate)
         if rec.hs_rtt_ext_us is not None and rec.hs_rtt_int_us is not None:
-            key = (rec.partner, rec.direction)
+            key = (rec.partner, rec.direction, rec.app_class)
             hist = self.handshake.get(key)
             if hist is None:
                 hist = self.handshake[key] = Histogram(HANDSHAKE_RTT_BUCKETS)
@@ -115,15 +116,15 @@ class PartnerTally:
         """A native engine's aggregates of a batch of records: the same counts as `add` of each record.
 
         ``traffic``: (partner, direction, link, octets, packets) already scaled and split by direction;
-        ``handshake``: (partner, direction, per-bucket counts over HANDSHAKE_RTT_BUCKETS, sum in seconds);
+        ``handshake``: (partner, direction, class, per-bucket counts over HANDSHAKE_RTT_BUCKETS, sum in seconds);
         ``records``: (partner, records).
         """
         for partner, n in records:
             self.records[partner] = self.records.get(partner, 0) + n
         for partner, direction, link, octets, packets in traffic:
             self._count((partner, direction, link), octets, packets)
-        for partner, direction, counts, total in handshake:
-            key = (partner, direction)
+        for partner, direction, app_class, counts, total in handshake:
+            key = (partner, direction, app_class)
             hist = self.handshake.get(key)
             if hist is None:
                 hist = self.handshake[key] = Histogram(HANDSHAKE_RTT_BUCKETS)
@@ -278,8 +279,8 @@ class AgentCollector(Collector):
         yield packets
         rtt = HistogramMetricFamily(
             "gwtel_agent_partner_handshake_rtt_seconds",
-            "TCP handshake RTT, external plus internal leg, per partner and flow direction.",
-            labels=["partner", "direction"],
+            "TCP handshake RTT, external plus internal leg, per partner, flow direction and application class.",
+            labels=["partner", "direction", "app_class"],
         )
         for pd, hist in sorted(dict(tally.handshake).items(), key=lambda kv: kv[0]):
             rtt.add_metric(list(pd), hist.cumulative(), hist.total)

@@ -232,6 +232,7 @@ def _ip(
         if off + 20 > lim:
             return TRUNCATED_IP
         vihl, ip_len, ident, fl, proto, src, dst = _IP4(data, off)
+        dscp = data[off + 1] >> 2
         hl = (vihl & 0x0F) << 2
         if vihl >> 4 != 4 or hl < 20 or ip_len < hl:
             return BAD_IP_HEADER
@@ -247,6 +248,7 @@ def _ip(
         if off + 40 > lim:
             return TRUNCATED_IP
         vtf, plen, proto, src, dst = _IP6(data, off)
+        dscp = (vtf >> 22) & 0x3F
         if vtf >> 28 != 6:
             return BAD_IP_HEADER
         ip_len = plen + 40
@@ -348,7 +350,7 @@ def _ip(
                 return _as_outer(inner, ip_len, vlan, frag_id, frag_off, more_frags, frag_key)
     return DecodedPacket(
         ts, ip_len, ver, src, dst, proto, sport, dport, vlan, flags, seq, ack, paylen, tsval, tsecr,
-        itype, icode, iid, iseq, dns_id, dns_resp, frag_id, frag_off, more_frags, l4_present, frag_key,
+        itype, icode, iid, iseq, dns_id, dns_resp, frag_id, frag_off, more_frags, l4_present, frag_key, dscp,
     )  # fmt: skip
 
 

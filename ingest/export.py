@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ingest.applications import AppClassifier
 from ingest.flowkey import PROTO_ICMP, PROTO_ICMPV6, KeyParts, ip_text
 from ingest.latency import RttSummary, ns_to_us
 from schemas.flow_record import FLOW_SCHEMA_VERSION, FlowRecord, HistBin
@@ -37,6 +38,7 @@ def build_record(
     agent_id: str,
     link_id: str,
     sampling_rate: int,
+    apps: AppClassifier,
 ) -> FlowRecord:
     """One record for the current slice of ``flow`` (the caller resets the slice afterwards)."""
     k = KeyParts(flow.key)
@@ -56,6 +58,17 @@ def build_record(
         resp, init = _us(resp_ns), _us(init_ns)
         ext, inner = (init, resp) if cls.remote_is_initiator else (resp, init)
         ts, icmp, dns = _summary(lat.ts_sum), _summary(lat.icmp_sum), _summary(lat.dns_sum)
+    src_text, dst_text = ip_text(src_ip), ip_text(dst_ip)
+    app_class = apps.classify(
+        protocol=k.protocol,
+        server_port=dst_port,
+        dscp=flow.dscp,
+        src_ip=src_text,
+        dst_ip=dst_text,
+        remote_is_initiator=cls.remote_is_initiator,
+        remote_asn=cls.remote_asn,
+        link_id=link_id,
+    )
     return FlowRecord(
         schema_version=FLOW_SCHEMA_VERSION,
         agent_id=agent_id,
@@ -63,9 +76,9 @@ def build_record(
         link_id=link_id,
         sampling_rate=sampling_rate,
         ip_version=k.ip_version,
-        src_ip=ip_text(src_ip),
+        src_ip=src_text,
         src_port=src_port,
-        dst_ip=ip_text(dst_ip),
+        dst_ip=dst_text,
         dst_port=dst_port,
         protocol=k.protocol,
         vlan=k.vlan,
@@ -102,4 +115,6 @@ def build_record(
         partner=cls.partner,
         remote_country=cls.remote_country,
         remote_asn=cls.remote_asn,
+        dscp=flow.dscp,
+        app_class=app_class,
     )

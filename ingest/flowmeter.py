@@ -51,6 +51,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ingest.applications import NO_CLASSES, AppClassifier
 from ingest.classification import Classification, Classifier
 from ingest.export import build_record
 from ingest.flowkey import (
@@ -119,6 +120,7 @@ class Flow:
         "bytes_r",
         "cls",
         "dirty",
+        "dscp",
         "end_sent",
         "first_ns",
         "flags_f",
@@ -151,6 +153,7 @@ class Flow:
         self.aux = 0  # ICMP: type<<8|code of the first packet
         self.dirty = False  # in the meter's list of flows with packets since their last record
         self.end_sent = False  # a record already reported the TCP close
+        self.dscp = 0  # DSCP of the flow's first packet (docs/classes.md: why not the dominant one)
 
     def has_packets(self) -> bool:
         return self.pkts_f + self.pkts_r > 0
@@ -169,11 +172,13 @@ class FlowMeter:
         link_id: str,
         sampling_rate: int = 1,
         first_seq: int = 0,
+        apps: AppClassifier = NO_CLASSES,
     ) -> None:
         if sampling_rate < 1:
             raise ValueError("sampling_rate must be >= 1")
         self.cfg = cfg
         self._classifier = classifier
+        self._apps = apps
         self._sink = sink
         self.agent_id = agent_id
         self.link_id = link_id
@@ -313,6 +318,7 @@ class FlowMeter:
         if len(self._table) >= self._max_flows:
             self._evict_one(pkt.ts_ns)
         flow = Flow(key, sender_lo, pkt.ts_ns, self._classify(pkt.src_ip, pkt.dst_ip, pkt.ip_version))
+        flow.dscp = pkt.dscp
         proto = pkt.protocol
         if proto == PROTO_TCP:
             flow.tcp = TcpState()
@@ -471,6 +477,7 @@ class FlowMeter:
             agent_id=self.agent_id,
             link_id=self.link_id,
             sampling_rate=self.sampling_rate,
+            apps=self._apps,
         )
         self.next_seq += 1
         st = self._stats

@@ -29,6 +29,7 @@ from gwtel.errors import UserError
 from ingest.agent import AgentCounters, meter_config
 from ingest.agent_metrics import HANDSHAKE_RTT_BUCKETS, PartnerTally
 from ingest.anonymise_config import engine_key
+from ingest.applications import NO_CLASSES, AppClassifier
 from ingest.classification import Classifier
 from ingest.classify import UNKNOWN_COUNTRY, EngineRules, PartnerClassifier
 from ingest.config import AgentConfig
@@ -136,6 +137,7 @@ class NativeAgent:
         first_seq: int = 0,
         sampling_rate: int = 0,
         sampling_mode: str = "packet",
+        apps: AppClassifier = NO_CLASSES,
     ) -> None:
         mod = load_module()
         self.cfg = cfg
@@ -171,6 +173,7 @@ class NativeAgent:
             link_id=cfg.link_id,
             sampling_rate=sampling_rate or cfg.sampling_rate,
             sampling_mode=sampling_mode,
+            apps=apps.engine_rules(),
             **record_args(),
             **engine_classification(classifier, cfg.link_id),
             anon_key=engine_key(cfg.anonymise),

@@ -51,3 +51,5 @@ class DecodedPacket:
     # (src, dst, protocol, id) of the fragmented IP header, None when not a fragment. It differs from this
     # packet's own addresses when the first fragment of a tunnel packet was decapsulated.
     frag_key: tuple[bytes, bytes, int, int] | None = None
+    # DiffServ code point (IPv4 ToS / IPv6 traffic class >> 2) of this (innermost) IP header
+    dscp: int = 0

@@ -62,7 +62,8 @@ def _country(code: str) -> str:
     return code
 
 
-def _cidr(text: str) -> IPNetwork:
+def cidr_network(text: str) -> IPNetwork:
+    """A CIDR prefix, or ValueError saying how to write one (for every section that takes prefixes)."""
     try:
         return ipaddress.ip_network(text, strict=True)
     except ValueError as exc:
@@ -105,7 +106,7 @@ class PrefixEntry(_Strict):
     @field_validator("prefix")
     @classmethod
     def _valid(cls, v: str) -> str:
-        return str(_cidr(v.strip()))
+        return str(cidr_network(v.strip()))
 
     def network(self) -> IPNetwork:
         return ipaddress.ip_network(self.prefix)

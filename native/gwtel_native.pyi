@@ -5,18 +5,32 @@ from collections.abc import Callable
 ABI: int
 
 # A batch of encoded FlowRecords (native/src/batch.rs): count, keys and values (each followed by a newline),
-# traffic (partner, direction, link, octets, packets), handshake (partner, direction, bucket counts, sum in s),
+# traffic (partner, direction, link, octets, packets), handshake (partner, direction, application class, bucket
+# counts, sum in s),
 # records per partner.
 Batch = tuple[
     int,
     bytes,
     bytes,
     list[tuple[str, str, str, int, int]],
-    list[tuple[str, str, list[int], float]],
+    list[tuple[str, str, str, list[int], float]],
     list[tuple[str, int]],
 ]
 # (fallback, domestic group, unknown country, by link, by country, by asn): PartnerClassifier.engine_rules
 Rules = tuple[str, str, str, list[tuple[str, str]], list[tuple[str, str]], list[tuple[int, str]]]
+# (default class, [(class, protocols, port ranges, dscp values, domestic prefixes, remote prefixes, asns, links)]):
+# AppClassifier.engine_rules
+AppRule = tuple[
+    str,
+    list[int],
+    list[tuple[int, int]],
+    list[int],
+    list[tuple[bytes, int]],
+    list[tuple[bytes, int]],
+    list[int],
+    list[str],
+]
+Apps = tuple[str, list[AppRule]]
 
 def encode_record(values: tuple[object, ...]) -> tuple[bytes, bytes]: ...
 def address_text(packed: bytes) -> str: ...
@@ -47,6 +61,7 @@ class Engine:
         sampling_rate: int,
         sampling_mode: str,
         rules: Rules,
+        apps: Apps,
         handshake_bounds: list[float],
         side: Callable[[bytes], tuple[bool, str, str | None, int] | None] | None = None,
         classify: Callable[[bytes, bytes], tuple[str, str, str, int, bool]] | None = None,
@@ -101,6 +116,7 @@ class Collector:
         default_link_id: str,
         exporters: list[tuple[bytes, int | None, list[tuple[int, str, bool]]]],
         rules: Rules,
+        apps: Apps,
         handshake_bounds: list[float],
         side: Callable[[bytes], tuple[bool, str, str | None, int] | None],
         address_cache: int = ...,

@@ -5,10 +5,10 @@ the source DDL in ``processors.ddl`` declares them. Every window is a tumbling e
 ``rowtime``: a flow record (one slice of a flow, at most the agent's active timeout long) counts in the
 window of its last packet, so the sum over windows equals the sum over records exactly.
 
-Bandwidth rows are per window x partner x direction x link x sampling rate, where a flow gives its
+Bandwidth rows are per window x partner x direction x link x application class x sampling rate, where a flow gives its
 initiator's counters to its own ``direction`` and its responder's counters to the opposite one (egress <->
 ingress; other directions map to themselves). Latency rows are per window x partner x direction (the
-flow's) x link x metric. See docs/processors.md for the reasons.
+flow's) x link x application class x metric. See docs/processors.md for the reasons.
 
 The functions build SQL over the input table's inline name, so they run on any TableEnvironment that has
 the job's Java aggregate functions registered (``processors.udf.register``; ``make_table_env`` does it).
@@ -28,12 +28,12 @@ from schemas.aggregate import (
     Kind,
 )
 from schemas.checks import REQUIRED, flink_bad_value_sql
-from schemas.flow_record import FLOW_RECORD_FIELDS, FLOW_SCHEMA_VERSION
+from schemas.flow_record import DEFAULT_CLASS, FLOW_RECORD_FIELDS, FLOW_SCHEMA_VERSION
 from schemas.histogram import MAX_BUCKET, RTT_GAMMA
 
 Table = Any  # pyflink.table.Table (pyflink ships no type information)
 
-_KEYS = "`partner`, `direction`, `link_id`"
+_KEYS = "`partner`, `direction`, `link_id`, `app_class`"
 # Fields a FlowRecord must carry (not null, of the column's type), as the loader requires them
 # (schemas.checks). `valid` and `invalid` split rows on this list.
 REQUIRED_FIELDS: tuple[str, ...] = REQUIRED
@@ -114,8 +114,12 @@ def classify(flows: Table, max_future_skew_s: int = DEFAULT_MAX_FUTURE_SKEW_S) -
 
 
 def valid_rows(classified: Table) -> Table:
-    """The rows of ``classify`` without a problem, with the FlowRecord columns and ``rowtime``."""
-    cols = ", ".join(f"`{f.name}`" for f in FLOW_RECORD_FIELDS)
+    """The rows of ``classify`` without a problem, with the FlowRecord columns and ``rowtime``. A record older
+    than application classes has none: its windows are the default class's, as the tables read its rows."""
+    cols = ", ".join(
+        f"COALESCE(`{f.name}`, '{DEFAULT_CLASS}') AS `{f.name}`" if f.name == "app_class" else f"`{f.name}`"
+        for f in FLOW_RECORD_FIELDS
+    )
     return _query(
         classified,
         f"SELECT {cols}, `rowtime` FROM {classified} WHERE `_missing` IS NULL AND `_bad` IS NULL",
@@ -146,7 +150,7 @@ def late(flows: Table) -> Table:
 
 
 def bandwidth(flows: Table, window_s: int, *, distinct_hosts: bool = True) -> Table:
-    """Per window x partner x direction x link x sampling rate: counters, scaled totals and rates.
+    """Per window x partner x direction x link x class x sampling rate: counters, scaled totals and rates.
 
     Each flow record enters the window as one row; one Java aggregate function (``processors.udf.SIDE_COUNTS``)
     adds its initiator's counters to its ``direction`` and, when the responder sent packets, the responder's
@@ -165,7 +169,7 @@ def bandwidth(flows: Table, window_s: int, *, distinct_hosts: bool = True) -> Ta
         f"CAST(`direction` AS STRING), {opposite}, `bytes_fwd`, `packets_fwd`, `retrans_fwd`, "
         f"`bytes_rev`, `packets_rev`, `retrans_rev`, {ended}, CAST({remote} AS STRING)"
     )
-    keys = "`partner`, `link_id`, `sampling_rate`"
+    keys = "`partner`, `link_id`, `app_class`, `sampling_rate`"
     merged = _query(
         flows,
         f"SELECT {_window_cols(w)}, {keys}, {SIDE_COUNTS}({args}) AS `d` "
@@ -175,7 +179,7 @@ def bandwidth(flows: Table, window_s: int, *, distinct_hosts: bool = True) -> Ta
     scaled = "`s`.`bytes` * `sampling_rate`"
     return _query(
         merged,
-        f"SELECT `window_s`, `window_start_ms`, `partner`, `s`.`direction` AS `direction`, `link_id`, "
+        f"SELECT `window_s`, `window_start_ms`, `partner`, `s`.`direction` AS `direction`, `link_id`, `app_class`, "
         "`sampling_rate`, `s`.`bytes` AS `bytes`, `s`.`packets` AS `packets`, `s`.`retrans` AS `retrans`, "
         f"`s`.`flows` AS `flows`, `s`.`flows_ended` AS `flows_ended`, {hosts} AS `remote_hosts`, "
         f"{scaled} AS `bytes_scaled`, `s`.`packets` * `sampling_rate` AS `packets_scaled`, "

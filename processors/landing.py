@@ -14,7 +14,8 @@ clock skew). The views read the token with `getSetting`, so they run on any Clic
 configuration needed. `deduplicate_blocks_in_dependent_materialized_views = 1` makes a retried batch store
 nothing twice in any of them (tests/unit/test_landing.py checks it in chDB).
 
-Each landing migration (`MIGRATIONS`: 0007, then 0009 with nullable histogram bin elements) is this module's
+Each landing migration (`MIGRATIONS`: 0007, then 0009 with nullable histogram bin elements, then 0010 with the
+application class fields, added to `flows_raw` and `flows_late` first with their defaults) is this module's
 `migration_sql(version=...)` written out; tests/unit/test_landing.py proves every file and the generator agree, so
 the checks have one owner (schemas/checks.py) and released SQL never changes. A later version drops the landing
 tables and their views (the tables are Null: they hold nothing) and creates them again, keeping the quarantine
@@ -26,7 +27,15 @@ from __future__ import annotations
 from typing import Final
 
 from processors.tables import KAFKA_COLUMNS
-from schemas.checks import DEFAULTS, FIELD_KINDS, LANDING_VERSION, clickhouse_problem_sql, landing_type
+from schemas.checks import (
+    DEFAULTS,
+    FIELD_SINCE,
+    LANDING_VERSION,
+    clickhouse_problem_sql,
+    in_landing,
+    landing_fields,
+    landing_type,
+)
 from schemas.flow_record import FLOW_RECORD_FIELDS
 
 LANDING: Final = "flows_in"
@@ -38,7 +47,7 @@ BATCHES: Final = "flows_batches"
 # each landing insert sets it above the largest batch the loader may form (loader.batch_rows <= MAX_BATCH_ROWS).
 MAX_BATCH_ROWS: Final = 1_000_000
 # landing version -> its migration: this module's `migration_sql(version=...)`, written out
-MIGRATIONS: Final = {7: "0007_landing.sql", 9: "0009_landing_nullable_bins.sql"}
+MIGRATIONS: Final = {7: "0007_landing.sql", 9: "0009_landing_nullable_bins.sql", 10: "0010_app_classes.sql"}
 MIGRATION: Final = MIGRATIONS[LANDING_VERSION]
 _VIEWS: Final = ("flows_in_check_mv", "flows_checked_raw_mv", "flows_checked_bad_mv", "flows_checked_batch_mv")
 
@@ -83,17 +92,34 @@ def raw_token(topic: str, partition: int, first: int, last: int, latest_ns: int)
 
 
 def _landing_columns(version: int) -> str:
-    return ",\n".join(f"    `{name}` {landing_type(name, kind, version)}" for name, kind in FIELD_KINDS)
+    return ",\n".join(f"    `{name}` {landing_type(name, kind, version)}" for name, kind in landing_fields(version))
 
 
 def _stored_value(name: str, kind: str, ch_type: str) -> str:
     if name in DEFAULTS:
-        default = DEFAULTS[name]
-        literal = f"'{default}'" if isinstance(default, str) else str(default)
-        return f"CAST(coalesce(`{name}`, {literal}) AS {ch_type}) AS `{name}`"
+        return f"CAST(coalesce(`{name}`, {_default_literal(name)}) AS {ch_type}) AS `{name}`"
     if ch_type.startswith("Nullable(") or kind == "hist":
         return f"CAST(`{name}` AS {ch_type}) AS `{name}`"
     return f"CAST(assumeNotNull(`{name}`) AS {ch_type}) AS `{name}`"
+
+
+def _default_literal(name: str) -> str:
+    default = DEFAULTS[name]
+    return f"'{default}'" if isinstance(default, str) else str(default)
+
+
+def _added_columns(db: str, version: int) -> str:
+    """The record fields `version` adds, as columns of the stored tables: each with its default, so that rows
+    stored before read as it. They come first: the store view created next names them."""
+    names = [f.name for f in FLOW_RECORD_FIELDS]
+    lines = [
+        f"ALTER TABLE {db}.{table} ADD COLUMN IF NOT EXISTS `{f.name}` {f.clickhouse} "
+        f"DEFAULT {_default_literal(f.name)} AFTER `{names[names.index(f.name) - 1]}`;\n"
+        for table in ("flows_raw", "flows_late")
+        for f in FLOW_RECORD_FIELDS
+        if FIELD_SINCE.get(f.name) == version
+    ]
+    return "".join(lines) + ("\n" if lines else "")
 
 
 def _replaces(db: str, version: int) -> str:
@@ -113,18 +139,21 @@ def migration_sql(db: str = "${db}", version: int = LANDING_VERSION) -> str:
     """The landing migration of `version` (a key of `MIGRATIONS`)."""
     if version not in MIGRATIONS:
         raise ValueError(f"no landing version {version} (known: {sorted(MIGRATIONS)})")
-    kinds = dict(FIELD_KINDS)
-    stored = ",\n    ".join(_stored_value(f.name, kinds[f.name], f.clickhouse) for f in FLOW_RECORD_FIELDS)
+    kinds = dict(landing_fields(version))
+    stored = ",\n    ".join(
+        _stored_value(f.name, kinds[f.name], f.clickhouse) for f in FLOW_RECORD_FIELDS if in_landing(f.name, version)
+    )
     coords = "_topic AS kafka_topic, _partition AS kafka_partition, _offset AS kafka_offset"
     kafka_cols = ",\n".join(f"    `{n}` {t}" for n, t in KAFKA_COLUMNS)
-    problem = clickhouse_problem_sql("_latest", version).replace("\n", "\n    ")
+    # `$$`: migrations are string.Template text, and a regular expression of the checks may end in `$`
+    problem = clickhouse_problem_sql("_latest", version).replace("\n", "\n    ").replace("$", "$$")
     return f"""-- Generated by processors.landing.migration_sql() from schemas/checks.py; tests/unit/test_landing.py
 -- proves they agree. Released migrations are never edited: a change of the checks is a new migration.
 -- The landing path: the loader inserts FlowRecords as JSONEachRow into flows_in (Null: keeps nothing); one
 -- view checks every row once into flows_checked (Null too), whose views send it to flows_raw or, with the
 -- reason, to flows_quarantine, and count the batch in flows_batches.
 -- Kafka coordinates and the skew bound come from the insert's token (topic:partition:first-last:latest_ns).
-{_replaces(db, version)}CREATE TABLE IF NOT EXISTS {db}.{LANDING}
+{_added_columns(db, version)}{_replaces(db, version)}CREATE TABLE IF NOT EXISTS {db}.{LANDING}
 (
 {_landing_columns(version)}
 )

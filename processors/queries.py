@@ -58,6 +58,31 @@ def partner_traffic(client: Any, db: str, start_ms: int, end_ms: int, window_s: 
     return [PartnerTraffic(p, d, int(b), int(n), int(f), b * 8 / range_s, float(peak)) for p, d, b, n, f, peak in rows]
 
 
+@dataclass(frozen=True)
+class ClassTraffic:
+    partner: str
+    app_class: str
+    direction: str
+    bytes: int  # sampling-corrected
+    packets: int
+    flows: int
+    avg_bps: float  # over the whole range asked for
+
+
+def class_traffic(client: Any, db: str, start_ms: int, end_ms: int, window_s: int) -> list[ClassTraffic]:
+    """Bytes, packets, flows and average bits/s per partner, application class and direction over the range."""
+    range_s = max((end_ms - start_ms) / 1000.0, 1e-9)
+    sql = f"""
+        SELECT partner, toString(app_class), direction, sum(bytes_scaled), sum(packets_scaled), sum(flows)
+        FROM {db}.bandwidth_window
+        WHERE window_s = {{w:UInt32}} AND window_start_ms >= {{s:Int64}} AND window_start_ms < {{e:Int64}}
+        GROUP BY partner, app_class, direction
+        ORDER BY partner, app_class, direction
+    """
+    rows = client.query(sql, parameters={"w": window_s, "s": start_ms, "e": end_ms}).result_rows
+    return [ClassTraffic(p, c, d, int(b), int(n), int(f), b * 8 / range_s) for p, c, d, b, n, f in rows]
+
+
 def partner_latency(
     client: Any, db: str, start_ms: int, end_ms: int, window_s: int, metric: str = "hs_rtt_ext"
 ) -> list[PartnerLatency]:
@@ -282,9 +307,10 @@ def handshake_rtt(
     *,
     partners: Sequence[str] | None = None,
     step_s: int | None = None,
+    by_class: bool = False,
 ) -> list[LatencyQuantiles]:
-    """p50/p95/p99 of the whole TCP handshake RTT (external + internal leg) per partner (and step), from
-    `flows_raw`.
+    """p50/p95/p99 of the whole TCP handshake RTT (external + internal leg) per partner (and application class,
+    with ``by_class``: key (partner, app_class); and step), from `flows_raw`.
 
     What a user feels is the sum of both legs, and a percentile of a sum cannot be built from the two legs'
     histograms, so it is computed exactly from each flow's own pair (flows that started in the range, egress
@@ -296,20 +322,21 @@ def handshake_rtt(
     if step_s is not None:
         params["step"] = step_s * 1000
         bucket = "intDiv(intDiv(first_ns, 1000000), {step:Int64}) * {step:Int64}"
+    keys = "partner, toString(app_class)" if by_class else "partner"
     sql = f"""
-        SELECT {bucket} AS b, partner, count(),
+        SELECT {bucket} AS b, [{keys}] AS k, count(),
                quantilesExactWeighted({qs})(assumeNotNull(hs_rtt_ext_us) + assumeNotNull(hs_rtt_int_us), 1)
         FROM {db}.flows_raw
         WHERE {_FLOW_RANGE}
           AND direction IN ('egress', 'ingress')
           AND hs_rtt_ext_us IS NOT NULL AND hs_rtt_int_us IS NOT NULL{_filters(partners, None, None)}
-        GROUP BY b, partner
-        ORDER BY partner, b
+        GROUP BY b, k
+        ORDER BY k, b
     """
     out = []
-    for b, partner, n, qv in client.query(sql, parameters=params).result_rows:
+    for b, key, n, qv in client.query(sql, parameters=params).result_rows:
         p50, p95, p99 = (float(x) for x in qv)
-        out.append(LatencyQuantiles((partner,), int(b) if step_s else None, int(n), p50, p95, p99))
+        out.append(LatencyQuantiles(tuple(str(x) for x in key), int(b) if step_s else None, int(n), p50, p95, p99))
     return out
 
 
@@ -533,23 +560,75 @@ class SloStatus:
     partner: str
     app_class: str
     objective_ms: float  # p95 objective of the class
-    p95_ms: float | None  # measured p95 handshake RTT (both legs); None without samples
+    p95_ms: float | None  # measured p95 handshake RTT (both legs) of the class's flows; None without samples
     samples: int
     met: bool | None  # None: nothing measured, no verdict
 
 
 def slo_status(rtt: Sequence[LatencyQuantiles], objectives: Mapping[str, Mapping[str, float]]) -> list[SloStatus]:
-    """Each partner's application-class p95 objectives against its measured p95 handshake RTT.
-
-    Flows carry no application class, so every class of a partner is judged on the same measured p95; the
-    verdict is met when that p95 is at or below the objective.
-    """
-    measured = {r.key[0]: r for r in rtt}
+    """Each partner's application-class p95 objectives, each against the p95 handshake RTT of that class's own
+    flows with that partner (`handshake_rtt(..., by_class=True)`): met when it is at or below the objective, no
+    verdict when the class has no measured flow (docs/classes.md)."""
+    measured = {(r.key[0], r.key[1]): r for r in rtt}
     out = []
     for partner in sorted(objectives):
-        r = measured.get(partner)
-        p95_ms = r.p95_us / 1000 if r and r.samples else None
         for cls, objective in sorted(objectives[partner].items()):
+            r = measured.get((partner, cls))
+            p95_ms = r.p95_us / 1000 if r and r.samples else None
             met = None if p95_ms is None else p95_ms <= objective
             out.append(SloStatus(partner, cls, objective, p95_ms, r.samples if r else 0, met))
+    return out
+
+
+ERROR_BUDGET_DAYS = 30
+
+
+@dataclass(frozen=True)
+class ErrorBudget:
+    """How often a class met its objective with a partner: the share of 5-minute slots (with measured flows of
+    the class) whose p95 handshake RTT was at or below the objective, over `ERROR_BUDGET_DAYS` days."""
+
+    partner: str
+    app_class: str
+    objective_ms: float
+    slots: int  # 5-minute slots of the period with at least one measured flow of the class
+    slots_met: int
+
+    @property
+    def share_met(self) -> float | None:
+        return self.slots_met / self.slots if self.slots else None
+
+
+def error_budget(
+    client: Any, db: str, end_ms: int, objectives: Mapping[str, Mapping[str, float]], days: int = ERROR_BUDGET_DAYS
+) -> list[ErrorBudget]:
+    """Per partner and class with an objective: 5-minute slots of the `days` before `end_ms` meeting it.
+
+    Each slot's p95 is exact over the handshake RTTs (both legs) of the class's flows that started in it, from
+    `flows_raw` (so the period is also bounded by `loader.ttl_flows_raw_days`). A slot without a measured flow of
+    the class gives no verdict and is not counted.
+    """
+    slot_ms = FIVE_MIN_S * 1000
+    end = end_ms // slot_ms * slot_ms
+    params = {"s": end - days * 86_400_000, "e": end}
+    sql = f"""
+        SELECT partner, cls, groupArray(p95)
+        FROM (
+            SELECT partner, toString(app_class) AS cls, intDiv(intDiv(first_ns, 1000000), {slot_ms}) AS slot,
+                   quantileExactWeighted(0.95)(assumeNotNull(hs_rtt_ext_us) + assumeNotNull(hs_rtt_int_us), 1) AS p95
+            FROM {db}.flows_raw
+            WHERE {_FLOW_RANGE}
+              AND direction IN ('egress', 'ingress')
+              AND hs_rtt_ext_us IS NOT NULL AND hs_rtt_int_us IS NOT NULL
+            GROUP BY partner, cls, slot
+        )
+        GROUP BY partner, cls
+    """
+    measured = {(str(p), str(c)): [int(x) for x in v] for p, c, v in client.query(sql, parameters=params).result_rows}
+    out = []
+    for partner in sorted(objectives):
+        for cls, objective in sorted(objectives[partner].items()):
+            p95s = measured.get((partner, cls), [])
+            met = sum(1 for us in p95s if us / 1000 <= objective)
+            out.append(ErrorBudget(partner, cls, objective, len(p95s), met))
     return out

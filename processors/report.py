@@ -28,6 +28,8 @@ from processors.forecast import FORECAST_HEAD, FORECAST_NOTE, Forecast, collect_
 from processors.queries import (
     DIRECTIONS,
     FIVE_MIN_S,
+    ClassTraffic,
+    ErrorBudget,
     LatencyQuantiles,
     LateTraffic,
     LinkSource,
@@ -37,6 +39,8 @@ from processors.queries import (
     RemoteTotal,
     SloStatus,
     Utilisation,
+    class_traffic,
+    error_budget,
     handshake_rtt,
     late_traffic,
     link_sources,
@@ -66,6 +70,9 @@ class ReportData:
     late: Sequence[LateTraffic]
     countries: Mapping[str, Sequence[RemoteTotal]]  # per partner, its top remote countries by bytes
     links: Sequence[LinkSource] = ()  # per link: capture agents (RTT) or router exports only
+    classes: Sequence[ClassTraffic] = ()  # per partner, application class and direction
+    rtt_class: Sequence[LatencyQuantiles] = ()  # whole handshake per (partner, application class)
+    budget: Sequence[ErrorBudget] = ()  # per objective: 5-minute slots meeting it over the 30 days before the end
     forecast: Sequence[Forecast] = ()  # per partner and direction, from the complete months before now
     asymmetry: Sequence[PartnerAsymmetry] = ()  # per partner, conversations that started in the range
     link_pairs: Sequence[LinkPair] = ()
@@ -93,6 +100,7 @@ def collect(
     slots = five_minute_slots(start_ms, end_ms)
     p95 = percentile_95(client, db, *slots) if slots else []
     rtt = handshake_rtt(client, db, start_ms, end_ms)
+    rtt_class = handshake_rtt(client, db, start_ms, end_ms, by_class=True)
     pairs = link_pairs(client, db, start_ms, end_ms)
     now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     return ReportData(
@@ -105,13 +113,16 @@ def collect(
         utilisation=utilisation(traffic, p95, capacity_bps or {}),
         rtt=rtt,
         rtt_ext=partner_latency(client, db, start_ms, end_ms, window_s),
-        slo=slo_status(rtt, objectives or {}),
+        slo=slo_status(rtt_class, objectives or {}),
         late=late_traffic(client, db, start_ms, end_ms),
         countries={
             p: top_countries(client, db, p, start_ms, end_ms, TOP_COUNTRIES)
             for p in sorted({t.partner for t in traffic})
         },
         links=link_sources(client, db, start_ms, end_ms),
+        classes=[c for c in class_traffic(client, db, start_ms, end_ms, window_s) if c.direction in DIRECTIONS],
+        rtt_class=rtt_class,
+        budget=error_budget(client, db, end_ms, objectives or {}),
         forecast=collect_forecasts(client, db, now_ms, capacity_bps or {}),
         asymmetry=per_partner(pairs),
         link_pairs=pairs,
@@ -171,6 +182,41 @@ def rtt_rows(data: ReportData) -> list[tuple[str, ...]]:
     return rows
 
 
+CLASS_HEAD = ("partner", "class", "dir", "GB", "avg Gb/s", "flows", "RTT flows", "RTT p95 ms", "SLO (p95 objective)")
+
+
+def class_rows(data: ReportData) -> list[tuple[str, ...]]:
+    """Per partner and application class (with traffic, measured flows or an objective), each direction's
+    traffic, and the class's own handshake p95 and the verdict of its objective."""
+    rtt = {(r.key[0], r.key[1]): r for r in data.rtt_class}
+    slo = {(s.partner, s.app_class): s for s in data.slo}
+    traffic: dict[tuple[str, str], list[ClassTraffic]] = {}
+    for c in data.classes:
+        traffic.setdefault((c.partner, c.app_class), []).append(c)
+    rows: list[tuple[str, ...]] = []
+    for key in sorted(set(traffic) | set(rtt) | set(slo)):
+        r, s = rtt.get(key), slo.get(key)
+        judged = (str(r.samples if r else 0), ms(r.p95_us if r else None), slo_text(s) if s else "-")
+        moved = [(c.direction, f"{c.bytes / 1e9:.3f}", gbps(c.avg_bps), str(c.flows)) for c in traffic.get(key, [])]
+        for m in moved or [("-", "-", "-", "-")]:
+            rows.append((key[0], key[1], *m, *judged))
+    return rows
+
+
+BUDGET_HEAD = ("partner", "class", "objective ms", "slots measured", "slots met", "share met")
+BUDGET_NOTE = (
+    "Error budget: 5-minute slots of the 30 days before the range's end whose p95 handshake RTT (the class's own"
+    " flows) met the objective, among the slots with a measured flow of the class."
+)
+
+
+def budget_rows(data: ReportData) -> list[tuple[str, ...]]:
+    return [
+        (b.partner, b.app_class, f"{b.objective_ms:g}", str(b.slots), str(b.slots_met), pct(b.share_met))
+        for b in data.budget
+    ]
+
+
 def country_lines(data: ReportData) -> list[str]:
     """`partner: JP 12.345 GB, ...`: each partner's top remote countries by bytes (both ways, flows_raw)."""
     out = []
@@ -220,9 +266,9 @@ NOTES = (
     "Rates are sampling-corrected, all links together; peak = busiest {window_s} s window; 95th = 95th percentile"
     " of the 5-minute average rates (missing slots count as zero); util = rate / contracted capacity per direction.",
     "RTT = whole TCP handshake (external + internal leg) of the flows that started in the range, exact from"
-    " flows_raw; ext = external leg, from merged histogram buckets. SLO: each class's p95 objective against the"
-    " measured p95 RTT. late = bytes of flows that reached the job after their window closed (also in the rates"
-    " above).",
+    " flows_raw; ext = external leg, from merged histogram buckets. SLO: each application class's p95 objective"
+    " against the p95 RTT of that class's own flows with the partner (docs/classes.md). late = bytes of flows"
+    " that reached the job after their window closed (also in the rates above).",
 )
 
 
@@ -231,6 +277,10 @@ def render_table(data: ReportData) -> str:
     lines.append("")
     lines += _table(RTT_HEAD, rtt_rows(data))
     lines.append("")
+    if data.classes:
+        lines += ["Per application class:", *_table(CLASS_HEAD, class_rows(data)), ""]
+    if data.budget:
+        lines += [BUDGET_NOTE, *_table(BUDGET_HEAD, budget_rows(data)), ""]
     if data.links:
         lines.append(LINKS_NOTE)
         lines += [*_table(LINK_HEAD, link_rows(data)), ""]

@@ -27,7 +27,7 @@ from processors.tables import (
 from schemas.aggregate import AGGREGATE_SCHEMA_VERSION, KINDS
 from schemas.checks import CheckError, checked
 from schemas.codec import RecordError
-from schemas.flow_record import FLOW_RECORD_FIELDS
+from schemas.flow_record import DEFAULT_CLASS, FLOW_RECORD_FIELDS
 
 TableRows = list[tuple[TableSpec, list[Any]]]
 # (Kafka value, latest plausible last_ns or None) -> rows
@@ -157,6 +157,8 @@ def aggregate_rows(value: bytes, latest_ns: int | None = None) -> TableRows:
         raise RecordError("unknown_kind", f"kind={kind!r} is none of {', '.join(KINDS)}")
     types = _AGG_COLUMN_TYPES[kind]
     row: list[Any] = []
+    if "app_class" not in d:
+        d["app_class"] = DEFAULT_CLASS  # written by a job older than application classes
     for name in (*AGG_KEY_FIELDS, *AGG_KIND_FIELDS[kind]):
         if name not in d and name not in AGG_KIND_NULLABLE[kind]:
             raise RecordError("missing_field", f"field {name!r} is missing for kind {kind}")

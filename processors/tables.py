@@ -45,7 +45,7 @@ def not_null(ch_type: str) -> str:
 
 _AGG: Final = {f.name: f for f in AGGREGATE_FIELDS}
 # Columns every aggregate kind carries; `schema_version` and `kind` are implied by the table.
-AGG_KEY_FIELDS: Final = ("window_s", "window_start_ms", "partner", "direction", "link_id")
+AGG_KEY_FIELDS: Final = ("window_s", "window_start_ms", "partner", "direction", "link_id", "app_class")
 # Per kind: the value columns, and which of them may stay null (min/max of a window without samples).
 AGG_KIND_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "bandwidth": (

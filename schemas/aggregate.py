@@ -4,8 +4,8 @@
 (``flink_columns_ddl``) and the ClickHouse columns (``clickhouse_columns_ddl``) are generated from it.
 
 Every record describes one tumbling event-time window (``window_start_ms``, ``window_s`` long) of one
-``partner`` x ``direction`` x ``link_id``, and ``kind`` says which family of columns it fills; the others
-are null:
+``partner`` x ``direction`` x ``link_id`` x ``app_class``, and ``kind`` says which family of columns it fills;
+the others are null:
 
 - ``bandwidth`` (also keyed by ``sampling_rate``): raw counters ``bytes``, ``packets``, ``retrans``,
   ``flows``, ``flows_ended``, ``remote_hosts``, plus ``*_scaled`` = SUM(counter * sampling_rate) and the
@@ -47,6 +47,7 @@ AGGREGATE_FIELDS: Final[tuple[FieldSpec, ...]] = (
     FieldSpec("partner", "STRING", "LowCardinality(String)", "partner group"),
     FieldSpec("direction", "STRING", "LowCardinality(String)", "egress, ingress, domestic, transit, unknown"),
     FieldSpec("link_id", "STRING", "LowCardinality(String)", "interconnect link"),
+    FieldSpec("app_class", "STRING", "LowCardinality(String)", "application class of the flows (docs/classes.md)"),
     # bandwidth
     FieldSpec("sampling_rate", "INT", "Nullable(UInt32)", "bandwidth: 1:N sampling rate of the counted records"),
     FieldSpec("bytes", "BIGINT", "Nullable(UInt64)", "bandwidth: raw IP octets that crossed in this direction"),

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from schemas.flow_record import FLOW_RECORD_FIELDS, FLOW_SCHEMA_VERSION, SAMPLING_MODES
+from schemas.flow_record import DEFAULT_CLASS, FLOW_RECORD_FIELDS, FLOW_SCHEMA_VERSION, SAMPLING_MODES
 
 MIN_NS: Final = 946_684_800 * 10**9  # 2000-01-01
 MAX_NS: Final = 4_102_444_800 * 10**9  # 2100-01-01
@@ -41,9 +41,11 @@ DEFAULTS: Final[Mapping[str, int | str]] = {
     "sampling_mode": "packet",
     **dict.fromkeys(("exporter", "next_hop"), ""),
     **dict.fromkeys(("in_if", "out_if", "src_asn", "dst_asn", "one_way"), 0),
+    "dscp": 0,
+    "app_class": DEFAULT_CLASS,
 }
 # Integer fields whose meaning ends below their column's maximum (a value above is `bad_value`).
-_UPPER: Final = {"one_way": 1}
+_UPPER: Final = {"one_way": 1, "dscp": 63}
 
 
 def _base(ch_type: str) -> tuple[str, bool]:
@@ -193,6 +195,11 @@ def _not_ahead(d: Mapping[str, Any], latest: int | None) -> bool:
     return latest is None or d["last_ns"] <= latest
 
 
+# Application class names (ingest.applications validates the configured ones the same way): they key windows.
+CLASS_NAME_RE: Final = "^[a-z][a-z0-9_]{0,31}$"
+_CLASS_RE: Final = re.compile(CLASS_NAME_RE)
+# Java's `$` also matches before a final line break ("vr\n"): the job's regular expression ends at `\z` instead.
+_CLASS_RE_JAVA: Final = CLASS_NAME_RE.removesuffix("$") + "\\z"
 _MODES: Final = "(" + ", ".join(f"'{m}'" for m in SAMPLING_MODES) + ")"
 
 # In SQL, `{latest}` is the bound of the batch (0: none, a batch without Kafka timestamps).
@@ -206,6 +213,10 @@ RECORD_RULES: Final[tuple[RecordRule, ...]] = (
     RecordRule("sampling_mode", lambda d, _l: d["sampling_mode"] in SAMPLING_MODES,
                f"coalesce(sampling_mode, '{DEFAULTS['sampling_mode']}') IN {_MODES}",
                "sampling_mode is neither packet nor flow", f"`sampling_mode` IS NULL OR `sampling_mode` IN {_MODES}"),
+    RecordRule("app_class", lambda d, _l: _CLASS_RE.fullmatch(d["app_class"]) is not None,
+               f"match(coalesce(app_class, '{DEFAULT_CLASS}'), '{CLASS_NAME_RE}')",
+               "app_class is not a class name (lower-case letters, digits and _)",
+               f"`app_class` IS NULL OR REGEXP(`app_class`, '{_CLASS_RE_JAVA}')"),
     _address_rule("src_ip"),
     _address_rule("dst_ip"),
     _optional_address_rule("exporter"),
@@ -293,9 +304,23 @@ def checked(d: Any, latest_ns: int | None = None) -> dict[str, Any]:
 
 
 # -- the same checks in ClickHouse SQL, over the landing table's columns ---------------------------------------
-# The landing tables' layout: 7 as migration 0007 created it, 9 (0009) with nullable histogram bin elements.
-LANDING_VERSIONS: Final = (7, 9)
+# The landing tables' layout: 7 as migration 0007 created it, 9 (0009) with nullable histogram bin elements,
+# 10 (0010) with the application class fields.
+LANDING_VERSIONS: Final = (7, 9, 10)
 LANDING_VERSION: Final = LANDING_VERSIONS[-1]
+# Record fields added after the landing path's first version, with the version that lands them: an earlier
+# version's tables, views and checks (its released migration, rendered again by the tests) do not name them.
+FIELD_SINCE: Final[Mapping[str, int]] = {"dscp": 10, "app_class": 10}
+
+
+def in_landing(name: str, version: int) -> bool:
+    """Whether landing `version` has the record field `name`."""
+    return FIELD_SINCE.get(name, LANDING_VERSIONS[0]) <= version
+
+
+def landing_fields(version: int = LANDING_VERSION) -> tuple[tuple[str, str], ...]:
+    """(name, kind) of the record fields landing `version` has, in wire order."""
+    return tuple((name, kind) for name, kind in FIELD_KINDS if in_landing(name, version))
 
 
 def landing_type(name: str, kind: str, version: int = LANDING_VERSION) -> str:
@@ -346,7 +371,7 @@ def problem_cases(latest_sql: str, version: int = LANDING_VERSION) -> list[tuple
     cases: list[tuple[str, str, str]] = [
         (f"isNull(schema_version) OR schema_version != {FLOW_SCHEMA_VERSION}", "wrong_version", "schema_version")
     ]
-    for name, kind in FIELD_KINDS:
+    for name, kind in landing_fields(version):
         if kind == "int":
             bound = INT_BOUNDS[name]
             if not bound.nullable and name not in DEFAULTS:
@@ -359,7 +384,7 @@ def problem_cases(latest_sql: str, version: int = LANDING_VERSION) -> list[tuple
             cases.append((f"NOT isValidUTF8({name})", "not_json", name))
         else:
             cases.extend(_bins_sql(name, version))
-    for rule in RECORD_RULES:
+    for rule in (r for r in RECORD_RULES if in_landing(r.field, version)):
         sql = rule.sql9 if version >= 9 and rule.sql9 else rule.sql
         cases.append((f"NOT ({_bound(sql, latest_sql)})", "bad_value", rule.field))
     return cases

@@ -25,6 +25,7 @@ Direction = Literal["egress", "ingress", "domestic", "transit", "unknown"]
 EndReason = Literal["idle", "active", "fin", "rst", "evicted", "flush"]
 SamplingMode = Literal["packet", "flow"]
 SAMPLING_MODES: Final[tuple[SamplingMode, ...]] = ("packet", "flow")
+DEFAULT_CLASS: Final = "default"  # application class of flows no rule claims, and of records older than classes
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,9 @@ FLOW_RECORD_FIELDS: Final[tuple[FieldSpec, ...]] = (
     FieldSpec("dst_asn", "BIGINT", "UInt32", "destination AS number as exported (BGP), 0 when unknown"),
     FieldSpec("next_hop", "STRING", "String", "IP next hop as exported, '' when unknown"),
     FieldSpec("one_way", "INT", "UInt8", "1: the record counts one direction only (rev counters unknown), else 0"),
+    # application classes (docs/classes.md); older records read as the defaults (0, DEFAULT_CLASS)
+    FieldSpec("dscp", "INT", "UInt8", "DSCP of the flow's first packet (a collector: the exported ToS >> 2)"),
+    FieldSpec("app_class", "STRING", "LowCardinality(String)", "application class of the `applications:` rules"),
 )
 
 
@@ -175,6 +179,8 @@ class FlowRecord:
     dst_asn: int = field(default=0)
     next_hop: str = field(default="")
     one_way: int = field(default=0)
+    dscp: int = field(default=0)
+    app_class: str = field(default=DEFAULT_CLASS)
 
 
 def flink_columns_ddl() -> str:

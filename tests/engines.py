@@ -2,7 +2,8 @@
 
 The native engine's records arrive encoded: they must decode to the reference's FlowRecords field by field, be
 byte for byte what `schemas.codec.encode` writes for those, carry the keys `flow_key` gives them, and add up to
-the same per-partner metrics.
+the same per-partner metrics. With application rules (`apps`), the engine's evaluation of them is compared with
+the reference's (`ingest.applications.AppClassifier`) the same way.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from ingest.agent import Agent, AgentCounters
 from ingest.agent_metrics import PartnerTally
+from ingest.applications import NO_CLASSES, AppClassifier
 from ingest.classification import Classifier
 from ingest.classify import PartnerClassifier
 from ingest.config import AgentConfig
@@ -60,18 +62,18 @@ class _Run:
         self.stats = stats
 
 
-def _python(cfg: AgentConfig, paths: list[Path], pace: bool, classifier: Classifier) -> _Run:
+def _python(cfg: AgentConfig, paths: list[Path], pace: bool, classifier: Classifier, apps: AppClassifier) -> _Run:
     out: list[FlowRecord] = []
-    agent = Agent(cfg, classifier, out.append, first_seq=7)
+    agent = Agent(cfg, classifier, out.append, first_seq=7, apps=apps)
     res = replay_files(agent, paths, pace=pace)
     st = agent.meter.stats
     stats = (st.packets, st.bytes, st.flows_created, st.records, st.exported, st.evicted, st.reoriented)
     return _Run(out, agent.counters, res, (stats, agent.fragments.stats))
 
 
-def _native(cfg: AgentConfig, paths: list[Path], pace: bool, classifier: Classifier) -> _Run:
+def _native(cfg: AgentConfig, paths: list[Path], pace: bool, classifier: Classifier, apps: AppClassifier) -> _Run:
     out = Captured()
-    agent = NativeAgent(cfg, classifier, out, first_seq=7)
+    agent = NativeAgent(cfg, classifier, out, first_seq=7, apps=apps)
     res = replay_files(agent, paths, pace=pace)
     st = agent.meter.stats
     stats = (st.packets, st.bytes, st.flows_created, st.records, st.exported, st.evicted, st.reoriented)
@@ -79,10 +81,15 @@ def _native(cfg: AgentConfig, paths: list[Path], pace: bool, classifier: Classif
 
 
 def same_records(
-    cfg: AgentConfig, paths: list[Path], *, pace: bool = False, classifier: Classifier = _CLASSIFIER
+    cfg: AgentConfig,
+    paths: list[Path],
+    *,
+    pace: bool = False,
+    classifier: Classifier = _CLASSIFIER,
+    apps: AppClassifier = NO_CLASSES,
 ) -> _Run:
-    ref = _python(cfg, paths, pace, classifier)
-    nat = _native(cfg, paths, pace, classifier)
+    ref = _python(cfg, paths, pace, classifier, apps)
+    nat = _native(cfg, paths, pace, classifier, apps)
     assert nat.errors == ref.errors
     assert nat.frames == ref.frames
     assert nat.counters == ref.counters

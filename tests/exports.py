@@ -14,16 +14,17 @@ def netflow5(
     next_hop: str = "0.0.0.0",
     src_as: int = 0,
     dst_as: int = 0,
+    tos: int = 0,
 ) -> bytes:
     """(src, dst, sport, dport, proto, packets, octets) per record, in on interface 1 and out on 2, with the
-    given next hop and AS numbers; first/last 1 s and 0 s before export."""
+    given next hop, AS numbers and ToS byte; first/last 1 s and 0 s before export."""
     head = struct.pack("!HHIIIIBBH", 5, len(flows), 10_000, unix_secs, 0, 0, 0, 0, sampling)
     body = b""
     for src, dst, sport, dport, proto, pkts, octets in flows:
         body += ipaddress.IPv4Address(src).packed + ipaddress.IPv4Address(dst).packed
         body += ipaddress.IPv4Address(next_hop).packed
         body += struct.pack(
-            "!HHIIIIHHBBBBHHBBH", 1, 2, pkts, octets, 9_000, 10_000, sport, dport, 0, 0, proto, 0, src_as, dst_as,
+            "!HHIIIIHHBBBBHHBBH", 1, 2, pkts, octets, 9_000, 10_000, sport, dport, 0, 0, proto, tos, src_as, dst_as,
             0, 0, 0,
         )  # fmt: skip
     return head + body

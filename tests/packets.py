@@ -154,6 +154,8 @@ def _ip_fields(layers: list[Packet], i: int) -> dict[str, Any]:
     ip = layers[i]
     src, dst = _addr(ip)
     exp: dict[str, Any] = {"ip_version": 4 if type(ip) is IP else 6, "src_ip": src, "dst_ip": dst}
+    # Scapy's ToS / traffic class byte; the DSCP is its upper six bits (RFC 2474)
+    exp["dscp"] = int(ip.tos if type(ip) is IP else ip.tc) >> 2
     frag_off = 0
     j = i + 1
     if type(ip) is IP:

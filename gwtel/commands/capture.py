@@ -14,6 +14,7 @@ from gwtel.config import load_config
 from gwtel.errors import UserError
 from ingest import linktypes
 from ingest.agent_metrics import RingCollector
+from ingest.applications import AppClassifier
 from ingest.capture import CaptureResult, LiveCapture
 from ingest.classify import PartnerClassifier
 from ingest.native import NativeAgent
@@ -105,6 +106,7 @@ def _run(args: argparse.Namespace) -> int:
             first_seq=seqs.first(),
             sampling_rate=sample,
             sampling_mode=mode,
+            apps=AppClassifier(cfg.applications),
         )
         capture = LiveCapture(agent, options)
         stack.callback(capture.close)

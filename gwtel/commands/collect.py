@@ -12,6 +12,7 @@ from gwtel.commands.capture import _on_signals
 from gwtel.config import GwtelConfig, load_config
 from gwtel.errors import UserError
 from gwtel.metrics_http import process_registry, serve_metrics
+from ingest.applications import AppClassifier
 from ingest.classify import PartnerClassifier
 from ingest.collect.config import CollectorConfig
 from ingest.collect.listener import Listeners
@@ -80,7 +81,9 @@ def _run(args: argparse.Namespace) -> int:
         stack.callback(listeners.close)
         write, producer = open_output(out_cfg, args.to, stack)
         seqs = SeqStore(home / "collector" / f"{ccfg.agent_id}.seq")
-        builder = RecordBuilder(ccfg, PartnerClassifier(cfg.partners), first_seq=seqs.first())
+        builder = RecordBuilder(
+            ccfg, PartnerClassifier(cfg.partners), first_seq=seqs.first(), apps=AppClassifier(cfg.applications)
+        )
         service = CollectorService(ccfg, listeners, builder, write, TemplateFiles(home / ccfg.template_dir))
         endpoint = serve_metrics(
             COLLECTOR_JOB,

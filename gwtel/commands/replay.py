@@ -14,6 +14,7 @@ from gwtel.agent_run import open_output, serve_agent_metrics
 from gwtel.config import GwtelConfig, load_config
 from gwtel.errors import UserError
 from ingest.agent import Agent
+from ingest.applications import AppClassifier
 from ingest.classify import PartnerClassifier
 from ingest.native import NativeAgent
 from ingest.producer import FlowProducer
@@ -73,7 +74,8 @@ def do_replay(
         sink = write if on_record is None else ObservedSink(write, on_record)
         seqs = SeqStore(home / "agent" / f"{cfg.agent.agent_id}.seq")
         native = cfg.agent.engine == "native"
-        agent = (NativeAgent if native else Agent)(cfg.agent, classifier, sink, first_seq=seqs.first())
+        apps = AppClassifier(cfg.applications)
+        agent = (NativeAgent if native else Agent)(cfg.agent, classifier, sink, first_seq=seqs.first(), apps=apps)
         endpoint = serve_agent_metrics(cfg, agent, producer, required=False)
         if endpoint is not None:
             stack.callback(endpoint.close)

@@ -243,17 +243,18 @@ ORDER BY partner, direction""",
             "ms",
         ),
         Panel(
-            "Live p95 handshake RTT (agents)",
+            "Live p95 handshake RTT per application class (agents)",
             "timeseries",
             [
                 Target(
-                    expr="histogram_quantile(0.95, sum by (partner, le) "
+                    expr="histogram_quantile(0.95, sum by (partner, app_class, le) "
                     f"(rate(gwtel_agent_partner_handshake_rtt_seconds_bucket{{{PARTNER_RE}}}[$__rate_interval])))",
-                    legend="{{partner}}",
+                    legend="{{partner}} {{app_class}}",
                 )
             ],
             "s",
-            description="What GwtelPartnerLatencySLOBreach evaluates (over 5 minutes).",
+            description="What GwtelPartnerLatencySLOBreach evaluates (over 5 minutes): each class of a partner on "
+            "its own flows (docs/classes.md).",
         ),
     ]
     return dashboard(

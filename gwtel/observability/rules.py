@@ -51,21 +51,23 @@ def _num(value: float) -> str:
 
 
 def partner_alerts(cfg: GwtelConfig) -> list[Alert]:
-    """One latency alert per partner and application class with an objective; one capacity alert per contract."""
+    """One latency alert per partner and application class with an objective, on that class's own flows (the
+    agents' histogram has an `app_class` label); one capacity alert per contract."""
     out: list[Alert] = []
     for partner, group in sorted(cfg.partners.groups.items()):
         for app_class, ms in sorted(group.slo.items()):
             out.append(
                 Alert(
                     "GwtelPartnerLatencySLOBreach",
-                    "histogram_quantile(0.95, sum by (partner, le) "
-                    f'(rate(gwtel_agent_partner_handshake_rtt_seconds_bucket{{partner="{partner}"}}[5m]))) '
-                    f"> {_num(ms / 1000)}",
+                    "histogram_quantile(0.95, sum by (partner, app_class, le) "
+                    "(rate(gwtel_agent_partner_handshake_rtt_seconds_bucket"
+                    f'{{partner="{partner}",app_class="{app_class}"}}[5m]))) > {_num(ms / 1000)}',
                     "5m",
                     "critical",
-                    f"{partner}: p95 handshake RTT above the {app_class} objective of {_num(ms)} ms",
-                    f"The 95th percentile of the TCP handshake round trip to {partner} has been above "
-                    f"{_num(ms)} ms for 5 minutes (objective partners.groups.{partner}.slo.{app_class}).",
+                    f"{partner}: {app_class} p95 handshake RTT above its objective of {_num(ms)} ms",
+                    f"The 95th percentile of the TCP handshake round trip of {app_class} flows to {partner} has been "
+                    f"above {_num(ms)} ms for 5 minutes (objective partners.groups.{partner}.slo.{app_class}; "
+                    "classes: docs/classes.md).",
                     (("partner", partner), ("app_class", app_class), ("slo_ms", _num(ms))),
                 )
             )

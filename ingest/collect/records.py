@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Final
 
 from ingest.anonymise import TextAnonymiser
 from ingest.anonymise_config import engine_key
+from ingest.applications import NO_CLASSES, AppClassifier
 from ingest.classify import PartnerClassifier
 from ingest.collect.config import CollectorConfig, Exporter, Interface
 from ingest.collect.decoded import Exported
@@ -51,9 +52,17 @@ _ADDRESS_CACHE: Final = 4096  # exporters and next hops are router addresses: fe
 
 
 class RecordBuilder:
-    def __init__(self, cfg: CollectorConfig, classifier: PartnerClassifier, *, first_seq: int = 0) -> None:
+    def __init__(
+        self,
+        cfg: CollectorConfig,
+        classifier: PartnerClassifier,
+        *,
+        first_seq: int = 0,
+        apps: AppClassifier = NO_CLASSES,
+    ) -> None:
         self._cfg = cfg
         self._classifier = classifier
+        self._apps = apps
         self._exporters: dict[bytes, Exporter] = {}
         for e in cfg.exporters:
             family, addr16 = packed_address(e.address)
@@ -78,6 +87,7 @@ class RecordBuilder:
             default_link_id=self._cfg.default_link_id,
             exporters=exporters,
             rules=self._classifier.engine_rules(),
+            apps=self._apps.engine_rules(),
             side=self._classifier.side_of_packed,
             anon_key=self._anon_key,
             **record_args(),
@@ -134,6 +144,18 @@ class RecordBuilder:
                 if remote is not None:
                     partner, country, asn = remote.partner, remote.remote_country, remote.remote_asn
             exporter = self._address(r.exporter)
+            dscp = r.tos >> 2
+            # the export's source is taken as the initiator; the remote end is it on an ingress link
+            app_class = self._apps.classify(
+                protocol=r.protocol,
+                server_port=r.dst_port,
+                dscp=dscp,
+                src_ip=src,
+                dst_ip=dst,
+                remote_is_initiator=direction == "ingress",
+                remote_asn=asn,
+                link_id=link_id,
+            )
             if self._anon is not None:
                 src, dst = self._anon(src), self._anon(dst)
             sampling = r.sampling_rate
@@ -193,6 +215,8 @@ class RecordBuilder:
                     dst_asn=r.dst_as,
                     next_hop=self._address(r.next_hop),
                     one_way=0 if r.biflow or r.octets_rev or r.packets_rev else 1,
+                    dscp=dscp,
+                    app_class=app_class,
                 )
             )
             self.next_seq += 1

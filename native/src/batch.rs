@@ -28,7 +28,8 @@ pub struct Batch {
     /// (partner, direction, link) -> (octets, packets), scaled by the sampling rate.
     traffic: HashMap<(u32, u32, u32), (u128, u128)>,
     /// (partner, direction) -> (per-bucket counts, last one +Inf; sum of the totals in seconds).
-    handshake: HashMap<(u32, u32), (Vec<u64>, f64)>,
+    handshake: HashMap<(u32, u32, u32), (Vec<u64>, f64)>, // (partner, direction, class)
+    classes: Vec<String>, // application classes met, by index (a few: the configuration bounds them)
     /// partner -> records
     records: HashMap<u32, u64>,
 }
@@ -66,9 +67,16 @@ impl Batch {
             t.1 += r.packets_rev as u128 * rate;
         }
         if let (Some(ext), Some(int)) = (r.hs_rtt_ext_us, r.hs_rtt_int_us) {
+            let class = match self.classes.iter().position(|c| c == r.app_class) {
+                Some(i) => i,
+                None => {
+                    self.classes.push(r.app_class.to_owned());
+                    self.classes.len() - 1
+                }
+            } as u32;
             let h = self
                 .handshake
-                .entry((partner, direction))
+                .entry((partner, direction, class))
                 .or_insert_with(|| (vec![0; hs_bounds.len() + 1], 0.0));
             // the same float arithmetic as Python's Histogram.observe((ext + int) / 1e6): first bound >= value
             let v = (ext + int) as f64 / 1e6;
@@ -91,7 +99,9 @@ impl Batch {
         let handshake: Vec<Bound<'py, PyTuple>> = self
             .handshake
             .drain()
-            .map(|((p, d), (c, s))| (names.get(p), names.get(d), c, s).into_pyobject(py))
+            .map(|((p, d, k), (c, s))| {
+                (names.get(p), names.get(d), &self.classes[k as usize], c, s).into_pyobject(py)
+            })
             .collect::<PyResult<_>>()?;
         let records: Vec<(&str, u64)> = self
             .records

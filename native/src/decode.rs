@@ -49,6 +49,7 @@ pub struct Pkt {
     pub ts: i64,
     pub ip_len: u64,
     pub ver: u8,
+    pub dscp: u8, // DiffServ code point: the upper six bits of the IPv4 ToS / IPv6 traffic class
     pub src: [u8; 16],
     pub dst: [u8; 16],
     pub proto: u8,
@@ -283,11 +284,13 @@ fn ip(
     let ip_len: usize;
     let mut l4: usize;
     let mut proto: u8;
+    let dscp: u8;
     if ver == 4 {
         if off + 20 > lim {
             return Err(TRUNCATED_IP);
         }
         let vihl = data[off];
+        dscp = data[off + 1] >> 2;
         ip_len = u16at(data, off + 2) as usize;
         let ident = u16at(data, off + 4);
         let fl = u16at(data, off + 6);
@@ -318,6 +321,7 @@ fn ip(
             return Err(TRUNCATED_IP);
         }
         let vtf = u32at(data, off);
+        dscp = ((vtf >> 22) & 0x3F) as u8;
         let plen = u16at(data, off + 4) as usize;
         proto = data[off + 6];
         src.copy_from_slice(&data[off + 8..off + 24]);
@@ -379,6 +383,7 @@ fn ip(
         ts,
         ip_len: ip_len as u64,
         ver,
+        dscp,
         src,
         dst,
         proto,

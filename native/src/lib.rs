@@ -5,6 +5,7 @@
 
 mod anon;
 mod batch;
+mod apps;
 mod classify;
 mod decode;
 mod export;
@@ -27,6 +28,7 @@ use pyo3::types::{PyBytes, PyDict, PyTuple};
 use pyo3::IntoPyObjectExt;
 
 use batch::{Batch, Stamp};
+use apps::{AppArgs, Apps, FlowFacts};
 use classify::{Classifier, Rules};
 use decode::{DecodeConfig, REJECT_NAMES};
 use latency::{ns_to_us, NONE};
@@ -134,6 +136,7 @@ struct Records {
     cls: Arc<Mutex<Classifier>>,
     stamp: Stamp,
     link: u32, // the link id's index among the classifier's names
+    apps: Apps,
     hs_bounds: Vec<f64>,
     batch: Batch,
     scratch: Scratch,
@@ -172,6 +175,17 @@ impl Records {
                     hist: &hist[i],
                 },
             };
+            let app_class = self.apps.class(&FlowFacts {
+                protocol: r.proto,
+                server_port: r.dport,
+                dscp: r.dscp,
+                src: &r.src,
+                dst: &r.dst,
+                v6: r.v6,
+                remote_is_initiator: c.remote_is_initiator,
+                remote_asn: c.asn,
+                link: &self.stamp.link_id,
+            });
             let names = &cls.names;
             let rec = Record {
                 schema_version: 1,
@@ -206,6 +220,8 @@ impl Records {
                 remote_country: names.get(c.country),
                 remote_asn: c.asn,
                 sampling_mode: &self.stamp.sampling_mode,
+                dscp: r.dscp as u64,
+                app_class,
                 ..Record::default()
             };
             self.batch
@@ -263,7 +279,7 @@ impl Engine {
     #[new]
     #[pyo3(signature = (*, idle_ns, active_ns, grace_ns, tick_ns, ooo_ns, max_flows, max_pending_ts,
         max_pending_echo, frag_max, frag_timeout_ns, decap_gre, decap_vxlan, decap_gtp, vxlan_port, gtp_port,
-        bucket_thresholds, fields, agent_id, link_id, sampling_rate, sampling_mode, rules, handshake_bounds,
+        bucket_thresholds, fields, agent_id, link_id, sampling_rate, sampling_mode, rules, apps, handshake_bounds,
         side=None, classify=None, address_cache=ORACLE_CACHE_MAX, anon_key=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -289,6 +305,7 @@ impl Engine {
         sampling_rate: u64,
         sampling_mode: String,
         rules: Rules,
+        apps: AppArgs,
         handshake_bounds: Vec<f64>,
         side: Option<Py<PyAny>>,
         classify: Option<Py<PyAny>>,
@@ -313,6 +330,7 @@ impl Engine {
             // bucket numbers are u16 and a flow's count of distinct buckets must fit one too
             return Err(PyValueError::new_err("too many histogram buckets"));
         }
+        let apps = Apps::new(&apps).map_err(PyValueError::new_err)?;
         let err = Arc::new(Mutex::new(None));
         let cfg = MeterConfig {
             idle_ns,
@@ -366,6 +384,7 @@ impl Engine {
                     sampling_mode,
                 },
                 link,
+                apps,
                 hs_bounds: handshake_bounds,
                 batch: Batch::default(),
                 scratch: Scratch::default(),
@@ -735,6 +754,8 @@ fn encode_record<'py>(
         dst_asn: u(50)?,
         next_hop: s(51)?,
         one_way: u(52)?,
+        dscp: u(53)?,
+        app_class: s(54)?,
     };
     let (mut key, mut value) = (Vec::new(), Vec::new());
     record::key(&mut key, &r);

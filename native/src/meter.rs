@@ -154,6 +154,7 @@ pub struct Flow {
     pkts_r: u64,
     tick: i64,
     created: u32, // creation order (flush exports in it); renumbered before it would wrap
+    dscp: u8,     // of the flow's first packet (docs/classes.md says why not the dominant one)
     tcp: Option<Box<Tcp>>,
     lat: Option<Box<Latency>>,
 }
@@ -189,6 +190,7 @@ pub struct Rec {
     pub hs_resp_ns: i64,
     pub hs_init_ns: i64,
     pub sums: [Option<SumOut>; 3],
+    pub dscp: u8,
 }
 
 #[derive(Default)]
@@ -815,6 +817,7 @@ impl Core {
             pkts_r: 0,
             tick: 0,
             created: self.created_seq,
+            dscp: p.dscp,
             tcp,
             lat: None,
         };
@@ -1041,6 +1044,7 @@ impl Core {
             hs_resp_ns: resp,
             hs_init_ns: init,
             sums,
+            dscp: f.dscp,
         });
         self.counters.records += 1;
         self.counters.exported[reason as usize] += 1;

@@ -13,7 +13,7 @@ macro_rules! wire_fields {
     };
 }
 
-wire_fields!(53;
+wire_fields!(55;
     "schema_version",
     "agent_id",
     "seq",
@@ -67,6 +67,8 @@ wire_fields!(53;
     "dst_asn",
     "next_hop",
     "one_way",
+    "dscp",
+    "app_class",
 );
 
 /// One RTT summary: count, min, max, sum and the sparse histogram (bucket, count).
@@ -121,6 +123,8 @@ pub struct Record<'a> {
     pub dst_asn: u64,
     pub next_hop: &'a str,
     pub one_way: u64,
+    pub dscp: u64,
+    pub app_class: &'a str,
 }
 
 use std::mem::MaybeUninit;
@@ -361,6 +365,7 @@ fn max_len(r: &Record<'_>) -> usize {
         r.sampling_mode,
         r.exporter,
         r.next_hop,
+        r.app_class,
     ];
     let text: usize = strs.iter().map(|s| 6 * s.len() + 2).sum();
     let bins: usize = r.sums.iter().map(|s| s.hist.len() * (2 * 20 + 12)).sum();
@@ -437,6 +442,8 @@ fn encode_into(c: &mut Cur<'_>, r: &Record<'_>) {
     u!(50, r.dst_asn);
     s!(51, r.next_hop);
     u!(52, r.one_way);
+    u!(53, r.dscp);
+    s!(54, r.app_class);
     c.byte(b'}');
 }
 

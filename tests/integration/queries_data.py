@@ -5,6 +5,7 @@ Each helper returns what it inserted, so a test computes its expected answer fro
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ class Window:
     link_id: str
     bytes_scaled: int
     sampling_rate: int = 1
+    app_class: str = "default"
 
 
 def insert_bandwidth(client: Any, db: str, windows: Sequence[Window]) -> None:
@@ -41,8 +43,8 @@ def insert_bandwidth(client: Any, db: str, windows: Sequence[Window]) -> None:
     for w in windows:
         raw = w.bytes_scaled // w.sampling_rate
         rows.append(
-            [w.window_s, w.start_ms, w.partner, w.direction, w.link_id, w.sampling_rate, raw, 1, 0, 1, 1, 1,
-             w.bytes_scaled, w.sampling_rate, 0, w.bytes_scaled * 8 / w.window_s, w.sampling_rate / w.window_s,
+            [w.window_s, w.start_ms, w.partner, w.direction, w.link_id, w.app_class, w.sampling_rate, raw, 1, 0, 1,
+             1, 1, w.bytes_scaled, w.sampling_rate, 0, w.bytes_scaled * 8 / w.window_s, w.sampling_rate / w.window_s,
              *KAFKA]
         )  # fmt: skip
     client.insert(f"{db}.{spec.name}", rows, column_names=spec.column_names)
@@ -64,7 +66,7 @@ def insert_rtts(client: Any, db: str, samples: Sequence[RttSample], metric: str,
         key = (s.window_start_ms, s.partner, s.direction, s.link_id, bucket_of_us(s.us))
         counts[key] = counts.get(key, 0) + 1
     spec = AGG_TABLES["latency_bucket"]
-    rows = [[window_s, ws, p, d, link, metric, b, n, *KAFKA] for (ws, p, d, link, b), n in counts.items()]
+    rows = [[window_s, ws, p, d, link, "default", metric, b, n, *KAFKA] for (ws, p, d, link, b), n in counts.items()]
     client.insert(f"{db}.{spec.name}", rows, column_names=spec.column_names)
 
 
@@ -101,3 +103,9 @@ def bandwidth_fixture(client: Any, db: str) -> list[Window]:
                     windows.append(Window(10, T0 + minute * MIN, partner, direction, link, nbytes // 6))
     insert_bandwidth(client, db, windows)
     return windows
+
+
+def nearest_rank(values: list[int], q: float) -> int:
+    """The smallest value with at least q x n values at or below it."""
+    ordered = sorted(values)
+    return ordered[math.ceil(q * len(ordered)) - 1]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import calendar
-import math
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -15,6 +14,7 @@ from processors.migrate import Migrator
 from processors.queries import (
     bandwidth_series,
     billing_95th,
+    error_budget,
     handshake_rtt,
     late_traffic,
     latency_quantiles,
@@ -35,6 +35,7 @@ from tests.integration.queries_data import (
     insert_flows,
     insert_rtts,
     lognormal_rtts,
+    nearest_rank,
 )
 
 pytestmark = pytest.mark.integration
@@ -44,12 +45,6 @@ pytestmark = pytest.mark.integration
 def db(clickhouse_client: Any, clickhouse_db: str) -> Iterator[str]:
     Migrator(clickhouse_client, clickhouse_db).run()
     yield clickhouse_db
-
-
-def nearest_rank(values: list[int], q: float) -> int:
-    """The smallest value with at least q x n values at or below it."""
-    ordered = sorted(values)
-    return ordered[math.ceil(q * len(ordered)) - 1]
 
 
 def test_merged_percentiles_equal_pooled_raw_percentiles_within_a_bucket(clickhouse_client: Any, db: str) -> None:
@@ -243,31 +238,48 @@ def test_top_countries_hosts_and_late_traffic(clickhouse_client: Any, db: str) -
 
 
 def test_handshake_rtt_and_slo_status(clickhouse_client: Any, db: str) -> None:
+    # Each class is judged on its own flows: japan's trading (about 30 ms) meets 60 ms although japan's bulk
+    # traffic (about 200 ms) would make the partner's single p95 miss it; japan's vr (about 20 ms) misses 8 ms.
     rng = random.Random(11)
-    pairs: dict[str, list[tuple[int, int]]] = {"japan": [], "korea": []}
+    pairs: dict[tuple[str, str], list[tuple[int, int]]] = {}
     flows = []
-    for partner, ext_median in (("japan", 30_000), ("korea", 70_000)):
-        for i in range(800):
+    cases = (("japan", "trading", 30_000), ("japan", "vr", 20_000), ("japan", "bulk", 200_000),
+             ("korea", "trading", 70_000))  # fmt: skip
+    for partner, cls, ext_median in cases:
+        for i in range(400):
             ext, inner = int(rng.lognormvariate(0, 0.3) * ext_median), rng.randint(100, 3000)
-            pairs[partner].append((ext, inner))
+            pairs.setdefault((partner, cls), []).append((ext, inner))
             first = FLOW_BASE_NS + i * 10**7
-            flows.append(dict(partner=partner, hs_rtt_ext_us=ext, hs_rtt_int_us=inner, first_ns=first,
+            flows.append(dict(partner=partner, app_class=cls, hs_rtt_ext_us=ext, hs_rtt_int_us=inner, first_ns=first,
                               last_ns=first + 10**9, direction=("egress", "ingress")[i % 2]))  # fmt: skip
     # Without the internal leg, or domestic: not part of the measure.
-    flows.append(dict(partner="japan", hs_rtt_ext_us=10**7, hs_rtt_int_us=None, first_ns=FLOW_BASE_NS))
+    flows.append(dict(partner="japan", app_class="vr", hs_rtt_ext_us=10**7, hs_rtt_int_us=None, first_ns=FLOW_BASE_NS))
     flows.append(
-        dict(partner="japan", hs_rtt_ext_us=10**7, hs_rtt_int_us=5, first_ns=FLOW_BASE_NS, direction="domestic")
-    )
+        dict(partner="japan", app_class="vr", hs_rtt_ext_us=10**7, hs_rtt_int_us=5, first_ns=FLOW_BASE_NS,
+             direction="domestic")
+    )  # fmt: skip
     insert_flows(clickhouse_client, db, flows)
-    rtt = handshake_rtt(clickhouse_client, db, T0, T0 + 3_600_000)
+    by_partner = handshake_rtt(clickhouse_client, db, T0, T0 + 3_600_000)
+    assert {r.key: r.samples for r in by_partner} == {("japan",): 1200, ("korea",): 400}
+    japan = [a + b for (p, _c), v in pairs.items() if p == "japan" for a, b in v]
+    [j] = [r for r in by_partner if r.key == ("japan",)]
+    assert j.p95_us == nearest_rank(japan, 0.95) > 60_000  # the partner's single p95 would miss trading's 60 ms
+    rtt = handshake_rtt(clickhouse_client, db, T0, T0 + 3_600_000, by_class=True)
+    assert {r.key for r in rtt} == set(pairs)
     for r in rtt:
-        totals = [a + b for a, b in pairs[r.key[0]]]
-        assert r.samples == 800
+        totals = [a + b for a, b in pairs[(r.key[0], r.key[1])]]
+        assert r.samples == 400
         assert (r.p50_us, r.p95_us, r.p99_us) == tuple(nearest_rank(totals, q) for q in (0.5, 0.95, 0.99))
-    p95_ms = {r.key[0]: r.p95_us / 1000 for r in rtt}
+    p95_ms = {(r.key[0], r.key[1]): r.p95_us / 1000 for r in rtt}
     objectives = {"japan": {"trading": 60.0, "vr": 8.0}, "korea": {"trading": 50.0}, "other": {"trading": 100.0}}
     status = {(s.partner, s.app_class): s for s in slo_status(rtt, objectives)}
-    assert status[("japan", "trading")].met is (p95_ms["japan"] <= 60) is True
-    assert status[("japan", "vr")].met is False
-    assert status[("korea", "trading")].met is False and status[("korea", "trading")].p95_ms == p95_ms["korea"]
+    assert status[("japan", "trading")].met is (p95_ms[("japan", "trading")] <= 60) is True
+    assert status[("japan", "vr")].met is False and status[("japan", "vr")].samples == 400
+    assert status[("korea", "trading")].met is False
+    assert status[("korea", "trading")].p95_ms == p95_ms[("korea", "trading")]
     assert status[("other", "trading")].met is None and status[("other", "trading")].samples == 0
+    # Error budget: the flows span 4 s, one 5-minute slot per class, judged as above
+    budget = {(b.partner, b.app_class): b for b in error_budget(clickhouse_client, db, T0 + 3_600_000, objectives)}
+    assert (budget[("japan", "trading")].slots, budget[("japan", "trading")].slots_met) == (1, 1)
+    assert (budget[("japan", "vr")].slots, budget[("japan", "vr")].slots_met) == (1, 0)
+    assert budget[("other", "trading")].slots == 0 and budget[("other", "trading")].share_met is None

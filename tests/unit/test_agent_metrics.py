@@ -163,6 +163,18 @@ def test_handshake_rtt_buckets_are_inclusive_upper_bounds() -> None:
     assert (le["0.001"], le["0.006"], le["0.008"], le["2.0"], le["+Inf"]) == (1, 1, 2, 2, 3)
 
 
+def test_handshake_rtt_is_kept_per_application_class() -> None:
+    # the alert rules judge each class's objective on its own flows (gwtel/observability/rules.py)
+    tally = PartnerTally()
+    tally.add(sample_flow(hs_rtt_ext_us=3000, hs_rtt_int_us=4000, app_class="vr"))  # 7 ms
+    tally.add(sample_flow(hs_rtt_ext_us=40_000, hs_rtt_int_us=1000, app_class="trading"))  # 41 ms
+    tally.add(sample_flow(hs_rtt_ext_us=40_000, hs_rtt_int_us=1000, app_class="trading"))
+    assert {k: sum(h.counts) for k, h in tally.handshake.items()} == {
+        ("japan", "egress", "vr"): 1,
+        ("japan", "egress", "trading"): 2,
+    }
+
+
 def test_names_labels_and_promtool(replayed: tuple[Agent, list[FlowRecord], dict[str, Any], bytes]) -> None:
     _, _, _, body = replayed
     got = samples(body)
@@ -170,7 +182,7 @@ def test_names_labels_and_promtool(replayed: tuple[Agent, list[FlowRecord], dict
     required = {
         "gwtel_agent_partner_bytes_total": {"partner", "direction", "link"},
         "gwtel_agent_partner_packets_total": {"partner", "direction", "link"},
-        "gwtel_agent_partner_handshake_rtt_seconds_bucket": {"partner", "direction", "le"},
+        "gwtel_agent_partner_handshake_rtt_seconds_bucket": {"partner", "direction", "app_class", "le"},
         "gwtel_agent_kernel_drops_total": {"link"},
         "gwtel_agent_spool_bytes": {"link"},
         "gwtel_agent_records_produced_total": {"link"},
@@ -183,9 +195,9 @@ def test_names_labels_and_promtool(replayed: tuple[Agent, list[FlowRecord], dict
     for name, labels in required.items():
         assert name in names, name
         assert all({k for k, _ in lab} == labels for lab in by_name(got, name)), name
-    # Bounded labels only: no address or port ever becomes a label value.
+    # Bounded labels only: no address or port ever becomes a label value (application classes are configured).
     keys = {k for (n, lab) in got if n.startswith("gwtel_agent_") for k, _ in lab}
-    assert keys == {"link", "partner", "direction", "reason", "le"}
+    assert keys == {"link", "partner", "direction", "reason", "le", "app_class"}  # classes: at most 32
     proc = subprocess.run(
         [str(find_tool("promtool")), "check", "metrics"], input=body, capture_output=True, check=False
     )

@@ -133,6 +133,17 @@ def links() -> list[FlowRecord]:
     ]
 
 
+def classes() -> list[FlowRecord]:
+    # one partner, window and link: each application class its own rows
+    p = "t_cls"
+    return [
+        flow(partner=p, app_class="trading", bytes_fwd=100, hs_rtt_ext_us=30_000, hs_rtt_int_us=100),
+        flow(partner=p, app_class="trading", bytes_fwd=200, hs_rtt_ext_us=32_000, hs_rtt_int_us=100),
+        flow(partner=p, app_class="vr", bytes_fwd=7, hs_rtt_ext_us=9_000, hs_rtt_int_us=100),
+        flow(partner=p, app_class="default", bytes_fwd=1000, hs_rtt_ext_us=200_000, hs_rtt_int_us=100),
+    ]
+
+
 def latency_flows() -> list[FlowRecord]:
     p = "t_lat"
     return [
@@ -175,7 +186,7 @@ def random_flows() -> list[FlowRecord]:
 
 PCT_RECORDS, PCT_HS, PCT_TS = percentile_flows()
 ALL_RECORDS = [
-    *two_directions(), *window_edges(), *spanning_flow(), *sampled(), *links(), *latency_flows(),
+    *two_directions(), *window_edges(), *spanning_flow(), *sampled(), *links(), *classes(), *latency_flows(),
     *PCT_RECORDS, *random_flows(),
 ]  # fmt: skip
 
@@ -326,6 +337,22 @@ def test_sampling_rate_keeps_raw_and_scaled(results: list[Row]) -> None:
 def test_links_are_kept_apart(results: list[Row]) -> None:
     rows = bw(results, "t_links", key=("link_id",))
     assert {k: r["bytes"] for k, r in rows.items()} == {"jp-1": 15, "jp-2": 20, "kr-1": 40}
+
+
+def test_application_classes_are_kept_apart(results: list[Row]) -> None:
+    rows = bw(results, "t_cls", key=("app_class",))
+    assert {k: (r["bytes"], r["flows"]) for k, r in rows.items()} == {
+        "trading": (300, 2), "vr": (7, 1), "default": (1000, 1),
+    }  # fmt: skip
+    ext: dict[str, dict[int, int]] = defaultdict(dict)
+    for r in select(results, "latency_bucket", "t_cls", 10):
+        if r["metric"] == "hs_rtt_ext":
+            ext[r["app_class"]][r["bucket"]] = r["samples"]
+    assert ext == {
+        "trading": dict(Counter([bucket_of_us(30_000), bucket_of_us(32_000)])),
+        "vr": {bucket_of_us(9_000): 1},
+        "default": {bucket_of_us(200_000): 1},
+    }
 
 
 @pytest.mark.parametrize("window_s", WINDOWS)

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from ingest.anonymise import CryptoPan, TextAnonymiser
 from ingest.anonymise_config import AnonymiseConfig, AnonymiseKeyError, load_key
+from ingest.applications import NO_CLASSES
 from ingest.collect.config import CollectorConfig
 from ingest.collect.decoded import Exported
 from ingest.collect.records import RecordBuilder
@@ -140,7 +141,7 @@ def test_bad_keys_are_refused_naming_the_setting_not_the_key(tmp_path: Path, mon
     with pytest.raises(ValueError, match=r"32 bytes, not 3$"):
         gwtel_native.Collector().configure_records(
             agent_id="a", default_link_id="l", exporters=[], rules=cls.engine_rules(), side=cls.side_of_packed,
-            anon_key=b"abc", **record_args(),
+            apps=NO_CLASSES.engine_rules(), anon_key=b"abc", **record_args(),
         )  # fmt: skip
 
 

@@ -10,6 +10,7 @@ import gwtel_native
 import pytest
 
 from ingest.agent_metrics import PartnerTally
+from ingest.applications import AppClassifier, ApplicationsConfig
 from ingest.classify import PartnerClassifier
 from ingest.collect.config import CollectorConfig
 from ingest.collect.decoded import Exported
@@ -165,3 +166,28 @@ def test_records_taken_in_pieces_equal_one_take() -> None:
 def test_take_records_needs_configure() -> None:
     with pytest.raises(RuntimeError, match="configure_records"):
         gwtel_native.Collector().take_records(0, 0)
+
+
+def test_exported_tos_gives_the_dscp_and_the_class_in_both_builders() -> None:
+    # NetFlow v5 records whose ToS byte is 0xB8 (EF, DSCP 46) and 0x88 (AF41, 34): the DSCP is ToS >> 2
+    apps = AppClassifier(
+        ApplicationsConfig.model_validate(
+            {"default": "bulk", "rules": [{"class": "trading", "protocols": ["tcp"], "dscp": ["EF"]}]}
+        )
+    )
+    data = [
+        ("192.0.2.9", netflow5([("10.0.0.1", "203.0.113.5", 50_000, 9000, 6, 3, 180)], tos=0xB8)),
+        ("192.0.2.9", netflow5([("10.0.0.2", "203.0.113.5", 50_001, 9000, 6, 3, 180)], tos=0x88)),
+    ]
+    framed = batch([(exporter, 1_700_000_000_000_000_000, d) for exporter, d in data])
+    ref_col = gwtel_native.Collector()
+    ref_col.feed(framed)
+    ref = RecordBuilder(COLLECTOR, _classifier(), apps=apps).build(
+        [Exported._make(t) for t in ref_col.take()], 1_700_000_001_000_000_000, "c"
+    )
+    assert [(r.dscp, r.app_class) for r in ref] == [(46, "trading"), (34, "bulk")]
+    col = gwtel_native.Collector()
+    RecordBuilder(COLLECTOR, _classifier(), apps=apps).configure(col, "c")
+    col.feed(framed)
+    (count, keys, values, *_rest), _unmapped = col.take_records(0, 1_700_000_001_000_000_000)
+    assert EncodedBatch(count, keys, values).records() == ref

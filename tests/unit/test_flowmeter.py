@@ -112,10 +112,15 @@ def tcp(
     )
 
 
-def make_meter(cfg: MeterConfig | None = None, **kw: int) -> tuple[FlowMeter, list[FlowRecord], FakeClassifier]:
+def make_meter(
+    cfg: MeterConfig | None = None, first_seq: int = 0, sampling_rate: int = 1
+) -> tuple[FlowMeter, list[FlowRecord], FakeClassifier]:
     out: list[FlowRecord] = []
     clf = FakeClassifier()
-    m = FlowMeter(cfg or MeterConfig(), clf, out.append, agent_id="qd-1", link_id="jp-1", **kw)
+    m = FlowMeter(
+        cfg or MeterConfig(), clf, out.append, agent_id="qd-1", link_id="jp-1", first_seq=first_seq,
+        sampling_rate=sampling_rate,
+    )  # fmt: skip
     return m, out, clf
 
 

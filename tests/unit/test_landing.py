@@ -82,7 +82,7 @@ def test_the_current_landing_migration_is_the_last_landing_version() -> None:
 def test_the_landing_migration_runs_again_and_keeps_the_quarantine(ch: Session) -> None:
     # Its statements are idempotent one by one: a run interrupted half way is run again from the start.
     land(ch, [orjson.dumps(fresh(src_ip="999.1.2.3"))], raw_token("t.rerun", 0, 5, 5, 0))
-    for stmt in render(next(m for m in discover() if m.version == 9), params_from(DB, LoaderConfig())):
+    for stmt in render(next(m for m in discover() if m.version == int(MIGRATION[:4])), params_from(DB, LoaderConfig())):
         ch.query(stmt)
     land(ch, [orjson.dumps(fresh(src_ip="999.1.2.4"))], raw_token("t.rerun", 0, 6, 6, 0))
     assert rows(ch, f"SELECT kafka_offset, reason FROM {DB}.flows_quarantine WHERE kafka_topic = 't.rerun' "
@@ -195,6 +195,17 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], tuple[str, str] | None]
     ("null counter", _mut(packets_rev=None), ("missing_field", "packets_rev")),
     ("null nullable rtt", _mut(hs_rtt_int_us=None), None),
     ("null defaulted fields", _mut(remote_asn=None, sampling_mode=None), None),
+    # application classes: optional (older records), a DSCP is six bits, a class is a name
+    ("classes", _mut(dscp=46, app_class="trading_2"), None),
+    ("classes missing", _drop_all("dscp", "app_class"), None),
+    ("classes null", _mut(dscp=None, app_class=None), None),
+    ("dscp 63", _mut(dscp=63), None),
+    ("dscp 64 (a ToS byte?)", _mut(dscp=184), ("bad_value", "dscp")),
+    ("dscp negative", _mut(dscp=-1), ("bad_value", "dscp")),
+    ("class upper case", _mut(app_class="VR"), ("bad_value", "app_class")),
+    ("class empty", _mut(app_class=""), ("bad_value", "app_class")),
+    ("class 33 characters", _mut(app_class="a" * 33), ("bad_value", "app_class")),
+    ("class with a newline", _mut(app_class="vr\n"), ("bad_value", "app_class")),
 ]  # fmt: skip
 
 # Kinds ClickHouse refuses to parse: the batch takes the slow path, where Python names them.
@@ -283,6 +294,18 @@ def test_what_clickhouse_refuses_python_names(ch: Session, name: str, value: byt
     with pytest.raises(codec.RecordError) as info:
         codec.decode(value)
     assert info.value.reason == reason, name
+
+
+def test_classes_are_stored_and_older_records_read_as_the_defaults(ch: Session) -> None:
+    kafka_ms = time.time_ns() // 1_000_000
+    first = next(_tokens) * 10
+    old = fresh(seq=first)
+    del old["dscp"], old["app_class"]
+    lines = [orjson.dumps(fresh(seq=first + 1, dscp=46, app_class="trading")), orjson.dumps(old)]
+    land(ch, lines, raw_token("t.flows", 0, first, first + 1, kafka_ms * 1_000_000 + 900 * 10**9))
+    got = rows(ch, f"SELECT kafka_offset, dscp, app_class FROM {DB}.flows_raw WHERE kafka_offset IN ({first}, "
+                   f"{first + 1}) ORDER BY kafka_offset")  # fmt: skip
+    assert got == [[first, 46, "trading"], [first + 1, 0, "default"]]
 
 
 def test_a_refused_batch_stores_nothing(ch: Session) -> None:

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use super::records::{Builder, ExporterMap};
 use super::{Addr, Collector as Core, ExpRec, Limits, LinkCounter, KIND_NAMES, REASONS};
+use crate::apps::{AppArgs, Apps};
 use crate::batch::Batch;
 use crate::check_fields;
 use crate::classify::{Classifier, Rules};
@@ -122,7 +123,7 @@ impl Collector {
 
     /// Build and encode FlowRecords in the engine (`take_records`), as `ingest.collect.records.RecordBuilder`
     /// does: `side` answers per address (cached here), `rules` the per-flow rule's tables.
-    #[pyo3(signature = (*, fields, agent_id, default_link_id, exporters, rules, handshake_bounds, side,
+    #[pyo3(signature = (*, fields, agent_id, default_link_id, exporters, rules, apps, handshake_bounds, side,
         address_cache=1 << 20, anon_key=None))]
     #[allow(clippy::too_many_arguments)]
     fn configure_records(
@@ -132,6 +133,7 @@ impl Collector {
         default_link_id: String,
         exporters: Vec<ExporterArg>,
         rules: Rules,
+        apps: AppArgs,
         handshake_bounds: Vec<f64>,
         side: Py<PyAny>,
         address_cache: usize,
@@ -139,6 +141,7 @@ impl Collector {
     ) -> PyResult<()> {
         check_fields(&fields)?;
         let anon = crate::anon::from_key(anon_key, address_cache).map_err(PyValueError::new_err)?;
+        let apps = Apps::new(&apps).map_err(PyValueError::new_err)?;
         let mut cls = Classifier::cached(side, address_cache, &rules, self.err.clone());
         let default_link = cls.names.id(&default_link_id);
         let mut map = HashMap::new();
@@ -155,7 +158,7 @@ impl Collector {
                 },
             );
         }
-        let mut b = Builder::new(cls, agent_id, default_link, map, handshake_bounds);
+        let mut b = Builder::new(cls, agent_id, default_link, map, apps, handshake_bounds);
         b.anon = anon;
         self.records = Some(b);
         Ok(())

@@ -5,6 +5,7 @@
 use hashbrown::HashMap;
 
 use super::{Addr, ExpRec};
+use crate::apps::{Apps, FlowFacts};
 use crate::batch::Batch;
 use crate::classify::{Classifier, EGRESS, INGRESS, TRANSIT};
 use crate::record::{self, Record};
@@ -25,6 +26,7 @@ pub struct Builder {
     pub agent_id: String,
     pub default_link: u32,
     pub exporters: HashMap<Addr, ExporterMap>,
+    pub apps: Apps,
     pub hs_bounds: Vec<f64>,
     pub unmapped: u64,
     pub anon: Option<crate::anon::Anonymiser>, // addresses are anonymised after classification
@@ -60,6 +62,7 @@ impl Builder {
         agent_id: String,
         default_link: u32,
         exporters: HashMap<Addr, ExporterMap>,
+        apps: Apps,
         hs_bounds: Vec<f64>,
     ) -> Self {
         Builder {
@@ -67,6 +70,7 @@ impl Builder {
             agent_id,
             default_link,
             exporters,
+            apps,
             hs_bounds,
             unmapped: 0,
             anon: None,
@@ -148,6 +152,19 @@ impl Builder {
                 }
             }
             let names = &self.cls.names;
+            let dscp = r.tos >> 2;
+            // the export's source is taken as the initiator; the remote end is it on an ingress link
+            let app_class = self.apps.class(&FlowFacts {
+                protocol: r.proto,
+                server_port: r.dport as u32,
+                dscp,
+                src: &r.src.b,
+                dst: &r.dst.b,
+                v6,
+                remote_is_initiator: direction == INGRESS,
+                remote_asn: asn,
+                link: names.get(link),
+            });
             let rec = Record {
                 schema_version: 1,
                 agent_id: &self.agent_id,
@@ -182,6 +199,8 @@ impl Builder {
                 dst_asn: r.dst_as as u64,
                 next_hop: &self.next_hop,
                 one_way: u64::from(!r.biflow && r.bytes_rev == 0 && r.pkts_rev == 0),
+                dscp: dscp as u64,
+                app_class,
                 ..Record::default()
             };
             batch.add(&rec, (partner, direction, link), &self.hs_bounds);

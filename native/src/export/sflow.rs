@@ -146,6 +146,7 @@ fn flow_sample(
                     rec.dport = p.dport as u16;
                 }
                 rec.tcp_flags = (p.flags & 0xff) as u8;
+                rec.tos = p.dscp << 2; // the sampled header's DSCP (its ECN bits are not kept)
                 rec.vlan = p.vlan;
                 rec.bytes = p.ip_len;
                 have_header = true;
