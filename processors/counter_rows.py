@@ -1,4 +1,4 @@
-"""The counters topic -> `link_counters` rows (migration 0012): one row per LinkCounter record, as sent."""
+"""The counters topic -> `link_counters` rows (migration 0009): one row per LinkCounter record, as sent."""
 
 from __future__ import annotations
 

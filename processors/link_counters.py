@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import groupby
+from itertools import groupby, pairwise
 from typing import Any, Final
 
 # Ethernet header (14) + FCS (4): what ifInOctets counts per frame beyond the IP packet
@@ -62,7 +62,7 @@ def counter_increase(prev: CounterSample, cur: CounterSample) -> Increase:
 def total_increase(samples: Sequence[CounterSample]) -> Increase:
     """Sum of the increases of samples in time order."""
     octets = wraps = resets = 0
-    for prev, cur in zip(samples, samples[1:], strict=False):
+    for prev, cur in pairwise(samples):
         inc = counter_increase(prev, cur)
         octets, wraps, resets = octets + inc.octets, wraps + inc.wraps, resets + inc.resets
     return Increase(octets, wraps, resets)
@@ -127,16 +127,23 @@ def link_checks(client: Any, db: str, start_ms: int, end_ms: int) -> list[LinkCh
     for (exporter, if_index, direction), group in groupby(rows, key=lambda r: (r[0], r[1], r[2])):
         samples = [CounterSample(int(r[3]), int(r[4]), int(r[5]), int(r[6])) for r in group]
         inc = total_increase(samples)
-        flows = (0, 0, 0)
+        octets = sampled = scaled_packets = 0
         if len(samples) > 1:
             sql = _FLOWS_SQL.format(db=db, if_column="in_if" if direction == "in" else "out_if")
             params = {"lo": samples[0].sample_ns, "hi": samples[-1].sample_ns, "x": exporter, "i": if_index}
-            flows = tuple(int(v or 0) for v in client.query(sql, parameters=params).result_rows[0])  # type: ignore[assignment]
-        octets, sampled, scaled_packets = flows
+            octets, sampled, scaled_packets = (int(v or 0) for v in client.query(sql, parameters=params).result_rows[0])
         out.append(
             LinkCheck(
-                str(exporter), int(if_index), str(direction), len(samples), inc.octets, inc.wraps, inc.resets,
-                octets, sampled, octets + L2_OVERHEAD * scaled_packets,
+                str(exporter),
+                int(if_index),
+                str(direction),
+                len(samples),
+                inc.octets,
+                inc.wraps,
+                inc.resets,
+                octets,
+                sampled,
+                octets + L2_OVERHEAD * scaled_packets,
             )
         )
     return out
@@ -152,7 +159,7 @@ COUNTERS_HEAD = ("exporter", "if", "dir", "samples", "counted", "flows", "sample
 
 
 def counter_rows(checks: Sequence[LinkCheck]) -> list[tuple[str, ...]]:
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for c in checks:
         ratio, spread, agrees = c.ratio, c.spread, c.agrees
         notes = [n for n, k in ((f"{c.wraps} wrap", c.wraps), (f"{c.resets} restart", c.resets)) if k]

@@ -24,8 +24,8 @@ from processors.asymmetry import (
     pair_rows,
     per_partner,
 )
-from processors.link_counters import COUNTERS_HEAD, COUNTERS_NOTE, LinkCheck, counter_rows, link_checks
 from processors.forecast import FORECAST_HEAD, FORECAST_NOTE, Forecast, collect_forecasts, forecast_rows
+from processors.link_counters import COUNTERS_HEAD, COUNTERS_NOTE, LinkCheck, counter_rows, link_checks
 from processors.queries import (
     DIRECTIONS,
     FIVE_MIN_S,

@@ -19,8 +19,16 @@ def link_counter_records(agent_id: str, samples: Iterable[LinkCounters]) -> list
         for direction, octets, packets in (("in", s.in_octets, s.in_packets), ("out", s.out_octets, s.out_packets)):
             out.append(
                 LinkCounter(
-                    LINK_COUNTER_SCHEMA_VERSION, agent_id, exporter, s.if_index, direction, s.recv_ns, octets,
-                    packets, s.speed_bps, s.seq,
+                    LINK_COUNTER_SCHEMA_VERSION,
+                    agent_id,
+                    exporter,
+                    s.if_index,
+                    direction,
+                    s.recv_ns,
+                    octets,
+                    packets,
+                    s.speed_bps,
+                    s.seq,
                 )
             )
     return out

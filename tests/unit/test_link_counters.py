@@ -20,6 +20,7 @@ from processors.link_counters import (
 )
 from schemas.codec import RecordError
 from schemas.link_counter import LinkCounter, decode, encode
+from tests.unit.test_migrations_sql import TABLES, columns_of
 
 S = 1_000_000_000
 TEN_G = 10_000_000_000
@@ -121,3 +122,8 @@ def test_bad_values_are_record_errors() -> None:
         with pytest.raises(RecordError) as exc:
             counter_rows(value)
         assert exc.value.reason == reason, value
+
+
+def test_the_migration_creates_the_loaders_columns() -> None:
+    stored = [(n, t) for n, t in columns_of(TABLES["link_counters"]) if "MATERIALIZED" not in t]
+    assert stored == list(LINK_COUNTERS.columns)
