@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import socket
 import time
-import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 
@@ -18,20 +17,20 @@ from prometheus_client import CollectorRegistry
 
 from gwtel.agent_run import open_output
 from gwtel.commands.collect import open_counter_output
-from gwtel.config import ClickHouseConfig, GwtelConfig
+from gwtel.config import GwtelConfig
 from gwtel.services.clickhouse import ClickHouseService
 from gwtel.services.kafka import KafkaService
 from ingest.classify import PartnerClassifier
-from ingest.collect.config import CollectorConfig, parse_listen
+from ingest.collect.config import parse_listen
 from ingest.collect.listener import Listeners
 from ingest.collect.records import RecordBuilder
 from ingest.collect.service import CollectorService
 from processors.chclient import make_client
 from processors.link_counters import link_checks
-from processors.loader_setup import build_loader, migrate
+from processors.loader_setup import build_loader
 from processors.report import report
 from tests.exports import sflow_counters, sflow_samples
-from tests.integration.test_end_to_end import unique_config
+from tests.integration.test_collect_pipeline import collect_setup
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -73,29 +72,13 @@ def _sample_counters() -> list[bytes]:
 def test_counter_samples_reach_clickhouse_and_the_report(
     kafka_service: KafkaService, clickhouse_service: ClickHouseService, kafka_config: GwtelConfig
 ) -> None:
-    tag = uuid.uuid4().hex[:10]
-    cfg = unique_config(kafka_config, tag)
-    cfg = cfg.model_copy(
-        update={"clickhouse": ClickHouseConfig(url=clickhouse_service.endpoint(), database=f"counters_{tag}")}
-    )
-    kafka_service.ensure_topics(list(cfg.kafka.topics.model_dump().values()), partitions=2)
-    migrate(cfg)
-    ccfg = CollectorConfig.model_validate(
-        {
-            "agent_id": f"counters-{tag}",
-            "exporters": [
-                {"address": AGENT, "interfaces": {1: {"link": "ix-1"}, 2: {"link": "core", "side": "internal"}}}
-            ],
-        }
-    )
+    cfg, ccfg = collect_setup(kafka_service, clickhouse_service, kafka_config, "counters", AGENT)
     start_ms = time.time_ns() // 1_000_000 - 60_000
     first, after, restart = _sample_counters()
     with ExitStack() as stack:
         listeners = Listeners([parse_listen("sflow://127.0.0.1:0")], sockets_per_listener=1, receive_buffer=1 << 22)
         stack.callback(listeners.close)
-        out_cfg = cfg.model_copy(
-            update={"agent": cfg.agent.model_copy(update={"agent_id": ccfg.agent_id, "spool_dir": f"spool-{tag}"})}
-        )
+        out_cfg = cfg.model_copy(update={"agent": cfg.agent.model_copy(update={"agent_id": ccfg.agent_id})})
         write, producer = open_output(out_cfg, "kafka", stack)
         counters = open_counter_output(out_cfg, "kafka", stack)
         assert producer is not None and counters is not None
