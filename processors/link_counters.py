@@ -110,33 +110,61 @@ _SAMPLES_SQL = """
     ORDER BY exporter, source_id, direction, sample_ns
 """
 
+# One pass over the exporters' flow records: each record counts for its input interface (`in`) and its output
+# interface (`out`), within that interface's own interval (first sample, last sample], given as parallel arrays.
 _FLOWS_SQL = """
-    SELECT sum(bytes_fwd * sampling_rate), sum(packets_fwd), sum(packets_fwd * sampling_rate)
+    SELECT toString(exporter), d.1 AS dir, d.2 AS if_index,
+           sum(bytes_fwd * sampling_rate), sum(packets_fwd), sum(packets_fwd * sampling_rate)
     FROM {db}.flows_raw
+    ARRAY JOIN [('in', in_if), ('out', out_if)] AS d
     WHERE ts >= toDateTime(intDiv({{lo:Int64}}, 1000000000), 'UTC')
       AND ts <= toDateTime(intDiv({{hi:Int64}}, 1000000000), 'UTC')
       AND first_ns > {{lo:Int64}} AND first_ns <= {{hi:Int64}}
-      AND exporter = {{x:String}} AND {if_column} = {{i:UInt32}}
+      AND exporter IN {{exporters:Array(String)}}
+      AND (indexOf({{keys:Array(String)}}, concat(toString(exporter), '|', toString(d.2), '|', d.1)) AS k) > 0
+      AND first_ns > arrayElement({{los:Array(Int64)}}, k) AND first_ns <= arrayElement({{his:Array(Int64)}}, k)
+    GROUP BY exporter, dir, if_index
 """
+
+
+def _flow_totals(
+    client: Any, db: str, windows: dict[tuple[str, int, str], tuple[int, int]]
+) -> dict[tuple[str, int, str], tuple[int, int, int]]:
+    """Per (exporter, ifIndex, direction): flow samples' octets x rate, sampled packets, packets x rate."""
+    if not windows:
+        return {}
+    keys = list(windows)
+    params = {
+        "lo": min(lo for lo, _ in windows.values()),
+        "hi": max(hi for _, hi in windows.values()),
+        "exporters": sorted({x for x, _, _ in keys}),
+        "keys": [f"{x}|{i}|{d}" for x, i, d in keys],
+        "los": [windows[k][0] for k in keys],
+        "his": [windows[k][1] for k in keys],
+    }
+    rows = client.query(_FLOWS_SQL.format(db=db), parameters=params).result_rows
+    return {(str(x), int(i), str(d)): (int(o or 0), int(n or 0), int(p or 0)) for x, d, i, o, n, p in rows}
 
 
 def link_checks(client: Any, db: str, start_ms: int, end_ms: int) -> list[LinkCheck]:
     """Per (exporter, interface, direction) with counter samples in [start_ms, end_ms): counters beside flows."""
     rows = client.query(_SAMPLES_SQL.format(db=db), parameters={"s": start_ms, "e": end_ms}).result_rows
-    out: list[LinkCheck] = []
+    series: dict[tuple[str, int, str], list[CounterSample]] = {}
     for (exporter, if_index, direction), group in groupby(rows, key=lambda r: (r[0], r[1], r[2])):
-        samples = [CounterSample(int(r[3]), int(r[4]), int(r[5]), int(r[6])) for r in group]
+        series[(str(exporter), int(if_index), str(direction))] = [
+            CounterSample(int(r[3]), int(r[4]), int(r[5]), int(r[6])) for r in group
+        ]
+    windows = {k: (s[0].sample_ns, s[-1].sample_ns) for k, s in series.items() if len(s) > 1}
+    flows = _flow_totals(client, db, windows)
+    out: list[LinkCheck] = []
+    for (exporter, if_index, direction), samples in series.items():
         inc = total_increase(samples)
-        octets = sampled = scaled_packets = 0
-        if len(samples) > 1:
-            sql = _FLOWS_SQL.format(db=db, if_column="in_if" if direction == "in" else "out_if")
-            params = {"lo": samples[0].sample_ns, "hi": samples[-1].sample_ns, "x": exporter, "i": if_index}
-            octets, sampled, scaled_packets = (int(v or 0) for v in client.query(sql, parameters=params).result_rows[0])
+        octets, sampled, scaled_packets = flows.get((exporter, if_index, direction), (0, 0, 0))
         out.append(
             LinkCheck(
-                str(exporter),
-                int(if_index),
-                str(direction),
+                exporter,
+                if_index,
+                direction,
                 len(samples),
                 inc.octets,
                 inc.wraps,
