@@ -24,6 +24,7 @@ from ingest.config import AgentConfig
 from ingest.partners import PartnersConfig
 from processors.cluster import check_name, distributed_database
 from processors.config import JobConfig, LoaderConfig
+from schemas.link_counter import LINK_COUNTERS_TOPIC
 
 
 class Strict(BaseModel):
@@ -34,6 +35,7 @@ class TopicsConfig(Strict):
     flows: str = "gwtel.flows.v1"
     aggregates: str = "gwtel.aggregates.v1"
     late: str = "gwtel.late.v1"
+    counters: str = LINK_COUNTERS_TOPIC  # sFlow interface counter samples (schemas.link_counter)
     dead_letter: str = "gwtel.deadletter.v1"
 
 

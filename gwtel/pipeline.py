@@ -185,6 +185,7 @@ def isolated(cfg: GwtelConfig, tag: str) -> GwtelConfig:
         flows=f"gwtel.run-{tag}.flows",
         aggregates=f"gwtel.run-{tag}.aggregates",
         late=f"gwtel.run-{tag}.late",
+        counters=f"gwtel.run-{tag}.counters",
         dead_letter=f"gwtel.run-{tag}.deadletter",
     )
     return cfg.model_copy(

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 _NS = 1_000_000_000
 _GZ_CHUNK = 1 << 20
-ABI = 7  # native/src/lib.rs: bumped with every change of the module's Python interface
+ABI = 8  # native/src/lib.rs: bumped with every change of the module's Python interface
 
 
 class NativeUnavailableError(UserError):

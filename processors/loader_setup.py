@@ -13,6 +13,7 @@ from gwtel.config import ClickHouseConfig, GwtelConfig
 from gwtel.errors import UserError
 from processors.batcher import Batch
 from processors.chclient import make_client
+from processors.counter_rows import counter_rows
 from processors.deadletter import DeadLetterSink, make_producer
 from processors.loader import Decoded, Loader, Route
 from processors.loader_consumer import LoaderConsumer
@@ -51,6 +52,7 @@ def routes_for(cfg: GwtelConfig) -> list[Route]:
         Route(topics.flows, flow_rows, raw=True),
         Route(topics.aggregates, aggregate_rows),
         Route(topics.late, late_rows),
+        Route(topics.counters, counter_rows),
     ]
 
 

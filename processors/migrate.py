@@ -40,6 +40,7 @@ TTL_PARAMS: Final[Mapping[str, str]] = {
     "flows_late": "ttl_flows_raw_days",
     "flows_quarantine": "ttl_flows_raw_days",
     "flows_batches": "ttl_flows_raw_days",
+    "link_counters": "ttl_flows_raw_days",
     "bandwidth_window": "ttl_window_days",
     "latency_window": "ttl_window_days",
     "latency_hist_window": "ttl_window_days",

@@ -25,6 +25,7 @@ from processors.asymmetry import (
     per_partner,
 )
 from processors.forecast import FORECAST_HEAD, FORECAST_NOTE, Forecast, collect_forecasts, forecast_rows
+from processors.link_counters import COUNTERS_HEAD, COUNTERS_NOTE, LinkCheck, counter_rows, link_checks
 from processors.queries import (
     DIRECTIONS,
     FIVE_MIN_S,
@@ -76,6 +77,7 @@ class ReportData:
     forecast: Sequence[Forecast] = ()  # per partner and direction, from the complete months before now
     asymmetry: Sequence[PartnerAsymmetry] = ()  # per partner, conversations that started in the range
     link_pairs: Sequence[LinkPair] = ()
+    counters: Sequence[LinkCheck] = ()  # per sFlow interface and direction: its counters beside the flows
 
 
 def five_minute_slots(start_ms: int, end_ms: int) -> tuple[int, int] | None:
@@ -126,6 +128,7 @@ def collect(
         forecast=collect_forecasts(client, db, now_ms, capacity_bps or {}),
         asymmetry=per_partner(pairs),
         link_pairs=pairs,
+        counters=link_checks(client, db, start_ms, end_ms),
     )
 
 
@@ -284,6 +287,8 @@ def render_table(data: ReportData) -> str:
     if data.links:
         lines.append(LINKS_NOTE)
         lines += [*_table(LINK_HEAD, link_rows(data)), ""]
+    if data.counters:
+        lines += [COUNTERS_NOTE, *_table(COUNTERS_HEAD, counter_rows(data.counters)), ""]
     lines += forecast_asymmetry_lines(data)
     countries = country_lines(data)
     if countries:

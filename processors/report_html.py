@@ -15,6 +15,7 @@ from typing import Any
 
 from processors.asymmetry import ASYM_HEAD, ASYM_NOTE, PAIR_HEAD, asymmetry_rows, one_direction_line, pair_rows
 from processors.forecast import FORECAST_HEAD, FORECAST_NOTE, forecast_rows
+from processors.link_counters import COUNTERS_HEAD, COUNTERS_NOTE, counter_rows
 from processors.queries import (
     DIRECTIONS,
     FIVE_MIN_S,
@@ -161,6 +162,17 @@ def forecast_asymmetry_html(data: ReportData) -> list[str]:
     ]
 
 
+def counters_html(data: ReportData) -> list[str]:
+    """The interface counters against the flows, when the range holds sFlow counter samples."""
+    if not data.counters:
+        return []
+    return [
+        "<h2>Interface counters against the flows</h2>",
+        f'<p class="note">{escape(COUNTERS_NOTE)}</p>',
+        _html_table(COUNTERS_HEAD, counter_rows(data.counters)),
+    ]
+
+
 def render_html(data: ReportData, series: Series, objectives: Mapping[str, Mapping[str, float]]) -> str:
     charts = [*bandwidth_charts(data, series), *latency_charts(data, series, objectives)]
     title = f"Gateway telemetry: partners, {_utc(data.start_ms)} to {_utc(data.end_ms)}"
@@ -182,6 +194,7 @@ def render_html(data: ReportData, series: Series, objectives: Mapping[str, Mappi
         "<h2>Links: capture agents and router exports</h2>",
         f'<p class="note">{escape(LINKS_NOTE)}</p>',
         _html_table(LINK_HEAD, link_rows(data)),
+        *counters_html(data),
         *forecast_asymmetry_html(data),
         "<h2>Top remote countries</h2>",
         _html_table(

@@ -15,14 +15,18 @@ from gwtel.metrics_http import process_registry, serve_metrics
 from ingest.applications import AppClassifier
 from ingest.classify import PartnerClassifier
 from ingest.collect.config import CollectorConfig
+from ingest.collect.counters import CounterSink
 from ingest.collect.listener import Listeners
 from ingest.collect.metrics import CollectorMetrics
 from ingest.collect.records import RecordBuilder
 from ingest.collect.service import CollectorService
 from ingest.collect.templates import TemplateFiles
+from ingest.producer import FlowProducer
 from ingest.seqstore import SeqStore
 
 COLLECTOR_JOB = "collector"
+# the counters topic's producer keeps its own spool beside the records' (`collector/spool`)
+COUNTER_SPOOL = "collector/counter-spool"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -58,6 +62,22 @@ def _collector_config(cfg: GwtelConfig, listen: list[str] | None) -> CollectorCo
         raise UserError(f"--listen: {exc}") from None
 
 
+def open_counter_output(cfg: GwtelConfig, to: str, stack: ExitStack) -> CounterSink | None:
+    """sFlow counter samples go to the counters topic when records go to Kafka; with JSON lines output they are
+    only exported as metrics."""
+    if to != "kafka":
+        return None
+    producer = FlowProducer(
+        cfg.kafka.bootstrap,
+        cfg.kafka.topics.counters,
+        spool_dir=cfg.local.home_path() / COUNTER_SPOOL,
+        spool_max_bytes=cfg.agent.spool_max_bytes,
+        client_id=f"gwtel-counters-{cfg.agent.agent_id}",
+    )
+    stack.callback(producer.close)
+    return producer.send_batch
+
+
 def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.duration is not None and args.duration <= 0:
@@ -84,7 +104,10 @@ def _run(args: argparse.Namespace) -> int:
         builder = RecordBuilder(
             ccfg, PartnerClassifier(cfg.partners), first_seq=seqs.first(), apps=AppClassifier(cfg.applications)
         )
-        service = CollectorService(ccfg, listeners, builder, write, TemplateFiles(home / ccfg.template_dir))
+        counters = open_counter_output(out_cfg, args.to, stack)
+        service = CollectorService(
+            ccfg, listeners, builder, write, TemplateFiles(home / ccfg.template_dir), counters=counters
+        )
         endpoint = serve_metrics(
             COLLECTOR_JOB,
             ccfg.agent_id,

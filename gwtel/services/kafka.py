@@ -259,7 +259,7 @@ class KafkaService(ProcessService):
 
     def configured_topics(self) -> list[str]:
         t = self.cfg.kafka.topics
-        return [t.flows, t.aggregates, t.late, t.dead_letter]
+        return [t.flows, t.aggregates, t.late, t.counters, t.dead_letter]
 
     def ensure_topics(self, topics: list[str] | None = None, partitions: int | None = None) -> dict[str, int]:
         """Create missing topics (default: the configured ones); return each topic's partition count.

@@ -45,3 +45,4 @@ class LinkCounters(NamedTuple):
     out_packets: int
     speed_bps: int
     recv_ns: int
+    seq: int  # the counter sample's sequence number

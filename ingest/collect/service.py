@@ -12,6 +12,7 @@ import gwtel_native
 
 from ingest.agent_metrics import PartnerTally
 from ingest.collect.config import CollectorConfig
+from ingest.collect.counters import CounterSink, counter_pairs
 from ingest.collect.decoded import LinkCounters
 from ingest.collect.listener import Listeners
 from ingest.collect.records import RecordBuilder
@@ -51,6 +52,7 @@ class CollectorService:
         builder: RecordBuilder,
         sink: RecordSink | BatchSink,
         templates: TemplateFiles | None,
+        counters: CounterSink | None = None,
     ) -> None:
         self.cfg = cfg
         self.listeners = listeners
@@ -60,6 +62,8 @@ class CollectorService:
         self.state = CollectorState()
         self._write = batch_writer(sink)
         self._templates = templates
+        # the counters topic's producer: sFlow counter samples stored as link counters (None: metrics only)
+        self._counters = counters
         self.restored = templates.load(self.engine) if templates is not None else 0
         self._saved_at = time.monotonic()
 
@@ -85,9 +89,11 @@ class CollectorService:
                 self._write(EncodedBatch(count, keys, values))
                 sent += count
             self.state.add_flow_octets(self.engine.take_flow_octets())
-            for t in self.engine.take_links():
-                lc = LinkCounters._make(t)
+            samples = [LinkCounters._make(t) for t in self.engine.take_links()]
+            for lc in samples:
                 self.state.links[(lc.exporter, lc.if_index)] = lc
+            if samples and self._counters is not None:
+                self._counters(counter_pairs(self.cfg.agent_id, samples))
             self.state.records_sent += sent
             self.state.batches += 1
         if self._templates is not None and time.monotonic() - self._saved_at >= _SAVE_EVERY_S:

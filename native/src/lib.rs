@@ -780,6 +780,6 @@ fn gwtel_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<export::py::Collector>()?;
     m.add_function(wrap_pyfunction!(encode_record, m)?)?;
     m.add_function(wrap_pyfunction!(address_text, m)?)?;
-    m.add("ABI", 7)?;
+    m.add("ABI", 8)?;
     Ok(())
 }

@@ -39,27 +39,40 @@ pytestmark = [
 ]
 
 
+def collect_setup(
+    kafka_service: KafkaService,
+    clickhouse_service: ClickHouseService,
+    kafka_config: GwtelConfig,
+    name: str,
+    exporter: str,
+) -> tuple[GwtelConfig, CollectorConfig]:
+    """Unique topics (created) and database (migrated) for one test; a collector mapping `exporter`'s ifIndex 1
+    to the external link ix-1 and 2 to the internal link core."""
+    tag = uuid.uuid4().hex[:10]
+    cfg = unique_config(kafka_config, tag)
+    cfg = cfg.model_copy(
+        update={"clickhouse": ClickHouseConfig(url=clickhouse_service.endpoint(), database=f"{name}_{tag}")}
+    )
+    kafka_service.ensure_topics(list(cfg.kafka.topics.model_dump().values()), partitions=2)
+    migrate(cfg)
+    ccfg = CollectorConfig.model_validate(
+        {
+            "agent_id": f"{name}-{tag}",
+            "exporters": [
+                {"address": exporter, "interfaces": {1: {"link": "ix-1"}, 2: {"link": "core", "side": "internal"}}}
+            ],
+        }
+    )
+    return cfg, ccfg
+
+
 def test_exports_reach_clickhouse(
     kafka_service: KafkaService,
     clickhouse_service: ClickHouseService,
     flink_runtime: FlinkRuntime,
     kafka_config: GwtelConfig,
 ) -> None:
-    tag = uuid.uuid4().hex[:10]
-    cfg = unique_config(kafka_config, tag)
-    cfg = cfg.model_copy(
-        update={"clickhouse": ClickHouseConfig(url=clickhouse_service.endpoint(), database=f"collect_{tag}")}
-    )
-    kafka_service.ensure_topics(list(cfg.kafka.topics.model_dump().values()), partitions=2)
-    migrate(cfg)
-    ccfg = CollectorConfig.model_validate(
-        {
-            "agent_id": f"collect-{tag}",
-            "exporters": [
-                {"address": "127.0.0.1", "interfaces": {1: {"link": "ix-1"}, 2: {"link": "core", "side": "internal"}}}
-            ],
-        }
-    )
+    cfg, ccfg = collect_setup(kafka_service, clickhouse_service, kafka_config, "collect", "127.0.0.1")
     now_s = int(time.time()) - 120
     v5 = netflow5(
         [("203.0.113.9", "10.0.0.1", 443, 40000, 6, 10, 12_000), ("10.0.0.1", "203.0.113.9", 40000, 443, 6, 8, 900)],

@@ -38,6 +38,7 @@ def unique_config(base: GwtelConfig, tag: str) -> GwtelConfig:
         flows=f"test.flows.{tag}",
         aggregates=f"test.aggregates.{tag}",
         late=f"test.late.{tag}",
+        counters=f"test.counters.{tag}",
         dead_letter=f"test.deadletter.{tag}",
     )
     return base.model_copy(

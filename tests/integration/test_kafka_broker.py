@@ -116,11 +116,12 @@ def test_ensure_topics_creates_configured_topics_once(kafka_service: KafkaServic
         flows=f"test.flows.{suffix}",
         aggregates=f"test.aggregates.{suffix}",
         late=f"test.late.{suffix}",
+        counters=f"test.counters.{suffix}",
         dead_letter=f"test.deadletter.{suffix}",
     )
     cfg = GwtelConfig(kafka=KafkaConfig(topics=topics, partitions=3), local=kafka_service.cfg.local)
     svc = KafkaService(cfg, kafka_home)
-    names = [topics.flows, topics.aggregates, topics.late, topics.dead_letter]
+    names = [topics.flows, topics.aggregates, topics.late, topics.counters, topics.dead_letter]
     bootstrap = kafka_service.endpoint()
     assert _partition_counts(bootstrap, names) == dict.fromkeys(names, 0)
 

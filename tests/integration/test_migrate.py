@@ -134,7 +134,8 @@ def test_retention_follows_configuration(client: Any, fresh_db: str) -> None:
     applied, altered = Migrator(client, fresh_db, changed).run()
     assert applied == []
     assert altered == [
-        "bandwidth_1h", "flows_batches", "flows_late", "flows_quarantine", "flows_raw", "latency_1h", "latency_hist_1h"
+        "bandwidth_1h", "flows_batches", "flows_late", "flows_quarantine", "flows_raw", "latency_1h", "latency_hist_1h",
+        "link_counters",
     ]  # fmt: skip
     ttls = Migrator(client, fresh_db).table_ttls()
     assert ttls["flows_raw"] == ("ts", 20) and ttls["latency_hist_1h"] == ("ts", 800)

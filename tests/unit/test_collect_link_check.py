@@ -7,8 +7,6 @@ show, per (exporter, interface, direction), the counter as sent and the flows' o
 
 from __future__ import annotations
 
-import ipaddress
-import struct
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,25 +19,9 @@ from ingest.collect.decoded import LinkCounters
 from ingest.collect.frames import batch
 from ingest.collect.metrics import CollectorMetrics
 from ingest.collect.service import CollectorState
-from tests.exports import sflow_samples
+from tests.exports import sflow_counters, sflow_samples
 
 AGENT = "192.0.2.1"
-
-
-def counter_datagram(counters: list[tuple[int, int, int]]) -> bytes:
-    """(ifIndex, ifInOctets, ifOutOctets) per generic interface counter record, one counter sample each."""
-    samples = b""
-    for i, (if_index, in_octets, out_octets) in enumerate(counters):
-        rec = struct.pack("!IIQII", if_index, 6, 10_000_000_000, 1, 3)
-        rec += struct.pack("!Q6I", in_octets, 100, 0, 0, 0, 0, 0)
-        rec += struct.pack("!Q5I", out_octets, 90, 0, 0, 0, 0) + struct.pack("!I", 0)
-        assert len(rec) == 88
-        body = struct.pack("!III", i, if_index, 1) + struct.pack("!II", 1, len(rec)) + rec
-        samples += struct.pack("!II", 2, len(body)) + body
-    head = (
-        struct.pack("!II", 5, 1) + ipaddress.IPv4Address(AGENT).packed + struct.pack("!IIII", 0, 2, 1000, len(counters))
-    )
-    return head + samples
 
 
 def scrape(state: CollectorState, engine: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -58,7 +40,7 @@ def scrape(state: CollectorState, engine: Any) -> dict[tuple[str, tuple[tuple[st
 def test_counter_samples_and_the_flows_totals_side_by_side() -> None:
     ip_lens = [1500, 40, 576]
     flows = sflow_samples([("10.0.0.1", "203.0.113.9", 40000 + i, 443, n) for i, n in enumerate(ip_lens)], rate=1000)
-    counters = counter_datagram([(1, 2_200_000, 7), (2, 11, 2_150_000)])
+    counters = sflow_counters([(1, 2_200_000, 7), (2, 11, 2_150_000)], agent=AGENT)
     engine = gwtel_native.Collector()
     engine.feed(batch([(AGENT, 1_700_000_000_000_000_000, d) for d in (flows, counters)]))
     state = CollectorState()

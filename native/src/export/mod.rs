@@ -118,6 +118,8 @@ pub struct LinkCounter {
     pub out_pkts: u64,
     pub speed: u64,
     pub recv_ns: i64,
+    /// The counter sample's sequence number (per source id; restarts with the agent).
+    pub seq: u32,
 }
 
 /// Bounds-checked big-endian reads; `None` past the end.

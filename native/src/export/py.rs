@@ -74,6 +74,7 @@ fn link_obj<'py>(py: Python<'py>, l: &LinkCounter) -> PyResult<Bound<'py, PyTupl
         l.out_pkts,
         l.speed,
         l.recv_ns,
+        l.seq,
     )
         .into_pyobject(py)
 }

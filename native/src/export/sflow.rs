@@ -206,6 +206,7 @@ fn counter_sample(
     if nrec > s.len() / 8 {
         return Err(R_BAD_SAMPLE);
     }
+    let seq = be32(s, 0).ok_or(R_BAD_SAMPLE)?;
     for _ in 0..nrec {
         let (fmt, r, next) = element(s, o, R_BAD_SAMPLE)?;
         o = next;
@@ -223,6 +224,7 @@ fn counter_sample(
                 out_octets: g(56, 8),
                 out_pkts: g(64, 4) + g(68, 4) + g(72, 4),
                 recv_ns,
+                seq,
             });
         }
     }

@@ -516,7 +516,7 @@ fn sflow_flow_and_counter_samples() {
         .u32(0)
         .u32(0);
     let mut cs = W(Vec::new());
-    cs.u32(1).u32(11).u32(1).raw(&sample(1, &ifc.0));
+    cs.u32(5).u32(11).u32(1).raw(&sample(1, &ifc.0)); // sequence 5, source id 11, one record
     c.datagram(
         Addr::v4(&[127, 0, 0, 1]),
         77,
@@ -546,6 +546,7 @@ fn sflow_flow_and_counter_samples() {
         (l.if_index, l.in_octets, l.out_octets, l.in_pkts, l.out_pkts),
         (11, 123_456_789, 987_654_321, 13, 27)
     );
+    assert_eq!(l.seq, 5);
 }
 
 #[test]
