@@ -187,12 +187,34 @@ mod tests {
                     vec![],
                     vec![],
                 ),
-                ("vr".into(), vec![17], vec![(40000, 40999)], vec![], vec![], vec![], vec![], vec![]),
-                ("ef".into(), vec![], vec![], vec![46], vec![], vec![], vec![], vec![]),
+                (
+                    "vr".into(),
+                    vec![17],
+                    vec![(40000, 40999)],
+                    vec![],
+                    vec![],
+                    vec![],
+                    vec![],
+                    vec![],
+                ),
+                (
+                    "ef".into(),
+                    vec![],
+                    vec![],
+                    vec![46],
+                    vec![],
+                    vec![],
+                    vec![],
+                    vec![],
+                ),
             ],
         ))
         .unwrap();
-        let (dom, rem, far) = (v4([10, 0, 0, 1]), v4([203, 0, 113, 5]), v4([203, 0, 113, 200]));
+        let (dom, rem, far) = (
+            v4([10, 0, 0, 1]),
+            v4([203, 0, 113, 5]),
+            v4([203, 0, 113, 200]),
+        );
         let f = |proto, port, dscp, src, dst, rii| FlowFacts {
             protocol: proto,
             server_port: port,

@@ -4,17 +4,17 @@
 //! Python receives batches of Kafka keys and values and per-partner aggregates, never single records.
 
 mod anon;
-mod batch;
 mod apps;
+mod batch;
 mod classify;
 mod decode;
 mod export;
+#[cfg(test)]
+mod fuzz;
 mod latency;
 mod meter;
 #[cfg(test)]
 mod proptests;
-#[cfg(test)]
-mod fuzz;
 mod reader;
 mod record;
 mod ring;
@@ -27,8 +27,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 use pyo3::IntoPyObjectExt;
 
-use batch::{Batch, Stamp};
 use apps::{AppArgs, Apps, FlowFacts};
+use batch::{Batch, Stamp};
 use classify::{Classifier, Rules};
 use decode::{DecodeConfig, REJECT_NAMES};
 use latency::{ns_to_us, NONE};

@@ -38,7 +38,10 @@ pub(crate) fn core() -> Core {
 }
 
 /// Every frame of `buf` (fed whole, or in two chunks cut at `cut`) as (ts, lt, bytes, wire), and the error.
-pub(crate) fn read_all(buf: &[u8], cut: Option<usize>) -> (Vec<(i64, u32, Vec<u8>, u64)>, Option<String>) {
+pub(crate) fn read_all(
+    buf: &[u8],
+    cut: Option<usize>,
+) -> (Vec<(i64, u32, Vec<u8>, u64)>, Option<String>) {
     let mut rd = Reader::new(false);
     let mut out = Vec::new();
     let mut pending: Vec<u8> = Vec::new();

@@ -662,6 +662,7 @@ mod tests {
             hs_rtt_int_us: Some(i64::MIN),
             agent_id: &esc,
             next_hop: &esc,
+            app_class: &esc,
             sums: [sum.clone(), sum.clone(), sum],
             ..Record::default()
         };
@@ -670,7 +671,11 @@ mod tests {
         assert!(out.len() - 1 <= max_len(&r));
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("x{\"schema_version\":0,\"agent_id\":\"\\u0001"));
-        assert!(text.ends_with(",\"one_way\":0}"));
+        let last = format!(
+            ",\"one_way\":0,\"dscp\":0,\"app_class\":\"{}\"}}",
+            "\\u0001".repeat(40)
+        );
+        assert!(text.ends_with(&last));
     }
 
     #[test]
