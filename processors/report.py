@@ -28,6 +28,7 @@ from processors.forecast import FORECAST_HEAD, FORECAST_NOTE, Forecast, collect_
 from processors.link_counters import COUNTERS_HEAD, COUNTERS_NOTE, LinkCheck, counter_rows, link_checks
 from processors.queries import (
     DIRECTIONS,
+    ERROR_BUDGET_DAYS,
     FIVE_MIN_S,
     ClassTraffic,
     ErrorBudget,
@@ -74,6 +75,7 @@ class ReportData:
     classes: Sequence[ClassTraffic] = ()  # per partner, application class and direction
     rtt_class: Sequence[LatencyQuantiles] = ()  # whole handshake per (partner, application class)
     budget: Sequence[ErrorBudget] = ()  # per objective: 5-minute slots meeting it over the 30 days before the end
+    budget_days: int = ERROR_BUDGET_DAYS  # the period the error budget covers
     forecast: Sequence[Forecast] = ()  # per partner and direction, from the complete months before now
     asymmetry: Sequence[PartnerAsymmetry] = ()  # per partner, conversations that started in the range
     link_pairs: Sequence[LinkPair] = ()
@@ -97,6 +99,7 @@ def collect(
     capacity_bps: Mapping[str, int] | None = None,
     objectives: Mapping[str, Mapping[str, float]] | None = None,
     now_ms: int | None = None,
+    budget_days: int = ERROR_BUDGET_DAYS,
 ) -> ReportData:
     traffic = [t for t in partner_traffic(client, db, start_ms, end_ms, window_s) if t.direction in DIRECTIONS]
     slots = five_minute_slots(start_ms, end_ms)
@@ -124,7 +127,8 @@ def collect(
         links=link_sources(client, db, start_ms, end_ms),
         classes=[c for c in class_traffic(client, db, start_ms, end_ms, window_s) if c.direction in DIRECTIONS],
         rtt_class=rtt_class,
-        budget=error_budget(client, db, end_ms, objectives or {}),
+        budget=error_budget(client, db, end_ms, objectives or {}, days=budget_days),
+        budget_days=budget_days,
         forecast=collect_forecasts(client, db, now_ms, capacity_bps or {}),
         asymmetry=per_partner(pairs),
         link_pairs=pairs,
@@ -207,10 +211,15 @@ def class_rows(data: ReportData) -> list[tuple[str, ...]]:
 
 
 BUDGET_HEAD = ("partner", "class", "objective ms", "slots measured", "slots met", "share met")
-BUDGET_NOTE = (
-    "Error budget: 5-minute slots of the 30 days before the range's end whose p95 handshake RTT (the class's own"
-    " flows) met the objective, among the slots with a measured flow of the class."
-)
+
+
+def budget_note(days: int) -> str:
+    """The error budget's heading: the period it covers, shorter than 30 days when flows_raw keeps less."""
+    kept = "" if days >= ERROR_BUDGET_DAYS else f" (flows_raw keeps {days}: loader.ttl_flows_raw_days)"
+    return (
+        f"Error budget: 5-minute slots of the {days} days{kept} before the range's end whose p95 handshake RTT (the"
+        " class's own flows) met the objective, among the slots with a measured flow of the class."
+    )
 
 
 def budget_rows(data: ReportData) -> list[tuple[str, ...]]:
@@ -283,7 +292,7 @@ def render_table(data: ReportData) -> str:
     if data.classes:
         lines += ["Per application class:", *_table(CLASS_HEAD, class_rows(data)), ""]
     if data.budget:
-        lines += [BUDGET_NOTE, *_table(BUDGET_HEAD, budget_rows(data)), ""]
+        lines += [budget_note(data.budget_days), *_table(BUDGET_HEAD, budget_rows(data)), ""]
     if data.links:
         lines.append(LINKS_NOTE)
         lines += [*_table(LINK_HEAD, link_rows(data)), ""]

@@ -26,7 +26,6 @@ from processors.queries import (
 )
 from processors.report import (
     BUDGET_HEAD,
-    BUDGET_NOTE,
     CLASS_HEAD,
     LINK_HEAD,
     LINKS_NOTE,
@@ -34,6 +33,7 @@ from processors.report import (
     RTT_HEAD,
     TRAFFIC_HEAD,
     ReportData,
+    budget_note,
     budget_rows,
     class_rows,
     link_rows,
@@ -189,7 +189,7 @@ def render_html(data: ReportData, series: Series, objectives: Mapping[str, Mappi
         "<h2>Application classes</h2>",
         _html_table(CLASS_HEAD, class_rows(data)),
         "<h2>Error budget</h2>",
-        f'<p class="note">{escape(BUDGET_NOTE)}</p>',
+        f'<p class="note">{escape(budget_note(data.budget_days))}</p>',
         _html_table(BUDGET_HEAD, budget_rows(data)),
         "<h2>Links: capture agents and router exports</h2>",
         f'<p class="note">{escape(LINKS_NOTE)}</p>',

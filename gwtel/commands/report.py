@@ -44,7 +44,7 @@ def _month(text: str) -> tuple[int, int]:
 
 def _run(args: argparse.Namespace) -> int:
     from processors.chclient import make_client
-    from processors.queries import billing_95th, time_range
+    from processors.queries import ERROR_BUDGET_DAYS, billing_95th, time_range
     from processors.report import collect, render_billing, render_table
 
     cfg = load_config(args.config)
@@ -72,6 +72,8 @@ def _run(args: argparse.Namespace) -> int:
         args.window,
         capacity_bps={name: g.capacity_bps for name, g in groups.items()},
         objectives={name: g.slo for name, g in groups.items()},
+        # the budget reads flows_raw: its period cannot reach past what flows_raw keeps
+        budget_days=min(ERROR_BUDGET_DAYS, cfg.loader.ttl_flows_raw_days),
     )
     print(render_table(data))
     if args.html:

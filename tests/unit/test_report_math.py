@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from processors.queries import month_bounds_ms, rank_95th, rollup_suffix
-from processors.report import five_minute_slots
+from processors.report import budget_note, five_minute_slots
 from processors.report_html import plot_step
 from processors.svgplot import nice_ticks
 
@@ -60,3 +60,10 @@ def test_nice_ticks_cover_the_range_with_round_steps() -> None:
     assert nice_ticks(0, 0.27) == [0, 0.1, 0.2, 0.3]
     assert nice_ticks(0, 83.2) == [0, 20, 40, 60, 80, 100]
     assert nice_ticks(0, 0) == [0, 0.2, 0.4, 0.6, 0.8, 1.0]
+
+
+def test_the_error_budget_names_the_period_it_covers() -> None:
+    # flows_raw keeps 15 days by default: the budget says so instead of claiming 30
+    assert "of the 15 days (flows_raw keeps 15: loader.ttl_flows_raw_days) before" in budget_note(15)
+    assert "of the 30 days before" in budget_note(30)
+    assert "keeps" not in budget_note(30)
