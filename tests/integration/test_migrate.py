@@ -4,18 +4,23 @@ re-runs that change nothing, retention changes, and rollups that merge exactly (
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 
 from gwtel.services.clickhouse import ClickHouseService
 from processors.config import LoaderConfig
+from processors.landing import INPUT_SETTINGS, LANDING, raw_token
 from processors.loader import INSERT_SETTINGS_FIXED
 from processors.migrate import VERSION_TABLE, MigrationError, Migrator, discover, render
-from processors.tables import AGG_TABLES, ALL_TABLES
+from processors.tables import AGG_TABLES, ALL_TABLES, FLOWS_LATE
+from schemas import codec
 from schemas.histogram import RTT_GAMMA
+from tests.records import sample_flow
 
 pytestmark = pytest.mark.integration
 
@@ -254,3 +259,42 @@ def test_latency_summary_keeps_extremes(client: Any, fresh_db: str) -> None:
         "WHERE partner = 'japan'"
     ).result_rows[0]
     assert tuple(row) == (3, 20, 50, 100, 3)
+
+
+def _land(client: Any, db: str, records: list[dict[str, Any]], token: str) -> None:
+    """Records through the landing path as the loader sends them (one JSONEachRow insert with its token)."""
+    settings = {**INSERT_SETTINGS_FIXED, **INPUT_SETTINGS, "insert_deduplication_token": token}
+    data = b"\n".join(orjson.dumps(r) for r in records)
+    client.raw_insert(f"`{db}`.`{LANDING}`", insert_block=data, fmt="JSONEachRow", settings=settings)
+
+
+def test_application_classes_keep_what_was_stored_before(client: Any, fresh_db: str) -> None:
+    # A database as it was before application classes (0009), holding a flow, a late flow and window rows;
+    # migrated to the last version, every row is kept and reads the default class, and new records land with theirs.
+    before = next(m.version for m in discover() if m.name == "app_classes") - 1
+    m = Migrator(client, fresh_db)
+    m.migrate(target=before)
+    now = time.time_ns()
+    old = codec.to_dict(sample_flow(first_ns=now - 3 * 10**9, last_ns=now - 2 * 10**9, export_ns=now))
+    for name in ("dscp", "app_class"):
+        old.pop(name)  # a record of the version before: the fields did not exist
+    _land(client, fresh_db, [old], raw_token("t.mig", 0, 0, 0, now + 10**10))
+    late = {k: v for k, v in old.items() if k in {c for c, _ in FLOWS_LATE.columns}}
+    client.insert(f"{fresh_db}.flows_late", [list(late.values())], column_names=list(late))
+    window = {"window_s": 10, "window_start_ms": now // 10**6 // 10_000 * 10_000, "partner": "japan",
+              "direction": "egress", "link_id": "l1", "metric": "hs_rtt_ext", "bucket": 7, "samples": 3}  # fmt: skip
+    client.insert(f"{fresh_db}.latency_hist_window", [list(window.values())], column_names=list(window))
+    m.run()
+    assert m.current_version() == LAST
+    got = client.query(f"SELECT seq, dscp, app_class, bytes_fwd FROM {fresh_db}.flows_raw").result_rows
+    assert got == [(old["seq"], 0, "default", old["bytes_fwd"])]
+    assert client.query(f"SELECT seq, dscp, app_class FROM {fresh_db}.flows_late").result_rows == [
+        (old["seq"], 0, "default")
+    ]
+    assert client.query(f"SELECT bucket, samples, app_class FROM {fresh_db}.latency_hist_window").result_rows == [
+        (7, 3, "default")
+    ]
+    new = {**old, "seq": old["seq"] + 1, "dscp": 46, "app_class": "trading"}
+    _land(client, fresh_db, [new], raw_token("t.mig", 0, 1, 1, now + 10**10))
+    got = client.query(f"SELECT seq, dscp, app_class FROM {fresh_db}.flows_raw ORDER BY seq").result_rows
+    assert got == [(old["seq"], 0, "default"), (new["seq"], 46, "trading")]
