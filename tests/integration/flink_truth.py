@@ -117,7 +117,7 @@ def expected_aggregates(records: list[FlowRecord], window_sizes_s: tuple[int, ..
         buckets: Counter[tuple[Any, ...]] = Counter()
         for r in records:
             start_ms = (r.last_ns // 1_000_000) // (w * 1000) * (w * 1000)
-            base = (start_ms, r.partner, r.link_id)
+            base = (start_ms, r.partner, r.link_id, r.app_class)  # windows are keyed by class too
             remote = r.src_ip if r.direction == "ingress" else r.dst_ip
             sides = [(r.direction, r.bytes_fwd, r.packets_fwd, r.retrans_fwd, 1, int(r.end_reason != "active"))]
             if r.packets_rev > 0:
@@ -154,23 +154,24 @@ def expected_aggregates(records: list[FlowRecord], window_sizes_s: tuple[int, ..
                     lat[lkey] = [n, lo, hi, total]
                 for b, c in bins:
                     buckets[(*lkey, b)] += c
-        for (start_ms, partner, link, direction, rate), a in bw.items():
+        for key, a in bw.items():
+            start_ms, partner, link, cls, direction, rate = key
             out[
                 _row(kind="bandwidth", window_s=w, window_start_ms=start_ms, partner=partner, direction=direction,
-                     link_id=link, sampling_rate=rate, bytes=a[0], packets=a[1], retrans=a[2], flows=a[3],
-                     flows_ended=a[4], remote_hosts=len(hosts[(start_ms, partner, link, direction, rate)]),
+                     link_id=link, app_class=cls, sampling_rate=rate, bytes=a[0], packets=a[1], retrans=a[2],
+                     flows=a[3], flows_ended=a[4], remote_hosts=len(hosts[key]),
                      bytes_scaled=a[5], packets_scaled=a[6], retrans_scaled=a[7], bits_per_s=a[5] * 8 / w,
                      packets_per_s=a[6] / w)
             ] += 1  # fmt: skip
-        for (start_ms, partner, link, direction, m), (n, lo, hi, total) in lat.items():
+        for (start_ms, partner, link, cls, direction, m), (n, lo, hi, total) in lat.items():
             out[
                 _row(kind="latency", window_s=w, window_start_ms=start_ms, partner=partner, direction=direction,
-                     link_id=link, metric=m, samples=n, min_us=lo, max_us=hi, sum_us=total)
+                     link_id=link, app_class=cls, metric=m, samples=n, min_us=lo, max_us=hi, sum_us=total)
             ] += 1  # fmt: skip
-        for (start_ms, partner, link, direction, m, b), c in buckets.items():
+        for (start_ms, partner, link, cls, direction, m, b), c in buckets.items():
             out[
                 _row(kind="latency_bucket", window_s=w, window_start_ms=start_ms, partner=partner,
-                     direction=direction, link_id=link, metric=m, bucket=b, samples=c)
+                     direction=direction, link_id=link, app_class=cls, metric=m, bucket=b, samples=c)
             ] += 1  # fmt: skip
     return out
 
