@@ -1,7 +1,7 @@
-"""Secrets are never printed: every gwtel command runs with Kafka SASL and ClickHouse passwords set, on local
-services of the test's own (a SASL_SSL broker and a ClickHouse server with users), and no password appears
-in any command's output, any service log, any metrics page or any generated file. Wrong passwords are
-secrets too: the refusals name the setting, never the value.
+"""Secrets are never printed: every gwtel command runs with Kafka SASL and ClickHouse passwords and the address
+anonymisation key set, on local services of the test's own (a SASL_SSL broker and a ClickHouse server with users),
+and no secret appears in any command's output, any service log, any metrics page or any generated file. Wrong
+passwords are secrets too: the refusals name the setting, never the value.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ SECRETS = {
     "GWTEL_KAFKA_PASSWORD": f"kafkaSecret{TAG}",
     "GWTEL_CLICKHOUSE_PASSWORD": f"chSecret{TAG}",
     "GWTEL_CLICKHOUSE_READ_PASSWORD": f"chReadSecret{TAG}",
+    "GWTEL_ANON_KEY": (TAG * 7)[:64],  # the address anonymisation key (64 hex digits)
 }
 WRONG = f"wrongSecret{TAG}"
 GWTEL = str(Path(sys.executable).parent / "gwtel")
@@ -96,7 +97,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                 {"name": "grafana", "password_env": "GWTEL_CLICKHOUSE_READ_PASSWORD", "readonly": True},
             ],
         },
-        "agent": {"agent_id": f"sec-{TAG}", "metrics_port": 0},
+        "agent": {"agent_id": f"sec-{TAG}", "metrics_port": 0, "anonymise": {"key_env": "GWTEL_ANON_KEY"}},
         "loader": {"group_id": f"sec-loader-{TAG}", "batch_seconds": 0.5, "metrics_port": free_port()},
     }
     config = root / "gwtel.yaml"
