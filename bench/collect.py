@@ -83,15 +83,23 @@ def workload(kind: str, datagrams: int) -> tuple[list[bytes], int]:
     ], 7 * datagrams
 
 
-def ours(dgrams: list[bytes], records: int, build: str) -> float:
+def ours(dgrams: list[bytes], records: int, build: str, steady: bool = False) -> float:
     """Records per CPU-second: framed batches decoded natively, then (`build`) "native": FlowRecords built and
-    encoded by the engine, "python": built by the reference builder, "none": not built."""
+    encoded by the engine, "python": built by the reference builder, "none": not built. `steady`: the same engine
+    is given the datagrams once before the timed pass, so every address is in its cache (a long-running
+    collector's steady state) instead of each run asking the classifier about its ~6k new addresses."""
     batches = [batch([(EXPORTER, 0, d) for d in dgrams[i : i + BATCH]]) for i in range(0, len(dgrams), BATCH)]
     col = gwtel_native.Collector()
     builder = RecordBuilder(CollectorConfig(), PartnerClassifier(PartnersConfig.default(), country_of=lambda _ip: None))
     if build == "native":
         builder.configure(col, "bench")
     n = 0
+    if steady:
+        for b in batches:
+            col.feed(b)
+            while got := col.take_records(n, 0, RECORDS_PER_TAKE)[0][0]:
+                n += got
+    warm = n
     t0 = time.process_time()
     for b in batches:
         col.feed(b)
@@ -104,8 +112,8 @@ def ours(dgrams: list[bytes], records: int, build: str) -> float:
         else:
             n += len(col.take())
     dt = time.process_time() - t0
-    assert n == records, (n, records)
-    return n / dt
+    assert n - warm == records, (n, warm, records)
+    return (n - warm) / dt
 
 
 def _pcap(dgrams: list[bytes], path: Path, dport: int) -> None:
@@ -226,11 +234,20 @@ def main() -> int:
         for kind, daemon in (("ipfix", "nfacctd"), ("netflow9", "nfacctd"), ("sflow", "sfacctd")):
             dgrams, records = workload(kind, args.datagrams)
             built = median(lambda d=dgrams, r=records: ours(d, r, "native"), args.runs)  # type: ignore[misc]
+            steady = median(lambda d=dgrams, r=records: ours(d, r, "native", steady=True), args.runs)  # type: ignore[misc]
             decoded = median(lambda d=dgrams, r=records: ours(d, r, "none"), args.runs)  # type: ignore[misc]
             python = median(lambda d=dgrams, r=records: ours(d, r, "python"), args.runs)  # type: ignore[misc]
             base = median(lambda k=kind, dm=daemon: pmacct(dm, k, 2000, 30000, Path(tmp)), args.runs)  # type: ignore[misc]
             rows.append(
                 Row(f"{kind}: FlowRecords per CPU-second (vs {daemon})", built, "records/s", base, ">= 500k, >= 5x")
+            )
+            rows.append(
+                Row(
+                    f"{kind}: FlowRecords per CPU-second, addresses already cached (vs {daemon})",
+                    steady,
+                    "records/s",
+                    base,
+                )
             )
             rows.append(Row(f"{kind}: native decode only per CPU-second (vs {daemon})", decoded, "records/s", base))
             rows.append(

@@ -25,7 +25,6 @@ from typing import Final
 import iptocc
 
 from ingest.classification import Classification
-from ingest.flowkey import ip_text
 from ingest.partners import DOMESTIC, IPNetwork, PartnersConfig
 
 UNKNOWN_COUNTRY: Final = "ZZ"
@@ -217,23 +216,35 @@ class PartnerClassifier:
             return None
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
-        n = int(ip)
-        v4 = ip.version == 4
+        return self._side_of(int(ip), ip.version == 4)
+
+    def _side_of(self, n: int, v4: bool) -> Side:
+        """Resolve the address `n` (IPv4 when `v4`, IPv4-mapped IPv6 already unmapped)."""
         owner = (self._v4 if v4 else self._v6).lookup(n)
         if owner is not None:
-            country = self._country_of(str(ip)) or UNKNOWN_COUNTRY
             is_domestic = owner.group == DOMESTIC
-            return Side(is_domestic, country, None if is_domestic else owner.group, owner.asn)
+            return Side(is_domestic, self._country(n, v4), None if is_domestic else owner.group, owner.asn)
         if (_NO_COUNTRY_V4 if v4 else _NO_COUNTRY_V6)(n):
             return Side(self._cfg.private_is_domestic, UNKNOWN_COUNTRY, None, 0)
-        country = self._country_of(str(ip)) or UNKNOWN_COUNTRY
+        country = self._country(n, v4)
         return Side(country in self._domestic_countries, country, None, 0)
+
+    def _country(self, n: int, v4: bool) -> str:
+        ip = ipaddress.IPv4Address(n) if v4 else ipaddress.IPv6Address(n)
+        return self._country_of(str(ip)) or UNKNOWN_COUNTRY
 
     def side_of_packed(self, addr: bytes) -> SideTuple | None:
         """`side` of a packed address as a tuple: the native engine's question, asked once per new address (the
-        engine caches the answer, so this skips the LRU cache of `side`)."""
-        s = self._side(ip_text(addr))
-        return None if s is None else (s.domestic, s.country, s.group, s.asn)
+        engine caches the answer, so this skips the LRU cache of `side`, and the address goes from its bytes to
+        its integer without being written and parsed as text)."""
+        if len(addr) not in (4, 16):
+            return None
+        n = int.from_bytes(addr, "big")
+        v4 = len(addr) == 4
+        if not v4 and n >> 32 == 0xFFFF:  # IPv4-mapped ::ffff:a.b.c.d, as `_side` unmaps it
+            n, v4 = n & 0xFFFFFFFF, True
+        s = self._side_of(n, v4)
+        return (s.domestic, s.country, s.group, s.asn)
 
     def engine_rules(self) -> EngineRules:
         """The per-flow rule's tables, for the native engine (which applies `classify` and `remote` itself)."""

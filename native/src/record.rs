@@ -466,15 +466,19 @@ fn with_cur(out: &mut Vec<u8>, bound: usize, write: impl FnOnce(&mut Cur<'_>)) {
 
 /// The Kafka key of `ingest.producer.flow_key`: "src/sport>dst/dport/proto".
 pub fn key(out: &mut Vec<u8>, r: &Record<'_>) {
-    out.extend_from_slice(r.src_ip.as_bytes());
-    out.push(b'/');
-    put_u64(out, r.src_port);
-    out.push(b'>');
-    out.extend_from_slice(r.dst_ip.as_bytes());
-    out.push(b'/');
-    put_u64(out, r.dst_port);
-    out.push(b'/');
-    put_u64(out, r.protocol);
+    // one reservation for the whole key: three numbers at 20 digits, four separators
+    let bound = r.src_ip.len() + r.dst_ip.len() + 3 * 20 + 4;
+    with_cur(out, bound, |c| {
+        c.put(r.src_ip.as_bytes());
+        c.byte(b'/');
+        c.u64(r.src_port);
+        c.byte(b'>');
+        c.put(r.dst_ip.as_bytes());
+        c.byte(b'/');
+        c.u64(r.dst_port);
+        c.byte(b'/');
+        c.u64(r.protocol);
+    });
 }
 
 /// Text of a 4- or 16-byte address, as glibc's inet_ntop writes it (RFC 5952 zero compression, first longest
@@ -530,19 +534,29 @@ pub fn ip_text(buf: &mut String, a: &[u8]) {
     }
 }
 
+/// The dotted quad of `a`'s four bytes, built in a stack buffer and appended at once (one capacity check for
+/// the address, not one per character).
 fn dotted(buf: &mut String, a: &[u8]) {
-    for (i, &o) in a.iter().enumerate() {
+    let mut t = [0u8; 15];
+    let mut n = 0;
+    for (i, &o) in a[..4].iter().enumerate() {
         if i > 0 {
-            buf.push('.');
+            t[n] = b'.';
+            n += 1;
         }
         if o >= 100 {
-            buf.push((b'0' + o / 100) as char);
+            t[n] = b'0' + o / 100;
+            n += 1;
         }
         if o >= 10 {
-            buf.push((b'0' + o / 10 % 10) as char);
+            t[n] = b'0' + o / 10 % 10;
+            n += 1;
         }
-        buf.push((b'0' + o % 10) as char);
+        t[n] = b'0' + o % 10;
+        n += 1;
     }
+    // SAFETY: only ASCII digits and dots were written
+    buf.push_str(unsafe { std::str::from_utf8_unchecked(&t[..n]) });
 }
 
 fn hex_group(buf: &mut String, g: u16) {

@@ -8,6 +8,7 @@ confusing classification failure.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import iptocc
@@ -193,3 +194,35 @@ def test_range_tables_decide_as_ipaddress_does() -> None:
         table = _NO_COUNTRY_V4 if ip.version == 4 else _NO_COUNTRY_V6
         assert table(int(ip)) == _has_no_country(ip), ip
         assert table(int(ip)) == (not ip.is_global or ip.is_multicast), ip
+
+
+def test_packed_question_answers_as_the_text_one() -> None:
+    """The engine's question (packed bytes, read as an integer) gets the answer `side` gives the address's text,
+    and the country lookup is handed the same text, for both families, IPv4-mapped and -compatible IPv6,
+    private, documentation, domestic and prefix-listed space."""
+    seen: list[str] = []
+
+    def country_of(ip: str) -> str | None:
+        seen.append(ip)
+        return iptocc.country_code(ip)
+
+    cfg = {
+        "groups": {"g": {"countries": ["JP"], "prefixes": [{"prefix": "8.8.8.0/24", "asn": 15169}, "2001:db8:1::/48"]}}
+    }
+    cls = PartnerClassifier(PartnersConfig.model_validate(cfg), country_of=country_of)
+    texts = [JP_V4, KR_V4, CN_V4, RU_V4, US_V4, JP_V6, KR_V6, CN_V6, "10.1.2.3", "192.0.2.1", "0.0.0.0", "8.8.8.8"]
+    texts += ["::ffff:133.1.1.1", "::ffff:10.0.0.1", "::133.1.1.1", "::1", "::", "fe80::1", "2001:db8:1::5"]
+    texts += ["255.255.255.255", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "::ffff:8.8.8.8"]
+    for text in texts:
+        packed = socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
+        seen.clear()
+        s = cls._side(text)
+        assert s is not None
+        by_text = seen[:]
+        seen.clear()
+        assert cls.side_of_packed(packed) == (s.domestic, s.country, s.group, s.asn), text
+        assert seen == by_text, text
+    google = (False, "US", "g", 15169)  # by the listed prefix, not by country
+    assert cls.side_of_packed(socket.inet_pton(socket.AF_INET, "8.8.8.8")) == google
+    assert cls.side_of_packed(socket.inet_pton(socket.AF_INET6, "::ffff:8.8.8.8")) == google
+    assert cls.side_of_packed(b"\x01\x02\x03") is None

@@ -32,8 +32,31 @@ pub struct Builder {
     pub anon: Option<crate::anon::Anonymiser>, // addresses are anonymised after classification
     src: String,
     dst: String,
-    exporter: String,
-    next_hop: String,
+    exporter: Text,
+    next_hop: Text,
+}
+
+/// The text of the address last written: an exporter (and often a next hop) is the same for every record of a
+/// datagram, so its text is kept rather than written again.
+#[derive(Default)]
+struct Text {
+    of: Option<Addr>,
+    text: String,
+}
+
+impl Text {
+    /// Text of `a`, "" when it is all zero (an unset next hop or exporter).
+    fn of(&mut self, a: &Addr) -> &str {
+        if self.of != Some(*a) {
+            if a.b.iter().all(|&b| b == 0) {
+                self.text.clear();
+            } else {
+                record::ip_text(&mut self.text, a.bytes());
+            }
+            self.of = Some(*a);
+        }
+        &self.text
+    }
 }
 
 fn end_reason(proto: u8, flags: u8) -> &'static str {
@@ -44,15 +67,6 @@ fn end_reason(proto: u8, flags: u8) -> &'static str {
     } else {
         // a router exports on its own timers: idle and active expiry look the same
         "active"
-    }
-}
-
-/// Text of an address, "" when it is all zero (an unset next hop or exporter).
-fn text_or_empty(buf: &mut String, a: &Addr) {
-    if a.b.iter().all(|&b| b == 0) {
-        buf.clear();
-    } else {
-        record::ip_text(buf, a.bytes());
     }
 }
 
@@ -76,41 +90,37 @@ impl Builder {
             anon: None,
             src: String::new(),
             dst: String::new(),
-            exporter: String::new(),
-            next_hop: String::new(),
+            exporter: Text::default(),
+            next_hop: Text::default(),
         }
     }
 
-    /// (link, direction or None: the addresses decide) from the interface map.
-    fn link(&mut self, r: &ExpRec) -> (u32, Option<u32>) {
-        let Some(exp) = self.exporters.get(&r.exporter) else {
-            self.unmapped += 1;
-            return (self.default_link, None);
-        };
+    /// (link, direction or None: the addresses decide) from the interface map of `exp`, the record's exporter;
+    /// None: the map names neither the exporter nor its interfaces.
+    fn link(exp: Option<&ExporterMap>, r: &ExpRec) -> Option<(u32, Option<u32>)> {
+        let exp = exp?;
         let into = exp.interfaces.get(&r.in_if).copied();
         let out = exp.interfaces.get(&r.out_if).copied();
         let out_external = out.is_some_and(|o| o.1);
         if let Some((link, true)) = into {
             if !out_external {
-                return (link, Some(INGRESS));
+                return Some((link, Some(INGRESS)));
             }
         }
         if let Some((link, true)) = out {
-            return (link, Some(EGRESS));
+            return Some((link, Some(EGRESS)));
         }
-        match into.or(out) {
-            Some((link, _)) => (link, None),
-            None => {
-                self.unmapped += 1;
-                (self.default_link, None)
-            }
-        }
+        into.or(out).map(|(link, _)| (link, None))
     }
 
     /// Classify and encode `recs`, numbered from `seq`, exported at `export_ns`.
     pub fn add(&mut self, batch: &mut Batch, recs: &[ExpRec], mut seq: u64, export_ns: i64) {
         for r in recs {
-            let (link, dir) = self.link(r);
+            let exp = self.exporters.get(&r.exporter);
+            let (link, dir) = Self::link(exp, r).unwrap_or_else(|| {
+                self.unmapped += 1;
+                (self.default_link, None)
+            });
             let v6 = r.src.v6;
             let c = self.cls.flow(&r.src.b, &r.dst.b, v6, link);
             let (mut partner, mut country, mut asn) = (c.partner, c.country, c.asn);
@@ -143,11 +153,11 @@ impl Builder {
             let n = if v6 { 16 } else { 4 };
             crate::anon::ip_text(self.anon.as_mut(), &mut self.src, &r.src.b[..n]);
             crate::anon::ip_text(self.anon.as_mut(), &mut self.dst, &r.dst.b[..n]);
-            text_or_empty(&mut self.exporter, &r.exporter);
-            text_or_empty(&mut self.next_hop, &r.next_hop);
+            let exporter = self.exporter.of(&r.exporter);
+            let next_hop = self.next_hop.of(&r.next_hop);
             let mut sampling = r.sampling as u64;
             if sampling <= 1 {
-                if let Some(s) = self.exporters.get(&r.exporter).and_then(|e| e.sampling) {
+                if let Some(s) = exp.and_then(|e| e.sampling) {
                     sampling = s;
                 }
             }
@@ -192,12 +202,12 @@ impl Builder {
                 remote_country: names.get(country),
                 remote_asn: asn,
                 sampling_mode: "packet",
-                exporter: &self.exporter,
+                exporter,
                 in_if: r.in_if as u64,
                 out_if: r.out_if as u64,
                 src_asn: r.src_as as u64,
                 dst_asn: r.dst_as as u64,
-                next_hop: &self.next_hop,
+                next_hop,
                 one_way: u64::from(!r.biflow && r.bytes_rev == 0 && r.pkts_rev == 0),
                 dscp: dscp as u64,
                 app_class,
