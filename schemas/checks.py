@@ -127,9 +127,10 @@ def ip_ok(text: str, version: int) -> bool:
             return True
         if "%" in text:
             return False  # a scope id: ClickHouse refuses it
-        # ClickHouse takes leading zeros in the dotted tail of an IPv6 address (::ffff:1.2.3.04); Python not.
+        # ClickHouse takes leading zeros in the dotted tail of an IPv6 address, up to four digits an octet
+        # (::ffff:1.2.3.04, ::0.0.0.0255); Python not.
         head, dot, tail = text.rpartition(":")
-        if dot and "." in tail and re.fullmatch(r"[0-9]{1,3}(\.[0-9]{1,3}){3}", tail):
+        if dot and "." in tail and re.fullmatch(r"[0-9]{1,4}(\.[0-9]{1,4}){3}", tail):
             text = head + ":" + ".".join(str(int(o)) for o in tail.split("."))
         ipaddress.IPv6Address(text)
         return True
@@ -144,8 +145,10 @@ _END: Final = r"(?![\s\S])"
 _OCTET: Final = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 IPV4_RE: Final = rf"^{_OCTET}(\.{_OCTET}){{3}}{_END}"
 _H16: Final = "[0-9A-Fa-f]{1,4}"
-# The dotted tail of an IPv6 address, leading zeros allowed (ClickHouse's reading; `ip_ok` takes them too).
-_TAIL: Final = r"(25[0-5]|2[0-4][0-9]|[01]?[0-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|[01]?[0-9]?[0-9])){3}"
+# The dotted tail of an IPv6 address, leading zeros allowed up to four digits an octet (ClickHouse's reading;
+# `ip_ok` takes them too).
+_TAIL_OCTET: Final = "0?(25[0-5]|2[0-4][0-9]|[01]?[0-9]?[0-9])"
+_TAIL: Final = rf"{_TAIL_OCTET}(\.{_TAIL_OCTET}){{3}}"
 
 
 def _ipv6_re() -> str:

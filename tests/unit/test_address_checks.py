@@ -62,7 +62,9 @@ def test_the_jobs_ipv4_check_is_the_codecs(text: str) -> None:
     [("999.1.2.3", False, False), ("::ffff:1.2.3.4", False, True), ("1.2.3.4", True, False), ("::", False, True),
      ("1:2:3:4:5:6:7::", False, True), ("::2:3:4:5:6:7:8", False, True), ("1:2:3:4:5:6::1.2.3.4", False, False),
      ("1:2:3:4:5::1.2.3.4", False, True), ("fe80::1%eth0", False, False), ("1.2.3.4\n", False, False),
-     ("::ffff:1.2.3.04", False, True), ("01.2.3.4", False, False), ("12345::", False, False)],
+     ("::ffff:1.2.3.04", False, True), ("01.2.3.4", False, False), ("12345::", False, False),
+     ("::0.0.0.0255", False, True), ("::0.0.0.00255", False, False), ("::0.0.0.0256", False, False),
+     ("1::0000.1.1.1", False, True), ("::1255.0.0.0", False, False)],
 )  # fmt: skip
 def test_addresses_by_hand(text: str, v4: bool, v6: bool) -> None:
     assert (ip_ok(text, 4), ip_ok(text, 6)) == (v4, v6)
