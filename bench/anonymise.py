@@ -12,12 +12,12 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _engine import engine_pass
 from _results import Row, table, write
 
 from ingest.anonymise_config import AnonymiseConfig
@@ -31,17 +31,10 @@ from ingest.synth import SynthConfig, generate
 def engine_run(pcap: Path, cfg: AgentConfig) -> tuple[float, int, int]:
     """(packets per CPU-second, records, distinct addresses) of one engine over the file, records classified and
     encoded."""
-    agent = NativeAgent(cfg, PartnerClassifier(PartnersConfig.default()), lambda _r: None)
-    eng = agent._engine
-    c0 = time.process_time()
-    eng.begin(False)
-    eng.push_file(str(pcap))
-    eng.end()
-    eng.flush()
-    count, keys, *_ = eng.take(0)
-    cpu = time.process_time() - c0
+    run = engine_pass(NativeAgent(cfg, PartnerClassifier(PartnersConfig.default()), lambda _r: None), pcap)
+    count, keys, *_ = run.batch
     addresses = {a.split(b"/")[0] for k in keys.split(b"\n") if k for a in k.split(b">")}  # "src/sp>dst/dp/proto"
-    return int(eng.counters()["packets_seen"]) / cpu, int(count), len(addresses)  # type: ignore[arg-type]
+    return run.packets / run.cpu_s, int(count), len(addresses)
 
 
 def main() -> int:

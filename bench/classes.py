@@ -10,10 +10,12 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _engine import engine_pass
 
 from ingest.applications import NO_CLASSES, AppClassifier, ApplicationsConfig
 from ingest.classify import PartnerClassifier
@@ -40,16 +42,8 @@ RULES = ApplicationsConfig.model_validate(
 def run(pcap: Path, apps: AppClassifier) -> tuple[float, float]:
     """(packets, records) per CPU second of the engine over the file, records classified and encoded."""
     agent = NativeAgent(AgentConfig(), PartnerClassifier(PartnersConfig.default()), lambda _r: None, apps=apps)
-    eng = agent._engine
-    c0 = time.process_time()
-    eng.begin(False)
-    eng.push_file(str(pcap))
-    eng.end()
-    eng.flush()
-    records = eng.take(0)[0]
-    cpu = time.process_time() - c0
-    packets = int(eng.counters()["packets_seen"])  # type: ignore[arg-type]
-    return packets / cpu, records / cpu
+    p = engine_pass(agent, pcap)
+    return p.packets / p.cpu_s, int(p.batch[0]) / p.cpu_s
 
 
 def main() -> None:

@@ -30,6 +30,9 @@ import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _engine import engine_pass
 
 from ingest.agent import Agent
 from ingest.classify import PartnerClassifier
@@ -81,20 +84,9 @@ def native_core_pps(pcap: Path, classifier: PartnerClassifier) -> tuple[float, f
     Returns packets per wall-clock second and per CPU second of this process (one thread: the second is what one
     core does when the shared machine is busy with other work).
     """
-    agent = NativeAgent(AgentConfig(), classifier, lambda _r: None)
-    eng = agent._engine
-    c0 = time.process_time()
-    t0 = time.perf_counter()
-    eng.begin(False)
-    eng.push_file(str(pcap))
-    eng.end()
-    eng.flush()
-    count = eng.take(0)[0]
-    dt = time.perf_counter() - t0
-    cpu = time.process_time() - c0
-    assert count
-    n = int(eng.counters()["packets_seen"])  # type: ignore[arg-type]
-    return n / dt, n / cpu
+    p = engine_pass(NativeAgent(AgentConfig(), classifier, lambda _r: None), pcap)
+    assert p.batch[0]
+    return p.packets / p.wall_s, p.packets / p.cpu_s
 
 
 def _open_flows_pcap(src: Path, dst: Path) -> None:
