@@ -254,6 +254,29 @@ def test_replaying_the_same_range_stores_it_once(setup: Callable[..., GwtelConfi
         assert q(cfg, "SELECT count() FROM DB.bandwidth_window") == [(5,)]
 
 
+def test_partitions_land_at_once_each_record_once(setup: Callable[..., GwtelConfig]) -> None:
+    # Three partitions, three insert threads: batches of different partitions are in flight together, each
+    # partition's in offset order; every record is stored once with its own coordinates.
+    cfg = setup(partitions=3, batch_rows=7, batch_seconds=120, insert_threads=3)
+    migrate(cfg)
+    produce(cfg, cfg.kafka.topics.flows, [(p, flow_value(i)) for i in range(1, 29) for p in (0, 1, 2)])
+    registry = CollectorRegistry()
+    loader = build_loader(cfg, registry)
+    try:
+        run_until_done(loader, cfg)
+    finally:
+        loader.close()
+    per_partition = q(
+        cfg,
+        "SELECT kafka_partition, count(), uniqExact(kafka_offset), min(kafka_offset), max(kafka_offset), "
+        "sum(bytes_fwd) FROM DB.flows_raw GROUP BY kafka_partition ORDER BY kafka_partition",
+    )
+    assert per_partition == [(p, 28, 28, 0, 27, 100 * 28 * 29 // 2) for p in range(3)]
+    assert q(cfg, "SELECT sum(stored), count() FROM DB.flows_batches") == [(84, 12)]
+    assert metric(registry, "gwtel_loader_flow_records_stored_total") == 84
+    assert metric(registry, "gwtel_loader_batches_total", topic=cfg.kafka.topics.flows) == 12
+
+
 class InjectedCrashError(Exception):
     pass
 
