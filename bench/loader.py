@@ -11,8 +11,9 @@ acknowledged N rows. Variants, alternating, medians over `--runs`:
   Python, rows encoded by clickhouse-connect), the design before the landing path;
 - `clickhouse`: the landing inserts alone, without Kafka: the topic's values joined per batch of
   `loader.batch_rows` and inserted with their tokens, what ClickHouse (embedded here) takes per second;
-- `clickhouse_threads`: the same inserts from `loader.insert_threads` clients at once (batch i from client
-  i mod threads), as the loader sends the batches of different partitions;
+- `clickhouse_threads`: the same inserts from `--insert-threads` clients at once (batch i from client
+  i mod threads), as the loader sends the batches of different partitions (`loader.insert_threads`, which the
+  `loader` variant sets to the same number);
 - `gwtel load` as processes, one and then `--processes` in one consumer group (a partition each), start-up
   included (`--processes 0` skips both).
 
@@ -189,6 +190,12 @@ def main() -> int:
         help="records the per-record variant loads, a prefix of the topic (default 300000; 0: skip)",
     )
     ap.add_argument(
+        "--insert-threads",
+        type=int,
+        default=2,
+        help="loader.insert_threads of the `loader` variant and clients of `clickhouse_threads` (default 2)",
+    )
+    ap.add_argument(
         "--baseline-url",
         default=None,
         help="a ClickHouse server of other code, measured in the same runs (one insert at a time)",
@@ -197,7 +204,8 @@ def main() -> int:
     n = args.records
     cfg = isolated(load_config(), uuid.uuid4().hex[:10])
     prepare(cfg)
-    threads = cfg.loader.insert_threads
+    threads = args.insert_threads
+    cfg = at_url(cfg, cfg.clickhouse.url, threads)
     variants = ["baseline", "librdkafka", "loader", "clickhouse", "clickhouse_threads"]
     if args.per_record_records:
         variants.append("per_record")
