@@ -8,7 +8,7 @@ so each test opens and closes its own engine.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -56,6 +56,14 @@ def hold_insert(eng: Engine, body: HeldBody, table: str = "a.t") -> threading.Th
 
 def count(eng: Engine, sql: str, database: str | None = None) -> int:
     return int(eng.query(sql, TS, database).body)
+
+
+def run_threads(work: Callable[[int], None], n: int) -> None:
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
 
 
 def test_a_statement_runs_while_another_is_open(engine2: Engine) -> None:
@@ -123,11 +131,7 @@ def test_concurrent_statements_with_parameters_keep_their_own(engine2: Engine) -
             if got != f"{v}\n".encode():
                 wrong.append((v, got))
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    run_threads(work, 4)
     assert wrong == []
 
 
@@ -160,11 +164,7 @@ def test_concurrent_inserts_with_tokens_store_each_batch_once(engine2: Engine) -
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    run_threads(work, 3)
     assert errors == []
     assert count(engine2, "SELECT count() FROM a.src") == 1000
     assert count(engine2, "SELECT uniqExact(k) FROM a.src") == 1000
