@@ -162,12 +162,12 @@ class Engine:
                 self._cond.notify_all()
 
     def query(self, sql: str, fmt: str, database: str | None, bind: Mapping[str, str] | None = None) -> Result:
-        with self._turn(database) as conn:
-            with self._bind_lock if bind else contextlib.nullcontext():
-                try:
-                    res = conn.raw.query(sql, fmt, params=dict(bind or {}))
-                except RuntimeError as exc:
-                    raise from_engine(str(exc)) from None
+        # The parameter lock is taken before a connection, so statements waiting for it hold none.
+        with self._bind_lock if bind else contextlib.nullcontext(), self._turn(database) as conn:
+            try:
+                res = conn.raw.query(sql, fmt, params=dict(bind or {}))
+            except RuntimeError as exc:
+                raise from_engine(str(exc)) from None
             return _result(res)
 
     def check_database(self, database: str) -> None:
