@@ -213,14 +213,18 @@ def _addresses(records: list[FlowRecord]) -> set[str]:
     return {r.src_ip for r in records} | {r.dst_ip for r in records}
 
 
+def _reference(cfg: CollectorConfig, export_ns: int) -> list[FlowRecord]:
+    """The Python reference builder's records of `_framed()`, agent id "c"."""
+    col = gwtel_native.Collector()
+    col.feed(_framed())
+    return RecordBuilder(cfg, _classifier()).build([Exported._make(t) for t in col.take()], export_ns, "c")
+
+
 def test_the_classifier_is_asked_once_a_take_about_its_new_addresses() -> None:
     """One call per take, about every address of it the engine has not cached, each once; records as the
     reference builds them; a later take of the same addresses asks nothing."""
     export_ns = 1_700_000_001_000_000_000
-    ref_col = gwtel_native.Collector()
-    ref_col.feed(_framed())
-    ref = RecordBuilder(COLLECTOR, _classifier()).build([Exported._make(t) for t in ref_col.take()], export_ns, "c")
-
+    ref = _reference(COLLECTOR, export_ns)
     cls = _Counting()
     col = gwtel_native.Collector()
     RecordBuilder(COLLECTOR, cls).configure(col, "c")
@@ -239,10 +243,7 @@ def test_a_tiny_address_cache_changes_no_record(cache: int) -> None:
     still used: records are the reference's (no interface map: the addresses decide every direction), the
     classifier still asked once a take."""
     export_ns = 1_700_000_001_000_000_000
-    ref_col = gwtel_native.Collector()
-    ref_col.feed(_framed())
-    ref = RecordBuilder(NO_MAP, _classifier()).build([Exported._make(t) for t in ref_col.take()], export_ns, "c")
-
+    ref = _reference(NO_MAP, export_ns)
     cls = _Counting()
     col = gwtel_native.Collector()
     _configure_cache(col, cls, cache)
