@@ -258,7 +258,7 @@ impl Classifier {
     }
 
     /// One call of Python's `sides` about `addrs` (none of them cached); the answers are cached and returned in
-    /// order. A failed call (kept in `err`, raised by the take) answers None for every address.
+    /// order. A failed call (kept in `err`, raised by the take) answers None for every address and caches nothing.
     fn ask(&mut self, addrs: &[([u8; 16], bool)]) -> Vec<Option<Side>> {
         let Mode::Cached { sides, cache, max } = &mut self.mode else {
             return vec![None; addrs.len()];
@@ -299,7 +299,8 @@ impl Classifier {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .get_or_insert(e);
-                (Vec::new(), Vec::new())
+                // nothing cached: the next take asks about these addresses again
+                return vec![None; addrs.len()];
             }
         };
         let names = &mut self.names;

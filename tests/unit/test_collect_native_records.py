@@ -297,3 +297,27 @@ def test_a_failing_or_wrong_classifier_answer_is_raised_by_the_take() -> None:
         col.feed(_framed())
         with pytest.raises(error):
             col.take_records(0, 0)
+
+
+def test_addresses_of_a_failed_question_are_asked_again() -> None:
+    """A failed call caches no answer: once the classifier answers again, the next take's records are the
+    reference's, not `unknown` ones."""
+    export_ns = 1_700_000_001_000_000_000
+    ref = _reference(NO_MAP, export_ns)
+    calls: list[int] = []
+
+    def fails_once(v4: bytes, v6: bytes) -> tuple[list[tuple[bool, str, str | None, int]], bytes]:
+        calls.append(len(v4) // 4 + len(v6) // 16)
+        if len(calls) == 1:
+            raise KeyError("boom")
+        return _classifier().sides_of_packed(v4, v6)
+
+    col = gwtel_native.Collector()
+    _configure_cache(col, _classifier(), 1 << 10, fails_once)
+    col.feed(_framed())
+    with pytest.raises(KeyError):
+        col.take_records(0, 0)
+    col.feed(_framed())
+    (count, keys, values, *_r), _u = col.take_records(0, export_ns)
+    assert [replace(r, seq=0) for r in EncodedBatch(count, keys, values).records()] == [replace(r, seq=0) for r in ref]
+    assert calls == [len(_addresses(ref))] * 2
