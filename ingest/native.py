@@ -4,10 +4,10 @@ Reading (pcap, pcapng, gzip through Python's own decompressor), decoding, fragme
 and every latency tracker run in one native call per chunk of a file, with the semantics of the Python
 reference (`ingest.agent`, `ingest.decode`, `ingest.flowmeter`, ...); `tests/unit/test_native_engine.py`
 compares both engines record for record. The engine also classifies each finished flow and encodes its FlowRecord
-(the bytes `schemas.codec.encode` writes): with a `PartnerClassifier` it asks Python once per new address
-(`side_of_packed`, cached in the engine) and applies the per-flow rule itself; any other classifier is called
-once per flow (slower). Python receives batches (Kafka keys and values, per-partner aggregates) and hands them
-to the sink whole.
+(the bytes `schemas.codec.encode` writes): with a `PartnerClassifier` it asks Python about the addresses it has
+not cached (`sides_of_packed`, many addresses in one call) and applies the per-flow rule itself; any other
+classifier is called once per flow (slower). Python receives batches (Kafka keys and values, per-partner
+aggregates) and hands them to the sink whole.
 
 Live capture runs the same engine behind a TPACKET_V3 ring (`ingest.capture`): one engine per ring (fanout
 worker), all draining into one agent, so records share one sequence and one set of counters. Paced replay
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 _NS = 1_000_000_000
 _GZ_CHUNK = 1 << 20
-ABI = 8  # native/src/lib.rs: bumped with every change of the module's Python interface
+ABI = 9  # native/src/lib.rs: bumped with every change of the module's Python interface
 
 
 class NativeUnavailableError(UserError):
@@ -109,7 +109,7 @@ def engine_classification(classifier: Classifier, link_id: str) -> dict[str, Any
     """The engine's classification arguments: per-address answers of a PartnerClassifier (cached in the engine),
     else the classifier itself once per flow."""
     if isinstance(classifier, PartnerClassifier):
-        return {"side": classifier.side_of_packed, "rules": classifier.engine_rules()}
+        return {"sides": classifier.sides_of_packed, "rules": classifier.engine_rules()}
 
     def per_flow(src: bytes, dst: bytes) -> tuple[str, str, str, int, bool]:
         c = classifier.classify(ip_text(src), ip_text(dst), 4 if len(src) == 4 else 6, link_id)

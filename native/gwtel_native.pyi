@@ -18,6 +18,9 @@ Batch = tuple[
 ]
 # (fallback, domestic group, unknown country, by link, by country, by asn): PartnerClassifier.engine_rules
 Rules = tuple[str, str, str, list[tuple[str, str]], list[tuple[str, str]], list[tuple[int, str]]]
+# PartnerClassifier.sides_of_packed: (IPv4 addresses, IPv6 addresses) packed back to back -> (distinct answers
+# (domestic, country, group | None, asn), one answer index per address as native uint32, the IPv4 ones first)
+Sides = Callable[[bytes, bytes], tuple[list[tuple[bool, str, str | None, int]], bytes]]
 # (default class, [(class, protocols, port ranges, dscp values, domestic prefixes, remote prefixes, asns, links)]):
 # AppClassifier.engine_rules
 AppRule = tuple[
@@ -63,7 +66,7 @@ class Engine:
         rules: Rules,
         apps: Apps,
         handshake_bounds: list[float],
-        side: Callable[[bytes], tuple[bool, str, str | None, int] | None] | None = None,
+        sides: Sides | None = None,
         classify: Callable[[bytes, bytes], tuple[str, str, str, int, bool]] | None = None,
         address_cache: int = ...,
         anon_key: bytes | None = None,
@@ -118,7 +121,7 @@ class Collector:
         rules: Rules,
         apps: Apps,
         handshake_bounds: list[float],
-        side: Callable[[bytes], tuple[bool, str, str | None, int] | None],
+        sides: Sides,
         address_cache: int = ...,
         anon_key: bytes | None = None,
     ) -> None: ...

@@ -88,7 +88,7 @@ class RecordBuilder:
             exporters=exporters,
             rules=self._classifier.engine_rules(),
             apps=self._apps.engine_rules(),
-            side=self._classifier.side_of_packed,
+            sides=self._classifier.sides_of_packed,
             anon_key=self._anon_key,
             **record_args(),
         )

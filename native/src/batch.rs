@@ -32,6 +32,7 @@ pub struct Batch {
     classes: Vec<String>, // application classes met, by index (a few: the configuration bounds them)
     /// partner -> records
     records: HashMap<u32, u64>,
+    secs: record::Seconds,
 }
 
 fn opposite(d: u32) -> u32 {
@@ -47,7 +48,7 @@ impl Batch {
     pub fn add(&mut self, r: &Record<'_>, ids: (u32, u32, u32), hs_bounds: &[f64]) {
         record::key(&mut self.keys, r);
         self.keys.push(b'\n');
-        record::encode(&mut self.values, r);
+        record::encode_with(&mut self.values, r, &mut self.secs);
         self.values.push(b'\n');
         self.count += 1;
         let (partner, direction, link) = ids;

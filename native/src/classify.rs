@@ -1,10 +1,13 @@
 //! Flow classification in the engine: `PartnerClassifier`'s per-flow rule applied here, over what Python says
-//! of each address (`Side`), asked once per new address and cached (bounded: cleared when full, counted).
-//! A classifier that is not a PartnerClassifier is called once per flow instead (the slow, general path).
+//! of each address (`Side`), cached (bounded: cleared when full, counted). The addresses of a whole take of
+//! records that the cache does not hold are asked about in one call (`pair_sides`): a Python call per address
+//! cost as much as the answer itself. A classifier that is not a PartnerClassifier is called once per flow
+//! instead (the slow, general path).
 
 use hashbrown::HashMap;
 use std::sync::{Arc, Mutex};
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -46,7 +49,7 @@ impl Names {
 
 /// What one address is (see ingest.classify.Side).
 #[derive(Clone, Copy)]
-struct Side {
+pub struct Side {
     domestic: bool,
     country: u32,
     group: Option<u32>,
@@ -74,10 +77,15 @@ pub type Rules = (
     Vec<(u64, String)>,
 );
 
+/// The sides of a flow's (source, destination); None: not classifiable.
+pub type PairSides = [Option<Side>; 2];
+
 enum Mode {
-    /// `side(packed address) -> (domestic, country, group | None, asn) | None`, cached per address.
+    /// `sides(packed IPv4 addresses, packed IPv6 addresses) -> (distinct answers (domestic, country, group |
+    /// None, asn), an answer index per address as native u32, IPv4 first)`, asked about the addresses not
+    /// cached; the answers are cached per address.
     Cached {
-        side: Py<PyAny>,
+        sides: Py<PyAny>,
         /// per family, keyed by the address as one integer (hashed in a couple of multiplications)
         cache: Cache,
         max: usize,
@@ -166,13 +174,13 @@ impl Classifier {
     }
 
     pub fn cached(
-        side: Py<PyAny>,
+        sides: Py<PyAny>,
         max: usize,
         rules: &Rules,
         err: Arc<Mutex<Option<PyErr>>>,
     ) -> Self {
         let mode = Mode::Cached {
-            side,
+            sides,
             cache: Cache::default(),
             max: max.max(1),
         };
@@ -199,39 +207,126 @@ impl Classifier {
 
     fn side(&mut self, a: &[u8; 16], v6: bool) -> Option<Side> {
         self.lookups += 1;
-        let Mode::Cached { side, cache, max } = &mut self.mode else {
+        let Mode::Cached { cache, .. } = &self.mode else {
             return None;
         };
         if let Some(s) = cache.get(a, v6) {
             return *s;
         }
-        self.misses += 1;
-        let packed = if v6 { &a[..] } else { &a[..4] };
-        type Answer = Option<(bool, String, Option<String>, u64)>;
-        let got = Python::attach(|py| -> PyResult<Answer> {
-            side.call1(py, (PyBytes::new(py, packed),))?.extract(py)
+        self.ask(&[(*a, v6)])[0]
+    }
+
+    /// The sides of every (source, destination, IPv6) of `pairs`, in order, into `out`: from the cache, and
+    /// Python asked once about all the addresses it does not hold. false: this classifier is called per flow
+    /// (`flow`), `out` is left empty.
+    pub fn pair_sides<'a>(
+        &mut self,
+        pairs: impl Iterator<Item = (&'a [u8; 16], &'a [u8; 16], bool)>,
+        out: &mut Vec<PairSides>,
+    ) -> bool {
+        out.clear();
+        let Mode::Cached { cache, .. } = &self.mode else {
+            return false;
+        };
+        let mut new: Vec<([u8; 16], bool)> = Vec::new();
+        let mut at: HashMap<(u128, bool), usize> = HashMap::new();
+        let mut fill: Vec<(usize, usize, usize)> = Vec::new(); // (pair, side, index in `new`)
+        for (src, dst, v6) in pairs {
+            let mut pair = [None, None];
+            for (k, a) in [src, dst].into_iter().enumerate() {
+                self.lookups += 1;
+                match cache.get(a, v6) {
+                    Some(s) => pair[k] = *s,
+                    None => {
+                        let j = *at.entry((u128::from_be_bytes(*a), v6)).or_insert_with(|| {
+                            new.push((*a, v6));
+                            new.len() - 1
+                        });
+                        fill.push((out.len(), k, j));
+                    }
+                }
+            }
+            out.push(pair);
+        }
+        if !new.is_empty() {
+            let got = self.ask(&new);
+            for (i, k, j) in fill {
+                out[i][k] = got[j];
+            }
+        }
+        true
+    }
+
+    /// One call of Python's `sides` about `addrs` (none of them cached); the answers are cached and returned in
+    /// order. A failed call (kept in `err`, raised by the take) answers None for every address and caches nothing.
+    fn ask(&mut self, addrs: &[([u8; 16], bool)]) -> Vec<Option<Side>> {
+        let Mode::Cached { sides, cache, max } = &mut self.mode else {
+            return vec![None; addrs.len()];
+        };
+        self.misses += addrs.len() as u64;
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for (a, is6) in addrs {
+            if *is6 {
+                v6.extend_from_slice(a);
+            } else {
+                v4.extend_from_slice(&a[..4]);
+            }
+        }
+        let n4 = v4.len() / 4;
+        type Answer = (bool, String, Option<String>, u64);
+        let got = Python::attach(|py| -> PyResult<(Vec<Answer>, Vec<u32>)> {
+            let r = sides.call1(py, (PyBytes::new(py, &v4), PyBytes::new(py, &v6)))?;
+            let (answers, codes): (Vec<Answer>, Bound<'_, PyBytes>) = r.bind(py).extract()?;
+            let codes: Vec<u32> = codes
+                .as_bytes()
+                .chunks_exact(4)
+                .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            if codes.len() != addrs.len() || codes.iter().any(|&c| c as usize >= answers.len()) {
+                return Err(PyValueError::new_err(format!(
+                    "the classifier answered {} indexes into {} answers for {} addresses",
+                    codes.len(),
+                    answers.len(),
+                    addrs.len()
+                )));
+            }
+            Ok((answers, codes))
         });
-        let s = match got {
-            Ok(v) => v.map(|(domestic, country, group, asn)| Side {
-                domestic,
-                country: self.names.id(&country),
-                group: group.map(|g| self.names.id(&g)),
-                asn,
-            }),
+        let (answers, codes) = match got {
+            Ok(v) => v,
             Err(e) => {
                 self.err
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .get_or_insert(e);
-                None
+                // nothing cached: the next take asks about these addresses again
+                return vec![None; addrs.len()];
             }
         };
-        if cache.len() >= *max {
-            cache.clear();
-            self.clears += 1;
+        let names = &mut self.names;
+        let answers: Vec<Side> = answers
+            .into_iter()
+            .map(|(domestic, country, group, asn)| Side {
+                domestic,
+                country: names.id(&country),
+                group: group.map(|g| names.id(&g)),
+                asn,
+            })
+            .collect();
+        let (mut i4, mut i6) = (0, n4);
+        let mut out = Vec::with_capacity(addrs.len());
+        for (a, is6) in addrs {
+            let i = if *is6 { &mut i6 } else { &mut i4 };
+            let s = codes.get(*i).map(|&c| answers[c as usize]);
+            *i += 1;
+            if cache.len() >= *max {
+                cache.clear();
+                self.clears += 1;
+            }
+            cache.insert(a, *is6, s);
+            out.push(s);
         }
-        cache.insert(a, v6, s);
-        s
+        out
     }
 
     fn per_flow_call(&mut self, src: &[u8], dst: &[u8]) -> Cls {
@@ -283,7 +378,13 @@ impl Classifier {
             let n = if v6 { 16 } else { 4 };
             return self.per_flow_call(&src[..n], &dst[..n]);
         }
-        let (Some(s), Some(d)) = (self.side(src, v6), self.side(dst, v6)) else {
+        let pair = [self.side(src, v6), self.side(dst, v6)];
+        self.flow_of(pair, link)
+    }
+
+    /// `flow` of a flow whose sides `pair_sides` gave.
+    pub fn flow_of(&self, pair: PairSides, link: u32) -> Cls {
+        let [Some(s), Some(d)] = pair else {
             return self.unknown();
         };
         if s.domestic && d.domestic {
@@ -323,8 +424,9 @@ impl Classifier {
 
     /// PartnerClassifier.remote: the remote side when an interface map says which side it is; partner by AS
     /// number first (when a group lists `asn`). None: not classifiable.
-    pub fn remote(&mut self, a: &[u8; 16], v6: bool, link: u32, asn: u64) -> Option<Cls> {
-        let s = self.side(a, v6)?;
+    /// `s`: the address's side as `pair_sides` gave it.
+    pub fn remote(&self, s: Option<Side>, link: u32, asn: u64) -> Option<Cls> {
+        let s = s?;
         let partner = self
             .by_asn
             .get(&asn)

@@ -129,6 +129,7 @@ struct Scratch {
     src: String,
     dst: String,
     hist: [Vec<(u64, u64)>; 3],
+    sides: Vec<classify::PairSides>,
 }
 
 /// Everything a capture engine's finished flows need to become FlowRecords.
@@ -147,9 +148,20 @@ impl Records {
     /// Classify and encode the finished flows `recs`, numbered from `seq`.
     fn add(&mut self, recs: &[Rec], mut seq: u64) {
         let mut cls = self.cls.lock().unwrap_or_else(|p| p.into_inner());
-        let Scratch { src, dst, hist } = &mut self.scratch;
-        for r in recs {
-            let c = cls.flow(&r.src, &r.dst, r.v6, self.link);
+        let Scratch {
+            src,
+            dst,
+            hist,
+            sides,
+        } = &mut self.scratch;
+        // one question to the classifier about the addresses it has not cached (most were asked at the flows'
+        // start); none when it is called per flow
+        cls.pair_sides(recs.iter().map(|r| (&r.src, &r.dst, r.v6)), sides);
+        for (i, r) in recs.iter().enumerate() {
+            let c = match sides.get(i) {
+                Some(&pair) => cls.flow_of(pair, self.link),
+                None => cls.flow(&r.src, &r.dst, r.v6, self.link),
+            };
             let n = if r.v6 { 16 } else { 4 };
             anon::ip_text(self.anon.as_mut(), src, &r.src[..n]);
             anon::ip_text(self.anon.as_mut(), dst, &r.dst[..n]);
@@ -280,7 +292,7 @@ impl Engine {
     #[pyo3(signature = (*, idle_ns, active_ns, grace_ns, tick_ns, ooo_ns, max_flows, max_pending_ts,
         max_pending_echo, frag_max, frag_timeout_ns, decap_gre, decap_vxlan, decap_gtp, vxlan_port, gtp_port,
         bucket_thresholds, fields, agent_id, link_id, sampling_rate, sampling_mode, rules, apps, handshake_bounds,
-        side=None, classify=None, address_cache=ORACLE_CACHE_MAX, anon_key=None))]
+        sides=None, classify=None, address_cache=ORACLE_CACHE_MAX, anon_key=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         idle_ns: i64,
@@ -307,7 +319,7 @@ impl Engine {
         rules: Rules,
         apps: AppArgs,
         handshake_bounds: Vec<f64>,
-        side: Option<Py<PyAny>>,
+        sides: Option<Py<PyAny>>,
         classify: Option<Py<PyAny>>,
         address_cache: usize,
         anon_key: Option<Vec<u8>>,
@@ -351,12 +363,12 @@ impl Engine {
             vxlan_port,
             gtp_port,
         };
-        let mut cls = match (side, classify) {
-            (Some(side), None) => Classifier::cached(side, address_cache, &rules, err.clone()),
+        let mut cls = match (sides, classify) {
+            (Some(sides), None) => Classifier::cached(sides, address_cache, &rules, err.clone()),
             (None, Some(f)) => Classifier::per_flow(f, &rules, err.clone()),
             _ => {
                 return Err(PyValueError::new_err(
-                    "give exactly one of side and classify",
+                    "give exactly one of sides and classify",
                 ))
             }
         };
@@ -780,6 +792,6 @@ fn gwtel_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<export::py::Collector>()?;
     m.add_function(wrap_pyfunction!(encode_record, m)?)?;
     m.add_function(wrap_pyfunction!(address_text, m)?)?;
-    m.add("ABI", 8)?;
+    m.add("ABI", 9)?;
     Ok(())
 }

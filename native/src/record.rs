@@ -261,6 +261,20 @@ fn put_rtt(out: &mut Vec<u8>, r: &Record<'_>) {
     }
 }
 
+/// `v` < 100 as two digits.
+#[inline(always)]
+fn put2(dst: &mut [MaybeUninit<u8>], v: u32) {
+    let d = v as usize * 2;
+    dst.write_copy_of_slice(&DIGITS2[d..d + 2]);
+}
+
+/// `v` < 10000 as four digits.
+#[inline(always)]
+fn put4(dst: &mut [MaybeUninit<u8>], v: u32) {
+    put2(&mut dst[..2], v / 100);
+    put2(&mut dst[2..], v % 100);
+}
+
 /// A cursor over capacity reserved for one record: the encoder's writes go through a local index, with no
 /// capacity check and no length update per write (the record's worst case is reserved once, `encode`).
 struct Cur<'a> {
@@ -291,38 +305,54 @@ impl Cur<'_> {
     }
 
     /// `v` >= 10, written from its last digit: eight-digit pieces split off in 64 bits (nanosecond times have
-    /// 19 digits), each written two digits at a time in 32-bit arithmetic.
+    /// 19 digits), each split in two four-digit halves and those in two-digit pairs, so the divisions of a piece
+    /// do not wait on each other (a chain of four divisions by 100 was the encoder's slowest part).
     fn digits(&mut self, v: u64) {
         let n = v.ilog10() as usize + 1;
         let dst = &mut self.buf[self.i..self.i + n];
         let (mut v, mut i) = (v, n);
         while v >= 100_000_000 {
-            let mut lo = (v % 100_000_000) as u32;
+            let lo = (v % 100_000_000) as u32;
             v /= 100_000_000;
-            for _ in 0..4 {
-                let d = (lo % 100) as usize * 2;
-                lo /= 100;
-                i -= 2;
-                dst[i].write(DIGITS2[d]);
-                dst[i + 1].write(DIGITS2[d + 1]);
-            }
+            i -= 8;
+            put4(&mut dst[i..i + 4], lo / 10_000);
+            put4(&mut dst[i + 4..i + 8], lo % 10_000);
         }
         let mut v = v as u32;
-        while v >= 100 {
-            let d = (v % 100) as usize * 2;
-            v /= 100;
+        if v >= 10_000 {
+            i -= 4;
+            put4(&mut dst[i..i + 4], v % 10_000);
+            v /= 10_000;
+        }
+        if v >= 100 {
             i -= 2;
-            dst[i].write(DIGITS2[d]);
-            dst[i + 1].write(DIGITS2[d + 1]);
+            put2(&mut dst[i..i + 2], v % 100);
+            v /= 100;
         }
         if v >= 10 {
-            let d = v as usize * 2;
-            dst[i - 2].write(DIGITS2[d]);
-            dst[i - 1].write(DIGITS2[d + 1]);
+            put2(&mut dst[i - 2..i], v);
         } else {
             dst[i - 1].write(b'0' + v as u8);
         }
         self.i += n;
+    }
+
+    /// A time in nanoseconds: as `i64`, the seconds of a 19-digit one (from 2001-09-09 on) from `secs`.
+    #[inline(always)]
+    fn ns(&mut self, v: i64, secs: &mut Seconds) {
+        const E9: i64 = 1_000_000_000;
+        if v < E9 * E9 {
+            self.i64(v);
+            return;
+        }
+        self.put(secs.text((v / E9) as u64));
+        let f = (v % E9) as u32;
+        self.byte(b'0' + (f / 100_000_000) as u8);
+        let lo = f % 100_000_000;
+        let dst = &mut self.buf[self.i..self.i + 8];
+        put4(&mut dst[..4], lo / 10_000);
+        put4(&mut dst[4..], lo % 10_000);
+        self.i += 8;
     }
 
     #[inline(always)]
@@ -372,12 +402,45 @@ fn max_len(r: &Record<'_>) -> usize {
     2 + names + FIELDS.len() * PER_FIELD + text + bins
 }
 
-/// Appends `rec` as one compact JSON object (no newline).
-pub fn encode(out: &mut Vec<u8>, r: &Record<'_>) {
-    with_cur(out, max_len(r), |c| encode_into(c, r));
+/// The texts of the whole seconds of the last two nanosecond times written: the flow times of a batch's records
+/// share their seconds and the export time has its own, so the first ten of their 19 digits are copied, not
+/// worked out again (the digits were the encoder's largest cost).
+#[derive(Default)]
+pub struct Seconds {
+    slots: [(u64, [u8; 10]); 2], // (seconds, their ten digits); seconds 0: empty
+    next: usize,
 }
 
-fn encode_into(c: &mut Cur<'_>, r: &Record<'_>) {
+impl Seconds {
+    /// The ten digits of `secs` (1e9 <= `secs` <= i64::MAX / 1e9), from a slot or written into the older one.
+    #[inline]
+    fn text(&mut self, secs: u64) -> &[u8; 10] {
+        if let Some(i) = self.slots.iter().position(|s| s.0 == secs) {
+            return &self.slots[i].1;
+        }
+        let i = self.next;
+        self.next ^= 1;
+        let (mut v, slot) = (secs, &mut self.slots[i]);
+        for d in slot.1.iter_mut().rev() {
+            *d = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        slot.0 = secs;
+        &slot.1
+    }
+}
+
+/// Appends `rec` as one compact JSON object (no newline).
+pub fn encode(out: &mut Vec<u8>, r: &Record<'_>) {
+    encode_with(out, r, &mut Seconds::default());
+}
+
+/// `encode`, with the seconds of the times written before (`Seconds`).
+pub fn encode_with(out: &mut Vec<u8>, r: &Record<'_>, secs: &mut Seconds) {
+    with_cur(out, max_len(r), |c| encode_into(c, r, secs));
+}
+
+fn encode_into(c: &mut Cur<'_>, r: &Record<'_>, secs: &mut Seconds) {
     // each key is a constant (`KEYS[i]` with a literal i): copied inline
     macro_rules! u {
         ($i:expr, $v:expr) => {{
@@ -391,10 +454,10 @@ fn encode_into(c: &mut Cur<'_>, r: &Record<'_>) {
             c.str($v);
         }};
     }
-    macro_rules! i {
+    macro_rules! t {
         ($i:expr, $v:expr) => {{
             c.put(KEYS[$i].as_bytes());
-            c.i64($v);
+            c.ns($v, secs);
         }};
     }
     c.byte(b'{');
@@ -411,9 +474,9 @@ fn encode_into(c: &mut Cur<'_>, r: &Record<'_>) {
     u!(9, r.dst_port);
     u!(10, r.protocol);
     u!(11, r.vlan);
-    i!(12, r.first_ns);
-    i!(13, r.last_ns);
-    i!(14, r.export_ns);
+    t!(12, r.first_ns);
+    t!(13, r.last_ns);
+    t!(14, r.export_ns);
     s!(15, r.end_reason);
     u!(16, r.bytes_fwd);
     u!(17, r.packets_fwd);
@@ -616,6 +679,50 @@ mod tests {
     }
 
     #[test]
+    fn nanosecond_times_with_remembered_seconds() {
+        // records encoded one after another through one `Seconds` (two slots, three times a record, seconds
+        // shared, alternating and new; zero, negative and short values, every fraction width) against the
+        // decimal text of each value
+        let mut secs = Seconds::default();
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut vals = vec![
+            0i64,
+            -1,
+            999_999_999_999_999_999,
+            1_000_000_000_000_000_000,
+            i64::MAX,
+            i64::MIN,
+        ];
+        for k in 0..30_000i64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let base =
+                [1_700_000_000, 1_700_000_001, 1_000_000_000, 9_223_372_035][(k % 4) as usize];
+            let frac =
+                [0, 1, 99_999_999, 100_000_000, (x % 1_000_000_000) as i64][(k % 5) as usize];
+            vals.push(base * 1_000_000_000 + frac);
+            vals.push((x >> (k % 64)) as i64);
+        }
+        for w in vals.chunks(3) {
+            let r = Record {
+                first_ns: w[0],
+                last_ns: w.get(1).copied().unwrap_or(0),
+                export_ns: w.get(2).copied().unwrap_or(0),
+                ..Record::default()
+            };
+            let mut out = Vec::new();
+            encode_with(&mut out, &r, &mut secs);
+            let text = String::from_utf8(out).unwrap();
+            let want = format!(
+                "\"first_ns\":{},\"last_ns\":{},\"export_ns\":{},",
+                r.first_ns, r.last_ns, r.export_ns
+            );
+            assert!(text.contains(&want), "{want}");
+        }
+    }
+
+    #[test]
     fn encoded_integers_at_every_width() {
         let mut p = 1u64;
         for _ in 0..20 {
@@ -710,6 +817,17 @@ mod tests {
                 assert_eq!(out, v.to_string().as_bytes(), "{v}");
             }
             p = p.saturating_mul(10);
+        }
+        // pseudo-random values of every magnitude (every length, every digit in every position)
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for k in 0..200_000u32 {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let v = x >> (k % 64);
+            let mut out = Vec::new();
+            put_u64(&mut out, v);
+            assert_eq!(out, v.to_string().as_bytes(), "{v}");
         }
     }
 

@@ -140,7 +140,7 @@ def test_bad_keys_are_refused_naming_the_setting_not_the_key(tmp_path: Path, mon
     cls = _classifier()
     with pytest.raises(ValueError, match=r"32 bytes, not 3$"):
         gwtel_native.Collector().configure_records(
-            agent_id="a", default_link_id="l", exporters=[], rules=cls.engine_rules(), side=cls.side_of_packed,
+            agent_id="a", default_link_id="l", exporters=[], rules=cls.engine_rules(), sides=cls.sides_of_packed,
             apps=NO_CLASSES.engine_rules(), anon_key=b"abc", **record_args(),
         )  # fmt: skip
 

@@ -8,7 +8,10 @@ confusing classification failure.
 
 from __future__ import annotations
 
+import ipaddress
+import random
 import socket
+from array import array
 from typing import Any
 
 import iptocc
@@ -196,10 +199,21 @@ def test_range_tables_decide_as_ipaddress_does() -> None:
         assert table(int(ip)) == (not ip.is_global or ip.is_multicast), ip
 
 
+def _sides(cls: PartnerClassifier, packed: list[bytes]) -> list[tuple[bool, str, str | None, int]]:
+    """`sides_of_packed` of `packed` (either family, any order), its answers back in that order."""
+    v4 = [p for p in packed if len(p) == 4]
+    v6 = [p for p in packed if len(p) == 16]
+    answers, codes = cls.sides_of_packed(b"".join(v4), b"".join(v6))
+    idx = array("I", codes)
+    assert len(idx) == len(packed) and len(set(answers)) == len(answers)
+    by_addr = dict(zip(v4 + v6, (answers[i] for i in idx), strict=True))
+    return [by_addr[p] for p in packed]
+
+
 def test_packed_question_answers_as_the_text_one() -> None:
-    """The engine's question (packed bytes, read as an integer) gets the answer `side` gives the address's text,
-    and the country lookup is handed the same text, for both families, IPv4-mapped and -compatible IPv6,
-    private, documentation, domestic and prefix-listed space."""
+    """The engine's question (packed bytes, read as integers, many addresses at once) gets the answer `side` gives
+    each address's text, and the country lookup is handed the same text, for both families, IPv4-mapped and
+    -compatible IPv6, private, documentation, domestic and prefix-listed space."""
     seen: list[str] = []
 
     def country_of(ip: str) -> str | None:
@@ -212,7 +226,9 @@ def test_packed_question_answers_as_the_text_one() -> None:
     cls = PartnerClassifier(PartnersConfig.model_validate(cfg), country_of=country_of)
     texts = [JP_V4, KR_V4, CN_V4, RU_V4, US_V4, JP_V6, KR_V6, CN_V6, "10.1.2.3", "192.0.2.1", "0.0.0.0", "8.8.8.8"]
     texts += ["::ffff:133.1.1.1", "::ffff:10.0.0.1", "::133.1.1.1", "::1", "::", "fe80::1", "2001:db8:1::5"]
-    texts += ["255.255.255.255", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "::ffff:8.8.8.8"]
+    texts += ["255.255.255.255", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "::ffff:8.8.8.8", "1.2.3.4", "9.9.9.9"]
+    texts += ["::ffff:0:0", "::fffe:1.2.3.4", "0:0:0:1:0:ffff:102:304", "1.0.0.0", "223.255.255.255"]
+    expected = []
     for text in texts:
         packed = socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
         seen.clear()
@@ -220,9 +236,34 @@ def test_packed_question_answers_as_the_text_one() -> None:
         assert s is not None
         by_text = seen[:]
         seen.clear()
-        assert cls.side_of_packed(packed) == (s.domestic, s.country, s.group, s.asn), text
+        assert _sides(cls, [packed]) == [(s.domestic, s.country, s.group, s.asn)], text
         assert seen == by_text, text
+        expected.append((s.domestic, s.country, s.group, s.asn))
+    # all of them in one question, the families interleaved, some twice
+    packed_all = [socket.inet_pton(socket.AF_INET6 if ":" in t else socket.AF_INET, t) for t in texts]
+    assert _sides(cls, packed_all + packed_all[::3]) == expected + expected[::3]
     google = (False, "US", "g", 15169)  # by the listed prefix, not by country
-    assert cls.side_of_packed(socket.inet_pton(socket.AF_INET, "8.8.8.8")) == google
-    assert cls.side_of_packed(socket.inet_pton(socket.AF_INET6, "::ffff:8.8.8.8")) == google
-    assert cls.side_of_packed(b"\x01\x02\x03") is None
+    assert _sides(cls, [socket.inet_pton(socket.AF_INET, "8.8.8.8")]) == [google]
+    assert _sides(cls, [socket.inet_pton(socket.AF_INET6, "::ffff:8.8.8.8")]) == [google]
+    assert cls.sides_of_packed(b"", b"") == ([], b"")
+    for v4, v6 in ((b"\x01\x02\x03", b""), (b"", b"\x00" * 15)):
+        with pytest.raises(ValueError, match=r"4 \(v4\) and 16 \(v6\) bytes"):
+            cls.sides_of_packed(v4, v6)
+
+
+def test_ipv4_text_for_the_country_lookup_is_the_one_ipaddress_writes() -> None:
+    """The country lookup is given `inet_ntoa`'s text of an IPv4 address: the same as ipaddress's, on random and
+    edge addresses."""
+    rng = random.Random(7)
+    seen: list[str] = []
+
+    def country_of(ip: str) -> str | None:
+        seen.append(ip)
+        return None
+
+    cls = PartnerClassifier(PartnersConfig.default(), country_of=country_of)
+    nums = [0, 1, 255, 256, 0x01000000, 0x7F000001, 0xFFFFFFFF] + [rng.getrandbits(32) for _ in range(20000)]
+    for n in nums:
+        seen.clear()
+        cls._country(n, True)
+        assert seen == [str(ipaddress.IPv4Address(n))]

@@ -6,6 +6,8 @@ and partner groups by AS number, prefix and country."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import gwtel_native
 import pytest
 
@@ -20,6 +22,7 @@ from ingest.partners import PartnersConfig
 from ingest.producer import flow_key
 from ingest.sinks import EncodedBatch
 from schemas import codec
+from schemas.flow_record import FlowRecord
 from tests.exports import ipfix_data, ipfix_template, netflow5, netflow9_data, netflow9_template, sflow_samples
 
 PARTNERS = PartnersConfig.model_validate(
@@ -50,6 +53,7 @@ COLLECTOR = CollectorConfig.model_validate(
         ],
     }
 )
+NO_MAP = CollectorConfig.model_validate({"agent_id": "c"})
 _COUNTRY = {"8.8.8.8": "US", "1.2.3.4": "AU"}
 
 
@@ -191,3 +195,129 @@ def test_exported_tos_gives_the_dscp_and_the_class_in_both_builders() -> None:
     col.feed(framed)
     (count, keys, values, *_rest), _unmapped = col.take_records(0, 1_700_000_001_000_000_000)
     assert EncodedBatch(count, keys, values).records() == ref
+
+
+class _Counting(PartnerClassifier):
+    """The test classifier, counting the engine's questions: addresses in each call."""
+
+    def __init__(self) -> None:
+        super().__init__(PARTNERS, country_of=_COUNTRY.get)
+        self.asked: list[int] = []
+
+    def sides_of_packed(self, v4: bytes, v6: bytes) -> tuple[list[tuple[bool, str, str | None, int]], bytes]:
+        self.asked.append(len(v4) // 4 + len(v6) // 16)
+        return super().sides_of_packed(v4, v6)
+
+
+def _addresses(records: list[FlowRecord]) -> set[str]:
+    return {r.src_ip for r in records} | {r.dst_ip for r in records}
+
+
+def _reference(cfg: CollectorConfig, export_ns: int) -> list[FlowRecord]:
+    """The Python reference builder's records of `_framed()`, agent id "c"."""
+    col = gwtel_native.Collector()
+    col.feed(_framed())
+    return RecordBuilder(cfg, _classifier()).build([Exported._make(t) for t in col.take()], export_ns, "c")
+
+
+def test_the_classifier_is_asked_once_a_take_about_its_new_addresses() -> None:
+    """One call per take, about every address of it the engine has not cached, each once; records as the
+    reference builds them; a later take of the same addresses asks nothing."""
+    export_ns = 1_700_000_001_000_000_000
+    ref = _reference(COLLECTOR, export_ns)
+    cls = _Counting()
+    col = gwtel_native.Collector()
+    RecordBuilder(COLLECTOR, cls).configure(col, "c")
+    col.feed(_framed())
+    (count, _k, values, *_r), _u = col.take_records(0, export_ns)
+    assert EncodedBatch(count, _k, values).records() == ref
+    assert cls.asked == [len(_addresses(ref))]
+    col.feed(_framed())
+    (count2, *_r), _u = col.take_records(count, export_ns)
+    assert count2 == count and cls.asked == [len(_addresses(ref))]
+
+
+@pytest.mark.parametrize("cache", [1, 2, 5])
+def test_a_tiny_address_cache_changes_no_record(cache: int) -> None:
+    """An address cache smaller than one take's new addresses is emptied while the answers of the take are
+    still used: records are the reference's (no interface map: the addresses decide every direction), the
+    classifier still asked once a take."""
+    export_ns = 1_700_000_001_000_000_000
+    ref = _reference(NO_MAP, export_ns)
+    cls = _Counting()
+    col = gwtel_native.Collector()
+    _configure_cache(col, cls, cache)
+    got = []
+    for _ in range(2):
+        col.feed(_framed())
+        (count, keys, values, *_r), _u = col.take_records(0, export_ns, 40)
+        while count:
+            got += EncodedBatch(count, keys, values).records()
+            (count, keys, values, *_r), _u = col.take_records(0, export_ns, 40)
+    assert [replace(r, seq=0) for r in got] == [replace(r, seq=0) for r in ref] * 2
+    takes = -(-len(ref) // 40)
+    assert takes < len(cls.asked) <= 2 * takes  # the second pass asks again: the cache held almost nothing
+
+
+def _configure_cache(
+    col: gwtel_native.Collector, cls: PartnerClassifier, cache: int, sides: gwtel_native.Sides | None = None
+) -> None:
+    from ingest.native import record_args
+
+    col.configure_records(
+        agent_id="c",
+        default_link_id=NO_MAP.default_link_id,
+        exporters=[],
+        rules=cls.engine_rules(),
+        apps=AppClassifier(ApplicationsConfig()).engine_rules(),
+        sides=sides or cls.sides_of_packed,
+        address_cache=cache,
+        **record_args(),
+    )
+
+
+def test_a_failing_or_wrong_classifier_answer_is_raised_by_the_take() -> None:
+    """An exception of the classifier, or answers that do not fit the question, are the take's error: no batch
+    of records built on them."""
+
+    def raises(_v4: bytes, _v6: bytes) -> tuple[list[tuple[bool, str, str | None, int]], bytes]:
+        raise KeyError("boom")
+
+    def short(v4: bytes, v6: bytes) -> tuple[list[tuple[bool, str, str | None, int]], bytes]:
+        answers, codes = _classifier().sides_of_packed(v4, v6)
+        return answers, codes[:-4]
+
+    def out_of_range(v4: bytes, v6: bytes) -> tuple[list[tuple[bool, str, str | None, int]], bytes]:
+        answers, codes = _classifier().sides_of_packed(v4, v6)
+        return answers[:1], codes
+
+    for sides, error in ((raises, KeyError), (short, ValueError), (out_of_range, ValueError)):
+        col = gwtel_native.Collector()
+        _configure_cache(col, _classifier(), 1 << 10, sides)
+        col.feed(_framed())
+        with pytest.raises(error):
+            col.take_records(0, 0)
+
+
+def test_addresses_of_a_failed_question_are_asked_again() -> None:
+    """A failed call caches no answer: once the classifier answers again, the next take's records are the
+    reference's, not `unknown` ones."""
+    export_ns = 1_700_000_001_000_000_000
+    ref = _reference(NO_MAP, export_ns)
+    calls: list[int] = []
+
+    def fails_once(v4: bytes, v6: bytes) -> tuple[list[tuple[bool, str, str | None, int]], bytes]:
+        calls.append(len(v4) // 4 + len(v6) // 16)
+        if len(calls) == 1:
+            raise KeyError("boom")
+        return _classifier().sides_of_packed(v4, v6)
+
+    col = gwtel_native.Collector()
+    _configure_cache(col, _classifier(), 1 << 10, fails_once)
+    col.feed(_framed())
+    with pytest.raises(KeyError):
+        col.take_records(0, 0)
+    col.feed(_framed())
+    (count, keys, values, *_r), _u = col.take_records(0, export_ns)
+    assert [replace(r, seq=0) for r in EncodedBatch(count, keys, values).records()] == [replace(r, seq=0) for r in ref]
+    assert calls == [len(_addresses(ref))] * 2

@@ -123,8 +123,9 @@ impl Collector {
     }
 
     /// Build and encode FlowRecords in the engine (`take_records`), as `ingest.collect.records.RecordBuilder`
-    /// does: `side` answers per address (cached here), `rules` the per-flow rule's tables.
-    #[pyo3(signature = (*, fields, agent_id, default_link_id, exporters, rules, apps, handshake_bounds, side,
+    /// does: `sides` answers about the addresses of a take not cached here (one call), `rules` the per-flow
+    /// rule's tables.
+    #[pyo3(signature = (*, fields, agent_id, default_link_id, exporters, rules, apps, handshake_bounds, sides,
         address_cache=1 << 20, anon_key=None))]
     #[allow(clippy::too_many_arguments)]
     fn configure_records(
@@ -136,14 +137,14 @@ impl Collector {
         rules: Rules,
         apps: AppArgs,
         handshake_bounds: Vec<f64>,
-        side: Py<PyAny>,
+        sides: Py<PyAny>,
         address_cache: usize,
         anon_key: Option<Vec<u8>>,
     ) -> PyResult<()> {
         check_fields(&fields)?;
         let anon = crate::anon::from_key(anon_key, address_cache).map_err(PyValueError::new_err)?;
         let apps = Apps::new(&apps).map_err(PyValueError::new_err)?;
-        let mut cls = Classifier::cached(side, address_cache, &rules, self.err.clone());
+        let mut cls = Classifier::cached(sides, address_cache, &rules, self.err.clone());
         let default_link = cls.names.id(&default_link_id);
         let mut map = HashMap::new();
         for (addr, sampling, ifs) in exporters {

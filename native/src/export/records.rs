@@ -7,7 +7,7 @@ use hashbrown::HashMap;
 use super::{Addr, ExpRec};
 use crate::apps::{Apps, FlowFacts};
 use crate::batch::Batch;
-use crate::classify::{Classifier, EGRESS, INGRESS, TRANSIT};
+use crate::classify::{Classifier, PairSides, EGRESS, INGRESS, TRANSIT};
 use crate::record::{self, Record};
 
 const TCP: u8 = 6;
@@ -34,6 +34,7 @@ pub struct Builder {
     dst: String,
     exporter: Text,
     next_hop: Text,
+    sides: Vec<PairSides>,
 }
 
 /// The text of the address last written: an exporter (and often a next hop) is the same for every record of a
@@ -92,6 +93,7 @@ impl Builder {
             dst: String::new(),
             exporter: Text::default(),
             next_hop: Text::default(),
+            sides: Vec::new(),
         }
     }
 
@@ -115,14 +117,21 @@ impl Builder {
 
     /// Classify and encode `recs`, numbered from `seq`, exported at `export_ns`.
     pub fn add(&mut self, batch: &mut Batch, recs: &[ExpRec], mut seq: u64, export_ns: i64) {
-        for r in recs {
+        // the classifier is asked once about every address of `recs` it has not cached (always a cached
+        // classifier here: `configure_records` makes one)
+        let cached = self.cls.pair_sides(
+            recs.iter().map(|r| (&r.src.b, &r.dst.b, r.src.v6)),
+            &mut self.sides,
+        );
+        debug_assert!(cached);
+        for (r, &pair) in recs.iter().zip(&self.sides) {
             let exp = self.exporters.get(&r.exporter);
             let (link, dir) = Self::link(exp, r).unwrap_or_else(|| {
                 self.unmapped += 1;
                 (self.default_link, None)
             });
             let v6 = r.src.v6;
-            let c = self.cls.flow(&r.src.b, &r.dst.b, v6, link);
+            let c = self.cls.flow_of(pair, link);
             let (mut partner, mut country, mut asn) = (c.partner, c.country, c.asn);
             let direction = match dir {
                 None => {
@@ -139,12 +148,12 @@ impl Builder {
                 }
                 Some(d) => {
                     let ingress = d == INGRESS;
-                    let (a, a_as) = if ingress {
-                        (&r.src, r.src_as)
+                    let (side, a_as) = if ingress {
+                        (pair[0], r.src_as)
                     } else {
-                        (&r.dst, r.dst_as)
+                        (pair[1], r.dst_as)
                     };
-                    if let Some(rc) = self.cls.remote(&a.b, v6, link, a_as as u64) {
+                    if let Some(rc) = self.cls.remote(side, link, a_as as u64) {
                         (partner, country, asn) = (rc.partner, rc.country, rc.asn);
                     }
                     d
