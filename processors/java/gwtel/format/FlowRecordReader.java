@@ -69,11 +69,16 @@ public final class FlowRecordReader implements Serializable {
         final BigInteger lo;
         final BigInteger hi;
         final int above;
+        // The same as longs, clamped (a bound beyond a long is never crossed by a long).
+        final long loLong;
+        final long hiLong;
 
         Bound(BigInteger lo, BigInteger hi, int above) {
             this.lo = lo;
             this.hi = hi;
             this.above = above;
+            this.loLong = lo.bitLength() < 64 ? lo.longValue() : lo.signum() < 0 ? Long.MIN_VALUE : Long.MAX_VALUE;
+            this.hiLong = hi.bitLength() < 64 ? hi.longValue() : hi.signum() < 0 ? Long.MIN_VALUE : Long.MAX_VALUE;
         }
     }
 
@@ -117,6 +122,8 @@ public final class FlowRecordReader implements Serializable {
     private transient byte[] tags;
     private transient long[] longs;
     private transient Object[] objects;
+    /** The value of the last integer `integer` accepted (no allocation per field). */
+    private transient long accepted;
 
     /**
      * @param fieldSpec {@code name|kind|lo|hi|above|absent} per field, ';'-separated, in the order of the checks
@@ -495,11 +502,11 @@ public final class FlowRecordReader implements Serializable {
             return -1;
         }
         if (f.kind == KIND_INT) {
-            Object v = tag == INT ? (objects[i] != null ? objects[i] : (Object) longs[i])
-                    : tag == STRING ? objects[i] : Boolean.FALSE;
-            Object[] value = new Object[1];
-            int r = integer(v, f.bound, value);
-            out[i] = value[0];
+            int r = tag == INT && objects[i] == null ? integer(longs[i], f.bound)
+                    : integer(tag == INT || tag == STRING ? objects[i] : Boolean.FALSE, f.bound);
+            if (r < 0) {
+                out[i] = accepted;
+            }
             return r;
         }
         if (tag != BINS) {
@@ -508,38 +515,44 @@ public final class FlowRecordReader implements Serializable {
         @SuppressWarnings("unchecked")
         List<Object[]> items = (List<Object[]>) objects[i];
         List<long[]> bins = new ArrayList<>(items.size());
-        Object[] b = new Object[1];
-        Object[] c = new Object[1];
         for (Object[] item : items) {
             if (item == null) {
                 return BAD_TYPE;
             }
-            int r = integer(item[0], binB, b);
-            if (r < 0) {
-                r = integer(item[1], binC, c);
-            }
+            int r = integer(item[0], binB);
             if (r >= 0) {
                 return r;
             }
-            bins.add(new long[] {(Long) b[0], (Long) c[0]});
+            long b = accepted;
+            r = integer(item[1], binC);
+            if (r >= 0) {
+                return r;
+            }
+            bins.add(new long[] {b, accepted});
         }
         out[i] = bins;
         return -1;
     }
 
-    /** The codec's {@code _int}: an integer, or a quoted decimal ("" is 0), within the bound. */
-    private static int integer(Object v, Bound bound, Object[] out) {
+    /** {@link #integer(Object, Bound)} of a JSON integer that fits a long. */
+    private int integer(long x, Bound bound) {
+        if (x < bound.loLong) {
+            return BAD_VALUE;
+        }
+        if (x > bound.hiLong) {
+            return bound.above;
+        }
+        accepted = x;
+        return -1;
+    }
+
+    /**
+     * The codec's {@code _int}: an integer (a Long or BigInteger), or a quoted decimal ("" is 0), within the
+     * bound; -1 and the value in {@code accepted}, or the reason's index.
+     */
+    private int integer(Object v, Bound bound) {
         if (v instanceof Long) {
-            long x = (Long) v;
-            // Every bound fits a long except a top of 2^64-1, which a long never exceeds.
-            if (bound.lo.bitLength() < 64 && x < bound.lo.longValue()) {
-                return BAD_VALUE;
-            }
-            if (bound.hi.bitLength() < 64 && x > bound.hi.longValue()) {
-                return bound.above;
-            }
-            out[0] = x;
-            return -1;
+            return integer((long) (Long) v, bound);
         }
         BigInteger big;
         if (v instanceof BigInteger) {
@@ -556,7 +569,7 @@ public final class FlowRecordReader implements Serializable {
         if (big.compareTo(bound.hi) > 0) {
             return bound.above;
         }
-        out[0] = big.longValue(); // within the bound: at most 2^63-1 for every field the job reads
+        accepted = big.longValue(); // within the bound: at most 2^63-1 for every field the job reads
         return -1;
     }
 }
