@@ -77,7 +77,7 @@ public final class FlowRecordFormatFactory implements DeserializationFormatFacto
         };
     }
 
-    static FlowRecordDeserializer deserializer(FlowRecordReader reader, boolean lines, String[] problemNames,
+    public static FlowRecordDeserializer deserializer(FlowRecordReader reader, boolean lines, String[] problemNames,
             DataType physical, org.apache.flink.api.common.typeinfo.TypeInformation<RowData> type) {
         RowType row = (RowType) physical.getLogicalType();
         List<String> names = row.getFieldNames();

@@ -297,18 +297,10 @@ public final class FlowRecordReader implements Serializable {
                 break;
             case VALUE_NUMBER_INT:
                 if (p.getNumberType() == JsonParser.NumberType.BIG_INTEGER) {
-                    BigInteger big = p.getBigIntegerValue();
-                    if (big.compareTo(I64_MIN) < 0 || big.compareTo(U64_MAX) > 0) {
-                        // orjson reads it as a float (infinite: not JSON).
-                        if (Double.isInfinite(big.doubleValue())) {
-                            throw NOT_JSON_ERROR;
-                        }
-                        tags[i] = FLOAT;
-                        longs[i] = 0;
-                    } else {
-                        tags[i] = INT;
-                        objects[i] = big;
-                    }
+                    BigInteger big = bigInteger(p);
+                    tags[i] = big == null ? FLOAT : INT;
+                    longs[i] = 0;
+                    objects[i] = big;
                 } else {
                     tags[i] = INT;
                     longs[i] = p.getLongValue();
@@ -376,19 +368,28 @@ public final class FlowRecordReader implements Serializable {
         return items;
     }
 
+    /**
+     * An integer beyond a long as orjson reads it: within [-2^63, 2^64-1] an integer, else a float (null here),
+     * and not JSON when that float is infinite.
+     */
+    private static BigInteger bigInteger(JsonParser p) throws IOException, NotJson {
+        BigInteger big = p.getBigIntegerValue();
+        if (big.compareTo(I64_MIN) >= 0 && big.compareTo(U64_MAX) <= 0) {
+            return big;
+        }
+        if (Double.isInfinite(big.doubleValue())) {
+            throw NOT_JSON_ERROR;
+        }
+        return null;
+    }
+
     /** A bin's b or c: a Long or BigInteger for an integer, a String, or a Boolean.FALSE marker for any other. */
     private Object scalar(JsonParser p, JsonToken v) throws IOException, NotJson {
         switch (v) {
             case VALUE_NUMBER_INT:
                 if (p.getNumberType() == JsonParser.NumberType.BIG_INTEGER) {
-                    BigInteger big = p.getBigIntegerValue();
-                    if (big.compareTo(I64_MIN) < 0 || big.compareTo(U64_MAX) > 0) {
-                        if (Double.isInfinite(big.doubleValue())) {
-                            throw NOT_JSON_ERROR;
-                        }
-                        return Boolean.FALSE;
-                    }
-                    return big;
+                    BigInteger big = bigInteger(p);
+                    return big == null ? Boolean.FALSE : big;
                 }
                 return p.getLongValue();
             case VALUE_STRING:
