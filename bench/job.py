@@ -21,8 +21,10 @@ Figures per run:
   have done most of their work (they take up to a core in the first tens of seconds of a run).
 
 Baselines, same session: a plain read_committed Kafka consume of the first 200k records of the topic
-(kafka-python), records/s; and the variant `source_only`: Flink's Kafka source and JSON format alone, every
-valid record into a blackhole sink (what reading the topic costs the job before any window).
+(kafka-python), records/s; and the variant `source_only`: Flink's Kafka source with the job's record format
+(`gwtel-flow`) and its record rules, every valid record into a blackhole sink (what reading the topic costs the
+job before any window). `source_json` reads the same with Flink's own `json` format and no check at all (how
+the job read records before its strict format): the strict reader should cost no more.
 `bandwidth_only`, `latency_only` and `buckets_only` run one kind of aggregate of the job alone, into a
 blackhole. Writes bench/results/job.json.
 Usage: `python bench/job.py [--records 1000000] [--event-rate 50000] [--parallelism 1,2] [--runs 1]`.
@@ -53,7 +55,7 @@ from gwtel.config import GwtelConfig, load_config
 from gwtel.services.kafka import KafkaService
 from schemas import codec
 from schemas.aggregate import AGGREGATE_FIELDS, Kind
-from schemas.flow_record import FLOW_RECORD_FIELDS, FieldSpec, FlowRecord, HistBin
+from schemas.flow_record import FLOW_RECORD_FIELDS, FieldSpec, FlowRecord, HistBin, flink_columns_ddl
 
 S = 10**9
 T0_S = 1_767_225_600
@@ -76,9 +78,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "bandwidth_only": {},
     "latency_only": {},
     "buckets_only": {},
-    "no_raw_side_path": {"raw_side_path": False},
+    "source_json": {},
     "no_distinct_hosts": {"distinct_hosts": False},
-    "lean": {"raw_side_path": False, "distinct_hosts": False},
     # Chained operators deep-copy every row they pass on (the job sets pipeline.object-reuse: true).
     "copying_chain": {"tuning": {"pipeline.object-reuse": "false"}},
     # State on the heap instead of RocksDB (the job's default): what the state backend costs.
@@ -103,7 +104,7 @@ PARTIAL_KINDS: dict[str, Kind] = {
     "latency_only": "latency",
     "buckets_only": "latency_bucket",
 }
-PARTIAL = frozenset({"source_only", *PARTIAL_KINDS})
+PARTIAL = frozenset({"source_only", "source_json", *PARTIAL_KINDS})
 
 
 def records(n: int, event_rate: int, seed: int = 7) -> list[bytes]:
@@ -195,10 +196,10 @@ def topic_size(bootstrap: str, topic: str) -> int:
     return sum(ends[tp] - starts[tp] for tp in parts)
 
 
-# The FlowRecord source's own counter (the raw side path's source is `Source:_flows_raw_N_`).
+# The FlowRecord source's own counter (`source_json`'s source is `Source:_flows_json_N_`).
 _SOURCE_OUT = re.compile(
     r"^flink_taskmanager_job_task_operator_numRecordsOut\{[^}]*"
-    r'operator_name="Source:_flows_\d+_"[^}]*\} (\S+)$',
+    r'operator_name="Source:_flows(?:_json)?_\d+_"[^}]*\} (\S+)$',
     re.M,
 )
 
@@ -255,9 +256,11 @@ def partial_table(t_env: Any, cfg: GwtelConfig, part: str) -> tuple[Any, tuple[F
     from processors import aggregate as agg
     from processors.job import aggregate_records
 
+    names = ", ".join(f"`{f.name}`" for f in FLOW_RECORD_FIELDS)
+    if part == "source_json":
+        return t_env.sql_query(f"SELECT {names} FROM `flows_json` WHERE `schema_version` = 1"), FLOW_RECORD_FIELDS
     valid = agg.valid(t_env.from_path("flows"), cfg.job.max_future_skew_s)
     if part == "source_only":
-        names = ", ".join(f"`{f.name}`" for f in FLOW_RECORD_FIELDS)
         return t_env.sql_query(f"SELECT {names} FROM {valid}"), FLOW_RECORD_FIELDS
     # The same windows as the job, one kind of aggregate only.
     kind = PARTIAL_KINDS[part]
@@ -280,6 +283,11 @@ def run_partial(cfg: GwtelConfig, part: str, on_start: Callable[[str, int], None
         metrics_port=port,
     )
     create_tables(t_env, cfg, bounded=True)
+    if part == "source_json":
+        # The same Kafka source with Flink's JSON format (its options as the job had them before gwtel-flow).
+        opts = {**ddl._kafka_source_options(cfg, bounded=True, stop_at=None), "format": "json",
+                "json.ignore-parse-errors": "true", "json.fail-on-missing-field": "false"}  # fmt: skip
+        t_env.execute_sql(ddl.create_table_sql("flows_json", flink_columns_ddl(), opts))
     table, fields = partial_table(t_env, cfg, part)
     t_env.execute_sql(ddl.create_table_sql("sink", ddl.columns_sql(fields), {"connector": "blackhole"}))
     result = table.execute_insert("sink")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from processors.udf import BAD_BINS, BUCKET_COUNTS, KEY_STRIDE, RECORD_PROBLEM, SIDE_COUNTS
+from processors.udf import BUCKET_COUNTS, KEY_STRIDE, SIDE_COUNTS
 from schemas.aggregate import (
     AGGREGATE_FIELDS,
     AGGREGATE_SCHEMA_VERSION,
@@ -27,16 +27,22 @@ from schemas.aggregate import (
     SINGLE_VALUE_METRICS,
     Kind,
 )
-from schemas.checks import REQUIRED, flink_bad_value_sql
-from schemas.flow_record import DEFAULT_CLASS, FLOW_RECORD_FIELDS, FLOW_SCHEMA_VERSION
+from schemas.checks import flink_rule_sql
+from schemas.flow_record import FLOW_RECORD_FIELDS
 from schemas.histogram import MAX_BUCKET, RTT_GAMMA
 
 Table = Any  # pyflink.table.Table (pyflink ships no type information)
 
 _KEYS = "`partner`, `direction`, `link_id`, `app_class`"
-# Fields a FlowRecord must carry (not null, of the column's type), as the loader requires them
-# (schemas.checks). `valid` and `invalid` split rows on this list.
-REQUIRED_FIELDS: tuple[str, ...] = REQUIRED
+# The columns the record format (processors/java/gwtel/format) fills for a record the loader would refuse, and
+# their types: the reason, the field, the record's line in its Kafka value (0 for a one-record value) and the
+# line's text. An accepted record has only `_line` set.
+PROBLEM_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("_reason", "STRING"),
+    ("_field", "STRING"),
+    ("_line", "INT"),
+    ("_value", "STRING"),
+)
 # The same double as schemas.histogram divides by.
 _LOG_GAMMA = math.log(RTT_GAMMA)
 
@@ -91,43 +97,36 @@ def max_event_ns_sql(max_future_skew_s: int) -> str:
     return f"((CAST(UNIX_TIMESTAMP() AS BIGINT) + {int(max_future_skew_s)}) * 1000000000)"
 
 
-def bad_value_sql(max_future_skew_s: int) -> str:
-    """The first field whose value no flow can have, or NULL: the checks of schemas.checks, as the loader's."""
-    return flink_bad_value_sql(max_event_ns_sql(max_future_skew_s), BAD_BINS)
+def rule_sql(max_future_skew_s: int) -> str:
+    """The first record rule's field a row breaks, or NULL: the rules of schemas.checks, as the loader's."""
+    return flink_rule_sql(max_event_ns_sql(max_future_skew_s))
 
 
 def classify(flows: Table, max_future_skew_s: int = DEFAULT_MAX_FUTURE_SKEW_S) -> Table:
-    """FlowRecord v1 rows with two more columns, both NULL for a row the windows may read: ``_missing``, the
-    first required field that is null, and ``_bad``, the first field whose value no flow can have.
+    """The source's rows with two more columns, both NULL for a row the windows may read: ``_problem``, the
+    reason the loader would give (the format's, or ``bad_value`` for a broken record rule), and ``_where``, the
+    field it names.
 
     ``valid_rows`` and ``invalid_rows`` split one such table, so the job runs the checks once per record
     (the planner computes a table that several branches read once; two tables with their own checks cost
     a tenth of the source thread's time).
     """
-    first_null = " ".join(f"WHEN `{n}` IS NULL THEN '{n}'" for n in REQUIRED_FIELDS)
+    ruled = _query(flows, f"SELECT *, CAST({rule_sql(max_future_skew_s)} AS STRING) AS `_rule` FROM {flows}")
     return _query(
-        flows,
-        f"SELECT *, CAST(CASE {first_null} END AS STRING) AS `_missing`, "
-        f"CAST({bad_value_sql(max_future_skew_s)} AS STRING) AS `_bad` "
-        f"FROM {flows} WHERE `schema_version` = {FLOW_SCHEMA_VERSION}",
+        ruled,
+        "SELECT *, CASE WHEN `_reason` IS NOT NULL THEN `_reason` WHEN `_rule` IS NOT NULL THEN 'bad_value' END "
+        f"AS `_problem`, COALESCE(`_field`, `_rule`) AS `_where` FROM {ruled}",
     )
 
 
 def valid_rows(classified: Table) -> Table:
-    """The rows of ``classify`` without a problem, with the FlowRecord columns and ``rowtime``. A record older
-    than application classes has none: its windows are the default class's, as the tables read its rows."""
-    cols = ", ".join(
-        f"COALESCE(`{f.name}`, '{DEFAULT_CLASS}') AS `{f.name}`" if f.name == "app_class" else f"`{f.name}`"
-        for f in FLOW_RECORD_FIELDS
-    )
-    return _query(
-        classified,
-        f"SELECT {cols}, `rowtime` FROM {classified} WHERE `_missing` IS NULL AND `_bad` IS NULL",
-    )
+    """The rows of ``classify`` without a problem, with the FlowRecord columns and ``rowtime``."""
+    cols = ", ".join(f"`{f.name}`" for f in FLOW_RECORD_FIELDS)
+    return _query(classified, f"SELECT {cols}, `rowtime` FROM {classified} WHERE `_problem` IS NULL")
 
 
 def valid(flows: Table, max_future_skew_s: int = DEFAULT_MAX_FUTURE_SKEW_S) -> Table:
-    """FlowRecord v1 rows with every required field present and plausible; ``invalid`` takes the others."""
+    """The FlowRecords the loader would store (format and record rules); ``invalid`` takes the others."""
     return valid_rows(classify(flows, max_future_skew_s))
 
 
@@ -320,46 +319,24 @@ def as_records(table: Table, kind: Kind) -> Table:
     return _query(table, f"SELECT {', '.join(cols)} FROM {table}")
 
 
+def invalid_rows(classified: Table) -> Table:
+    """Dead-letter rows for the rows of ``classify`` with a problem: the loader's reason, the field, the record's
+    text (the line of its Kafka value; for a broken record rule its agent_id, seq and link_id as JSON) and its
+    line index. The complement of ``valid_rows``."""
+    return _query(
+        classified,
+        "SELECT CAST('aggregate' AS STRING) AS `stage`, `_problem` AS `reason`, `_where` AS `field`, "
+        f"COALESCE(`_value`, {_identity_json()}) AS `value`, `_line` AS `line` "
+        f"FROM {classified} WHERE `_problem` IS NOT NULL",
+    )
+
+
 def _identity_json() -> str:
-    # Enough to find the record again (and to reconcile per-agent sequence numbers).
+    # A record the format accepted and a rule refused: the format keeps no text of accepted records (it would
+    # cost a string per record), so enough to find the record again (and to reconcile sequence numbers).
     return "JSON_OBJECT(KEY 'agent_id' VALUE `agent_id`, KEY 'seq' VALUE `seq`, KEY 'link_id' VALUE `link_id`)"
 
 
-def invalid_rows(classified: Table) -> Table:
-    """Dead-letter rows for the rows of ``classify`` with a problem: a missing required field (``bad_field``)
-    or a value no flow can have (``bad_value``), and the field's name. The complement of ``valid_rows``."""
-    return _query(
-        classified,
-        "SELECT CAST('aggregate' AS STRING) AS `stage`, "
-        "CAST(CASE WHEN `_missing` IS NULL THEN 'bad_value' ELSE 'bad_field' END AS STRING) AS `reason`, "
-        f"COALESCE(`_missing`, `_bad`) AS `field`, {_identity_json()} AS `value` "
-        f"FROM {classified} WHERE `_missing` IS NOT NULL OR `_bad` IS NOT NULL",
-    )
-
-
 def invalid(flows: Table, max_future_skew_s: int = DEFAULT_MAX_FUTURE_SKEW_S) -> Table:
-    """Dead-letter rows for parsed FlowRecords v1 that miss a required field (``bad_field``) or hold a value
-    no flow can have (``bad_value``): the complement of ``valid``.
-
-    Other versions are left to ``malformed``, which sees every value, so nothing is counted twice.
-    """
+    """Dead-letter rows for the source's rows the loader would refuse: the complement of ``valid``."""
     return invalid_rows(classify(flows, max_future_skew_s))
-
-
-def malformed(raw: Table) -> Table:
-    """Kafka values (column ``value`` STRING) that are not JSON objects or not FlowRecord version 1.
-
-    The JSON format of the main source skips values it cannot parse, so one bad record cannot stop the
-    job; this side path reads the same topic as text and makes each of them a dead-letter record. It
-    checks only what is cheap (one parse per check: a check per field cost 40x the whole job): missing
-    fields are caught after parsing by ``invalid``.
-    """
-    # One streaming pass over the value in Java (processors/java/gwtel/udf/RecordProblem.java): JSON_VALUE
-    # built a tree of maps per record and was the costliest part of this path.
-    checked = _query(raw, f"SELECT `value`, {RECORD_PROBLEM}(`value`, {FLOW_SCHEMA_VERSION}) AS `reason` FROM {raw}")
-    return _query(
-        raw,
-        "SELECT CAST('aggregate' AS STRING) AS `stage`, CAST(`reason` AS STRING) AS `reason`, "
-        f"CAST('' AS STRING) AS `field`, COALESCE(`value`, '') AS `value` FROM {checked} "
-        "WHERE `reason` IS NOT NULL",
-    )

@@ -9,12 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from gwtel.config import GwtelConfig
-from processors.aggregate import DEFAULT_MAX_FUTURE_SKEW_S, MIN_EVENT_NS, max_event_ns_sql
+from processors.aggregate import DEFAULT_MAX_FUTURE_SKEW_S, MIN_EVENT_NS, PROBLEM_COLUMNS, max_event_ns_sql
+from processors.udf import FLOW_FORMAT
 from schemas.aggregate import AGGREGATE_FIELDS, DEAD_LETTER_FIELDS, LATE_FIELDS
+from schemas.checks import flink_format_options
 from schemas.flow_record import FieldSpec, flink_columns_ddl
-
-# The validation side path reads the topic with its own group: `<job.group_id><RAW_GROUP_SUFFIX>`.
-RAW_GROUP_SUFFIX = "-validate"
 
 
 def rowtime_sql(max_future_skew_s: int = DEFAULT_MAX_FUTURE_SKEW_S) -> str:
@@ -58,8 +57,9 @@ def flows_columns_sql(
         watermark = f"`rowtime` - {interval_sql(watermark_bound_ms)}"
     else:
         watermark = cut_watermark_sql(watermark_bound_ms, cut_ms, max_future_skew_s)
+    problem = ",\n".join(f"  `{name}` {flink}" for name, flink in PROBLEM_COLUMNS)
     return (
-        f"{flink_columns_ddl()},\n"
+        f"{flink_columns_ddl()},\n{problem},\n"
         f"  `rowtime` AS {rowtime_sql(max_future_skew_s)},\n"
         f"  WATERMARK FOR `rowtime` AS {watermark}"
     )
@@ -70,6 +70,16 @@ def cut_ms_of(cfg: GwtelConfig) -> int | None:
     if cfg.job.watermark_from != "export_ns":
         return None
     return max(1, round(cfg.agent.active_timeout_s * 1000))
+
+
+def flow_format_options(*, lines: bool = False) -> dict[str, str]:
+    """Table options reading FlowRecords with the record format ``gwtel-flow``: each value (with ``lines``, each
+    JSON line of a value) becomes a row of the record's columns, or of ``PROBLEM_COLUMNS`` when the loader would
+    refuse it. The format never fails on a value, so one bad record cannot stop the job."""
+    opts = {f"{FLOW_FORMAT}.{key}": value for key, value in flink_format_options().items()}
+    opts[f"{FLOW_FORMAT}.problem-columns"] = ",".join(name for name, _ in PROBLEM_COLUMNS)
+    opts[f"{FLOW_FORMAT}.lines"] = "true" if lines else "false"
+    return {"format": FLOW_FORMAT, **opts}
 
 
 def interval_sql(ms: int) -> str:
@@ -103,15 +113,13 @@ def _quote(value: str) -> str:
     return value.replace("'", "''")
 
 
-def _kafka_source_options(
-    cfg: GwtelConfig, *, group_suffix: str, bounded: bool, stop_at: Mapping[int, int] | None
-) -> dict[str, str]:
+def _kafka_source_options(cfg: GwtelConfig, *, bounded: bool, stop_at: Mapping[int, int] | None) -> dict[str, str]:
     job = cfg.job
     opts = {
         "connector": "kafka",
         "topic": cfg.kafka.topics.flows,
         "properties.bootstrap.servers": cfg.kafka.bootstrap,
-        "properties.group.id": f"{job.group_id}{group_suffix}",
+        "properties.group.id": job.group_id,
         # Producers may be transactional: never read what an aborted transaction wrote.
         "properties.isolation.level": "read_committed",
         "scan.startup.mode": job.startup_mode,
@@ -135,32 +143,16 @@ def _kafka_source_options(
 def flows_source_ddl(
     cfg: GwtelConfig, *, name: str = "flows", bounded: bool = False, stop_at: Mapping[int, int] | None = None
 ) -> str:
-    """The FlowRecord source. Unparseable values are skipped here and counted by ``flows_raw_source_ddl``.
+    """The FlowRecord source: every Kafka value read with the loader's strictness (``flow_format_options``), a
+    refused one as a row of its problem, which the job dead-letters.
 
     ``bounded``: read up to ``stop_at`` (partition -> offset), or without it up to the end offsets the
     source sees when it starts, then finish.
     """
-    opts = _kafka_source_options(cfg, group_suffix="", bounded=bounded, stop_at=stop_at)
-    opts.update(
-        {
-            "format": "json",
-            # One bad record must not stop (and restart-loop) the job: skip it here, count it on the raw
-            # side path (processors.aggregate.malformed -> dead-letter topic).
-            "json.ignore-parse-errors": "true",
-            "json.fail-on-missing-field": "false",
-        }
-    )
+    opts = _kafka_source_options(cfg, bounded=bounded, stop_at=stop_at)
+    opts.update(flow_format_options())
     columns = flows_columns_sql(cfg.job.watermark_bound_ms, cfg.job.max_future_skew_s, cut_ms_of(cfg))
     return create_table_sql(name, columns, opts)
-
-
-def flows_raw_source_ddl(
-    cfg: GwtelConfig, *, name: str = "flows_raw", bounded: bool = False, stop_at: Mapping[int, int] | None = None
-) -> str:
-    """The same topic as text, one ``value`` per Kafka record, for the validation side path."""
-    opts = _kafka_source_options(cfg, group_suffix=RAW_GROUP_SUFFIX, bounded=bounded, stop_at=stop_at)
-    opts.update({"format": "raw", "raw.charset": "UTF-8"})
-    return create_table_sql(name, "  `value` STRING", opts)
 
 
 def _kafka_sink_options(cfg: GwtelConfig, topic: str, sink: str) -> dict[str, str]:

@@ -86,7 +86,6 @@ def aggregate_records(
 def build_statement_set(
     t_env: Any,
     flows: Any,
-    raw: Any | None,
     window_sizes_s: tuple[int, ...],
     sinks: SinkNames = SinkNames(),
     *,
@@ -95,9 +94,9 @@ def build_statement_set(
 ) -> Any:
     """Wire sources to sinks: on-time valid rows to the windows, late rows and bad records aside.
 
-    ``flows`` is the FlowRecord source (with a rowtime attribute), ``raw`` the same topic as text (None:
-    no raw side path, only parsed rows missing a field are dead-lettered). The planner reuses the one
-    scan of ``flows`` for every branch (tests/unit/test_aggregate.py checks the plan).
+    ``flows`` is the FlowRecord source (with a rowtime attribute and the record format's problem columns).
+    The planner reuses the one scan of ``flows`` for every branch (tests/unit/test_aggregate.py checks the
+    plan).
     """
     # One table of checked rows for both the windows and the dead-letter path: the checks run once.
     classified = agg.classify(flows, max_future_skew_s)
@@ -107,15 +106,13 @@ def build_statement_set(
         sinks.aggregates, aggregate_records(agg.on_time(checked), window_sizes_s, distinct_hosts=distinct_hosts)
     )
     stmt.add_insert(sinks.late, agg.late(checked))
-    bad = agg.invalid_rows(classified)
-    stmt.add_insert(sinks.dead_letter, bad if raw is None else agg.malformed(raw).union_all(bad))
+    stmt.add_insert(sinks.dead_letter, agg.invalid_rows(classified))
     return stmt
 
 
 def create_tables(t_env: Any, cfg: GwtelConfig, *, bounded: bool, stop_at: Mapping[int, int] | None = None) -> None:
     for sql in (
         ddl.flows_source_ddl(cfg, bounded=bounded, stop_at=stop_at),
-        ddl.flows_raw_source_ddl(cfg, bounded=bounded, stop_at=stop_at),
         ddl.aggregates_sink_ddl(cfg),
         ddl.late_sink_ddl(cfg),
         ddl.dead_letter_sink_ddl(cfg),
@@ -154,7 +151,6 @@ def run_job(
     restore_from: Path | None = None,
     on_start: Callable[[str, int], None] | None = None,
     tuning: Mapping[str, str] | None = None,
-    raw_side_path: bool = True,
     distinct_hosts: bool = True,
 ) -> None:
     """Run the job on the local MiniCluster until it ends (``bounded``: at the offsets seen at start).
@@ -164,7 +160,7 @@ def run_job(
 
     ``restore_from`` (a checkpoint folder, see ``processors.checkpoints``) resumes from that state.
     ``on_start(job_id, metrics_port)`` is called once the job is submitted. ``tuning`` (extra Flink
-    settings), ``raw_side_path`` and ``distinct_hosts`` are the variants bench/job.py compares.
+    settings) and ``distinct_hosts`` are the variants bench/job.py compares.
     """
     with _stop_requests() as stop:
         job = cfg.job
@@ -191,11 +187,9 @@ def run_job(
         )
         stop_at = stop_offsets.end_offsets(cfg.kafka.kafka_python(), cfg.kafka.topics.flows) if bounded else None
         create_tables(t_env, cfg, bounded=bounded, stop_at=stop_at)
-        raw = t_env.from_path("flows_raw") if raw_side_path else None
         stmt = build_statement_set(
             t_env,
             t_env.from_path("flows"),
-            raw,
             job.window_sizes_s,
             distinct_hosts=distinct_hosts,
             max_future_skew_s=job.max_future_skew_s,
@@ -212,9 +206,7 @@ def run_job(
         finally:
             job_metrics.withdraw(target)
         if stop_at is not None:
-            groups = [job.group_id] + ([job.group_id + ddl.RAW_GROUP_SUFFIX] if raw_side_path else [])
-            for group in groups:
-                stop_offsets.commit(cfg.kafka.kafka_python(), group, cfg.kafka.topics.flows, stop_at)
+            stop_offsets.commit(cfg.kafka.kafka_python(), job.group_id, cfg.kafka.topics.flows, stop_at)
 
 
 @contextlib.contextmanager

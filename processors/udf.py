@@ -1,4 +1,7 @@
-"""The job's Java functions: built once from ``processors/java`` into a jar, registered on every environment.
+"""The job's Java code: built once from ``processors/java`` into a jar, its functions registered on every environment.
+
+The jar also holds the record format ``gwtel-flow`` (``processors/java/gwtel/format``), which Flink finds through
+the jar's ``META-INF/services`` entry when a table names it.
 
 Flink SQL runs a Java function in the JVM without crossing to Python; a Python one would cost
 more per row than the rows it saves. The jar is compiled with the JDK's ``javac`` against PyFlink's own
@@ -29,14 +32,12 @@ JAVA_SOURCES = Path(__file__).parent / "java"
 # SQL name -> Java class of each function the job calls.
 BUCKET_COUNTS = "GWTEL_BUCKET_COUNTS"
 SIDE_COUNTS = "GWTEL_SIDE_COUNTS"
-RECORD_PROBLEM = "GWTEL_RECORD_PROBLEM"
-BAD_BINS = "GWTEL_BAD_BINS"
 FUNCTIONS = {
-    BAD_BINS: "gwtel.udf.BadBins",
     BUCKET_COUNTS: "gwtel.udf.BucketCounts",
     SIDE_COUNTS: "gwtel.udf.SideCounts",
-    RECORD_PROBLEM: "gwtel.udf.RecordProblem",
 }
+# The record format's name in a table's `format` option (FlowRecordFormatFactory.IDENTIFIER).
+FLOW_FORMAT = "gwtel-flow"
 # BucketCounts keys its map by metric * KEY_STRIDE + bucket (its own KEY_STRIDE, which tests/unit/test_udf.py
 # checks against this one and schemas.histogram.MAX_BUCKET); the SQL that reads the map splits it again.
 KEY_STRIDE = 1 << 16
@@ -48,13 +49,18 @@ def _sources() -> list[Path]:
     return sorted(JAVA_SOURCES.rglob("*.java"))
 
 
+def _resources() -> list[Path]:
+    """Files the jar carries as they are (the service entry that names the format factory)."""
+    return sorted(p for p in (JAVA_SOURCES / "META-INF").rglob("*") if p.is_file())
+
+
 def _flink_lib() -> Path:
     return Path(pyflink.__file__).parent / "lib"
 
 
 def _fingerprint() -> str:
     digest = hashlib.sha256()
-    for src in _sources():
+    for src in [*_sources(), *_resources()]:
         digest.update(src.relative_to(JAVA_SOURCES).as_posix().encode())
         digest.update(src.read_bytes())
     digest.update(" ".join(sorted(p.name for p in _flink_lib().glob("*.jar"))).encode())
@@ -93,6 +99,8 @@ def udf_jar(home: Path | None = None) -> Path:
             jar.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\r\n\r\n")
             for cls in sorted(classes.rglob("*.class")):
                 jar.write(cls, cls.relative_to(classes).as_posix())
+            for res in _resources():
+                jar.write(res, res.relative_to(JAVA_SOURCES).as_posix())
         staged = target.parent / f".{target.name}.{os.getpid()}"
         shutil.move(str(partial), str(staged))
         os.replace(staged, target)

@@ -77,9 +77,10 @@ LATE_FIELDS: Final[tuple[FieldSpec, ...]] = FLOW_RECORD_FIELDS
 # A record of the flows topic that is not a valid FlowRecord v1, with the first reason found.
 DEAD_LETTER_FIELDS: Final[tuple[FieldSpec, ...]] = (
     FieldSpec("stage", "STRING", "LowCardinality(String)", "who rejected it: aggregate (the Flink job)"),
-    FieldSpec("reason", "STRING", "LowCardinality(String)", "not_json, wrong_version or bad_field"),
-    FieldSpec("field", "STRING", "String", "bad_field: the first field missing, null or not of its type"),
-    FieldSpec("value", "STRING", "String", "the raw Kafka value, or (bad_field) agent_id, seq and link_id as JSON"),
+    FieldSpec("reason", "STRING", "LowCardinality(String)", "the loader's reason (schemas.checks), e.g. bad_type"),
+    FieldSpec("field", "STRING", "String", "the field the reason is about ('' for the whole value)"),
+    FieldSpec("value", "STRING", "String", "the record's text, or (a record rule) agent_id, seq and link_id as JSON"),
+    FieldSpec("line", "INT", "UInt32", "the record's line in its Kafka value (0: the first or only one)"),
 )
 
 

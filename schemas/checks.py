@@ -2,7 +2,8 @@
 
 The loader checks records in ClickHouse (`clickhouse_problem_sql`, the expression of the landing views in
 migrations 0007 and 0009, by `LANDING_VERSIONS`), and in Python only for a batch ClickHouse refused to parse
-(`checked`, used by `schemas.codec`); the Flink job with `flink_bad_value_sql`. All are generated from
+(`checked`, used by `schemas.codec`); the Flink job with its record format's options (`flink_format_options`)
+and `flink_rule_sql`. All are generated from
 `INT_BOUNDS`, `BIN_BOUNDS` and `RECORD_RULES` below, in the same order, so they name the same reason for the
 same record; tests/unit/test_landing.py feeds the same records to ClickHouse and Python, test_aggregate.py to
 the job, and test_address_checks.py compares the three readings of an address.
@@ -12,8 +13,8 @@ Reasons are short labels fit for a metric: `missing_field` (absent or null), `ba
 `wrong_version` from the codec.
 
 Integers may also arrive as quoted decimal strings ("12"): ClickHouse's JSONEachRow and Flink's JSON format
-both read them as numbers, so every stage takes them (ClickHouse also reads "" as 0, and so does `checked`;
-the job's JSON format leaves it null and refuses the record).
+the job's record format read them as numbers, so every stage takes them (ClickHouse also reads "" as 0, and
+so do `checked` and the job).
 """
 
 from __future__ import annotations
@@ -393,32 +394,48 @@ def problem_cases(latest_sql: str, version: int = LANDING_VERSION) -> list[tuple
     return cases
 
 
-_FLINK_MAX: Final = {"INT": 2**31 - 1, "BIGINT": 2**63 - 1}
-
-
 def _bound(sql: str, latest_sql: str) -> str:
     return sql.replace("{latest}", latest_sql)  # not str.format: the regular expressions hold braces
 
 
-def flink_bad_value_sql(latest_sql: str, bad_bins: str) -> str:
-    """The job's check: the first field whose value no flow can have, or NULL. The integer bounds, the bins'
-    bounds and the record rules above, in the same order, on the Flink source's columns (a field its JSON
-    format could not read is null there, and the job names it as missing instead; a bin it could not read
-    is a null bin or element, refused as the loader refuses a null one). ``bad_bins``: the job's function
-    (processors/java/gwtel/udf/BadBins.java) that tests a histogram against the bins' bounds."""
-    whens = []
-    b_bound, c_bound = BIN_BOUNDS
-    bin_args = ", ".join(f"CAST({v} AS BIGINT)" for v in (b_bound.lo, b_bound.hi, c_bound.lo, c_bound.hi))
-    for f in FLOW_RECORD_FIELDS:
-        if f.name in INT_BOUNDS and f.name != "schema_version":
-            b = INT_BOUNDS[f.name]
-            # A bound the Flink column's type cannot pass is not tested: fewer tests per record.
-            cond = f"`{f.name}` < {b.lo}" + (f" OR `{f.name}` > {b.hi}" if b.hi < _FLINK_MAX[f.flink] else "")
-            whens.append(f"WHEN {cond} THEN '{f.name}'")
-        elif f.name not in INT_BOUNDS and _kind(f.clickhouse) == "hist":
-            whens.append(f"WHEN {bad_bins}(`{f.name}`, {bin_args}) THEN '{f.name}'")
-    whens += [f"WHEN NOT ({_bound(r.flink, latest_sql)}) THEN '{r.field}'" for r in RECORD_RULES]
-    return f"CASE {' '.join(whens)} END"
+# The reasons the job's record format (processors/java/gwtel/format) names, in the order it numbers them.
+FORMAT_REASONS: Final = ("not_json", "wrong_version", "missing_field", "bad_type", "bad_value", "out_of_range")
+
+
+def _absent(name: str, kind: str) -> str:
+    """What `checked` makes of an absent or null field: a default, an empty list, null, or `missing_field`."""
+    if name in DEFAULTS:
+        return f"={DEFAULTS[name]}"
+    if kind == "hist":
+        return "empty"
+    if kind == "int" and INT_BOUNDS[name].nullable:
+        return "null"
+    return "missing"
+
+
+def flink_format_options() -> dict[str, str]:
+    """The options of the job's record format `gwtel-flow` (processors/java/gwtel/format): the field table,
+    the bins' bounds and the reason names above, so that its verdict on each field is `checked`'s. Fields are
+    judged in this order, then the job's SQL applies `flink_rule_sql` (the record rules), as `checked` does."""
+    specs = []
+    for name, kind in FIELD_KINDS:
+        b = INT_BOUNDS.get(name)
+        lo, hi, above = (b.lo, b.hi, b.above) if b is not None else ("", "", "")
+        specs.append(f"{name}|{kind}|{lo}|{hi}|{above}|{_absent(name, kind)}")
+    return {
+        "fields": ";".join(specs),
+        "bins": ";".join(f"{b.lo}|{b.hi}|{b.above}" for b in BIN_BOUNDS),
+        "reasons": ",".join(FORMAT_REASONS),
+        "version-field": "schema_version",
+        "version": str(FLOW_SCHEMA_VERSION),
+    }
+
+
+def flink_rule_sql(latest_sql: str) -> str:
+    """The job's record rules (after its format accepted every field): the first rule's field a row breaks, or
+    NULL. The same rules, in the same order, as `checked` and the landing views apply."""
+    whens = " ".join(f"WHEN NOT ({_bound(r.flink, latest_sql)}) THEN '{r.field}'" for r in RECORD_RULES)
+    return f"CASE {whens} END"
 
 
 def clickhouse_problem_sql(latest_sql: str, version: int = LANDING_VERSION) -> str:

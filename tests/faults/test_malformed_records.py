@@ -3,8 +3,9 @@ stages, counted, and neither stops; the aggregates hold exactly the valid record
 
 One record lies a year ahead and comes first: if it moved the watermark, every valid record after it would
 be late and the aggregates empty. The mix is what a malicious producer might send: bad addresses of both
-families, ports and counts out of range, null and out-of-range histogram bins, other versions, cut JSON; both
-stages must keep the same records.
+families, ports and counts out of range, null and out-of-range histogram bins, other versions, cut JSON, and
+the values a lenient JSON reader converts (a float in an integer field, a number in a string field, text after
+the object, repeated keys); both stages must keep the same records and name the codec's reason.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from gwtel.services.flink import FlinkRuntime
 from gwtel.services.kafka import KafkaService
 from processors.job import run_job
 from processors.loader_setup import migrate
-from schemas import codec
+from schemas import checks, codec
 from tests.faults import support as s
 from tests.records import sample_flow
 
@@ -67,48 +68,75 @@ def test_malformed_records_are_dead_lettered_by_job_and_loader(
     def hist(seq: int, name: str, bins: list[dict[str, Any]]) -> bytes:
         return orjson.dumps({**_value(agent_id=agent, seq=seq), name: bins})
 
-    # (kind, value, the loader's reason, the job's (reason, field)). The job names a field its JSON format
-    # could not read `bad_field` and any other refused value `bad_value`; the loader says which rule.
-    bad: list[tuple[str, bytes, str, tuple[str, str]]] = [
-        ("year_ahead", bad_value(100, first_ns=future, last_ns=future, export_ns=future), "bad_value",
-         ("bad_value", "last_ns")),
-        ("garbage", b"\x00\xff not a record", "not_json", ("not_json", "")),
+    sample = orjson.dumps(_value(agent_id=agent, seq=122))
+
+    def spliced(seq: int, text: str, drop: str) -> bytes:
+        """A record with `drop` removed and `text` spliced in last (repeated keys, which orjson cannot write)."""
+        d = _value(agent_id=agent, seq=seq)
+        del d[drop]
+        return orjson.dumps(d)[:-1] + b"," + text.encode() + b"}"
+
+    # (kind, value, reason, field): what the codec says (checked below), and so what both stages must say.
+    bad: list[tuple[str, bytes, str, str]] = [
+        ("year_ahead", bad_value(100, first_ns=future, last_ns=future, export_ns=future), "bad_value", "last_ns"),
+        ("garbage", b"\x00\xff not a record", "not_json", ""),
         ("wrong_version", orjson.dumps({**_value(agent_id=agent, seq=102), "schema_version": 2}), "wrong_version",
-         ("wrong_version", "")),
-        ("missing_field", orjson.dumps(missing), "missing_field", ("bad_field", "bytes_rev")),
-        ("negative_bytes", bad_value(104, bytes_fwd=-5), "bad_value", ("bad_value", "bytes_fwd")),
-        ("year_1990", bad_value(105, first_ns=past, last_ns=past, export_ns=past), "bad_value",
-         ("bad_value", "first_ns")),
-        ("year_2150", bad_value(106, first_ns=later, last_ns=later, export_ns=later), "bad_value",
-         ("bad_value", "first_ns")),
+         "schema_version"),
+        ("missing_field", orjson.dumps(missing), "missing_field", "bytes_rev"),
+        ("negative_bytes", bad_value(104, bytes_fwd=-5), "bad_value", "bytes_fwd"),
+        ("year_1990", bad_value(105, first_ns=past, last_ns=past, export_ns=past), "bad_value", "first_ns"),
+        ("year_2150", bad_value(106, first_ns=later, last_ns=later, export_ns=later), "bad_value", "first_ns"),
         ("wrong_type", orjson.dumps({**_value(agent_id=agent, seq=107), "bytes_fwd": "lots"}), "bad_type",
-         ("bad_field", "bytes_fwd")),
-        ("src_ip_999", bad_value(108, src_ip="999.1.2.3"), "bad_value", ("bad_value", "src_ip")),
-        ("port_70000", bad_value(109, dst_port=70_000), "out_of_range", ("bad_value", "dst_port")),
-        ("null_bin", hist(110, "ts_rtt_hist", [{"b": None, "c": None}]), "bad_type", ("bad_value", "ts_rtt_hist")),
-        ("null_bin_count", hist(111, "dns_rtt_hist", [{"b": 3, "c": None}]), "bad_type",
-         ("bad_value", "dns_rtt_hist")),
-        ("bucket_70000", hist(112, "icmp_rtt_hist", [{"b": 70_000, "c": 1}]), "out_of_range",
-         ("bad_value", "icmp_rtt_hist")),
-        ("negative_bin_count", hist(113, "ts_rtt_hist", [{"b": 3, "c": -1}]), "bad_value",
-         ("bad_value", "ts_rtt_hist")),
-        ("huge_count", bad_value(114, packets_fwd=2**63), "bad_value", ("bad_field", "packets_fwd")),
-        ("bad_ipv6", bad_value(115, ip_version=6, src_ip="1::2::3", dst_ip="::1"), "bad_value",
-         ("bad_value", "src_ip")),
-        ("ipv6_triple_colon", bad_value(116, ip_version=6, src_ip="::1", dst_ip="1:::2"), "bad_value",
-         ("bad_value", "dst_ip")),
-        ("ipv4_on_ipv6", bad_value(117, ip_version=6, src_ip="10.0.0.1", dst_ip="::1"), "bad_value",
-         ("bad_value", "src_ip")),
-        ("exporter_300", bad_value(118, exporter="300.1.1.1"), "bad_value", ("bad_value", "exporter")),
-        ("protocol_256", bad_value(119, protocol=256), "out_of_range", ("bad_value", "protocol")),
-        ("no_packets", bad_value(120, packets_fwd=0, packets_rev=0), "bad_value", ("bad_value", "packets_fwd")),
-        ("truncated", bad_value(121)[:-25], "not_json", ("not_json", "")),
+         "bytes_fwd"),
+        ("src_ip_999", bad_value(108, src_ip="999.1.2.3"), "bad_value", "src_ip"),
+        ("port_70000", bad_value(109, dst_port=70_000), "out_of_range", "dst_port"),
+        ("null_bin", hist(110, "ts_rtt_hist", [{"b": None, "c": None}]), "bad_type", "ts_rtt_hist"),
+        ("null_bin_count", hist(111, "dns_rtt_hist", [{"b": 3, "c": None}]), "bad_type", "dns_rtt_hist"),
+        ("bucket_70000", hist(112, "icmp_rtt_hist", [{"b": 70_000, "c": 1}]), "out_of_range", "icmp_rtt_hist"),
+        ("negative_bin_count", hist(113, "ts_rtt_hist", [{"b": 3, "c": -1}]), "bad_value", "ts_rtt_hist"),
+        ("huge_count", bad_value(114, packets_fwd=2**63), "bad_value", "packets_fwd"),
+        ("bad_ipv6", bad_value(115, ip_version=6, src_ip="1::2::3", dst_ip="::1"), "bad_value", "src_ip"),
+        ("ipv6_triple_colon", bad_value(116, ip_version=6, src_ip="::1", dst_ip="1:::2"), "bad_value", "dst_ip"),
+        ("ipv4_on_ipv6", bad_value(117, ip_version=6, src_ip="10.0.0.1", dst_ip="::1"), "bad_value", "src_ip"),
+        ("exporter_300", bad_value(118, exporter="300.1.1.1"), "bad_value", "exporter"),
+        ("protocol_256", bad_value(119, protocol=256), "out_of_range", "protocol"),
+        ("no_packets", bad_value(120, packets_fwd=0, packets_rev=0), "bad_value", "packets_fwd"),
+        ("truncated", bad_value(121)[:-25], "not_json", ""),
+        # What Flink's JSON format used to convert before the job's checks saw it.
+        ("float_in_int", bad_value(123, bytes_fwd=1.5), "bad_type", "bytes_fwd"),
+        ("version_float", bad_value(124, schema_version=1.0), "bad_type", "schema_version"),
+        ("number_in_string", bad_value(125, src_ip=167772161), "bad_type", "src_ip"),
+        ("bool_in_string", bad_value(126, partner=True), "bad_type", "partner"),
+        ("object_in_optional", bad_value(127, exporter={"ip": "192.0.2.1"}), "bad_type", "exporter"),
+        ("bin_extra_key", hist(128, "ts_rtt_hist", [{"b": 3, "c": 1, "x": 0}]), "bad_type", "ts_rtt_hist"),
+        ("text_after", sample + b" x", "not_json", ""),
+        ("two_objects", sample + sample, "not_json", ""),
+        ("duplicate_last_bad", spliced(129, '"bytes_fwd": 5, "bytes_fwd": "x"', "bytes_fwd"), "bad_type", "bytes_fwd"),
     ]  # fmt: skip
+    # Kept by the codec, so by both stages: an integer in quotes, nested junk in an unknown field, a repeated key
+    # whose last value is good.
+    valid[5]["bytes_fwd"] = str(valid[5]["bytes_fwd"])
+    valid[6]["extra"] = {"x": [1, {"y": None, "z": [True, "s", 2.5]}]}
+    valid_values = [orjson.dumps(v) for v in valid]
+    valid_values[7] = (
+        valid_values[7][:-1] + b',"bytes_rev": "x", "bytes_rev": ' + str(valid[7]["bytes_rev"]).encode() + b"}"
+    )
+    latest = time.time_ns() + cfg.job.max_future_skew_s * SEC
+    for kind, value, reason, field in bad:  # the codec is the oracle for every verdict written above
+        try:
+            checks.checked(orjson.loads(value), latest)
+            raise AssertionError(f"{kind}: the codec takes it")
+        except orjson.JSONDecodeError:
+            assert (reason, field) == ("not_json", ""), kind
+        except checks.CheckError as exc:
+            assert (exc.reason, exc.field) == (reason, field), kind
+    for v in valid_values:
+        codec.decode(v, latest)
     values = [
         bad[0][1],
-        *(orjson.dumps(v) for v in valid[:5]),
+        *valid_values[:5],
         *(v for _, v, _, _ in bad[1:]),
-        *(orjson.dumps(v) for v in valid[5:]),
+        *valid_values[5:],
     ]
     producer = KafkaProducer(bootstrap_servers=cfg.kafka.bootstrap, acks="all", enable_idempotence=True)
     try:
@@ -134,12 +162,12 @@ def test_malformed_records_are_dead_lettered_by_job_and_loader(
                 d = orjson.loads(rec.value)
                 job_reasons[(d["reason"], d["field"])] += 1
         print(f"job dead letters {dict(job_reasons)}; loader dead letters {dict(loader_reasons)}")
-        # Every refused record is dead-lettered once by each stage, with its reason.
-        assert job_reasons == Counter(job for _, _, _, job in bad)
+        # Every refused record is dead-lettered once by each stage, with the codec's reason (and field).
+        assert job_reasons == Counter((reason, field) for _, _, reason, field in bad)
         assert loader_reasons == Counter(reason for _, _, reason, _ in bad)
         for reason, n in loader_reasons.items():
             assert registry.get_sample_value("gwtel_loader_dead_lettered_total", {"reason": reason}) == n
-        expected_bytes = sum(v["bytes_fwd"] + v["bytes_rev"] for v in valid)
+        expected_bytes = sum(int(v["bytes_fwd"]) + v["bytes_rev"] for v in valid)
         assert s.query(cfg, "SELECT sum(bytes_scaled), sum(flows) FROM DB.bandwidth_window WHERE window_s = 10") == [
             (expected_bytes, len(valid))
         ]

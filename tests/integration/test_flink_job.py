@@ -38,7 +38,6 @@ from gwtel.services.flink import FlinkRuntime
 from gwtel.services.kafka import KafkaService
 from gwtel.services.prometheus import PrometheusService
 from processors import checkpoints, job_metrics
-from processors.ddl import RAW_GROUP_SUFFIX
 from processors.flink_env import REPORTER_EXCLUDED_LABELS
 from processors.job import run_job
 from schemas import codec
@@ -108,7 +107,6 @@ class BoundedRuns:
     group_offsets: dict[int, int | None]
     end_offsets: dict[int, int]
     # the same for the validation side path's group
-    validate_offsets: dict[int, int | None]
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +147,6 @@ def bounded_runs(
     # The last run's group again, after more records arrived: only the new ones are aggregated.
     # A bounded run commits its stopping offsets itself before run_job returns: no wait here.
     group_offsets, end_offsets = group_position(kafka_bootstrap, cfg.job.group_id, flows_topic)
-    validate_offsets, _ = group_position(kafka_bootstrap, cfg.job.group_id + RAW_GROUP_SUFFIX, flows_topic)
     more = flow_records(seed=2, start_s=T0_S + 600, seconds=30, per_link=10)
     produce(kafka_bootstrap, flows_topic, more)
     rerun_topic = kafka_topic("job-rerun", partitions=1)
@@ -164,7 +161,6 @@ def bounded_runs(
         rerun=committed_rows(kafka_bootstrap, rerun_topic),
         group_offsets=group_offsets,
         end_offsets=end_offsets,
-        validate_offsets=validate_offsets,
     )
 
 
@@ -192,9 +188,8 @@ def test_parallelism_one_and_two_agree(bounded_runs: BoundedRuns) -> None:
 
 
 def test_rerun_with_the_same_group_continues_where_the_last_stopped(bounded_runs: BoundedRuns) -> None:
-    # A bounded run commits its groups' offsets (the main and the validation group) before it returns.
+    # A bounded run commits its group's offsets before it returns.
     assert bounded_runs.group_offsets == bounded_runs.end_offsets
-    assert bounded_runs.validate_offsets == bounded_runs.end_offsets
     got, want = bounded_runs.rerun, bounded_runs.rerun_truth
     assert got == want, f"extra rows: {list(got - want)[:5]}; missing rows: {list(want - got)[:5]}"
 

@@ -225,19 +225,11 @@ def write_lines(folder: Path, lines: list[bytes]) -> Path:
 
 
 def flows_table(t_env: Any, path: Path, bound_ms: int = 5_000, cut_ms: int | None = None) -> Any:
-    """A file source with the Kafka source's columns, rowtime and watermark (and the same JSON options)."""
+    """A file source with the Kafka source's columns, rowtime and watermark (and the same record format: each
+    line of the file is a Kafka value)."""
     name = f"flows_{next(_names)}"
-    options = {"connector": "filesystem", "path": str(path), "format": "json",
-               "json.ignore-parse-errors": "true", "json.fail-on-missing-field": "false"}  # fmt: skip
+    options = {"connector": "filesystem", "path": str(path), **ddl.flow_format_options()}
     t_env.execute_sql(ddl.create_table_sql(name, ddl.flows_columns_sql(bound_ms, cut_ms=cut_ms), options))
-    return t_env.from_path(name)
-
-
-def raw_table(t_env: Any, path: Path) -> Any:
-    name = f"raw_{next(_names)}"
-    t_env.execute_sql(
-        ddl.create_table_sql(name, "  `value` STRING", {"connector": "filesystem", "path": str(path), "format": "raw"})
-    )
     return t_env.from_path(name)
 
 
@@ -555,51 +547,55 @@ def test_bucket_sql_equals_python_at_every_boundary(batch_env: Any) -> None:
 
 
 def test_each_value_is_either_valid_or_dead_lettered(batch_env: Any, data_dir: Path) -> None:
-    good, no_asn_rec, no_partner, null_partner, no_last, v_float, v_text, trailing, wrong_type = (
-        flow(partner="m") for _ in range(9)
+    good, no_asn_rec, no_partner, null_partner, no_last, v_text, wrong_type, rule, v_float, trailing = (
+        flow(partner="m") for _ in range(10)
     )
 
     def without(rec: FlowRecord, name: str) -> bytes:
         return orjson.dumps({k: v for k, v in codec.to_dict(rec).items() if k != name})
 
-    lines = [
-        codec.encode(good),
-        without(no_asn_rec, "remote_asn"),  # optional: defaults to 0
-        b"garbage",
-        codec.encode(flow(partner="m"))[:-3],  # a version 1 record cut short: still not JSON
-        b"[1, 2]",
-        b'{"a": 1}',
-        orjson.dumps({**codec.to_dict(flow(partner="m")), "schema_version": 2}),
-        without(no_partner, "partner"),
-        orjson.dumps({**codec.to_dict(null_partner), "partner": None}),
-        without(no_last, "last_ns"),
-        # the version as the JSON format reads an INT: a float truncated, a string trimmed
-        orjson.dumps({**codec.to_dict(v_float), "schema_version": 1.0}),
-        orjson.dumps({**codec.to_dict(v_text), "schema_version": " 1 "}),
-        orjson.dumps({**codec.to_dict(flow(partner="m")), "schema_version": "one"}),
-        orjson.dumps({**codec.to_dict(flow(partner="m")), "schema_version": None}),
-        orjson.dumps({k: v for k, v in codec.to_dict(flow(partner="m")).items() if k != "schema_version"}),
-        codec.encode(flow(partner="m")).replace(
-            b'"dns_rtt_hist":[', b'"dns_rtt_hist":[}', 1
-        ),  # broken inside a nested value
-        orjson.dumps({**codec.to_dict(wrong_type), "bytes_fwd": "many"}),  # the format nulls the field
-        codec.encode(trailing) + b" and more",  # read as the format reads it: the object, then stop
-    ]
-    path = write_lines(data_dir, lines)
+    # (value, the codec's (reason, field) or None when it takes the value): the job must give the same.
+    cases: list[tuple[bytes, tuple[str, str] | None]] = [
+        (codec.encode(good), None),
+        (without(no_asn_rec, "remote_asn"), None),  # optional: defaults to 0
+        (b"garbage", ("not_json", "")),
+        (codec.encode(flow(partner="m"))[:-3], ("not_json", "")),  # a version 1 record cut short
+        (b"[1, 2]", ("bad_type", "")),
+        (b'{"a": 1}', ("wrong_version", "schema_version")),
+        (orjson.dumps({**codec.to_dict(flow(partner="m")), "schema_version": 2}), ("wrong_version", "schema_version")),
+        (without(no_partner, "partner"), ("missing_field", "partner")),
+        (orjson.dumps({**codec.to_dict(null_partner), "partner": None}), ("missing_field", "partner")),
+        (without(no_last, "last_ns"), ("missing_field", "last_ns")),
+        (orjson.dumps({**codec.to_dict(v_text), "schema_version": "1"}), None),  # the codec's quoted version
+        (orjson.dumps({**codec.to_dict(v_float), "schema_version": 1.0}), ("bad_type", "schema_version")),
+        (orjson.dumps({**codec.to_dict(flow(partner="m")), "schema_version": " 1 "}),
+         ("wrong_version", "schema_version")),
+        (orjson.dumps({**codec.to_dict(flow(partner="m")), "schema_version": None}),
+         ("wrong_version", "schema_version")),
+        (codec.encode(flow(partner="m")).replace(b'"dns_rtt_hist":[', b'"dns_rtt_hist":[}', 1),
+         ("not_json", "")),  # broken inside a nested value
+        (orjson.dumps({**codec.to_dict(wrong_type), "bytes_fwd": "many"}), ("bad_type", "bytes_fwd")),
+        (codec.encode(trailing) + b" and more", ("not_json", "")),
+        (orjson.dumps({**codec.to_dict(rule), "packets_fwd": 0, "packets_rev": 0}), ("bad_value", "packets_fwd")),
+    ]  # fmt: skip
+    for value, verdict in cases:  # the oracle agrees with the verdicts written here
+        try:
+            codec.decode(value)
+            assert verdict is None, value
+        except codec.RecordError as exc:
+            assert verdict is not None and exc.reason == verdict[0], value
+    path = write_lines(data_dir, [v for v, _ in cases])
     flows = flows_table(batch_env, path)
-    dead = collect(agg.malformed(raw_table(batch_env, path)).union_all(agg.invalid(flows)))
-    assert sorted((r["reason"], r["field"]) for r in dead) == sorted([
-        ("not_json", ""), ("not_json", ""), ("not_json", ""), ("wrong_version", ""), ("wrong_version", ""),
-        ("wrong_version", ""), ("wrong_version", ""), ("wrong_version", ""), ("not_json", ""),
-        ("bad_field", "partner"), ("bad_field", "partner"), ("bad_field", "last_ns"), ("bad_field", "bytes_fwd"),
-    ])  # fmt: skip
-    assert all(r["stage"] == "aggregate" for r in dead)
-    # a bad_field record names the agent and sequence number it came with
-    seqs = {orjson.loads(r["value"])["seq"] for r in dead if r["reason"] == "bad_field"}
-    assert seqs == {no_partner.seq, null_partner.seq, no_last.seq, wrong_type.seq}
+    dead = collect(agg.invalid(flows))
+    assert sorted((r["reason"], r["field"]) for r in dead) == sorted(v for _, v in cases if v is not None)
+    assert all(r["stage"] == "aggregate" and r["line"] == 0 for r in dead)
+    # a refused value is dead-lettered as it came; a record a rule refused names its agent and sequence number
+    texts = {r["value"] for r in dead if r["field"] != "packets_fwd"}
+    assert texts == {v.decode("utf-8", "replace") for v, verdict in cases if verdict and verdict[1] != "packets_fwd"}
+    assert [orjson.loads(r["value"])["seq"] for r in dead if r["field"] == "packets_fwd"] == [rule.seq]
     kept = collect(batch_env.sql_query(f"SELECT `seq` FROM {agg.valid(flows)}"))
-    assert sorted(r["seq"] for r in kept) == sorted([good.seq, no_asn_rec.seq, v_float.seq, v_text.seq, trailing.seq])
-    assert len(kept) + len(dead) == len(lines)
+    assert sorted(r["seq"] for r in kept) == sorted([good.seq, no_asn_rec.seq, v_text.seq])
+    assert len(kept) + len(dead) == len(cases)
 
 
 def test_the_job_accepts_the_records_the_loader_accepts(batch_env: Any, data_dir: Path) -> None:
@@ -615,14 +611,16 @@ def test_the_job_accepts_the_records_the_loader_accepts(batch_env: Any, data_dir
         lines.append(orjson.dumps(d))
     flows = flows_table(batch_env, write_lines(data_dir, lines))
     kept = {r["seq"] - 10_000 for r in collect(batch_env.sql_query(f"SELECT `seq` FROM {agg.valid(flows)}"))}
-    bad = {orjson.loads(r["value"])["seq"] - 10_000: r["field"] for r in collect(agg.invalid(flows))}
+    bad = {}
+    for r in collect(agg.invalid(flows)):
+        value = orjson.loads(r["value"])  # the record's text, or (a record rule) its identity
+        bad[value["seq"] - 10_000] = (r["reason"], r["field"])
     for i, (name, _change, expected) in enumerate(cases):
         if expected is None:
             assert i in kept, name
         else:
             assert i not in kept, name
-            if expected[0] in ("bad_value", "out_of_range") and i in bad:
-                assert bad[i] == expected[1], name
+            assert bad[i] == expected, name
 
 
 def _resolved(table: Any) -> list[tuple[str, str]]:
@@ -633,7 +631,8 @@ def _resolved(table: Any) -> list[tuple[str, str]]:
 def test_kafka_source_ddl_matches_flow_record_fields(batch_env: Any) -> None:
     name = f"kafka_flows_{next(_names)}"
     batch_env.execute_sql(ddl.flows_source_ddl(GwtelConfig(), name=name))
-    expected = [(f.name, f.flink) for f in FLOW_RECORD_FIELDS] + [("rowtime", "TIMESTAMP_LTZ(3)")]
+    expected = [(f.name, f.flink) for f in FLOW_RECORD_FIELDS] + list(agg.PROBLEM_COLUMNS)
+    expected.append(("rowtime", "TIMESTAMP_LTZ(3)"))
     assert _resolved(batch_env.from_path(name)) == expected
 
 
@@ -705,16 +704,15 @@ def test_job_plan_is_append_only_window_aggregation(stream_env: Any, data_dir: P
     for name, fields in ((sinks.aggregates, AGGREGATE_FIELDS), (sinks.late, LATE_FIELDS),
                          (sinks.dead_letter, DEAD_LETTER_FIELDS)):  # fmt: skip
         stream_env.execute_sql(ddl.create_table_sql(name, ddl.columns_sql(fields), {"connector": "blackhole"}))
-    stmt = build_statement_set(stream_env, flows_table(stream_env, path), raw_table(stream_env, path), WINDOWS, sinks)
+    stmt = build_statement_set(stream_env, flows_table(stream_env, path), WINDOWS, sinks)
     plan = stmt.explain()
     # window TVF aggregation (insert-only, fired by the watermark), never an updating group aggregate
     assert "WindowAggregate" in plan
     assert "GroupAggregate" not in plan
     assert plan.count("CURRENT_WATERMARK") >= 2
-    # every branch (bandwidth, latency, buckets, late, bad fields) reuses one scan of the FlowRecord source;
-    # the only other scan is the raw side path's
+    # every branch (bandwidth, latency, buckets, late, dead letters) reuses the one scan of the FlowRecord source
     executed = plan.split("== Optimized Execution Plan ==", 1)[1]
-    assert executed.count("TableSourceScan(") == 2
+    assert executed.count("TableSourceScan(") == 1
     # the record checks (agg.classify) run in one Calc that the windows, the late split and the dead-letter
     # path all read, not once per branch
     assert sum("'ip_version'" in line for line in executed.splitlines()) == 1

@@ -45,10 +45,15 @@ def custom() -> GwtelConfig:
     )
 
 
-def test_source_reads_committed_json_from_configured_topic() -> None:
+def test_source_reads_committed_records_from_configured_topic() -> None:
     sql = ddl.flows_source_ddl(custom())
     opts = options(sql)
-    assert opts == {
+    fmt = {k: v for k, v in opts.items() if k.startswith("gwtel-flow.")}
+    assert fmt == {k: v for k, v in ddl.flow_format_options().items() if k != "format"}
+    assert fmt["gwtel-flow.lines"] == "false"
+    assert fmt["gwtel-flow.problem-columns"] == "_reason,_field,_line,_value"
+    assert fmt["gwtel-flow.fields"].startswith("schema_version|int|0|255|out_of_range|missing;agent_id|str|")
+    assert {k: v for k, v in opts.items() if k not in fmt} == {
         "connector": "kafka",
         "topic": "f.v9",
         "properties.bootstrap.servers": "kafka-a.example:19092,kafka-b.example:19092",
@@ -57,9 +62,7 @@ def test_source_reads_committed_json_from_configured_topic() -> None:
         "scan.startup.mode": "group-offsets",
         "properties.auto.offset.reset": "earliest",
         "scan.watermark.idle-timeout": "7000 ms",
-        "format": "json",
-        "json.ignore-parse-errors": "true",
-        "json.fail-on-missing-field": "false",
+        "format": "gwtel-flow",
     }
     assert "WATERMARK FOR `rowtime` AS `rowtime` - INTERVAL '0 00:01:01.250' DAY TO SECOND(3)" in sql
     assert "127.0.0.1" not in sql
@@ -68,10 +71,6 @@ def test_source_reads_committed_json_from_configured_topic() -> None:
 def test_bounded_source_stops_at_latest_offsets() -> None:
     assert "scan.bounded.mode" not in options(ddl.flows_source_ddl(custom()))
     assert options(ddl.flows_source_ddl(custom(), bounded=True))["scan.bounded.mode"] == "latest-offset"
-    raw = options(ddl.flows_raw_source_ddl(custom(), bounded=True))
-    assert raw["scan.bounded.mode"] == "latest-offset"
-    assert (raw["format"], raw["topic"], raw["properties.group.id"]) == ("raw", "f.v9", "g1-validate")
-    assert raw["properties.isolation.level"] == "read_committed"
 
 
 def test_sinks_are_exactly_once_with_distinct_prefixes_and_short_transactions() -> None:
@@ -156,11 +155,9 @@ def test_default_startup_continues_from_the_group_offsets() -> None:
 
 def test_bounded_source_stops_at_the_given_offsets_of_every_partition() -> None:
     stop = {1: 60, 0: 7}
-    for sql in (ddl.flows_source_ddl(custom(), bounded=True, stop_at=stop),
-                ddl.flows_raw_source_ddl(custom(), bounded=True, stop_at=stop)):  # fmt: skip
-        opts = options(sql)
-        assert opts["scan.bounded.mode"] == "specific-offsets"
-        assert opts["scan.bounded.specific-offsets"] == "partition:0,offset:7;partition:1,offset:60"
+    opts = options(ddl.flows_source_ddl(custom(), bounded=True, stop_at=stop))
+    assert opts["scan.bounded.mode"] == "specific-offsets"
+    assert opts["scan.bounded.specific-offsets"] == "partition:0,offset:7;partition:1,offset:60"
     # Unbounded runs never stop, whatever offsets are passed.
     assert "scan.bounded.mode" not in options(ddl.flows_source_ddl(custom(), stop_at=stop))
     with pytest.raises(ValueError, match="at least one partition"):

@@ -95,7 +95,6 @@ def test_every_flink_table_carries_the_security(ca: Path, monkeypatch: pytest.Mo
     cfg = GwtelConfig.model_validate({"kafka": {"security": security}})
     tables = [
         ddl.flows_source_ddl(cfg),
-        ddl.flows_raw_source_ddl(cfg),
         ddl.aggregates_sink_ddl(cfg),
         ddl.late_sink_ddl(cfg),
         ddl.dead_letter_sink_ddl(cfg),

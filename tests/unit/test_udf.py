@@ -20,7 +20,11 @@ def test_jar_holds_the_functions_and_is_built_once(tmp_path: Path) -> None:
     jar = udf.udf_jar(tmp_path)
     with zipfile.ZipFile(jar) as z:
         names = set(z.namelist())
+        # Flink finds the record format through this entry when a table names it.
+        factories = z.read("META-INF/services/org.apache.flink.table.factories.Factory").decode().split()
     assert {cls.replace(".", "/") + ".class" for cls in udf.FUNCTIONS.values()} <= names
+    assert factories == ["gwtel.format.FlowRecordFormatFactory"]
+    assert "gwtel/format/FlowRecordFormatFactory.class" in names
     built = jar.stat().st_mtime_ns
     assert udf.udf_jar(tmp_path) == jar and jar.stat().st_mtime_ns == built
     assert list(jar.parent.iterdir()) == [jar]  # no staging file left behind
