@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Final
 
 from processors.tables import KAFKA_COLUMNS
+from schemas import addresses
 from schemas.checks import (
     DEFAULTS,
     FIELD_SINCE,
@@ -47,7 +48,12 @@ BATCHES: Final = "flows_batches"
 # each landing insert sets it above the largest batch the loader may form (loader.batch_rows <= MAX_BATCH_ROWS).
 MAX_BATCH_ROWS: Final = 1_000_000
 # landing version -> its migration: this module's `migration_sql(version=...)`, written out
-MIGRATIONS: Final = {7: "0007_landing.sql", 9: "0009_landing_nullable_bins.sql", 10: "0010_app_classes.sql"}
+MIGRATIONS: Final = {
+    7: "0007_landing.sql",
+    9: "0009_landing_nullable_bins.sql",
+    10: "0010_app_classes.sql",
+    13: "0013_addresses_ipv6.sql",
+}
 MIGRATION: Final = MIGRATIONS[LANDING_VERSION]
 _VIEWS: Final = ("flows_in_check_mv", "flows_checked_raw_mv", "flows_checked_bad_mv", "flows_checked_batch_mv")
 
@@ -95,7 +101,12 @@ def _landing_columns(version: int) -> str:
     return ",\n".join(f"    `{name}` {landing_type(name, kind, version)}" for name, kind in landing_fields(version))
 
 
-def _stored_value(name: str, kind: str, ch_type: str) -> str:
+def _stored_value(name: str, kind: str, ch_type: str, version: int) -> str:
+    if name in addresses.ADDRESS_FIELDS:
+        if version < addresses.STORED_SINCE:
+            ch_type = addresses.TEXT_TYPES_BEFORE[name]
+        else:
+            return f"{addresses.stored_sql(name)} AS `{name}`"
     if name in DEFAULTS:
         return f"CAST(coalesce(`{name}`, {_default_literal(name)}) AS {ch_type}) AS `{name}`"
     if ch_type.startswith("Nullable(") or kind == "hist":
@@ -122,6 +133,34 @@ def _added_columns(db: str, version: int) -> str:
     return "".join(lines) + ("\n" if lines else "")
 
 
+def _retyped_addresses(db: str, version: int) -> str:
+    """From `addresses.STORED_SINCE`: the stored tables' address columns become IPv6, every row kept.
+
+    After the views above, so rows landing meanwhile already carry IPv6 values (written as their canonical text
+    while the column is still text). A text column converts to IPv6 only if every value parses (one that does
+    not leaves the table's conversion stuck), so an UPDATE first rewrites each value that is not already
+    canonical IPv6 text: "" (not known) as `::`, IPv4 as `::ffff:a.b.c.d`; a text no check would have taken
+    (stored before the checks existed) as `::` too. Both ALTERs wait for their mutation and do nothing when run
+    again (the UPDATE finds no row, the type is already IPv6)."""
+    if version != addresses.STORED_SINCE:
+        return ""
+    names = [f.name for f in FLOW_RECORD_FIELDS if f.name in addresses.ADDRESS_FIELDS]
+    canonical = {n: f"IPv6NumToString(toIPv6OrZero(toString(`{n}`)))" for n in names}
+    sets = ", ".join(f"`{n}` = {canonical[n]}" for n in names)
+    where = " OR ".join(f"toString(`{n}`) != {canonical[n]}" for n in names)
+    # an optional address column has the text default '' (0006): `::` is its IPv6 form
+    modify = ", ".join(
+        f"MODIFY COLUMN `{n}` {addresses.STORED_TYPE}"
+        + (" DEFAULT toIPv6('::')" if n in addresses.OPTIONAL_ADDRESS_FIELDS else "")
+        for n in names
+    )
+    out = ["\n-- Addresses stored as IPv6 (IPv4 mapped, unknown as ::), every row kept (schemas/addresses.py)."]
+    for table in ("flows_raw", "flows_late"):
+        out.append(f"ALTER TABLE {db}.{table} UPDATE {sets} WHERE {where} SETTINGS mutations_sync = 2;")
+        out.append(f"ALTER TABLE {db}.{table} {modify} SETTINGS mutations_sync = 2;")
+    return "\n".join(out) + "\n"
+
+
 def _replaces(db: str, version: int) -> str:
     """The statements that remove an earlier version's landing tables and views (none for the first)."""
     if version == min(MIGRATIONS):
@@ -141,7 +180,9 @@ def migration_sql(db: str = "${db}", version: int = LANDING_VERSION) -> str:
         raise ValueError(f"no landing version {version} (known: {sorted(MIGRATIONS)})")
     kinds = dict(landing_fields(version))
     stored = ",\n    ".join(
-        _stored_value(f.name, kinds[f.name], f.clickhouse) for f in FLOW_RECORD_FIELDS if in_landing(f.name, version)
+        _stored_value(f.name, kinds[f.name], f.clickhouse, version)
+        for f in FLOW_RECORD_FIELDS
+        if in_landing(f.name, version)
     )
     coords = "_topic AS kafka_topic, _partition AS kafka_partition, _offset AS kafka_offset"
     kafka_cols = ",\n".join(f"    `{n}` {t}" for n, t in KAFKA_COLUMNS)
@@ -220,7 +261,7 @@ SELECT getSetting('insert_deduplication_token') AS token, count() AS records,
     countIf(_problem.reason = '') AS stored,
     sumIf(toUInt64(assumeNotNull(packets_fwd) + assumeNotNull(packets_rev)), _problem.reason = '') AS packets_stored
 FROM {db}.{CHECKED};
-"""
+{_retyped_addresses(db, version)}"""
 
 
 def outcome_sql(db: str) -> str:

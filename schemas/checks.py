@@ -18,12 +18,12 @@ the job's JSON format leaves it null and refuses the record).
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from schemas import addresses
 from schemas.flow_record import DEFAULT_CLASS, FLOW_RECORD_FIELDS, FLOW_SCHEMA_VERSION, SAMPLING_MODES
 
 MIN_NS: Final = 946_684_800 * 10**9  # 2000-01-01
@@ -81,7 +81,8 @@ def _kind(ch_type: str) -> str:
     base, _ = _base(ch_type)
     if base.startswith("Array("):
         return "hist"
-    return "str" if base == "String" else "int"
+    # an address travels as text; it is stored as IPv6 (schemas.addresses)
+    return "str" if base in ("String", addresses.STORED_TYPE) else "int"
 
 
 FIELD_KINDS: Final[tuple[tuple[str, str], ...]] = tuple((f.name, _kind(f.clickhouse)) for f in FLOW_RECORD_FIELDS)
@@ -121,21 +122,7 @@ def _ch_ipv6(x: str) -> str:
 
 def ip_ok(text: str, version: int) -> bool:
     """`text` is an address of IP `version` as ClickHouse's isIPv4String / isIPv6String read it."""
-    try:
-        if version == 4:
-            ipaddress.IPv4Address(text)
-            return True
-        if "%" in text:
-            return False  # a scope id: ClickHouse refuses it
-        # ClickHouse takes leading zeros in the dotted tail of an IPv6 address, up to four digits an octet
-        # (::ffff:1.2.3.04, ::0.0.0.0255); Python not.
-        head, dot, tail = text.rpartition(":")
-        if dot and "." in tail and re.fullmatch(r"[0-9]{1,4}(\.[0-9]{1,4}){3}", tail):
-            text = head + ":" + ".".join(str(int(o)) for o in tail.split("."))
-        ipaddress.IPv6Address(text)
-        return True
-    except ValueError:
-        return False
+    return addresses.parse(text, version) is not None
 
 
 # The same readings as regular expressions for the Flink job's REGEXP (Java's, which finds a match anywhere:
@@ -308,8 +295,8 @@ def checked(d: Any, latest_ns: int | None = None) -> dict[str, Any]:
 
 # -- the same checks in ClickHouse SQL, over the landing table's columns ---------------------------------------
 # The landing tables' layout: 7 as migration 0007 created it, 9 (0009) with nullable histogram bin elements,
-# 10 (0010) with the application class fields.
-LANDING_VERSIONS: Final = (7, 9, 10)
+# 10 (0010) with the application class fields, 13 (0013) storing addresses as IPv6 (schemas/addresses.py).
+LANDING_VERSIONS: Final = (7, 9, 10, 13)
 LANDING_VERSION: Final = LANDING_VERSIONS[-1]
 # Record fields added after the landing path's first version, with the version that lands them: an earlier
 # version's tables, views and checks (its released migration, rendered again by the tests) do not name them.
