@@ -1,0 +1,118 @@
+"""Addresses stored as ClickHouse IPv6 (schemas/addresses.py): the landing view's value, the Python paths' value
+and the readers' text, each against hand-written expectations (the 16 bytes an address is, the text it prints as).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from chdb import session as chdb_session
+
+from processors.config import LoaderConfig
+from processors.landing import INPUT_SETTINGS, raw_token
+from processors.migrate import discover, params_from, render
+from processors.rows import flow_rows, late_rows
+from processors.tables import FLOWS_RAW
+from schemas import addresses, codec
+from tests.records import sample_flow
+
+DB = "gwa"
+Session = Any  # chDB ships no type information
+_new_session: Any = chdb_session.Session
+
+# (ip_version, text in the record, the stored address's 16 bytes in hex, the text readers print)
+CASES = [
+    (4, "10.1.2.3", "00000000000000000000ffff0a010203", "10.1.2.3"),
+    (4, "0.0.0.0", "00000000000000000000ffff00000000", "0.0.0.0"),
+    (4, "255.255.255.255", "00000000000000000000ffffffffffff", "255.255.255.255"),
+    (6, "2001:DB8:0:0:0:0:0:1", "20010db8000000000000000000000001", "2001:db8::1"),
+    (6, "2001:db8:0:0:1:0:0:1", "20010db8000000000001000000000001", "2001:db8::1:0:0:1"),
+    (6, "fe80::1", "fe800000000000000000000000000001", "fe80::1"),
+    (6, "::1", "00000000000000000000000000000001", "::1"),
+    (6, "::ffff:192.0.2.4", "00000000000000000000ffffc0000204", "192.0.2.4"),
+    (6, "::ffff:1.2.3.04", "00000000000000000000ffff01020304", "1.2.3.4"),  # ClickHouse's leading zeros
+    (6, "1:2:3:4:5:6:7:8", "00010002000300040005000600070008", "1:2:3:4:5:6:7:8"),
+]
+
+
+@pytest.fixture(scope="module")
+def ch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+    session = _new_session(str(tmp_path_factory.mktemp("chdb")))
+    session.query(f"CREATE DATABASE {DB}")
+    for mig in discover():
+        for stmt in render(mig, params_from(DB, LoaderConfig())):
+            session.query(stmt)
+    yield session
+    session.close()
+
+
+def rows(ch: Session, sql: str) -> list[list[Any]]:
+    out = ch.query(sql, "JSONCompact").bytes()
+    return list(orjson.loads(out)["data"]) if out else []
+
+
+def land(ch: Session, records: list[dict[str, Any]], topic: str) -> None:
+    settings = {**INPUT_SETTINGS, "insert_deduplication_token": f"'{raw_token(topic, 0, 0, len(records) - 1, 0)}'"}
+    clause = ", ".join(f"{k} = {v}" for k, v in settings.items())
+    body = b"\n".join(orjson.dumps(r) for r in records).decode()
+    ch.query(f"INSERT INTO {DB}.flows_in SETTINGS {clause} FORMAT JSONEachRow\n" + body)
+
+
+def record(seq: int, **changes: Any) -> dict[str, Any]:
+    now = time.time_ns()
+    d = codec.to_dict(sample_flow(seq=seq))
+    d.update(first_ns=now - 2 * 10**9, last_ns=now - 10**9, export_ns=now, **changes)
+    return d
+
+
+def test_python_stores_what_the_address_is() -> None:
+    for _version, text, packed, _shown in CASES:
+        assert addresses.stored(text).packed.hex() == packed, text
+    assert addresses.stored("") == ipaddress.IPv6Address("::")
+    with pytest.raises(ValueError, match="not an address"):
+        addresses.stored("999.1.2.3")
+
+
+def test_the_landing_view_stores_and_readers_print_each_address(ch: Session) -> None:
+    land(ch, [record(i, ip_version=v, src_ip=t, dst_ip=t) for i, (v, t, _, _) in enumerate(CASES)], "t.cases")
+    got = rows(ch, f"SELECT kafka_offset, hex(src_ip), hex(dst_ip), {addresses.text_sql('src_ip')}, "
+                   f"toTypeName(src_ip) FROM {DB}.flows_raw WHERE kafka_topic = 't.cases' ORDER BY kafka_offset")  # fmt: skip
+    assert got == [[i, packed.upper(), packed.upper(), shown, "IPv6"] for i, (_, _, packed, shown) in enumerate(CASES)]
+
+
+def test_an_unknown_exporter_or_next_hop_is_unspecified_and_prints_empty(ch: Session) -> None:
+    captured = record(0)  # a capture agent's record: exporter and next hop ""
+    del captured["next_hop"]  # absent reads as "" too
+    exported = record(1, exporter="192.0.2.1", next_hop="2001:db8::fe")
+    land(ch, [captured, exported], "t.export")
+    got = rows(ch, f"SELECT hex(exporter), {addresses.optional_text_sql('exporter')}, "
+                   f"{addresses.optional_text_sql('next_hop')} FROM {DB}.flows_raw "
+                   "WHERE kafka_topic = 't.export' ORDER BY kafka_offset")  # fmt: skip
+    assert got == [["0" * 32, "", ""], ["00000000000000000000FFFFC0000201", "192.0.2.1", "2001:db8::fe"]]
+
+
+def test_the_python_paths_give_the_landing_views_values(ch: Session) -> None:
+    # The loader's slow path and the late topic insert rows built in Python: the same IPv6 values as the view.
+    for decode in (flow_rows, late_rows):
+        for version, text, packed, _ in CASES:
+            value = orjson.dumps(record(0, ip_version=version, src_ip=text, dst_ip=text, exporter=""))
+            [(spec, row)] = decode(value)
+            cols = dict(zip(FLOWS_RAW.column_names, row, strict=False))
+            assert cols["src_ip"].packed.hex() == packed, text
+            assert cols["exporter"] == ipaddress.IPv6Address("::")
+            assert dict(spec.columns)["src_ip"] == "IPv6"
+
+
+def test_text_sql_agrees_with_pythons_reading_for_every_mapped_and_plain_address(ch: Session) -> None:
+    # Independent reading: Python's ipaddress (RFC 5952 short form; a mapped address as its IPv4 quad).
+    samples = ["::", "::2", "2001:db8::", "2001:0:0:1::1", "2001:db8:0:1:1:1:1:1", "64:ff9b::102:304",
+               "::ffff:0:102:304", "::fffe:102:304", "2001:db8::ffff:102:304", "::ffff:10.0.0.1", "ff02::1:ff00:1"]  # fmt: skip
+    for text in samples:
+        addr = ipaddress.IPv6Address(text)
+        want = str(addr.ipv4_mapped) if addr.ipv4_mapped else str(addr)
+        assert rows(ch, f"SELECT {addresses.text_sql(f'toIPv6({text!r})')}") == [[want]], text
