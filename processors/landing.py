@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from processors.address_types import retype_sql
 from processors.tables import KAFKA_COLUMNS
 from schemas import addresses
 from schemas.checks import (
@@ -133,34 +134,6 @@ def _added_columns(db: str, version: int) -> str:
     return "".join(lines) + ("\n" if lines else "")
 
 
-def _retyped_addresses(db: str, version: int) -> str:
-    """From `addresses.STORED_SINCE`: the stored tables' address columns become IPv6, every row kept.
-
-    After the views above, so rows landing meanwhile already carry IPv6 values (written as their canonical text
-    while the column is still text). A text column converts to IPv6 only if every value parses (one that does
-    not leaves the table's conversion stuck), so an UPDATE first rewrites each value that is not already
-    canonical IPv6 text: "" (not known) as `::`, IPv4 as `::ffff:a.b.c.d`; a text no check would have taken
-    (stored before the checks existed) as `::` too. Both ALTERs wait for their mutation and do nothing when run
-    again (the UPDATE finds no row, the type is already IPv6)."""
-    if version != addresses.STORED_SINCE:
-        return ""
-    names = [f.name for f in FLOW_RECORD_FIELDS if f.name in addresses.ADDRESS_FIELDS]
-    canonical = {n: f"IPv6NumToString(toIPv6OrZero(toString(`{n}`)))" for n in names}
-    sets = ", ".join(f"`{n}` = {canonical[n]}" for n in names)
-    where = " OR ".join(f"toString(`{n}`) != {canonical[n]}" for n in names)
-    # an optional address column has the text default '' (0006): `::` is its IPv6 form
-    modify = ", ".join(
-        f"MODIFY COLUMN `{n}` {addresses.STORED_TYPE}"
-        + (" DEFAULT toIPv6('::')" if n in addresses.OPTIONAL_ADDRESS_FIELDS else "")
-        for n in names
-    )
-    out = ["\n-- Addresses stored as IPv6 (IPv4 mapped, unknown as ::), every row kept (schemas/addresses.py)."]
-    for table in ("flows_raw", "flows_late"):
-        out.append(f"ALTER TABLE {db}.{table} UPDATE {sets} WHERE {where} SETTINGS mutations_sync = 2;")
-        out.append(f"ALTER TABLE {db}.{table} {modify} SETTINGS mutations_sync = 2;")
-    return "\n".join(out) + "\n"
-
-
 def _replaces(db: str, version: int) -> str:
     """The statements that remove an earlier version's landing tables and views (none for the first)."""
     if version == min(MIGRATIONS):
@@ -261,7 +234,7 @@ SELECT getSetting('insert_deduplication_token') AS token, count() AS records,
     countIf(_problem.reason = '') AS stored,
     sumIf(toUInt64(assumeNotNull(packets_fwd) + assumeNotNull(packets_rev)), _problem.reason = '') AS packets_stored
 FROM {db}.{CHECKED};
-{_retyped_addresses(db, version)}"""
+{retype_sql(db) if version == addresses.STORED_SINCE else ""}"""
 
 
 def outcome_sql(db: str) -> str:

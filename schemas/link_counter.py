@@ -11,12 +11,12 @@ fields in the same order. Wire format: one JSON object per Kafka record, field n
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import astuple, dataclass
 from typing import Any, Final
 
 import orjson
 
+from schemas import addresses
 from schemas.codec import RecordError
 
 LINK_COUNTER_SCHEMA_VERSION: Final = 1
@@ -27,7 +27,7 @@ COUNTER_DIRECTIONS: Final = ("in", "out")
 LINK_COUNTER_FIELDS: Final[tuple[tuple[str, str], ...]] = (
     ("schema_version", "UInt8"),
     ("agent_id", "LowCardinality(String)"),  # the collector that received the sample
-    ("exporter", "String"),  # the sFlow agent address
+    ("exporter", "IPv6"),  # the sFlow agent address (IPv4 mapped; stored as IPv6 from migration 0013)
     ("source_id", "UInt32"),  # the interface's ifIndex
     ("direction", "LowCardinality(String)"),  # in | out
     ("sample_ns", "Int64"),  # when the collector received the sample
@@ -78,7 +78,7 @@ def decode(value: bytes) -> LinkCounter:
         raise RecordError("bad_value", f"unknown {extra}")
     for name, ch in LINK_COUNTER_FIELDS:
         v = d[name]
-        if "String" in ch:
+        if "String" in ch or ch == addresses.STORED_TYPE:  # an address travels as text
             if not isinstance(v, str):
                 raise RecordError("bad_type", f"field {name!r} must be a string")
         elif not isinstance(v, int) or isinstance(v, bool):
@@ -89,8 +89,6 @@ def decode(value: bytes) -> LinkCounter:
         raise RecordError("wrong_version", f"schema_version {d['schema_version']}")
     if d["direction"] not in COUNTER_DIRECTIONS:
         raise RecordError("bad_value", f"direction {d['direction']!r} is not in or out")
-    try:
-        ipaddress.ip_address(d["exporter"])
-    except ValueError:
-        raise RecordError("bad_value", f"exporter {d['exporter']!r} is not an address") from None
+    if addresses.parse(d["exporter"], 4) is None and addresses.parse(d["exporter"], 6) is None:
+        raise RecordError("bad_value", f"exporter {d['exporter']!r} is not an address")
     return LinkCounter(**d)
