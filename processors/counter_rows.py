@@ -6,17 +6,13 @@ from dataclasses import astuple
 from typing import Any, Final
 
 from processors.tables import KAFKA_COLUMNS, TableSpec
-from schemas import addresses
 from schemas.link_counter import LINK_COUNTER_FIELDS, decode
 
 LINK_COUNTERS: Final = TableSpec("link_counters", (*LINK_COUNTER_FIELDS, *KAFKA_COLUMNS))
-_EXPORTER: Final = [n for n, _ in LINK_COUNTER_FIELDS].index("exporter")
 
 
 def counter_rows(value: bytes, latest_ns: int | None = None) -> list[tuple[TableSpec, list[Any]]]:
     """A counters-topic value -> one `link_counters` row, or RecordError (dead-lettered by the loader).
 
     ``latest_ns`` is not used: a counter sample's time is the collector's receive time, not the router's."""
-    row = list(astuple(decode(value)))
-    row[_EXPORTER] = addresses.stored(row[_EXPORTER])  # the IPv6 column's value (IPv4 mapped)
-    return [(LINK_COUNTERS, row)]
+    return [(LINK_COUNTERS, list(astuple(decode(value))))]

@@ -392,40 +392,7 @@ SELECT getSetting('insert_deduplication_token') AS token, count() AS records,
 FROM ${db}.flows_checked;
 
 -- Addresses stored as IPv6 (IPv4 mapped, unknown as ::), every row kept (processors/address_types.py).
-ALTER TABLE ${db}.flows_raw UPDATE `src_ip` = IPv6NumToString(toIPv6OrZero(toString(`src_ip`))), `dst_ip` = IPv6NumToString(toIPv6OrZero(toString(`dst_ip`))), `exporter` = IPv6NumToString(toIPv6OrZero(toString(`exporter`))), `next_hop` = IPv6NumToString(toIPv6OrZero(toString(`next_hop`))) WHERE toString(`src_ip`) != IPv6NumToString(toIPv6OrZero(toString(`src_ip`))) OR toString(`dst_ip`) != IPv6NumToString(toIPv6OrZero(toString(`dst_ip`))) OR toString(`exporter`) != IPv6NumToString(toIPv6OrZero(toString(`exporter`))) OR toString(`next_hop`) != IPv6NumToString(toIPv6OrZero(toString(`next_hop`))) SETTINGS mutations_sync = 2;
-ALTER TABLE ${db}.flows_raw MODIFY COLUMN `src_ip` IPv6, MODIFY COLUMN `dst_ip` IPv6, MODIFY COLUMN `exporter` IPv6 DEFAULT toIPv6('::'), MODIFY COLUMN `next_hop` IPv6 DEFAULT toIPv6('::') SETTINGS mutations_sync = 2;
-ALTER TABLE ${db}.flows_late UPDATE `src_ip` = IPv6NumToString(toIPv6OrZero(toString(`src_ip`))), `dst_ip` = IPv6NumToString(toIPv6OrZero(toString(`dst_ip`))), `exporter` = IPv6NumToString(toIPv6OrZero(toString(`exporter`))), `next_hop` = IPv6NumToString(toIPv6OrZero(toString(`next_hop`))) WHERE toString(`src_ip`) != IPv6NumToString(toIPv6OrZero(toString(`src_ip`))) OR toString(`dst_ip`) != IPv6NumToString(toIPv6OrZero(toString(`dst_ip`))) OR toString(`exporter`) != IPv6NumToString(toIPv6OrZero(toString(`exporter`))) OR toString(`next_hop`) != IPv6NumToString(toIPv6OrZero(toString(`next_hop`))) SETTINGS mutations_sync = 2;
-ALTER TABLE ${db}.flows_late MODIFY COLUMN `src_ip` IPv6, MODIFY COLUMN `dst_ip` IPv6, MODIFY COLUMN `exporter` IPv6 DEFAULT toIPv6('::'), MODIFY COLUMN `next_hop` IPv6 DEFAULT toIPv6('::') SETTINGS mutations_sync = 2;
-DROP TABLE IF EXISTS ${db}.link_counters_0012;
-CREATE TABLE IF NOT EXISTS ${db}.link_counters_ipv6
-(
-    `schema_version` UInt8,
-    `agent_id` LowCardinality(String),
-    `exporter` IPv6,
-    `source_id` UInt32,
-    `direction` LowCardinality(String),
-    `sample_ns` Int64,
-    `octets` UInt64,
-    `packets` UInt64,
-    `speed_bps` UInt64,
-    `sequence` UInt32,
-    `ts` DateTime('UTC') MATERIALIZED toDateTime(intDiv(sample_ns, 1000000000), 'UTC'),
-    `kafka_topic` LowCardinality(String),
-    `kafka_partition` UInt32,
-    `kafka_offset` UInt64
-)
-ENGINE = MergeTree
-PARTITION BY toDate(ts)
-ORDER BY (exporter, source_id, direction, sample_ns)
-TTL ts + INTERVAL ${ttl_flows_raw_days} DAY
-SETTINGS non_replicated_deduplication_window = 10000, ttl_only_drop_parts = 1;
-CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.link_counters_ipv6_mv TO ${db}.link_counters_ipv6 AS
-SELECT `schema_version`, `agent_id`, toIPv6OrZero(toString(`exporter`)) AS `exporter`, `source_id`, `direction`, `sample_ns`, `octets`, `packets`, `speed_bps`, `sequence`, `kafka_topic`, `kafka_partition`, `kafka_offset`
-FROM ${db}.link_counters;
-INSERT INTO ${db}.link_counters_ipv6 (`schema_version`, `agent_id`, `exporter`, `source_id`, `direction`, `sample_ns`, `octets`, `packets`, `speed_bps`, `sequence`, `kafka_topic`, `kafka_partition`, `kafka_offset`)
-SELECT `schema_version`, `agent_id`, toIPv6OrZero(toString(`exporter`)) AS `exporter`, `source_id`, `direction`, `sample_ns`, `octets`, `packets`, `speed_bps`, `sequence`, `kafka_topic`, `kafka_partition`, `kafka_offset`
-FROM ${db}.link_counters
-WHERE (kafka_topic, kafka_partition, kafka_offset) NOT IN (SELECT (kafka_topic, kafka_partition, kafka_offset) FROM ${db}.link_counters_ipv6);
-DROP VIEW IF EXISTS ${db}.link_counters_ipv6_mv;
-RENAME TABLE ${db}.link_counters TO ${db}.link_counters_0012, ${db}.link_counters_ipv6 TO ${db}.link_counters;
-DROP TABLE IF EXISTS ${db}.link_counters_0012;
+ALTER TABLE ${db}.flows_raw UPDATE `src_ip` = IPv6NumToString(toIPv6OrZero(toString(`src_ip`))), `dst_ip` = IPv6NumToString(toIPv6OrZero(toString(`dst_ip`))), `exporter` = IPv6NumToString(toIPv6OrZero(toString(`exporter`))), `next_hop` = IPv6NumToString(toIPv6OrZero(toString(`next_hop`))) WHERE toString(`src_ip`) != IPv6NumToString(toIPv6OrZero(toString(`src_ip`))) OR toString(`dst_ip`) != IPv6NumToString(toIPv6OrZero(toString(`dst_ip`))) OR toString(`exporter`) != IPv6NumToString(toIPv6OrZero(toString(`exporter`))) OR toString(`next_hop`) != IPv6NumToString(toIPv6OrZero(toString(`next_hop`)));
+ALTER TABLE ${db}.flows_raw MODIFY COLUMN `src_ip` IPv6, MODIFY COLUMN `dst_ip` IPv6, MODIFY COLUMN `exporter` IPv6 DEFAULT toIPv6('::'), MODIFY COLUMN `next_hop` IPv6 DEFAULT toIPv6('::');
+ALTER TABLE ${db}.flows_late UPDATE `src_ip` = IPv6NumToString(toIPv6OrZero(toString(`src_ip`))), `dst_ip` = IPv6NumToString(toIPv6OrZero(toString(`dst_ip`))), `exporter` = IPv6NumToString(toIPv6OrZero(toString(`exporter`))), `next_hop` = IPv6NumToString(toIPv6OrZero(toString(`next_hop`))) WHERE toString(`src_ip`) != IPv6NumToString(toIPv6OrZero(toString(`src_ip`))) OR toString(`dst_ip`) != IPv6NumToString(toIPv6OrZero(toString(`dst_ip`))) OR toString(`exporter`) != IPv6NumToString(toIPv6OrZero(toString(`exporter`))) OR toString(`next_hop`) != IPv6NumToString(toIPv6OrZero(toString(`next_hop`)));
+ALTER TABLE ${db}.flows_late MODIFY COLUMN `src_ip` IPv6, MODIFY COLUMN `dst_ip` IPv6, MODIFY COLUMN `exporter` IPv6 DEFAULT toIPv6('::'), MODIFY COLUMN `next_hop` IPv6 DEFAULT toIPv6('::');

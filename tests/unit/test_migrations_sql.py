@@ -30,14 +30,10 @@ _ADD_RE = re.compile(r"^ALTER TABLE gw\.(\w+) ADD COLUMN IF NOT EXISTS `(\w+)` (
 # A view or a Null landing table made again by a later landing version (processors/landing.py)
 _DROP_RE = re.compile(r"^DROP (VIEW|TABLE) IF EXISTS gw\.(\w+)$")
 # Columns whose type changes (addresses to IPv6, 0013): a guarded UPDATE that rewrites only values not yet in the
-# new type's text, then MODIFY COLUMN; both wait for their mutation and are no-ops when run again.
-_UPDATE_RE = re.compile(r"^ALTER TABLE gw\.(\w+) UPDATE .+ WHERE .+ SETTINGS mutations_sync = 2$")
-# A table rebuilt because a retyped column is in its sort key (link_counters, 0013): a copy made and filled
-# (skipping rows it holds), renamed into place; the old table dropped.
-_COPY_RE = re.compile(r"^INSERT INTO gw\.(\w+) \(.+\)\nSELECT .+\nFROM gw\.(\w+)\nWHERE .+ NOT IN \(SELECT .+ FROM gw\.\1\)$")
-_RENAME_RE = re.compile(r"^RENAME TABLE gw\.(\w+) TO gw\.(\w+), gw\.(\w+) TO gw\.\1$")
+# new type's text, then MODIFY COLUMN; both are no-ops when run again.
+_UPDATE_RE = re.compile(r"^ALTER TABLE gw\.(\w+) UPDATE .+ WHERE .+$")
 _MODIFY = r"MODIFY COLUMN `(\w+)` (\w+)(?: DEFAULT [\w(':)]+)?"
-_MODIFY_RE = re.compile(rf"^ALTER TABLE gw\.(\w+) ((?:{_MODIFY}(?:, )?)+) SETTINGS mutations_sync = 2$")
+_MODIFY_RE = re.compile(rf"^ALTER TABLE gw\.(\w+) ((?:{_MODIFY}(?:, )?)+)$")
 
 
 def _creates() -> tuple[dict[str, str], list[tuple[str, str, str, str]], int]:
@@ -46,14 +42,6 @@ def _creates() -> tuple[dict[str, str], list[tuple[str, str, str, str]], int]:
     dropped: set[str] = set()
     n = 0
     for stmt in STATEMENTS:
-        if (c := _COPY_RE.match(stmt)) is not None:
-            assert c.group(1) in out and c.group(2) in out, stmt[:80]
-            continue
-        if (r := _RENAME_RE.match(stmt)) is not None:
-            table, old, new = r.groups()
-            out[old] = out.pop(table).replace(f"gw.{table}\n", f"gw.{old}\n", 1)
-            out[table] = out.pop(new).replace(f"gw.{new}\n", f"gw.{table}\n", 1)
-            continue
         if (u := _UPDATE_RE.match(stmt)) is not None:
             assert u.group(1) in out, stmt[:80]
             continue
@@ -69,14 +57,10 @@ def _creates() -> tuple[dict[str, str], list[tuple[str, str, str, str]], int]:
             continue
         d = _DROP_RE.match(stmt)
         if d is not None:
-            if d.group(2) not in out:
-                continue  # a DROP ... IF EXISTS of what a rerun of its migration may find (link_counters_0012)
-            # Only what keeps no rows: a materialised view, a Null table, or one renamed aside after its copy.
+            # Only what keeps no rows: a materialised view or a Null table.
             made = out.pop(d.group(2))
-            kept_nothing = made.startswith("CREATE MATERIALIZED VIEW") or "\nENGINE = Null" in made
-            assert kept_nothing or d.group(2) in RENAMED_ASIDE, stmt
-            if d.group(2) not in TEMPORARY:
-                dropped.add(d.group(2))
+            assert made.startswith("CREATE MATERIALIZED VIEW") or "\nENGINE = Null" in made, stmt
+            dropped.add(d.group(2))
             continue
         m = _CREATE_RE.match(stmt)
         assert m is not None, f"not an idempotent CREATE, ADD COLUMN or DROP: {stmt[:80]}"
@@ -87,8 +71,6 @@ def _creates() -> tuple[dict[str, str], list[tuple[str, str, str, str]], int]:
     return out, adds, n
 
 
-RENAMED_ASIDE = {"link_counters_0012"}
-TEMPORARY = {*RENAMED_ASIDE, "link_counters_ipv6_mv"}  # dropped for good, never made again
 MODIFIED: dict[tuple[str, str], str] = {}  # (table, column) -> its type after every migration
 CREATES, ADDED, N_CREATES = _creates()
 TABLES = {name: s for name, s in CREATES.items() if s.startswith("CREATE TABLE")}
@@ -125,8 +107,7 @@ def test_every_statement_is_idempotent_and_fully_substituted() -> None:
     # every statement is a CREATE ... IF NOT EXISTS, an ADD COLUMN IF NOT EXISTS or a DROP ... IF EXISTS of
     # what is made again (checked above)
     drops = [s for s in STATEMENTS if _DROP_RE.match(s)]
-    retypes = [s for s in STATEMENTS if _UPDATE_RE.match(s) or _MODIFY_RE.match(s) or _COPY_RE.match(s)
-               or _RENAME_RE.match(s)]  # fmt: skip
+    retypes = [s for s in STATEMENTS if _UPDATE_RE.match(s) or _MODIFY_RE.match(s)]
     assert len(STATEMENTS) == N_CREATES + len(ADDED) + len(drops) + len(retypes)
     for stmt in STATEMENTS:
         assert "${" not in stmt and not stmt.endswith(";")
@@ -191,7 +172,7 @@ def test_each_ttl_uses_its_own_setting() -> None:
             continue
         ttl = re.search(r"\nTTL (\w+) \+ INTERVAL (\d+) DAY\n", stmt)
         if ttl:
-            rendered[m.group(2).removesuffix("_ipv6")] = int(ttl.group(2))  # a copy renamed into place (0013)
+            rendered[m.group(2)] = int(ttl.group(2))
     assert set(rendered) == set(TTL_PARAMS) == set(TABLES) - NULL_TABLES  # every table that keeps rows expires
     for table, param in TTL_PARAMS.items():
         assert rendered[table] == getattr(cfg, param), table
