@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas.addresses import text_sql
+from schemas.addresses import UNSPECIFIED_SQL, text_sql
 from schemas.histogram import bucket_mid_us
 
 QUANTILES = (0.5, 0.95, 0.99)
@@ -547,7 +547,7 @@ def link_sources(client: Any, db: str, start_ms: int, end_ms: int) -> list[LinkS
         " OR dns_rtt_count > 0"
     )
     sql = f"""
-        SELECT toString(link_id), count(), countIf(exporter != ''), countIf({rtt})
+        SELECT toString(link_id), count(), countIf(exporter != {UNSPECIFIED_SQL}), countIf({rtt})
         FROM {db}.flows_raw WHERE {_FLOW_RANGE}
         GROUP BY link_id ORDER BY link_id
     """

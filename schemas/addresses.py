@@ -22,6 +22,7 @@ STORED_SINCE: Final = 13
 TEXT_TYPES_BEFORE: Final = {"src_ip": "String", "dst_ip": "String", "exporter": "LowCardinality(String)",
                             "next_hop": "String"}  # fmt: skip
 UNSPECIFIED: Final = ipaddress.IPv6Address("::")
+UNSPECIFIED_SQL: Final = "toIPv6('::')"  # an unknown exporter or next hop, in a query
 
 # ClickHouse takes leading zeros in the dotted tail of an IPv6 address, up to four digits an octet
 # (::ffff:1.2.3.04, ::0.0.0.0255); Python not.
@@ -74,4 +75,4 @@ def text_sql(expr: str) -> str:
 
 def optional_text_sql(expr: str) -> str:
     """`text_sql` of an `exporter` or `next_hop`: `::` (not known) as ""."""
-    return f"if({expr} = toIPv6('::'), '', {text_sql(expr)})"
+    return f"if({expr} = {UNSPECIFIED_SQL}, '', {text_sql(expr)})"

@@ -339,10 +339,13 @@ def test_addresses_become_ipv6_and_every_row_is_kept(client: Any, fresh_db: str)
 
     m.run()
     assert m.current_version() == LAST
-    sql = "SELECT seq, src_ip, dst_ip, exporter, next_hop, toTypeName(src_ip), toTypeName(exporter) FROM {} ORDER BY seq"
+    sql = (
+        "SELECT seq, src_ip, dst_ip, exporter, next_hop, toTypeName(src_ip), toTypeName(exporter) FROM {} ORDER BY seq"
+    )
     want = [(i, _v6(s), _v6(d), _v6(x), _v6(h), "IPv6", "IPv6") for i, (_, s, d, x, h) in enumerate(cases)]
     assert client.query(sql.format(f"{fresh_db}.flows_raw")).result_rows == [
-        *want, (99, _v6("::"), _v6("198.51.100.7"), _v6(""), _v6(""), "IPv6", "IPv6")
+        *want,
+        (99, _v6("::"), _v6("198.51.100.7"), _v6(""), _v6(""), "IPv6", "IPv6"),
     ]
     assert client.query(sql.format(f"{fresh_db}.flows_late")).result_rows == [(7, *want[1][1:])]
     # link_counters keeps its exporter as text (its sort key's first column): rows as they were.

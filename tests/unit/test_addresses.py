@@ -80,8 +80,8 @@ def test_python_stores_what_the_address_is() -> None:
 
 def test_the_landing_view_stores_and_readers_print_each_address(ch: Session) -> None:
     land(ch, [record(i, ip_version=v, src_ip=t, dst_ip=t) for i, (v, t, _, _) in enumerate(CASES)], "t.cases")
-    got = rows(ch, f"SELECT kafka_offset, hex(src_ip), hex(dst_ip), {addresses.text_sql('src_ip')}, "
-                   f"toTypeName(src_ip) FROM {DB}.flows_raw WHERE kafka_topic = 't.cases' ORDER BY kafka_offset")  # fmt: skip
+    sql = f"SELECT kafka_offset, hex(src_ip), hex(dst_ip), {addresses.text_sql('src_ip')}, toTypeName(src_ip) "
+    got = rows(ch, sql + f"FROM {DB}.flows_raw WHERE kafka_topic = 't.cases' ORDER BY kafka_offset")
     assert got == [[i, packed.upper(), packed.upper(), shown, "IPv6"] for i, (_, _, packed, shown) in enumerate(CASES)]
 
 
@@ -111,7 +111,8 @@ def test_the_python_paths_give_the_landing_views_values(ch: Session) -> None:
 def test_text_sql_agrees_with_pythons_reading_for_every_mapped_and_plain_address(ch: Session) -> None:
     # Independent reading: Python's ipaddress (RFC 5952 short form; a mapped address as its IPv4 quad).
     samples = ["::", "::2", "2001:db8::", "2001:0:0:1::1", "2001:db8:0:1:1:1:1:1", "64:ff9b::102:304",
-               "::ffff:0:102:304", "::fffe:102:304", "2001:db8::ffff:102:304", "::ffff:10.0.0.1", "ff02::1:ff00:1"]  # fmt: skip
+               "::ffff:0:102:304", "::fffe:102:304", "2001:db8::ffff:102:304", "::ffff:10.0.0.1",
+               "ff02::1:ff00:1"]  # fmt: skip
     for text in samples:
         addr = ipaddress.IPv6Address(text)
         want = str(addr.ipv4_mapped) if addr.ipv4_mapped else str(addr)
