@@ -23,7 +23,8 @@ mostly measures the other work. Background merges are stopped while inserts are 
 pass over `flows_raw` (every part into one) at the end, per row: a row is merged a few times over its life.
 Then the records land once into two new databases (all migrations; up to 0012) and `flows_raw`'s bytes on disk
 per row (every column, and the four address columns) are compared, each table merged into one part.
-`--ipv6-share` of the records carry IPv6 addresses (the rest IPv4).
+`--ipv6-share` of the records carry IPv6 addresses (the rest IPv4). Last, migration 0013 is timed on the text
+database (CPU and wall seconds per million rows).
 
 The baseline is `landing`, measured in the same run. Usage: `python bench/landing_parts.py [--records 200000]`.
 """
@@ -226,6 +227,17 @@ class Bench:
                               f"AND table = 'flows_raw' AND name IN {ADDRESS_COLUMNS}")  # fmt: skip
         return int(total) / int(rows), int(addr) / int(rows)
 
+    def retype(self, db: str) -> tuple[float, float]:
+        """Migration 0013 on `db` (at 0012, holding the records): (CPU s, wall s) per million rows."""
+        [[rows]] = self._rows(f"SELECT count() FROM {db}.flows_raw")
+        mig = next(m for m in discover() if m.version == TEXT_VERSION + 1)
+        c0, w0 = time.process_time(), time.perf_counter()
+        for stmt in render(mig, params_from(db, LoaderConfig())):
+            self.engine.query(stmt + " SETTINGS mutations_sync = 2" if stmt.startswith("ALTER") else stmt,
+                              "TabSeparated", None)  # fmt: skip
+        scale = 1e6 / int(rows)
+        return (time.process_time() - c0) * scale, (time.perf_counter() - w0) * scale
+
     def typed_parse(self) -> float:
         return self._insert("null_typed", "JSONEachRow", self.json)
 
@@ -307,8 +319,11 @@ def main() -> int:
             times: dict[str, list[float]] = {v: [] for v in [*variants, *servers, "http_client"]}
             walls: dict[str, list[float]] = {}
             for i in range(args.runs):
-                for name, fn in variants.items():
-                    times[name].append(fn())
+                order = list(variants)
+                if i % 2:  # the two schemas compared alternate, so that neither always runs first
+                    order[:2] = order[1::-1]
+                for name in order:
+                    times[name].append(variants[name]())
                 # Which server goes first alternates, so that neither always follows the in-process variants.
                 for name, server in sorted(servers.items(), reverse=bool(i % 2)):
                     wall, cpu, client = server.run()
@@ -319,6 +334,7 @@ def main() -> int:
                                                      for v, t in times.items()), flush=True)  # fmt: skip
             merge_us = bench.merge_pass()
             sizes = [bench.bytes_per_row("size_ipv6", None), bench.bytes_per_row("size_text", TEXT_VERSION)]
+            retype_cpu, retype_wall = bench.retype("size_text")
         finally:
             for server in servers.values():  # also when a variant failed: no server left running
                 server.close()
@@ -329,6 +345,10 @@ def main() -> int:
         med = statistics.median(t)
         print(f"{name:<12} {1e6 * med / args.records:8.2f} {args.records / med:10,.0f} {med / base:15.2f}")
     print(f"{'merge':<12} {merge_us:8.2f}  (one merge pass of flows_raw, per row)")
+    print(
+        f"migration 0013 (addresses to IPv6) on the text database: {retype_cpu:.2f} s CPU, {retype_wall:.2f} s wall "
+        "per million rows"
+    )
     (ip_row, ip_addr), (text_row, text_addr) = sizes
     print(
         f"flows_raw bytes on disk per row: IPv6 {ip_row:.2f}, text {text_row:.2f} ({ip_row / text_row:.2f}x); "

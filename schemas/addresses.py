@@ -63,9 +63,10 @@ def stored(text: str) -> ipaddress.IPv6Address:
 def stored_sql(name: str) -> str:
     """The landing view's `IPv6` value of address field `name` (a checked, nullable text column)."""
     if name in OPTIONAL_ADDRESS_FIELDS:
-        # toIPv6 reads both families (IPv4 as mapped); "" or absent is `::`
-        return f"toIPv6(if(coalesce(`{name}`, '') = '', '::', assumeNotNull(`{name}`)))"
-    return f"toIPv6(assumeNotNull(`{name}`))"
+        # "" or absent is `::`, which the OrZero form gives without a branch: any other value passed the checks,
+        # so it parses (and the OrZero form hides nothing)
+        return f"toIPv6OrZero(coalesce(`{name}`, ''))"
+    return f"toIPv6(assumeNotNull(`{name}`))"  # reads both families, IPv4 as mapped
 
 
 def text_sql(expr: str) -> str:
