@@ -5,25 +5,27 @@ and the readers' text, each against hand-written expectations (the 16 bytes an a
 from __future__ import annotations
 
 import ipaddress
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
-from chdb import session as chdb_session
 
-from processors.config import LoaderConfig
-from processors.landing import INPUT_SETTINGS, raw_token
-from processors.migrate import discover, params_from, render
+from processors.landing import raw_token
 from processors.rows import flow_rows, late_rows
 from processors.tables import FLOWS_RAW
-from schemas import addresses, codec
-from tests.records import sample_flow
+from schemas import addresses
 
-DB = "gwa"
-Session = Any  # chDB ships no type information
-_new_session: Any = chdb_session.Session
+# the landing tests' chDB database, migrated to the last version (a module-scoped fixture: one per module)
+from tests.unit.test_landing import DB, Session, fresh, land, migrated, rows
+
+
+@pytest.fixture(scope="module")
+def ch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+    session = migrated(tmp_path_factory)  # the landing tests' database, every migration applied
+    yield session
+    session.close()
+
 
 # (ip_version, text in the record, the stored address's 16 bytes in hex, the text readers print)
 CASES = [
@@ -40,34 +42,8 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def ch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
-    session = _new_session(str(tmp_path_factory.mktemp("chdb")))
-    session.query(f"CREATE DATABASE {DB}")
-    for mig in discover():
-        for stmt in render(mig, params_from(DB, LoaderConfig())):
-            session.query(stmt)
-    yield session
-    session.close()
-
-
-def rows(ch: Session, sql: str) -> list[list[Any]]:
-    out = ch.query(sql, "JSONCompact").bytes()
-    return list(orjson.loads(out)["data"]) if out else []
-
-
-def land(ch: Session, records: list[dict[str, Any]], topic: str) -> None:
-    settings = {**INPUT_SETTINGS, "insert_deduplication_token": f"'{raw_token(topic, 0, 0, len(records) - 1, 0)}'"}
-    clause = ", ".join(f"{k} = {v}" for k, v in settings.items())
-    body = b"\n".join(orjson.dumps(r) for r in records).decode()
-    ch.query(f"INSERT INTO {DB}.flows_in SETTINGS {clause} FORMAT JSONEachRow\n" + body)
-
-
-def record(seq: int, **changes: Any) -> dict[str, Any]:
-    now = time.time_ns()
-    d = codec.to_dict(sample_flow(seq=seq))
-    d.update(first_ns=now - 2 * 10**9, last_ns=now - 10**9, export_ns=now, **changes)
-    return d
+def land_records(ch: Any, records: list[dict[str, Any]], topic: str) -> None:
+    land(ch, [orjson.dumps(r) for r in records], raw_token(topic, 0, 0, len(records) - 1, 0))
 
 
 def test_python_stores_what_the_address_is() -> None:
@@ -79,17 +55,19 @@ def test_python_stores_what_the_address_is() -> None:
 
 
 def test_the_landing_view_stores_and_readers_print_each_address(ch: Session) -> None:
-    land(ch, [record(i, ip_version=v, src_ip=t, dst_ip=t) for i, (v, t, _, _) in enumerate(CASES)], "t.cases")
+    land_records(
+        ch, [fresh(seq=i, ip_version=v, src_ip=t, dst_ip=t) for i, (v, t, _, _) in enumerate(CASES)], "t.cases"
+    )
     sql = f"SELECT kafka_offset, hex(src_ip), hex(dst_ip), {addresses.text_sql('src_ip')}, toTypeName(src_ip) "
     got = rows(ch, sql + f"FROM {DB}.flows_raw WHERE kafka_topic = 't.cases' ORDER BY kafka_offset")
     assert got == [[i, packed.upper(), packed.upper(), shown, "IPv6"] for i, (_, _, packed, shown) in enumerate(CASES)]
 
 
 def test_an_unknown_exporter_or_next_hop_is_unspecified_and_prints_empty(ch: Session) -> None:
-    captured = record(0)  # a capture agent's record: exporter and next hop ""
+    captured = fresh(seq=0)  # a capture agent's record: exporter and next hop ""
     del captured["next_hop"]  # absent reads as "" too
-    exported = record(1, exporter="192.0.2.1", next_hop="2001:db8::fe")
-    land(ch, [captured, exported], "t.export")
+    exported = fresh(seq=1, exporter="192.0.2.1", next_hop="2001:db8::fe")
+    land_records(ch, [captured, exported], "t.export")
     got = rows(ch, f"SELECT hex(exporter), {addresses.optional_text_sql('exporter')}, "
                    f"{addresses.optional_text_sql('next_hop')} FROM {DB}.flows_raw "
                    "WHERE kafka_topic = 't.export' ORDER BY kafka_offset")  # fmt: skip
@@ -100,7 +78,7 @@ def test_the_python_paths_give_the_landing_views_values(ch: Session) -> None:
     # The loader's slow path and the late topic insert rows built in Python: the same IPv6 values as the view.
     for decode in (flow_rows, late_rows):
         for version, text, packed, _ in CASES:
-            value = orjson.dumps(record(0, ip_version=version, src_ip=text, dst_ip=text, exporter=""))
+            value = orjson.dumps(fresh(ip_version=version, src_ip=text, dst_ip=text, exporter=""))
             [(spec, row)] = decode(value)
             cols = dict(zip(FLOWS_RAW.column_names, row, strict=False))
             assert cols["src_ip"].packed.hex() == packed, text
