@@ -15,11 +15,12 @@ configuration needed. `deduplicate_blocks_in_dependent_materialized_views = 1` m
 nothing twice in any of them (tests/unit/test_landing.py checks it in chDB).
 
 Each landing migration (`MIGRATIONS`: 0007, then 0009 with nullable histogram bin elements, then 0010 with the
-application class fields, added to `flows_raw` and `flows_late` first with their defaults) is this module's
-`migration_sql(version=...)` written out; tests/unit/test_landing.py proves every file and the generator agree, so
-the checks have one owner (schemas/checks.py) and released SQL never changes. A later version drops the landing
-tables and their views (the tables are Null: they hold nothing) and creates them again, keeping the quarantine
-and batch tables and their rows.
+application class fields, added to `flows_raw` and `flows_late` first with their defaults, then 0013 storing
+addresses as IPv6, the stored tables' address columns retyped after the views: `processors.address_types`) is
+this module's `migration_sql(version=...)` written out; tests/unit/test_landing.py proves every file and the
+generator agree, so the checks have one owner (schemas/checks.py) and released SQL never changes. A later version
+drops the landing tables and their views (the tables are Null: they hold nothing) and creates them again, keeping
+the quarantine and batch tables and their rows.
 """
 
 from __future__ import annotations

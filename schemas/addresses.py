@@ -1,7 +1,8 @@
 """FlowRecord addresses as ClickHouse stores and prints them: one owner for their reading, storage and text.
 
 A record carries addresses as text (`src_ip`, `dst_ip`, and `exporter`, `next_hop` that may be "" when not
-known). From landing version 13 (migration 0013) the tables store them as ClickHouse `IPv6`: an IPv4 address as
+known). From landing version 13 (migration 0013) `flows_raw` and `flows_late` store them as ClickHouse `IPv6`
+(`link_counters.exporter` stays text: it leads that table's sort key; readers apply `toIPv6` to it): an IPv4 address as
 its mapped form `::ffff:a.b.c.d`, "" as `::` (the unspecified address, which no flow, exporter or next hop
 has). Readers print a stored address with `text_sql`: IPv4 (mapped) as a dotted quad, IPv6 in ClickHouse's short
 form (RFC 5952: lower case, the longest run of zero groups as `::`).
