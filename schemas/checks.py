@@ -110,14 +110,30 @@ class RecordRule:
     detail: str
     flink: str  # the same test in the Flink job's SQL (`{latest}`: its bound, now + the allowed skew)
     sql9: str = ""  # the landing test from landing version 9 on, when it differs from `sql`
+    sql13: str = ""  # from landing version 13 on, when it differs from `sql9`
 
 
 # ClickHouse's isIPv6String also reads a `:::` inside an address ("1:::2"); no other reader does.
 CLICKHOUSE_NO_TRIPLE_COLON: Final = "position({x}, ':::') = 0"
 
 
+# It also reads `::` standing for no group at all ("::0:0:0:0:0:0:0:0", "1::2:3:4:5:6:7:8"): with a `::`, at most
+# seven groups are written (a dotted tail counts two). Guarded from landing version 13 on.
+CLICKHOUSE_GAP_HAS_A_GROUP: Final = (
+    "(position({x}, '::') = 0 OR "
+    "arrayCount(g -> g != '', splitByChar(':', assumeNotNull({x}))) + (position({x}, '.') > 0) <= 7)"
+)
+
+
 def _ch_ipv6(x: str) -> str:
     return f"(isIPv6String({x}) AND {CLICKHOUSE_NO_TRIPLE_COLON.format(x=x)})"
+
+
+def clickhouse_ipv6_sql(x: str) -> str:
+    """The loader's reading of an IPv6 address `x` (landing version 13): ClickHouse's, with both guards."""
+    return (
+        f"(isIPv6String({x}) AND {CLICKHOUSE_NO_TRIPLE_COLON.format(x=x)} AND {CLICKHOUSE_GAP_HAS_A_GROUP.format(x=x)})"
+    )
 
 
 def ip_ok(text: str, version: int) -> bool:
@@ -164,6 +180,7 @@ def _address_rule(name: str) -> RecordRule:
         f"{name} is not an address of ip_version",
         f"CASE WHEN `ip_version` = 4 THEN REGEXP(`{name}`, '{IPV4_RE}') ELSE REGEXP(`{name}`, '{IPV6_RE}') END",
         f"if(ip_version = 4, isIPv4String({name}), {_ch_ipv6(name)})",
+        f"if(ip_version = 4, isIPv4String({name}), {clickhouse_ipv6_sql(name)})",
     )
 
 
@@ -178,6 +195,7 @@ def _optional_address_rule(name: str) -> RecordRule:
         f"{name} is neither empty nor an address",
         f"`{name}` IS NULL OR `{name}` = '' OR REGEXP(`{name}`, '{IPV4_RE}') OR REGEXP(`{name}`, '{IPV6_RE}')",
         f"{value} = '' OR isIPv4String({value}) OR {_ch_ipv6(value)}",
+        f"{value} = '' OR isIPv4String({value}) OR {clickhouse_ipv6_sql(value)}",
     )
 
 
@@ -375,7 +393,7 @@ def problem_cases(latest_sql: str, version: int = LANDING_VERSION) -> list[tuple
         else:
             cases.extend(_bins_sql(name, version))
     for rule in (r for r in RECORD_RULES if in_landing(r.field, version)):
-        sql = rule.sql9 if version >= 9 and rule.sql9 else rule.sql
+        sql = rule.sql13 if version >= 13 and rule.sql13 else rule.sql9 if version >= 9 and rule.sql9 else rule.sql
         cases.append((f"NOT ({_bound(sql, latest_sql)})", "bad_value", rule.field))
     return cases
 
