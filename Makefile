@@ -48,6 +48,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	PATH="$$HOME/.cargo/bin:$$PATH" cargo fmt --check --manifest-path native/Cargo.toml
 
 # Every bench/*.py (not starting with _), one table at the end; needs the services (`gwtel up`) for bench/e2e.py.
 bench: setup

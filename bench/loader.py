@@ -11,14 +11,21 @@ acknowledged N rows. Variants, alternating, medians over `--runs`:
   Python, rows encoded by clickhouse-connect), the design before the landing path;
 - `clickhouse`: the landing inserts alone, without Kafka: the topic's values joined per batch of
   `loader.batch_rows` and inserted with their tokens, what ClickHouse (embedded here) takes per second;
+- `clickhouse_threads`: the same inserts from `--insert-threads` clients at once (batch i from client
+  i mod threads), as the loader sends the batches of different partitions (`loader.insert_threads`, which the
+  `loader` variant sets to the same number);
 - `gwtel load` as processes, one and then `--processes` in one consumer group (a partition each), start-up
   included (`--processes 0` skips both).
+
+With `--baseline-url` (a ClickHouse server of other code, e.g. `python -m gwtel.chserver` run from a checkout of
+main), `loader_baseline` and `clickhouse_baseline` repeat `loader` (with `insert_threads` 1: one insert at a
+time, as before) and `clickhouse` against it in the same runs. `--per-record-records 0` skips `per_record`.
 
 Baseline, same runs: a plain kafka-python read_committed consume of the same topic (records/s; its inverse is
 kafka-python's cost per message, printed in us). The loader's own CPU per record is printed too (its process,
 librdkafka's threads included); ClickHouse's share is measured by bench/landing_parts.py.
 Writes bench/results/loader.json.
-Usage: `python bench/loader.py [--records 2000000] [--runs 3] [--processes 2]`.
+Usage: `python bench/loader.py [--records 2000000] [--runs 3] [--processes 2] [--baseline-url URL]`.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import json
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -92,23 +100,49 @@ def one_run(base: GwtelConfig, n: int, raw: bool, cpu: list[float] | None = None
     return n / seconds
 
 
-def clickhouse_run(base: GwtelConfig, values: list[bytes]) -> float:
-    """Records/s of the landing inserts alone: the values in batches of `loader.batch_rows`, no Kafka."""
+def at_url(base: GwtelConfig, url: str, insert_threads: int) -> GwtelConfig:
+    """`base` against the ClickHouse server at `url`, its loader sending `insert_threads` inserts at once."""
+    return base.model_copy(
+        update={
+            "clickhouse": base.clickhouse.model_copy(update={"url": url}),
+            "loader": base.loader.model_copy(update={"insert_threads": insert_threads}),
+        }
+    )
+
+
+def clickhouse_run(base: GwtelConfig, values: list[bytes], threads: int = 1) -> float:
+    """Records/s of the landing inserts alone: the values in batches of `loader.batch_rows`, no Kafka, batch i
+    sent by client i mod `threads` (each its own thread and client)."""
     cfg = own(base)
     migrate(cfg)
-    client = make_client(cfg.clickhouse)
     size = cfg.loader.batch_rows
+    clients = [make_client(cfg.clickhouse) for _ in range(threads)]
+    errors: list[BaseException] = []
+
+    def send(k: int) -> None:
+        try:
+            for first in range(k * size, len(values), threads * size):
+                chunk = values[first : first + size]
+                token = raw_token("bench", 0, first, first + len(chunk) - 1, 0)
+                settings = {**INSERT_SETTINGS_FIXED, **INPUT_SETTINGS, "insert_deduplication_token": token}
+                clients[k].raw_insert(LANDING, insert_block=b"\n".join(chunk), fmt="JSONEachRow", settings=settings)
+        except BaseException as exc:  # re-raised below
+            errors.append(exc)
+
     try:
+        senders = [threading.Thread(target=send, args=(k,)) for k in range(threads)]
         t0 = time.perf_counter()
-        for first in range(0, len(values), size):
-            chunk = values[first : first + size]
-            token = raw_token("bench", 0, first, first + len(chunk) - 1, 0)
-            settings = {**INSERT_SETTINGS_FIXED, **INPUT_SETTINGS, "insert_deduplication_token": token}
-            client.raw_insert(LANDING, insert_block=b"\n".join(chunk), fmt="JSONEachRow", settings=settings)
+        for t in senders:
+            t.start()
+        for t in senders:
+            t.join()
         seconds = time.perf_counter() - t0
-        stored = int(client.command("SELECT count() FROM flows_raw"))
+        if errors:
+            raise errors[0]
+        stored = int(clients[0].command("SELECT count() FROM flows_raw"))
     finally:
-        client.close()
+        for client in clients:
+            client.close()
         drop_database(cfg)
     if stored != len(values):
         raise RuntimeError(f"flows_raw holds {stored} rows for {len(values)} records")
@@ -149,13 +183,36 @@ def main() -> int:
     ap.add_argument("--event-rate", type=int, default=TARGET_EVENT_RATE, help="records per second of event time")
     ap.add_argument("--runs", type=int, default=3, help="runs per variant, alternating (default 3)")
     ap.add_argument("--processes", type=int, default=2, help="loader processes in the last variant (0: skip)")
-    ap.add_argument("--per-record-records", type=int, default=300_000,
-                    help="records the per-record variant loads, a prefix of the topic (default 300000)")  # fmt: skip
-    args = ap.parse_args()
+    ap.add_argument(
+        "--per-record-records",
+        type=int,
+        default=300_000,
+        help="records the per-record variant loads, a prefix of the topic (default 300000; 0: skip)",
+    )
+    ap.add_argument(
+        "--insert-threads",
+        type=int,
+        default=2,
+        help="loader.insert_threads of the `loader` variant and clients of `clickhouse_threads` (default 2)",
+    )
+    ap.add_argument(
+        "--baseline-url",
+        default=None,
+        help="a ClickHouse server of other code, measured in the same runs (one insert at a time)",
+    )
+    args = ap.parse_args()  # fmt: skip
     n = args.records
     cfg = isolated(load_config(), uuid.uuid4().hex[:10])
     prepare(cfg)
-    variants = ["baseline", "librdkafka", "loader", "per_record", "clickhouse"]
+    threads = args.insert_threads
+    cfg = at_url(cfg, cfg.clickhouse.url, threads)
+    variants = ["baseline", "librdkafka", "loader", "clickhouse", "clickhouse_threads"]
+    if args.per_record_records:
+        variants.append("per_record")
+    before = at_url(cfg, args.baseline_url, 1) if args.baseline_url else None
+    if before is not None:
+        migrate(before)
+        variants += ["loader_baseline", "clickhouse_baseline"]
     if args.processes:
         variants += ["processes1", f"processes{args.processes}"]
     rates: dict[str, list[float]] = {v: [] for v in variants}
@@ -168,9 +225,17 @@ def main() -> int:
             # Each figure beside a plain consume of the same topic in the same run: the machine is shared.
             rates["baseline"].append(consume_rate(cfg.kafka.bootstrap, cfg.kafka.topics.flows, n))
             rates["librdkafka"].append(librdkafka_consume_rate(cfg.kafka.bootstrap, cfg.kafka.topics.flows, n))
-            rates["loader"].append(one_run(cfg, n, raw=True, cpu=loader_cpu))
-            rates["per_record"].append(one_run(cfg, slow_n, raw=False))
-            rates["clickhouse"].append(clickhouse_run(cfg, values))
+            # Which server goes first alternates, so that neither always follows the other's merges.
+            for name in sorted(("new", "baseline") if before is not None else ("new",), reverse=bool(i % 2)):
+                if name == "new":
+                    rates["loader"].append(one_run(cfg, n, raw=True, cpu=loader_cpu))
+                    rates["clickhouse"].append(clickhouse_run(cfg, values))
+                    rates["clickhouse_threads"].append(clickhouse_run(cfg, values, threads))
+                elif before is not None:
+                    rates["loader_baseline"].append(one_run(before, n, raw=True))
+                    rates["clickhouse_baseline"].append(clickhouse_run(before, values))
+            if args.per_record_records:
+                rates["per_record"].append(one_run(cfg, slow_n, raw=False))
             if args.processes:
                 for count in (1, args.processes):
                     rates[f"processes{count}"].append(processes_run(cfg, n, count))
@@ -185,9 +250,18 @@ def main() -> int:
         Row("  confluent-kafka (librdkafka, the loader's client) plain consume", med["librdkafka"], "records/s", base),
         Row("loader records/s into flows_raw (median)", med["loader"], "records/s", base, ">= 150,000"),
         Row("  the loader process's own CPU per record", statistics.median(loader_cpu), "us"),
-        Row(f"  per-record Python path ({slow_n:,} records)", med["per_record"], "records/s", base),
-        Row("  ClickHouse landing inserts alone (no Kafka)", med["clickhouse"], "records/s", base),
+        Row("  ClickHouse landing inserts alone (no Kafka), one at a time", med["clickhouse"], "records/s", base),
+        Row(f"  the same from {threads} clients at once", med["clickhouse_threads"], "records/s", med["clickhouse"]),
     ]
+    if args.per_record_records:
+        rows.append(Row(f"  per-record Python path ({slow_n:,} records)", med["per_record"], "records/s", base))
+    if before is not None:
+        rows += [
+            Row("loader into flows_raw, baseline server, one insert at a time", med["loader_baseline"], "records/s",
+                med["loader"]),
+            Row("  ClickHouse landing inserts alone, baseline server", med["clickhouse_baseline"], "records/s",
+                med["clickhouse"]),
+        ]  # fmt: skip
     if args.processes:
         rows += [
             Row("gwtel load, 1 process (start-up included)", med["processes1"], "records/s", base),

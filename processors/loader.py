@@ -212,11 +212,14 @@ class Loader:
         # Partitions sought back to their committed offset in this step: the rest of the records polled for
         # them come from the old position and are read again from the committed offset instead.
         self._rewound: set[TP] = set()
-        # Landing inserts run in one worker thread with a client of its own, so ClickHouse parses a batch
+        # Landing inserts run in worker threads, each with a client of its own, so ClickHouse parses batches
         # while this thread reads the next from Kafka (both cost CPU: serially the loader reached their
-        # harmonic mean). At most one batch per partition is in flight; only this thread commits.
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gwtel-landing")
-        self._land_client: Any = None
+        # harmonic mean), and batches of different partitions at once (`insert_threads`). At most one batch
+        # per partition is in flight; only this thread commits.
+        self._worker = ThreadPoolExecutor(max_workers=settings.insert_threads, thread_name_prefix="gwtel-landing")
+        self._land_local = threading.local()
+        self._land_clients: list[Any] = []
+        self._land_lock = threading.Lock()
         self._inflight: dict[TP, _InFlight] = {}
         self.consumer.subscribe(sorted(self.routes), self._listener.on_partitions_revoked)
 
@@ -266,8 +269,10 @@ class Loader:
             self.deadletters.close()
             if self._client is not None:
                 self._client.close()
-            if self._land_client is not None:
-                self._land_client.close()
+            with self._land_lock:
+                clients, self._land_clients = self._land_clients, []
+            for client in clients:
+                client.close()
 
     # -- records ----------------------------------------------------------------------------------------
     def _accept(self, tp: TP, rec: Any) -> bool:
@@ -541,10 +546,8 @@ class Loader:
         while True:
             t0 = time.perf_counter()
             try:
-                if self._land_client is None:
-                    self._land_client = self._client_factory()
-                self._land_client.raw_insert(f"`{self.database}`.`{LANDING}`", insert_block=data, fmt="JSONEachRow",
-                                        settings=settings)  # fmt: skip
+                self._land_client().raw_insert(f"`{self.database}`.`{LANDING}`", insert_block=data,
+                                               fmt="JSONEachRow", settings=settings)  # fmt: skip
             except Exception as exc:
                 if refused_data(exc):
                     log.info("ClickHouse refused the data of %s: %s", token, str(exc)[:300])
@@ -572,9 +575,7 @@ class Loader:
         backoff = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
         while True:
             try:
-                if self._land_client is None:
-                    self._land_client = self._client_factory()
-                counts, bad = self._land_client.query(outcome_sql(self.database), parameters=params).result_rows[0]
+                counts, bad = self._land_client().query(outcome_sql(self.database), parameters=params).result_rows[0]
                 return int(counts[0]), int(counts[1]), int(counts[2]), sorted(bad)
             except Exception as exc:
                 self._drop_land_client()
@@ -582,9 +583,20 @@ class Loader:
                 log.warning("reading the outcome of %s failed: %s; retrying in %.1fs", token, exc, delay)
                 self._pause(delay)
 
+    def _land_client(self) -> Any:
+        """The calling worker thread's client (a client runs one request at a time), made when first needed."""
+        client = getattr(self._land_local, "client", None)
+        if client is None:
+            client = self._land_local.client = self._client_factory()
+            with self._land_lock:
+                self._land_clients.append(client)
+        return client
+
     def _drop_land_client(self) -> None:
-        client, self._land_client = self._land_client, None
+        client, self._land_local.client = getattr(self._land_local, "client", None), None
         if client is not None:
+            with self._land_lock:
+                self._land_clients = [c for c in self._land_clients if c is not client]
             with contextlib.suppress(Exception):
                 client.close()
 

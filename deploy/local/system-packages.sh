@@ -19,6 +19,8 @@ command -v softflowd >/dev/null 2>&1 || [ -x /usr/sbin/softflowd ] || need+=(sof
 command -v nfacctd >/dev/null 2>&1 || [ -x /usr/sbin/nfacctd ] || need+=(pmacct)
 # Rust builds the agent's native engine (native/); rustup's toolchain in ~/.cargo/bin is preferred when present.
 command -v cargo >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/cargo" ] || need+=(cargo)
+# rustfmt: `make lint` checks the Rust code's formatting as ruff checks the Python's.
+command -v rustfmt >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/rustfmt" ] || need+=(rustfmt)
 # `cargo test` in native/ links its test binaries against libpython (the unversioned .so comes with -dev).
 python3 -c 'import os, sys, sysconfig as s; sys.exit(not os.path.exists(os.path.join(s.get_config_var("LIBDIR"), s.get_config_var("LDLIBRARY"))))' \
   || need+=(libpython3.11-dev)

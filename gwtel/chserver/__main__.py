@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from gwtel.chserver.engine import DEFAULT_CONNECTIONS
 from gwtel.chserver.handler import MAX_BODY_BYTES
 from gwtel.chserver.server import serve
 from gwtel.errors import UserError
@@ -32,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
         "password, allowed on a loopback address only",
     )
     p.add_argument("--max-body-mib", type=int, default=MAX_BODY_BYTES >> 20, help="larger request bodies get HTTP 413")
+    p.add_argument(
+        "--connections",
+        type=int,
+        default=DEFAULT_CONNECTIONS,
+        help=f"statements run at once, one chDB connection each (default {DEFAULT_CONNECTIONS})",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = p.parse_args(argv)
     logging.basicConfig(
@@ -46,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             args.announce_home,
             users_file=args.users,
             max_body_bytes=args.max_body_mib << 20,
+            connections=args.connections,
         )
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,9 +1,12 @@
-"""The chDB engine behind the server: one connection to one data directory, one statement at a time.
+"""The chDB engine behind the server: a pool of connections to one data directory, one statement each.
 
-A chDB connection runs one statement at a time, and its current database is connection state, so every
-call takes the engine lock and first switches to the database the request asked for. Nothing else about a
-request (settings, formats) is left on the connection. A lock file in the data directory keeps a second
-server process off the same directory.
+chDB runs statements on different connections of one process in parallel (the call releases the GIL; measured
+in bench/chdb_threads.py), while one connection runs one statement at a time. So the engine keeps a pool of
+connections and each statement takes one for its duration. A connection's current database is its own state,
+so a statement first switches its connection to the database the request asked for; nothing else about a
+request (settings, formats) is left on a connection. Statements with bound parameters run one at a time: the
+chDB bindings do not promise that parameter state is kept apart between connections running at once. A lock
+file in the data directory keeps a second server process off the same directory.
 """
 
 from __future__ import annotations
@@ -84,88 +87,131 @@ class DataDirLock:
             self._fh = None
 
 
+# Statements run at once by default: two cores' worth of parsing plus room for a select beside the inserts.
+DEFAULT_CONNECTIONS = 4
+
+
+class _Conn:
+    """One chDB connection and the database it is switched to."""
+
+    def __init__(self, raw: Any, database: str) -> None:
+        self.raw = raw
+        self.database = database
+
+    def use(self, database: str) -> None:
+        if database != self.database:
+            try:
+                self.raw.query(f"USE {_quote_ident(database)}", "TabSeparated")
+            except RuntimeError as exc:
+                raise from_engine(str(exc)) from None
+            self.database = database
+
+
 class Engine:
-    def __init__(self, data_dir: Path, on_wait: Callable[[float], None] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        on_wait: Callable[[float], None] | None = None,
+        connections: int = DEFAULT_CONNECTIONS,
+    ) -> None:
+        if connections < 1:
+            raise UserError(f"the engine needs at least one connection, not {connections}")
         data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
         self._on_wait = on_wait
         self._closed = False
         self._dir_lock = DataDirLock(data_dir)
         self._dir_lock.acquire()
-        self._lock = threading.Lock()
+        self._free: list[_Conn] = []
+        self._all: list[_Conn] = []
+        self._cond = threading.Condition()
+        self._bind_lock = threading.Lock()
         try:
-            self._conn: Any = _chdb.connect(str(data_dir))  # type: ignore[attr-defined]
-            info = self._conn.query("SELECT version(), timezone(), currentDatabase()", "TabSeparated").bytes()
+            for _ in range(connections):
+                raw = _chdb.connect(str(data_dir))  # type: ignore[attr-defined]
+                self._all.append(_Conn(raw, ""))
+            info = self._all[0].raw.query("SELECT version(), timezone(), currentDatabase()", "TabSeparated").bytes()
         except RuntimeError as exc:
+            self._close_all()
             self._dir_lock.release()
             raise UserError(f"cannot open the chDB data directory {data_dir}: {exc}") from None
-        self.version, self.timezone, self._current_db = info.decode().rstrip("\n").split("\t")
-        self.default_db = self._current_db
+        self.version, self.timezone, self.default_db = info.decode().rstrip("\n").split("\t")
+        for conn in self._all:
+            conn.database = self.default_db
+        self._free = list(self._all)
+        self.connections = connections
 
     @contextlib.contextmanager
-    def _turn(self) -> Iterator[None]:
-        """Hold the engine for one statement, recording how long the wait was."""
+    def _turn(self, database: str | None) -> Iterator[_Conn]:
+        """A free connection switched to `database`, held for one statement; the wait is recorded."""
         t0 = time.monotonic()
-        with self._lock:
-            if self._on_wait is not None:
-                self._on_wait(time.monotonic() - t0)
+        with self._cond:
+            while not self._free and not self._closed:
+                self._cond.wait()
             if self._closed:
                 raise ChError(Codes.UNKNOWN_EXCEPTION, "Server is shutting down")
-            yield
-
-    def _use(self, database: str | None) -> None:
-        wanted = database or self.default_db
-        if wanted != self._current_db:
-            try:
-                self._conn.query(f"USE {_quote_ident(wanted)}", "TabSeparated")
-            except RuntimeError as exc:
-                raise from_engine(str(exc)) from None
-            self._current_db = wanted
+            conn = self._free.pop()
+        if self._on_wait is not None:
+            self._on_wait(time.monotonic() - t0)
+        try:
+            conn.use(database or self.default_db)
+            yield conn
+        finally:
+            with self._cond:
+                self._free.append(conn)
+                self._cond.notify_all()
 
     def query(self, sql: str, fmt: str, database: str | None, bind: Mapping[str, str] | None = None) -> Result:
-        with self._turn():
-            self._use(database)
+        # The parameter lock is taken before a connection, so statements waiting for it hold none.
+        with self._bind_lock if bind else contextlib.nullcontext(), self._turn(database) as conn:
             try:
-                res = self._conn.query(sql, fmt, params=dict(bind or {}))
+                res = conn.raw.query(sql, fmt, params=dict(bind or {}))
             except RuntimeError as exc:
                 raise from_engine(str(exc)) from None
             return _result(res)
 
     def check_database(self, database: str) -> None:
         """Raise UNKNOWN_DATABASE unless `database` exists (for `USE` without running it on the connection)."""
-        with self._turn():
-            saved = self._current_db
-            self._use(database)
-            self._use(saved)
+        with self._turn(database):
+            pass
 
     def insert(self, header: str, fmt: str, chunks: Iterable[bytes], database: str | None) -> Result:
         """Stream FORMAT-encoded `chunks` into `header` (INSERT INTO t [(cols)] [SETTINGS ...])."""
         start = time.monotonic()
-        with self._turn():
-            self._use(database)
+        with self._turn(database) as conn:
             try:
-                handle = self._conn.send_insert(header, fmt)
+                handle = conn.raw.send_insert(header, fmt)
             except RuntimeError as exc:
                 raise from_engine(str(exc)) from None
             try:
                 for chunk in chunks:
                     if chunk:
-                        self._conn.insert_append(handle, chunk)
-                res = self._conn.insert_done(handle)
+                        conn.raw.insert_append(handle, chunk)
+                res = conn.raw.insert_done(handle)
             except BaseException as exc:
                 with contextlib.suppress(Exception):
-                    self._conn.insert_cancel(handle)
+                    conn.raw.insert_cancel(handle)
                 if isinstance(exc, RuntimeError):
                     raise from_engine(str(exc)) from None
                 raise
         out = _result(res, b"")
         return Result(b"", out.read_rows, out.read_bytes, out.written_rows, out.written_bytes, time.monotonic() - start)
 
+    def _close_all(self) -> None:
+        for conn in self._all:
+            with contextlib.suppress(Exception):
+                conn.raw.close()
+        self._all = []
+
     def close(self) -> None:
-        with self._lock:
+        """Refuse new statements, wait for those running, then close every connection and the directory lock."""
+        with self._cond:
             if self._closed:
                 return
             self._closed = True
-            with contextlib.suppress(Exception):
-                self._conn.close()
-            self._dir_lock.release()
+            self._cond.notify_all()
+            while len(self._free) < len(self._all):
+                self._cond.wait()
+            self._free = []
+        self._close_all()
+        self._dir_lock.release()

@@ -153,7 +153,7 @@ class Executor:
         if head == "CREATE" and "TEMPORARY" in toks[1:3]:
             raise ChError(
                 Codes.NOT_IMPLEMENTED,
-                "Temporary tables are not supported by this server (its engine connection is shared by all "
+                "Temporary tables are not supported by this server (its engine connections are shared by all "
                 "clients); create a regular table in a per-client database instead",
             )
         if kind == Kind.BARE and clause:

@@ -45,7 +45,7 @@ class ServerMetrics:
         self.sessions = Gauge("gwtel_clickhouse_sessions", "Open HTTP sessions (session_id).", registry=r)
         self.engine_wait = Histogram(
             "gwtel_clickhouse_engine_lock_wait_seconds",
-            "Time a request waited for the engine (one statement runs at a time).",
+            "Time a request waited for a free engine connection (each runs one statement at a time).",
             buckets=_BUCKETS,
             registry=r,
         )

@@ -9,7 +9,7 @@ from pathlib import Path
 from types import FrameType
 
 from gwtel.chserver.auth import Users
-from gwtel.chserver.engine import Engine
+from gwtel.chserver.engine import DEFAULT_CONNECTIONS, Engine
 from gwtel.chserver.handler import MAX_BODY_BYTES, ChHTTPServer
 from gwtel.chserver.metrics import ServerMetrics
 from gwtel.errors import UserError
@@ -26,17 +26,19 @@ def serve(
     announce_home: Path | None = None,
     users_file: Path | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    connections: int = DEFAULT_CONNECTIONS,
 ) -> None:
     """Serve until SIGTERM or SIGINT; the engine is closed (data flushed, lock released) before returning.
 
     With `metrics_port`, Prometheus metrics are served there and, with `announce_home`, announced to the local
     Prometheus through a target file under that home (see gwtel.metrics_http). `users_file`: the users and
     their password hashes (gwtel.chserver.auth); without it, `default` without a password, loopback only.
+    `connections`: statements the engine runs at once (gwtel.chserver.engine).
     """
     users = Users.load(users_file) if users_file is not None else Users.open_default()
     users.require_passwords(host)
     metrics = ServerMetrics()
-    engine = Engine(data_dir.resolve(), on_wait=metrics.engine_wait.observe)
+    engine = Engine(data_dir.resolve(), on_wait=metrics.engine_wait.observe, connections=connections)
     try:
         try:
             server = ChHTTPServer((host, port), engine, metrics, users, max_body_bytes)
@@ -60,10 +62,11 @@ def serve(
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         log.info(
-            "ClickHouse HTTP interface on http://%s:%d (engine %s, data %s, metrics port %s)",
+            "ClickHouse HTTP interface on http://%s:%d (engine %s, %d connections, data %s, metrics port %s)",
             host,
             port,
             engine.version,
+            engine.connections,
             engine.data_dir,
             metrics_port or "off",
         )

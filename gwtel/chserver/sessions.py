@@ -1,7 +1,7 @@
 """HTTP sessions (`session_id`): what `SET` and `USE` leave behind for the next request of the same session.
 
-The engine has one shared connection, so a session is emulated here: its settings are merged into each of its
-requests' SETTINGS clauses and its database is switched to per request. Temporary tables are not
+The engine's connections are shared by every client, so a session is emulated here: its settings are merged into
+each of its requests' SETTINGS clauses and its database is switched to per request. Temporary tables are not
 session-scoped (they would be shared by every client) and are refused. As on a server, one session runs one
 query at a time, and an idle session expires after its `session_timeout` (default 60 s).
 """

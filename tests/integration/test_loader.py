@@ -161,6 +161,17 @@ def run_until_done(loader: Loader, cfg: GwtelConfig, timeout_s: float = 180.0) -
     )
 
 
+def load_all(cfg: GwtelConfig) -> CollectorRegistry:
+    """Run a loader of `cfg` until its group committed everything; the loader's metrics."""
+    registry = CollectorRegistry()
+    loader = build_loader(cfg, registry)
+    try:
+        run_until_done(loader, cfg)
+    finally:
+        loader.close()
+    return registry
+
+
 def q(cfg: GwtelConfig, sql: str) -> list[tuple[Any, ...]]:
     client = make_client(cfg.clickhouse)
     try:
@@ -254,6 +265,24 @@ def test_replaying_the_same_range_stores_it_once(setup: Callable[..., GwtelConfi
         assert q(cfg, "SELECT count() FROM DB.bandwidth_window") == [(5,)]
 
 
+def test_partitions_land_at_once_each_record_once(setup: Callable[..., GwtelConfig]) -> None:
+    # Three partitions, three insert threads: batches of different partitions are in flight together, each
+    # partition's in offset order; every record is stored once with its own coordinates.
+    cfg = setup(partitions=3, batch_rows=7, batch_seconds=120, insert_threads=3)
+    migrate(cfg)
+    produce(cfg, cfg.kafka.topics.flows, [(p, flow_value(i)) for i in range(1, 29) for p in (0, 1, 2)])
+    registry = load_all(cfg)
+    per_partition = q(
+        cfg,
+        "SELECT kafka_partition, count(), uniqExact(kafka_offset), min(kafka_offset), max(kafka_offset), "
+        "sum(bytes_fwd) FROM DB.flows_raw GROUP BY kafka_partition ORDER BY kafka_partition",
+    )
+    assert per_partition == [(p, 28, 28, 0, 27, 100 * 28 * 29 // 2) for p in range(3)]
+    assert q(cfg, "SELECT sum(stored), count() FROM DB.flows_batches") == [(84, 12)]
+    assert metric(registry, "gwtel_loader_flow_records_stored_total") == 84
+    assert metric(registry, "gwtel_loader_batches_total", topic=cfg.kafka.topics.flows) == 12
+
+
 class InjectedCrashError(Exception):
     pass
 
@@ -291,12 +320,7 @@ def test_crash_between_insert_and_commit_leaves_totals_unchanged(setup: Callable
 
     # Restart with other bounds: left alone they would cut 0-9 in one batch and store offsets 0-3 twice.
     cfg2 = with_group(cfg, batch_rows=100, batch_seconds=0.2)
-    registry = CollectorRegistry()
-    second = build_loader(cfg2, registry)
-    try:
-        run_until_done(second, cfg2)
-    finally:
-        second.close()
+    registry = load_all(cfg2)
     assert metric(registry, "gwtel_loader_rows_inserted_total", table=table) == 10  # 0-3 again, then 4-9
     assert q(cfg, "SELECT count(), sum(bytes_fwd), uniqExact(kafka_offset) FROM DB.flows_raw") == [(10, 5500, 10)]
     assert q(cfg, "SELECT count(), sum(bytes) FROM DB.bandwidth_window") == [(10, 55)]
@@ -380,13 +404,7 @@ def test_malformed_records_go_to_the_dead_letter_topic(setup: Callable[..., Gwte
 def load_flows(cfg: GwtelConfig, values: list[bytes]) -> CollectorRegistry:
     """Produce `values` to partition 0 of the flows topic and load them all; the loader's metrics."""
     produce(cfg, cfg.kafka.topics.flows, [(0, v) for v in values])
-    registry = CollectorRegistry()
-    loader = build_loader(cfg, registry)
-    try:
-        run_until_done(loader, cfg)
-    finally:
-        loader.close()
-    return registry
+    return load_all(cfg)
 
 
 def read_dead_letters(cfg: GwtelConfig, n: int) -> list[tuple[bytes, dict[str, str]]]:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry
-
 from gwtel.config import GwtelConfig
-from processors.loader_setup import build_loader, migrate
+from processors.loader_setup import migrate
 from schemas import codec
-from tests.integration.test_loader import NOW_NS, flow_value, metric, produce, pytestmark, q, run_until_done, setup
+from tests.integration.test_loader import NOW_NS, flow_value, load_all, metric, produce, pytestmark, q, setup
 from tests.unit.test_batcher import flow
 
 __all__ = ["pytestmark", "setup"]
@@ -28,12 +26,7 @@ def test_late_topic_loads_into_flows_late(setup: Callable[..., GwtelConfig]) -> 
     produce(cfg, cfg.kafka.topics.late, late)
     produce(cfg, cfg.kafka.topics.flows, [(0, flow_value(i)) for i in range(1, 4)])
     produce(cfg, cfg.kafka.topics.late, [(0, b"{not json")])  # dead-lettered like a bad flow
-    registry = CollectorRegistry()
-    loader = build_loader(cfg, registry)
-    try:
-        run_until_done(loader, cfg)
-    finally:
-        loader.close()
+    registry = load_all(cfg)
 
     expected_late_bytes = 1000 + 1001 + 1002 + 1003 + 1004
     assert q(cfg, "SELECT count(), sum(bytes_fwd), min(seq), max(seq), any(kafka_topic) FROM DB.flows_late") == [
