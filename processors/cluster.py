@@ -4,7 +4,7 @@ The single-node statements stay the one definition of every table and view; this
 rendered statement, so the two schemas cannot drift:
 
 - every `CREATE`, `ALTER` and `DROP` (of a view or a landing table) runs `ON CLUSTER`, so each node gets the
-  same local objects;
+  same local objects (an `ALTER ... UPDATE` rewrites rows: the local tables only, not their Distributed ones);
 - a `*MergeTree` table becomes `Replicated*MergeTree` (one replica set per shard, in Keeper under the shard's
   macro), and `non_replicated_deduplication_window` becomes `replicated_deduplication_window` with the same
   depth: the loader's `insert_deduplication_token` (`topic:partition:first-last`) is then remembered in Keeper
@@ -35,6 +35,8 @@ _NAME_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CREATE_TABLE_RE: Final = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)\.(\w+)(?=\s*\()")
 _CREATE_VIEW_RE: Final = re.compile(r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+)\.(\w+)(?= TO )")
 _ALTER_RE: Final = re.compile(r"^ALTER TABLE (\w+)\.(\w+)(?= )")
+# ALTER TABLE db.t UPDATE ...: rows of the local tables change; a Distributed table holds none
+_UPDATE_RE: Final = re.compile(r" UPDATE ")
 _DROP_RE: Final = re.compile(r"^DROP (?:VIEW|TABLE) IF EXISTS (\w+)\.(\w+)$")
 # `ENGINE = SummingMergeTree` or `ENGINE = MergeTree(args)`: the family prefix and any engine arguments.
 _MERGE_TREE_RE: Final = re.compile(r"\nENGINE = (\w*)MergeTree(?:\(([^)]*)\))?(?=\s)")
@@ -121,7 +123,7 @@ class ClusterSchema:
             return [self._on_cluster(stmt, m)]
         if (m := _ALTER_RE.match(stmt)) is not None:
             out = [self._on_cluster(stmt, m)]
-            if m.group(2) in self.stored:
+            if m.group(2) in self.stored and not _UPDATE_RE.match(stmt, m.end()):
                 # The Distributed table mirrors the columns of the local one.
                 dist = f"ALTER TABLE {self.dist_database}.{m.group(2)}{self.on}" + stmt[m.end() :]
                 out.append(dist)

@@ -15,18 +15,21 @@ configuration needed. `deduplicate_blocks_in_dependent_materialized_views = 1` m
 nothing twice in any of them (tests/unit/test_landing.py checks it in chDB).
 
 Each landing migration (`MIGRATIONS`: 0007, then 0009 with nullable histogram bin elements, then 0010 with the
-application class fields, added to `flows_raw` and `flows_late` first with their defaults) is this module's
-`migration_sql(version=...)` written out; tests/unit/test_landing.py proves every file and the generator agree, so
-the checks have one owner (schemas/checks.py) and released SQL never changes. A later version drops the landing
-tables and their views (the tables are Null: they hold nothing) and creates them again, keeping the quarantine
-and batch tables and their rows.
+application class fields, added to `flows_raw` and `flows_late` first with their defaults, then 0013 storing
+addresses as IPv6, the stored tables' address columns retyped after the views: `processors.address_types`) is
+this module's `migration_sql(version=...)` written out; tests/unit/test_landing.py proves every file and the
+generator agree, so the checks have one owner (schemas/checks.py) and released SQL never changes. A later version
+drops the landing tables and their views (the tables are Null: they hold nothing) and creates them again, keeping
+the quarantine and batch tables and their rows.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
+from processors.address_types import retype_sql
 from processors.tables import KAFKA_COLUMNS
+from schemas import addresses
 from schemas.checks import (
     DEFAULTS,
     FIELD_SINCE,
@@ -47,7 +50,12 @@ BATCHES: Final = "flows_batches"
 # each landing insert sets it above the largest batch the loader may form (loader.batch_rows <= MAX_BATCH_ROWS).
 MAX_BATCH_ROWS: Final = 1_000_000
 # landing version -> its migration: this module's `migration_sql(version=...)`, written out
-MIGRATIONS: Final = {7: "0007_landing.sql", 9: "0009_landing_nullable_bins.sql", 10: "0010_app_classes.sql"}
+MIGRATIONS: Final = {
+    7: "0007_landing.sql",
+    9: "0009_landing_nullable_bins.sql",
+    10: "0010_app_classes.sql",
+    13: "0013_addresses_ipv6.sql",
+}
 MIGRATION: Final = MIGRATIONS[LANDING_VERSION]
 _VIEWS: Final = ("flows_in_check_mv", "flows_checked_raw_mv", "flows_checked_bad_mv", "flows_checked_batch_mv")
 
@@ -95,7 +103,12 @@ def _landing_columns(version: int) -> str:
     return ",\n".join(f"    `{name}` {landing_type(name, kind, version)}" for name, kind in landing_fields(version))
 
 
-def _stored_value(name: str, kind: str, ch_type: str) -> str:
+def _stored_value(name: str, kind: str, ch_type: str, version: int) -> str:
+    if name in addresses.ADDRESS_FIELDS:
+        if version < addresses.STORED_SINCE:
+            ch_type = addresses.TEXT_TYPES_BEFORE[name]
+        else:
+            return f"{addresses.stored_sql(name)} AS `{name}`"
     if name in DEFAULTS:
         return f"CAST(coalesce(`{name}`, {_default_literal(name)}) AS {ch_type}) AS `{name}`"
     if ch_type.startswith("Nullable(") or kind == "hist":
@@ -141,7 +154,9 @@ def migration_sql(db: str = "${db}", version: int = LANDING_VERSION) -> str:
         raise ValueError(f"no landing version {version} (known: {sorted(MIGRATIONS)})")
     kinds = dict(landing_fields(version))
     stored = ",\n    ".join(
-        _stored_value(f.name, kinds[f.name], f.clickhouse) for f in FLOW_RECORD_FIELDS if in_landing(f.name, version)
+        _stored_value(f.name, kinds[f.name], f.clickhouse, version)
+        for f in FLOW_RECORD_FIELDS
+        if in_landing(f.name, version)
     )
     coords = "_topic AS kafka_topic, _partition AS kafka_partition, _offset AS kafka_offset"
     kafka_cols = ",\n".join(f"    `{n}` {t}" for n, t in KAFKA_COLUMNS)
@@ -220,7 +235,7 @@ SELECT getSetting('insert_deduplication_token') AS token, count() AS records,
     countIf(_problem.reason = '') AS stored,
     sumIf(toUInt64(assumeNotNull(packets_fwd) + assumeNotNull(packets_rev)), _problem.reason = '') AS packets_stored
 FROM {db}.{CHECKED};
-"""
+{retype_sql(db) if version == addresses.STORED_SINCE else ""}"""
 
 
 def outcome_sql(db: str) -> str:

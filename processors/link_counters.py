@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from itertools import groupby, pairwise
 from typing import Any, Final
 
+from schemas.addresses import text_sql
+
 # Ethernet header (14) + FCS (4): what ifInOctets counts per frame beyond the IP packet
 L2_OVERHEAD: Final = 18
 _WRAP_SLACK: Final = 1.1
@@ -103,26 +105,30 @@ class LinkCheck:
         return abs(ratio - 1) <= spread
 
 
-_SAMPLES_SQL = """
-    SELECT exporter, source_id, toString(direction), sample_ns, octets, sequence, speed_bps
-    FROM {db}.link_counters
-    WHERE sample_ns >= {{s:Int64}} * 1000000 AND sample_ns < {{e:Int64}} * 1000000
-    ORDER BY exporter, source_id, direction, sample_ns
+# Exporters as text the same way on both sides (schemas.addresses.text_sql): toIPv6 reads the samples' column
+# whether it is text or IPv6; flows_raw stores IPv6 (0013).
+_SAMPLE_EXPORTER: Final = text_sql("toIPv6(exporter)")
+_SAMPLES_SQL = f"""
+    SELECT {_SAMPLE_EXPORTER} AS x, source_id, toString(direction), sample_ns, octets, sequence, speed_bps
+    FROM {{db}}.link_counters
+    WHERE sample_ns >= {{{{s:Int64}}}} * 1000000 AND sample_ns < {{{{e:Int64}}}} * 1000000
+    ORDER BY x, source_id, direction, sample_ns
 """
 
 # One pass over the exporters' flow records: each record counts for its input interface (`in`) and its output
 # interface (`out`), within that interface's own interval (first sample, last sample], given as parallel arrays.
-_FLOWS_SQL = """
-    SELECT toString(exporter), d.1 AS dir, d.2 AS if_index,
+_FLOW_EXPORTER: Final = text_sql("exporter")
+_FLOWS_SQL = f"""
+    SELECT {_FLOW_EXPORTER}, d.1 AS dir, d.2 AS if_index,
            sum(bytes_fwd * sampling_rate), sum(packets_fwd), sum(packets_fwd * sampling_rate)
-    FROM {db}.flows_raw
+    FROM {{db}}.flows_raw
     ARRAY JOIN [('in', in_if), ('out', out_if)] AS d
-    WHERE ts >= toDateTime(intDiv({{lo:Int64}}, 1000000000), 'UTC')
-      AND ts <= toDateTime(intDiv({{hi:Int64}}, 1000000000), 'UTC')
-      AND first_ns > {{lo:Int64}} AND first_ns <= {{hi:Int64}}
-      AND exporter IN {{exporters:Array(String)}}
-      AND (indexOf({{keys:Array(String)}}, concat(toString(exporter), '|', toString(d.2), '|', d.1)) AS k) > 0
-      AND first_ns > arrayElement({{los:Array(Int64)}}, k) AND first_ns <= arrayElement({{his:Array(Int64)}}, k)
+    WHERE ts >= toDateTime(intDiv({{{{lo:Int64}}}}, 1000000000), 'UTC')
+      AND ts <= toDateTime(intDiv({{{{hi:Int64}}}}, 1000000000), 'UTC')
+      AND first_ns > {{{{lo:Int64}}}} AND first_ns <= {{{{hi:Int64}}}}
+      AND has(arrayMap(x -> toIPv6(x), {{{{exporters:Array(String)}}}}), exporter)
+      AND (indexOf({{{{keys:Array(String)}}}}, concat({_FLOW_EXPORTER}, '|', toString(d.2), '|', d.1)) AS k) > 0
+      AND first_ns > arrayElement({{{{los:Array(Int64)}}}}, k) AND first_ns <= arrayElement({{{{his:Array(Int64)}}}}, k)
     GROUP BY exporter, dir, if_index
 """
 

@@ -56,6 +56,11 @@ TTL_PARAMS: Final[Mapping[str, str]] = {
 }
 
 
+# A statement that changes stored rows (an ALTER ... UPDATE, a MODIFY COLUMN conversion) returns when its mutation
+# has run on every replica: the next statement may read what it wrote (0013: UPDATE, then the type's conversion).
+STATEMENT_SETTINGS: Final = {"mutations_sync": 2}
+
+
 class MigrationError(UserError):
     """The migrations on disk and the state of the database disagree, or a statement failed."""
 
@@ -198,7 +203,7 @@ class Migrator:
                 continue
             for stmt in self._statements(mig):
                 try:
-                    self.client.command(stmt)
+                    self.client.command(stmt, settings=STATEMENT_SETTINGS)
                 except Exception as exc:  # the driver raises several types; say which statement failed
                     first = stmt.splitlines()[0][:100]
                     raise MigrationError(f"migration {mig.version:04d}_{mig.name} failed at `{first}`: {exc}") from exc

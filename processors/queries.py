@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from schemas.addresses import UNSPECIFIED_SQL, text_sql
 from schemas.histogram import bucket_mid_us
 
 QUANTILES = (0.5, 0.95, 0.99)
@@ -458,14 +459,15 @@ class RemoteTotal:
 
 
 def _top_remote(
-    client: Any, db: str, column: str, partner: str, start_ms: int, end_ms: int, limit: int
+    client: Any, db: str, column: str, partner: str, start_ms: int, end_ms: int, limit: int, shown: str = "key"
 ) -> list[RemoteTotal]:
+    """Grouped by `column`; `shown` is how a group's `key` is printed."""
     sql = f"""
-        SELECT {column} AS name, sum((bytes_fwd + bytes_rev) * sampling_rate) AS b, sum(sampling_rate) AS f
+        SELECT {shown} AS name, sum((bytes_fwd + bytes_rev) * sampling_rate) AS b, sum(sampling_rate) AS f
         FROM {db}.flows_raw
         WHERE {_FLOW_RANGE} AND partner = {{p:String}}
-        GROUP BY name
-        ORDER BY b DESC, name
+        GROUP BY {column} AS key
+        ORDER BY b DESC, key
         LIMIT {{n:UInt32}}
     """
     rows = client.query(sql, parameters={"s": start_ms, "e": end_ms, "p": partner, "n": limit}).result_rows
@@ -478,9 +480,10 @@ def top_countries(client: Any, db: str, partner: str, start_ms: int, end_ms: int
 
 
 def top_hosts(client: Any, db: str, partner: str, start_ms: int, end_ms: int, limit: int = 10) -> list[RemoteTotal]:
-    """The partner's remote addresses (the responder of egress flows, the initiator of the others) by bytes."""
+    """The partner's remote addresses (the responder of egress flows, the initiator of the others) by bytes,
+    grouped as addresses and printed as `schemas.addresses.text_sql` does (IPv4 dotted, IPv6 short)."""
     remote = "if(direction = 'ingress', src_ip, dst_ip)"
-    return _top_remote(client, db, remote, partner, start_ms, end_ms, limit)
+    return _top_remote(client, db, remote, partner, start_ms, end_ms, limit, shown=text_sql("key"))
 
 
 # --- Late flows ------------------------------------------------------------------------------------------------------
@@ -544,7 +547,7 @@ def link_sources(client: Any, db: str, start_ms: int, end_ms: int) -> list[LinkS
         " OR dns_rtt_count > 0"
     )
     sql = f"""
-        SELECT toString(link_id), count(), countIf(exporter != ''), countIf({rtt})
+        SELECT toString(link_id), count(), countIf(exporter != {UNSPECIFIED_SQL}), countIf({rtt})
         FROM {db}.flows_raw WHERE {_FLOW_RANGE}
         GROUP BY link_id ORDER BY link_id
     """

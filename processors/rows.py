@@ -24,6 +24,7 @@ from processors.tables import (
     FLOWS_RAW,
     TableSpec,
 )
+from schemas import addresses
 from schemas.aggregate import AGGREGATE_SCHEMA_VERSION, KINDS
 from schemas.checks import CheckError, checked
 from schemas.codec import RecordError
@@ -88,6 +89,7 @@ def check_value(name: str, ch_type: str, v: Any) -> Any:
 
 
 _NAMES: Final = tuple(f.name for f in FLOW_RECORD_FIELDS)
+_ADDRESS_AT: Final = tuple(i for i, name in enumerate(_NAMES) if name in addresses.ADDRESS_FIELDS)
 
 
 def _group_by(pairs: Iterable[tuple[Any, int]]) -> dict[Any, list[int]]:
@@ -132,7 +134,10 @@ def _flow_row(value: bytes, latest_ns: int | None) -> list[Any]:
         values = checked(d, latest_ns)
     except CheckError as exc:
         raise RecordError(exc.reason, exc.detail) from None
-    return [values[name] for name in _NAMES]
+    row = [values[name] for name in _NAMES]
+    for i in _ADDRESS_AT:  # the IPv6 columns' values, as the landing view stores them
+        row[i] = addresses.stored(row[i])
+    return row
 
 
 _AGG_COLUMN_TYPES: Final = {kind: dict(spec.columns) for kind, spec in AGG_TABLES.items()}

@@ -19,12 +19,12 @@ so do `checked` and the job).
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from schemas import addresses
 from schemas.flow_record import DEFAULT_CLASS, FLOW_RECORD_FIELDS, FLOW_SCHEMA_VERSION, SAMPLING_MODES
 
 MIN_NS: Final = 946_684_800 * 10**9  # 2000-01-01
@@ -82,7 +82,8 @@ def _kind(ch_type: str) -> str:
     base, _ = _base(ch_type)
     if base.startswith("Array("):
         return "hist"
-    return "str" if base == "String" else "int"
+    # an address travels as text; it is stored as IPv6 (schemas.addresses)
+    return "str" if base in ("String", addresses.STORED_TYPE) else "int"
 
 
 FIELD_KINDS: Final[tuple[tuple[str, str], ...]] = tuple((f.name, _kind(f.clickhouse)) for f in FLOW_RECORD_FIELDS)
@@ -110,33 +111,35 @@ class RecordRule:
     detail: str
     flink: str  # the same test in the Flink job's SQL (`{latest}`: its bound, now + the allowed skew)
     sql9: str = ""  # the landing test from landing version 9 on, when it differs from `sql`
+    sql13: str = ""  # from landing version 13 on, when it differs from `sql9`
 
 
 # ClickHouse's isIPv6String also reads a `:::` inside an address ("1:::2"); no other reader does.
 CLICKHOUSE_NO_TRIPLE_COLON: Final = "position({x}, ':::') = 0"
 
 
+# It also reads `::` standing for no group at all ("::0:0:0:0:0:0:0:0", "1::2:3:4:5:6:7:8"): with a `::`, at most
+# seven groups are written (a dotted tail counts two). Guarded from landing version 13 on.
+CLICKHOUSE_GAP_HAS_A_GROUP: Final = (
+    "(position({x}, '::') = 0 OR "
+    "arrayCount(g -> g != '', splitByChar(':', assumeNotNull({x}))) + (position({x}, '.') > 0) <= 7)"
+)
+
+
 def _ch_ipv6(x: str) -> str:
     return f"(isIPv6String({x}) AND {CLICKHOUSE_NO_TRIPLE_COLON.format(x=x)})"
 
 
+def clickhouse_ipv6_sql(x: str) -> str:
+    """The loader's reading of an IPv6 address `x` (landing version 13): ClickHouse's, with both guards."""
+    return (
+        f"(isIPv6String({x}) AND {CLICKHOUSE_NO_TRIPLE_COLON.format(x=x)} AND {CLICKHOUSE_GAP_HAS_A_GROUP.format(x=x)})"
+    )
+
+
 def ip_ok(text: str, version: int) -> bool:
     """`text` is an address of IP `version` as ClickHouse's isIPv4String / isIPv6String read it."""
-    try:
-        if version == 4:
-            ipaddress.IPv4Address(text)
-            return True
-        if "%" in text:
-            return False  # a scope id: ClickHouse refuses it
-        # ClickHouse takes leading zeros in the dotted tail of an IPv6 address, up to four digits an octet
-        # (::ffff:1.2.3.04, ::0.0.0.0255); Python not.
-        head, dot, tail = text.rpartition(":")
-        if dot and "." in tail and re.fullmatch(r"[0-9]{1,4}(\.[0-9]{1,4}){3}", tail):
-            text = head + ":" + ".".join(str(int(o)) for o in tail.split("."))
-        ipaddress.IPv6Address(text)
-        return True
-    except ValueError:
-        return False
+    return addresses.parse(text, version) is not None
 
 
 # The same readings as regular expressions for the Flink job's REGEXP (Java's, which finds a match anywhere:
@@ -178,6 +181,7 @@ def _address_rule(name: str) -> RecordRule:
         f"{name} is not an address of ip_version",
         f"CASE WHEN `ip_version` = 4 THEN REGEXP(`{name}`, '{IPV4_RE}') ELSE REGEXP(`{name}`, '{IPV6_RE}') END",
         f"if(ip_version = 4, isIPv4String({name}), {_ch_ipv6(name)})",
+        f"if(ip_version = 4, isIPv4String({name}), {clickhouse_ipv6_sql(name)})",
     )
 
 
@@ -192,6 +196,7 @@ def _optional_address_rule(name: str) -> RecordRule:
         f"{name} is neither empty nor an address",
         f"`{name}` IS NULL OR `{name}` = '' OR REGEXP(`{name}`, '{IPV4_RE}') OR REGEXP(`{name}`, '{IPV6_RE}')",
         f"{value} = '' OR isIPv4String({value}) OR {_ch_ipv6(value)}",
+        f"{value} = '' OR isIPv4String({value}) OR {clickhouse_ipv6_sql(value)}",
     )
 
 
@@ -309,8 +314,8 @@ def checked(d: Any, latest_ns: int | None = None) -> dict[str, Any]:
 
 # -- the same checks in ClickHouse SQL, over the landing table's columns ---------------------------------------
 # The landing tables' layout: 7 as migration 0007 created it, 9 (0009) with nullable histogram bin elements,
-# 10 (0010) with the application class fields.
-LANDING_VERSIONS: Final = (7, 9, 10)
+# 10 (0010) with the application class fields, 13 (0013) storing addresses as IPv6 (schemas/addresses.py).
+LANDING_VERSIONS: Final = (7, 9, 10, 13)
 LANDING_VERSION: Final = LANDING_VERSIONS[-1]
 # Record fields added after the landing path's first version, with the version that lands them: an earlier
 # version's tables, views and checks (its released migration, rendered again by the tests) do not name them.
@@ -389,7 +394,7 @@ def problem_cases(latest_sql: str, version: int = LANDING_VERSION) -> list[tuple
         else:
             cases.extend(_bins_sql(name, version))
     for rule in (r for r in RECORD_RULES if in_landing(r.field, version)):
-        sql = rule.sql9 if version >= 9 and rule.sql9 else rule.sql
+        sql = rule.sql13 if version >= 13 and rule.sql13 else rule.sql9 if version >= 9 and rule.sql9 else rule.sql
         cases.append((f"NOT ({_bound(sql, latest_sql)})", "bad_value", rule.field))
     return cases
 

@@ -62,9 +62,9 @@ FLOW_RECORD_FIELDS: Final[tuple[FieldSpec, ...]] = (
     FieldSpec("sampling_rate", "INT", "UInt32", "1:N packet sampling rate (1 = every packet)"),
     # flow key
     FieldSpec("ip_version", "INT", "UInt8", "4 or 6"),
-    FieldSpec("src_ip", "STRING", "String", "initiator address"),
+    FieldSpec("src_ip", "STRING", "IPv6", "initiator address"),
     FieldSpec("src_port", "INT", "UInt16", "initiator port (ICMP: 0)"),
-    FieldSpec("dst_ip", "STRING", "String", "responder address"),
+    FieldSpec("dst_ip", "STRING", "IPv6", "responder address"),
     FieldSpec("dst_port", "INT", "UInt16", "responder port (ICMP: type<<8|code of the first packet)"),
     FieldSpec("protocol", "INT", "UInt8", "IP protocol number"),
     FieldSpec("vlan", "INT", "UInt16", "outer 802.1Q VLAN id, 0 when untagged"),
@@ -101,12 +101,12 @@ FLOW_RECORD_FIELDS: Final[tuple[FieldSpec, ...]] = (
         "packet (each packet kept 1:N at random) or flow (whole flows kept 1:N by a symmetric flow hash)",
     ),
     # router flow export (gwtel collect); a capture agent leaves them at their defaults
-    FieldSpec("exporter", "STRING", "LowCardinality(String)", "address of the exporting router, '' when captured"),
+    FieldSpec("exporter", "STRING", "IPv6", "address of the exporting router, '' when captured"),
     FieldSpec("in_if", "BIGINT", "UInt32", "exporter's input interface index (ifIndex/SNMP), 0 when unknown"),
     FieldSpec("out_if", "BIGINT", "UInt32", "exporter's output interface index, 0 when unknown"),
     FieldSpec("src_asn", "BIGINT", "UInt32", "source AS number as exported (BGP), 0 when unknown"),
     FieldSpec("dst_asn", "BIGINT", "UInt32", "destination AS number as exported (BGP), 0 when unknown"),
-    FieldSpec("next_hop", "STRING", "String", "IP next hop as exported, '' when unknown"),
+    FieldSpec("next_hop", "STRING", "IPv6", "IP next hop as exported, '' when unknown"),
     FieldSpec("one_way", "INT", "UInt8", "1: the record counts one direction only (rev counters unknown), else 0"),
     # application classes (docs/classes.md); older records read as the defaults (0, DEFAULT_CLASS)
     FieldSpec("dscp", "INT", "UInt8", "DSCP of the flow's first packet (a collector: the exported ToS >> 2)"),

@@ -28,6 +28,7 @@ from ingest.collect.service import CollectorService
 from processors.chclient import make_client
 from processors.job import run_job
 from processors.loader_setup import build_loader, migrate
+from schemas.addresses import optional_text_sql, text_sql
 from tests.exports import ipfix_data, ipfix_template, netflow5
 from tests.integration.test_end_to_end import unique_config
 
@@ -118,7 +119,7 @@ def test_exports_reach_clickhouse(
         while time.monotonic() < deadline:
             loader.step()
             rows = client.query(
-                f"SELECT src_ip, bytes_fwd, sampling_rate, link_id, direction FROM {db}.flows_raw "
+                f"SELECT {text_sql('src_ip')}, bytes_fwd, sampling_rate, link_id, direction FROM {db}.flows_raw "
                 "WHERE agent_id = {a:String} ORDER BY src_ip",
                 parameters={"a": ccfg.agent_id},
             ).result_rows
@@ -138,8 +139,9 @@ def test_exports_reach_clickhouse(
         # what the exports said, stored as sent: v5 records in on 1, out on 2, with next hop and AS numbers;
         # the IPFIX template has the interfaces only (no AS, no next hop)
         exported = client.query(
-            f"SELECT src_ip, exporter, in_if, out_if, src_asn, dst_asn, next_hop, one_way FROM {db}.flows_raw "
-            "WHERE agent_id = {a:String} ORDER BY src_ip",
+            f"SELECT {text_sql('src_ip')}, {optional_text_sql('exporter')}, in_if, out_if, src_asn, dst_asn, "
+            f"{optional_text_sql('next_hop')}, one_way FROM {db}.flows_raw WHERE agent_id = {{a:String}} "
+            "ORDER BY src_ip",
             parameters={"a": ccfg.agent_id},
         ).result_rows
         v5_fields = ("127.0.0.1", 1, 2, 64_500, 64_501, "192.0.2.254", 1)

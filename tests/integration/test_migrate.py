@@ -4,6 +4,7 @@ re-runs that change nothing, retention changes, and rollups that merge exactly (
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,9 +15,10 @@ import pytest
 
 from gwtel.services.clickhouse import ClickHouseService
 from processors.config import LoaderConfig
+from processors.counter_rows import LINK_COUNTERS
 from processors.landing import INPUT_SETTINGS, LANDING, raw_token
 from processors.loader import INSERT_SETTINGS_FIXED
-from processors.migrate import VERSION_TABLE, MigrationError, Migrator, discover, render
+from processors.migrate import STATEMENT_SETTINGS, VERSION_TABLE, MigrationError, Migrator, discover, render
 from processors.tables import AGG_TABLES, ALL_TABLES, FLOWS_LATE
 from schemas import codec
 from schemas.histogram import RTT_GAMMA
@@ -298,3 +300,68 @@ def test_application_classes_keep_what_was_stored_before(client: Any, fresh_db: 
     _land(client, fresh_db, [new], raw_token("t.mig", 0, 1, 1, now + 10**10))
     got = client.query(f"SELECT seq, dscp, app_class FROM {fresh_db}.flows_raw ORDER BY seq").result_rows
     assert got == [(old["seq"], 0, "default"), (new["seq"], 46, "trading")]
+
+
+def _v6(text: str) -> ipaddress.IPv6Address:
+    """What an address text is, as IPv6 (Python's reading; IPv4 mapped, "" unspecified)."""
+    if text == "":
+        return ipaddress.IPv6Address("::")
+    ip = ipaddress.ip_address(text)
+    return ipaddress.IPv6Address(f"::ffff:{ip}") if ip.version == 4 else ipaddress.IPv6Address(ip)
+
+
+def test_addresses_become_ipv6_and_every_row_is_kept(client: Any, fresh_db: str) -> None:
+    # A database at the version before (0012) holding IPv4 and IPv6 flows, a late flow, a row stored before
+    # the address checks existed, and counter samples; migrated, every row is kept with its addresses.
+    before = next(m.version for m in discover() if m.name == "addresses_ipv6") - 1
+    m = Migrator(client, fresh_db)
+    m.migrate(target=before)
+    now = time.time_ns()
+    times = {"first_ns": now - 3 * 10**9, "last_ns": now - 2 * 10**9, "export_ns": now}
+    cases = [  # (ip_version, src, dst, exporter, next hop)
+        (4, "10.1.2.3", "198.51.100.7", "", ""),
+        (6, "2001:DB8::1", "2001:db8:0:0:1:0:0:1", "192.0.2.1", "2001:db8::fe"),
+        (6, "::ffff:192.0.2.4", "fe80::1", "2001:db8::9", "0.0.0.0"),
+    ]
+    records = [
+        codec.to_dict(sample_flow(seq=i, ip_version=v, src_ip=s, dst_ip=d, exporter=x, next_hop=h, **times))
+        for i, (v, s, d, x, h) in enumerate(cases)
+    ]
+    _land(client, fresh_db, records, raw_token("t.addr", 0, 0, len(records) - 1, now + 10**10))
+    legacy = {**records[0], "seq": 99, "src_ip": "999.1.2.3"}  # as stored before the checks: never an address
+    late = {**records[1], "seq": 7}
+    for table, rec in (("flows_raw", legacy), ("flows_late", late)):
+        cols = [c for c, _ in FLOWS_LATE.columns if c in rec]
+        client.insert(f"{fresh_db}.{table}", [[rec[c] for c in cols]], column_names=cols)
+    samples = [[1, "col-1", x, 7, "in", now, 1000, 10, 10**9, 3, "t.counters", 0, i]
+               for i, x in enumerate(("192.0.2.1", "2001:db8::2"))]  # fmt: skip
+    client.insert(f"{fresh_db}.link_counters", samples, column_names=[c for c, _ in LINK_COUNTERS.columns])
+
+    m.run()
+    assert m.current_version() == LAST
+    sql = (
+        "SELECT seq, src_ip, dst_ip, exporter, next_hop, toTypeName(src_ip), toTypeName(exporter) FROM {} ORDER BY seq"
+    )
+    want = [(i, _v6(s), _v6(d), _v6(x), _v6(h), "IPv6", "IPv6") for i, (_, s, d, x, h) in enumerate(cases)]
+    assert client.query(sql.format(f"{fresh_db}.flows_raw")).result_rows == [
+        *want,
+        (99, _v6("::"), _v6("198.51.100.7"), _v6(""), _v6(""), "IPv6", "IPv6"),
+    ]
+    assert client.query(sql.format(f"{fresh_db}.flows_late")).result_rows == [(7, *want[1][1:])]
+    # link_counters keeps its exporter as text (its sort key's first column): rows as they were.
+    got = client.query(f"SELECT kafka_offset, exporter FROM {fresh_db}.link_counters ORDER BY kafka_offset").result_rows
+    assert got == [(0, "192.0.2.1"), (1, "2001:db8::2")]
+    # Addresses compare as addresses: the mapped and the dotted spelling are one address.
+    assert client.command(f"SELECT count() FROM {fresh_db}.flows_raw WHERE src_ip = '192.0.2.4'") == 1
+
+    new = {**records[0], "seq": 100, "src_ip": "203.0.113.5", "exporter": "::ffff:1.2.3.04"}
+    _land(client, fresh_db, [new], raw_token("t.addr", 0, 3, 3, now + 10**10))
+    got = client.query(f"SELECT src_ip, exporter FROM {fresh_db}.flows_raw WHERE seq = 100").result_rows
+    assert got == [(_v6("203.0.113.5"), _v6("1.2.3.4"))]
+    # Run again (as after an interruption), the migration's statements keep every row once.
+    for stmt in render(discover()[LAST - 1], m.params):
+        client.command(stmt, settings=STATEMENT_SETTINGS)
+    assert client.command(f"SELECT count() FROM {fresh_db}.flows_raw") == 5
+    assert client.query(f"SELECT src_ip FROM {fresh_db}.flows_raw ORDER BY seq").result_rows[-1] == (
+        _v6("203.0.113.5"),
+    )

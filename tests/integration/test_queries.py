@@ -227,6 +227,20 @@ def test_top_countries_hosts_and_late_traffic(clickhouse_client: Any, db: str) -
     hosts = top_hosts(clickhouse_client, db, "belt_and_road", T0, end)
     assert [(h.name, h.bytes) for h in hosts] == [("203.0.113.1", 9000), ("203.0.113.9", 800), ("203.0.113.7", 200)]
 
+    # IPv6 remote hosts, written three ways: each one address (stored as IPv6), printed in its short form; an
+    # IPv6 flow to an IPv4-mapped address is the IPv4 host (one address, printed dotted).
+    v6 = dict(partner="v6", ip_version=6, src_ip="2001:db8::10", bytes_rev=0)
+    insert_flows(clickhouse_client, db, [{**base, **v6, **f} for f in (
+        dict(dst_ip="2001:DB8:0:0:1:0:0:1", bytes_fwd=700),
+        dict(dst_ip="2001:db8::1:0:0:1", bytes_fwd=300),
+        dict(dst_ip="2001:db8:0:0:0:0:0:2", bytes_fwd=600),
+        dict(dst_ip="::ffff:203.0.113.1", bytes_fwd=50),
+    )] + [{**base, "partner": "v6", "dst_ip": "203.0.113.1", "bytes_fwd": 40, "bytes_rev": 0}])  # fmt: skip
+    hosts = top_hosts(clickhouse_client, db, "v6", T0, end)
+    assert [(h.name, h.bytes, h.flows) for h in hosts] == [
+        ("2001:db8::1:0:0:1", 1000, 2), ("2001:db8::2", 600, 1), ("203.0.113.1", 90, 2)
+    ]  # fmt: skip
+
     late = [
         dict(partner="japan", direction="egress", bytes_fwd=300, bytes_rev=7000, sampling_rate=2),
         dict(partner="japan", direction="ingress", bytes_fwd=50, bytes_rev=60),

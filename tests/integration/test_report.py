@@ -14,6 +14,8 @@ import pytest
 
 from gwtel.cli import main
 from gwtel.services.clickhouse import ClickHouseService
+from processors.counter_rows import LINK_COUNTERS
+from processors.link_counters import link_checks
 from processors.migrate import Migrator
 from processors.queries import (
     handshake_rtt,
@@ -187,3 +189,25 @@ def test_the_report_says_which_links_have_rtt_and_which_only_export_data(clickho
     assert [r[1:] for r in rows_of(table, "hk-router")] == [["export only", "4", "4", "0"]]
     assert [r[1:] for r in rows_of(table, "sg-both")] == [["capture and export", "3", "1", "1"]]
     assert "RTT comes from capture agents only" in table
+
+
+def test_link_counters_meet_their_flows_as_addresses_and_print_as_text(clickhouse_client: Any, db: str) -> None:
+    # Counter samples name their exporter as the collector wrote it (text); the flows' exporter is stored as
+    # IPv6. Written differently on each side, each is one address: matched, and printed IPv4 dotted, IPv6 short.
+    samples = [
+        [1, "col-1", exporter, 3, "in", FLOW_BASE_NS + t * 10**9, octets, 10, 10**9, 1 + t, "t.counters", 0, i]
+        for i, (exporter, t, octets) in enumerate(
+            (("192.0.2.1", 0, 1000), ("192.0.2.1", 10, 5000), ("2001:db8::1", 0, 0), ("2001:db8::1", 10, 900))
+        )
+    ]
+    clickhouse_client.insert(f"{db}.link_counters", samples, column_names=[c for c, _ in LINK_COUNTERS.columns])
+    flows = [
+        dict(exporter="::ffff:192.0.2.1", in_if=3, out_if=4, bytes_fwd=3000, packets_fwd=2),
+        dict(exporter="2001:DB8:0:0::1", in_if=3, out_if=4, bytes_fwd=700, packets_fwd=1),
+    ]
+    insert_flows(clickhouse_client, db, [{**f, "first_ns": FLOW_BASE_NS + 5 * 10**9} for f in flows])
+    got = {(c.exporter, c.if_index, c.direction): (c.counter_octets, c.flow_octets, c.sampled_packets)
+           for c in link_checks(clickhouse_client, db, T0, END)}  # fmt: skip
+    assert got == {("192.0.2.1", 3, "in"): (4000, 3000, 2), ("2001:db8::1", 3, "in"): (900, 700, 1)}
+    table = render_table(collect(clickhouse_client, db, T0, END, 60))
+    assert rows_of(table, "192.0.2.1") and rows_of(table, "2001:db8::1")

@@ -17,7 +17,7 @@ from chdb import session as chdb_session
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.checks import CLICKHOUSE_NO_TRIPLE_COLON, IPV4_RE, IPV6_RE, ip_ok
+from schemas.checks import IPV4_RE, IPV6_RE, clickhouse_ipv6_sql, ip_ok
 
 _group = st.text(alphabet="0123456789abcdefABCDEF", min_size=0, max_size=5)
 _octet = st.integers(min_value=0, max_value=300).map(str) | st.sampled_from(["01", "001", "099", "0255", ""])
@@ -64,7 +64,8 @@ def test_the_jobs_ipv4_check_is_the_codecs(text: str) -> None:
      ("1:2:3:4:5::1.2.3.4", False, True), ("fe80::1%eth0", False, False), ("1.2.3.4\n", False, False),
      ("::ffff:1.2.3.04", False, True), ("01.2.3.4", False, False), ("12345::", False, False),
      ("::0.0.0.0255", False, True), ("::0.0.0.00255", False, False), ("::0.0.0.0256", False, False),
-     ("1::0000.1.1.1", False, True), ("::1255.0.0.0", False, False)],
+     ("1::0000.1.1.1", False, True), ("::1255.0.0.0", False, False), ("::0:0:0:0:0:0:0:0", False, False),
+     ("1::2:3:4:5:6:7:8", False, False), ("1:2:3:4:5:6:7::", False, True), ("1:2:3:4:5::1.2.3.4", False, True)],
 )  # fmt: skip
 def test_addresses_by_hand(text: str, v4: bool, v6: bool) -> None:
     assert (ip_ok(text, 4), ip_ok(text, 6)) == (v4, v6)
@@ -82,9 +83,9 @@ def ch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 def _clickhouse_reads(ch: Any, texts: list[str]) -> list[tuple[bool, bool]]:
-    """(isIPv4String, isIPv6String) of each text, with the loader's guard: no `:::` (see schemas.checks)."""
+    """(isIPv4String, isIPv6String) of each text, with the loader's guards (see schemas.checks)."""
     arr = "[" + ", ".join("'" + t.replace("\\", "\\\\").replace("'", "\\'") + "'" for t in texts) + "]"
-    v6 = f"isIPv6String(t) AND {CLICKHOUSE_NO_TRIPLE_COLON.format(x='t')}"
+    v6 = clickhouse_ipv6_sql("t")
     out = ch.query(f"SELECT arrayMap(t -> (isIPv4String(t), {v6}), {arr})", "JSONCompact")
     return [(bool(a), bool(b)) for a, b in orjson.loads(out.bytes())["data"][0][0]]
 
@@ -101,3 +102,11 @@ def test_clickhouse_alone_takes_a_triple_colon(ch: Any) -> None:
     out = ch.query("SELECT isIPv6String('1:::2'), isIPv6String('0:::0')", "CSV").bytes().decode().strip()
     assert out == "1,1"
     assert _clickhouse_reads(ch, ["1:::2", "0:::0"]) == [(False, False), (False, False)]
+
+
+def test_clickhouse_alone_takes_a_gap_of_no_group(ch: Any) -> None:
+    # Why the loader's check has the second guard (landing version 13): `::` with eight groups written.
+    texts = ["::0:0:0:0:0:0:0:0", "1::2:3:4:5:6:7:8", "1:2:3:4:5:6::1.2.3.4"]
+    out = ch.query(f"SELECT {', '.join(f'isIPv6String({t!r})' for t in texts[:2])}", "CSV").bytes().decode()
+    assert out.strip() == "1,1"
+    assert _clickhouse_reads(ch, texts) == [(False, False)] * 3

@@ -122,6 +122,18 @@ def test_later_alters_reach_the_distributed_tables_too() -> None:
     assert local.split(" ADD COLUMN")[1] == dist.split(" ADD COLUMN")[1]
 
 
+def test_a_row_update_runs_on_the_local_tables_only_and_a_retype_reaches_both() -> None:
+    # 0013: the UPDATE rewrites stored rows (a Distributed table holds none and refuses UPDATE); the MODIFY
+    # COLUMN that follows changes both, so their columns stay alike.
+    schema = ClusterSchema(CLUSTER, DB)
+    schema.learn(SINGLE)
+    update = next(s for s in SINGLE if s.startswith(f"ALTER TABLE {DB}.flows_raw UPDATE"))
+    assert schema.statements(update) == [update.replace(" UPDATE ", f" ON CLUSTER {CLUSTER} UPDATE ", 1)]
+    modify = next(s for s in SINGLE if s.startswith(f"ALTER TABLE {DB}.flows_raw MODIFY COLUMN `src_ip` IPv6"))
+    local, dist = schema.statements(modify)
+    assert dist == local.replace(f"{DB}.flows_raw", f"{DB}_all.flows_raw", 1)
+
+
 def test_a_statement_without_a_cluster_form_is_refused() -> None:
     schema = ClusterSchema(CLUSTER, DB)
     with pytest.raises(ClusterSchemaError, match="no cluster form"):
@@ -159,7 +171,7 @@ class _Recorder:
         self.commands: list[str] = []
         self.ttl_days = ttl_days
 
-    def command(self, sql: str, parameters: Any = None) -> Any:
+    def command(self, sql: str, parameters: Any = None, settings: Any = None) -> Any:
         self.commands.append(sql)
         return 0  # "schema_migrations does not exist yet"
 

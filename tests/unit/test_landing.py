@@ -36,13 +36,19 @@ _new_session: Any = chdb_session.Session
 _tokens = itertools.count(1)
 
 
-@pytest.fixture(scope="module")
-def ch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+def migrated(tmp_path_factory: pytest.TempPathFactory) -> Session:
+    """A chDB session in a new folder with database `DB` at the last migration."""
     session = _new_session(str(tmp_path_factory.mktemp("chdb")))
     session.query(f"CREATE DATABASE {DB}")
     for mig in discover():
         for stmt in render(mig, params_from(DB, LoaderConfig())):
             session.query(stmt)
+    return session
+
+
+@pytest.fixture(scope="module")
+def ch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+    session = migrated(tmp_path_factory)
     yield session
     session.close()
 

@@ -29,6 +29,11 @@ _CREATE_RE = re.compile(r"^CREATE (TABLE|MATERIALIZED VIEW) IF NOT EXISTS gw\.(\
 _ADD_RE = re.compile(r"^ALTER TABLE gw\.(\w+) ADD COLUMN IF NOT EXISTS `(\w+)` (.+?) DEFAULT \S+ AFTER `(\w+)`$")
 # A view or a Null landing table made again by a later landing version (processors/landing.py)
 _DROP_RE = re.compile(r"^DROP (VIEW|TABLE) IF EXISTS gw\.(\w+)$")
+# Columns whose type changes (addresses to IPv6, 0013): a guarded UPDATE that rewrites only values not yet in the
+# new type's text, then MODIFY COLUMN; both are no-ops when run again.
+_UPDATE_RE = re.compile(r"^ALTER TABLE gw\.(\w+) UPDATE .+ WHERE .+$")
+_MODIFY = r"MODIFY COLUMN `(\w+)` (\w+)(?: DEFAULT [\w(':)]+)?"
+_MODIFY_RE = re.compile(rf"^ALTER TABLE gw\.(\w+) ((?:{_MODIFY}(?:, )?)+)$")
 
 
 def _creates() -> tuple[dict[str, str], list[tuple[str, str, str, str]], int]:
@@ -37,6 +42,14 @@ def _creates() -> tuple[dict[str, str], list[tuple[str, str, str, str]], int]:
     dropped: set[str] = set()
     n = 0
     for stmt in STATEMENTS:
+        if (u := _UPDATE_RE.match(stmt)) is not None:
+            assert u.group(1) in out, stmt[:80]
+            continue
+        if (mod := _MODIFY_RE.match(stmt)) is not None:
+            assert mod.group(1) in out, stmt[:80]
+            for col, col_type in re.findall(_MODIFY, mod.group(2)):
+                MODIFIED[(mod.group(1), col)] = col_type
+            continue
         a = _ADD_RE.match(stmt)
         if a is not None:
             assert a.group(1) in out, f"column added to a table not created before: {stmt[:80]}"
@@ -58,6 +71,7 @@ def _creates() -> tuple[dict[str, str], list[tuple[str, str, str, str]], int]:
     return out, adds, n
 
 
+MODIFIED: dict[tuple[str, str], str] = {}  # (table, column) -> its type after every migration
 CREATES, ADDED, N_CREATES = _creates()
 TABLES = {name: s for name, s in CREATES.items() if s.startswith("CREATE TABLE")}
 VIEWS = {name: s for name, s in CREATES.items() if s.startswith("CREATE MATERIALIZED VIEW")}
@@ -79,6 +93,8 @@ def columns_of(stmt: str) -> list[tuple[str, str]]:
     for name, col, col_type, after in ADDED:
         if table is not None and table.group(2) == name:
             cols.insert([c[0] for c in cols].index(after) + 1, (col, col_type))
+    if table is not None:
+        cols = [(c, MODIFIED.get((table.group(2), c), t)) for c, t in cols]
     return cols
 
 
@@ -91,7 +107,8 @@ def test_every_statement_is_idempotent_and_fully_substituted() -> None:
     # every statement is a CREATE ... IF NOT EXISTS, an ADD COLUMN IF NOT EXISTS or a DROP ... IF EXISTS of
     # what is made again (checked above)
     drops = [s for s in STATEMENTS if _DROP_RE.match(s)]
-    assert len(STATEMENTS) == N_CREATES + len(ADDED) + len(drops)
+    retypes = [s for s in STATEMENTS if _UPDATE_RE.match(s) or _MODIFY_RE.match(s)]
+    assert len(STATEMENTS) == N_CREATES + len(ADDED) + len(drops) + len(retypes)
     for stmt in STATEMENTS:
         assert "${" not in stmt and not stmt.endswith(";")
 
