@@ -183,8 +183,6 @@ def fuzzed(n: int, seed: int = 21) -> list[bytes]:
                 d.pop(name, None)
             else:
                 d[name] = rnd.choice(pool)
-                if name == "sampling_rate" and type(d[name]) is int and d[name] >= 2**31:
-                    d[name] = 2**31 - 1  # beyond the job's INT column: test_a_value_beyond_the_jobs_int_column
         out.append(orjson.dumps(d))
     return out
 
@@ -218,9 +216,15 @@ def test_the_format_refuses_what_the_codec_refuses_and_reads_the_same_values(
     assert sum(1 for v in got.values() if v[0] == "") > 20  # the fuzzing leaves accepted records too
 
 
-def test_a_value_beyond_the_jobs_int_column_is_out_of_range(jar: Path) -> None:
-    [(_, _, verdict)] = format_rows(jar, [rec(sampling_rate=2**31)])
-    assert verdict[:2] == ("out_of_range", "sampling_rate")
+def test_a_sampling_rate_has_the_loaders_range(jar: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The job reads the rate as BIGINT: every rate the loader stores (UInt32) is read, the next one is out of range.
+    values = [rec(sampling_rate=r) for r in (2**31 - 1, 2**31, 2**32 - 1, 2**32)]
+    got = [verdict for _, _, verdict in format_rows(jar, values)]
+    assert got == [oracle(v, monkeypatch) for v in values]
+    rate = [name for name, _ in checks.FIELD_KINDS].index("sampling_rate")
+    assert [v[2][rate] if v[2] else v[:2] for v in got] == [
+        str(2**31 - 1), str(2**31), str(2**32 - 1), ("out_of_range", "sampling_rate")
+    ]
 
 
 def test_json_lines_give_one_row_per_line_each_judged_alone(jar: Path, monkeypatch: pytest.MonkeyPatch) -> None:
