@@ -33,7 +33,7 @@ from schemas.checks import flink_format_options
 from schemas.flow_record import FLOW_RECORD_FIELDS
 
 BENCH_SOURCE = Path(__file__).resolve().parent / "java" / "FlowFormatBench.java"
-READERS = ("gwtel_flow", "json_tree", "json_streaming", "record_problem_pass")
+READERS = ("gwtel_flow", "gwtel_flow_addresses_as_written", "json_tree", "json_streaming", "record_problem_pass")
 
 
 def run(n: int, rounds: int) -> dict[str, list[int]]:
@@ -51,7 +51,7 @@ def run(n: int, rounds: int) -> dict[str, list[int]]:
         columns = ",".join(f"{f.name}:{'BINS' if f.flink.startswith('ARRAY') else f.flink}" for f in FLOW_RECORD_FIELDS)
         o = flink_format_options()
         argv = ["java", "-Xmx2g", "-cp", f"{classes}:{classpath}", "FlowFormatBench", str(values), str(rounds), columns,
-                o["fields"], o["bins"], o["reasons"], o["version-field"], o["version"]]  # fmt: skip
+                o["fields"], o["bins"], o["reasons"], o["version-field"], o["version"], o["addresses"]]  # fmt: skip
         done = subprocess.run(argv, capture_output=True, text=True, check=True)
     ns: dict[str, list[int]] = defaultdict(list)
     for line in done.stdout.splitlines():
@@ -70,12 +70,14 @@ def main() -> int:
     us = {r: statistics.median(ns[r][args.warmup :]) / args.records / 1000 for r in READERS}
     for r in READERS:
         runs = ", ".join(f"{v / args.records / 1000:.2f}" for v in ns[r][args.warmup :])
-        print(f"{r:<20} median {us[r]:.2f} us/value (runs: {runs})")
+        print(f"{r:<32} median {us[r]:.2f} us/value (runs: {runs})")
     strict, side = round(us["gwtel_flow"], 3), us["record_problem_pass"]
     rows = [
         Row("gwtel_flow us/value", strict, "us CPU", round(us["json_tree"] + side, 3), "<= 1x json tree + side"),
         Row("gwtel_flow us/value vs streaming json", strict, "us CPU", round(us["json_streaming"] + side, 3),
             "<= 1x json streaming + side"),
+        Row("gwtel_flow us/value vs addresses as written", strict, "us CPU",
+            round(us["gwtel_flow_addresses_as_written"], 3), "canonical addresses' cost"),
         *(Row(f"{r} us/value", round(us[r], 3), "us CPU") for r in READERS[1:]),
     ]  # fmt: skip
     path = write("flow_format", rows, records=args.records, rounds=args.rounds, warmup=args.warmup)
