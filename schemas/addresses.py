@@ -61,6 +61,18 @@ def stored(text: str) -> ipaddress.IPv6Address:
     return v6  # type: ignore[return-value]
 
 
+def text(value: ipaddress.IPv6Address) -> str:
+    """The text of a stored address as `text_sql` prints it: a mapped IPv4 address as its dotted quad, an
+    IPv4-compatible one (`::a.b.c.d`, the first 96 bits zero, the seventh group not) with a dotted tail as
+    ClickHouse writes it, any other in RFC 5952 short form (Python's and ClickHouse's agree there)."""
+    if value.ipv4_mapped is not None:
+        return str(value.ipv4_mapped)
+    packed = value.packed
+    if packed[:12] == bytes(12) and packed[12:14] != bytes(2):
+        return "::" + str(ipaddress.IPv4Address(packed[12:]))
+    return str(value)
+
+
 def stored_sql(name: str) -> str:
     """The landing view's `IPv6` value of address field `name` (a checked, nullable text column)."""
     if name in OPTIONAL_ADDRESS_FIELDS:

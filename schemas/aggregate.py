@@ -49,7 +49,7 @@ AGGREGATE_FIELDS: Final[tuple[FieldSpec, ...]] = (
     FieldSpec("link_id", "STRING", "LowCardinality(String)", "interconnect link"),
     FieldSpec("app_class", "STRING", "LowCardinality(String)", "application class of the flows (docs/classes.md)"),
     # bandwidth
-    FieldSpec("sampling_rate", "INT", "Nullable(UInt32)", "bandwidth: 1:N sampling rate of the counted records"),
+    FieldSpec("sampling_rate", "BIGINT", "Nullable(UInt32)", "bandwidth: 1:N sampling rate of the counted records"),
     FieldSpec("bytes", "BIGINT", "Nullable(UInt64)", "bandwidth: raw IP octets that crossed in this direction"),
     FieldSpec("packets", "BIGINT", "Nullable(UInt64)", "bandwidth: raw packets in this direction"),
     FieldSpec("retrans", "BIGINT", "Nullable(UInt64)", "bandwidth: raw retransmitted TCP segments"),

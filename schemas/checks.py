@@ -6,7 +6,8 @@ migrations 0007 and 0009, by `LANDING_VERSIONS`), and in Python only for a batch
 and `flink_rule_sql`. All are generated from
 `INT_BOUNDS`, `BIN_BOUNDS` and `RECORD_RULES` below, in the same order, so they name the same reason for the
 same record; tests/unit/test_landing.py feeds the same records to ClickHouse and Python, test_aggregate.py to
-the job, and test_address_checks.py compares the three readings of an address.
+the job; test_address_checks.py compares the codec's reading of an address with ClickHouse's, and
+test_flow_format.py the job's (its record format reads every address) with the codec's.
 
 Reasons are short labels fit for a metric: `missing_field` (absent or null), `bad_type`, `bad_value`,
 `out_of_range` (fits the record's meaning but not its ClickHouse column), plus `not_json` and
@@ -142,35 +143,17 @@ def ip_ok(text: str, version: int) -> bool:
     return addresses.parse(text, version) is not None
 
 
-# The same readings as regular expressions for the Flink job's REGEXP (Java's, which finds a match anywhere:
-# anchored at both ends; `$` would also match before a final newline, so the end is "no character follows").
-_END: Final = r"(?![\s\S])"
-# A dotted-quad IPv4 address as ClickHouse's isIPv4String and Python's ipaddress read it (no leading zeros).
-_OCTET: Final = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-IPV4_RE: Final = rf"^{_OCTET}(\.{_OCTET}){{3}}{_END}"
-_H16: Final = "[0-9A-Fa-f]{1,4}"
-# The dotted tail of an IPv6 address, leading zeros allowed up to four digits an octet (ClickHouse's reading;
-# `ip_ok` takes them too).
-_TAIL_OCTET: Final = "0?(25[0-5]|2[0-4][0-9]|[01]?[0-9]?[0-9])"
-_TAIL: Final = rf"{_TAIL_OCTET}(\.{_TAIL_OCTET}){{3}}"
+# The job's record format reads every address field (`flink_format_options`, "addresses") as the loader does and
+# hands it on in its canonical text, or null when it is not an address (of the record's ip_version for src_ip and
+# dst_ip, of either family or "" for exporter and next_hop).
+_JOB_READ_AN_ADDRESS: Final = "`{name}` IS NOT NULL"
 
 
-def _ipv6_re() -> str:
-    """Eight 16-bit groups, or a dotted tail for the last two; `::` stands for one or more zero groups."""
-
-    def exactly(n: int) -> str:  # n groups joined by ':'
-        return "" if n == 0 else f"({_H16}:){{{n - 1}}}{_H16}"
-
-    forms = [f"({_H16}:){{7}}{_H16}", f"({_H16}:){{6}}{_TAIL}"]
-    for left in range(8):
-        right = 7 - left  # groups `::` leaves room for (it stands for at least one)
-        forms.append(f"{exactly(left)}::" + (f"(({_H16}:){{0,{right - 1}}}{_H16})?" if right else ""))
-        if right >= 2:
-            forms.append(f"{exactly(left)}::({_H16}:){{0,{right - 2}}}{_TAIL}")
-    return "^(" + "|".join(f"({f})" for f in forms) + f"){_END}"
-
-
-IPV6_RE: Final = _ipv6_re()
+def flink_address_spec() -> str:
+    """The format's `addresses` option: `name|ip-version-field` per address field, no version field for one of
+    either family that may be "" (not known)."""
+    return ";".join(f"{n}|{'' if n in addresses.OPTIONAL_ADDRESS_FIELDS else 'ip_version'}"
+                    for n in addresses.ADDRESS_FIELDS)  # fmt: skip
 
 
 def _address_rule(name: str) -> RecordRule:
@@ -179,7 +162,7 @@ def _address_rule(name: str) -> RecordRule:
         lambda d, _latest: ip_ok(d[name], d["ip_version"]),
         f"if(ip_version = 4, isIPv4String({name}), isIPv6String({name}))",
         f"{name} is not an address of ip_version",
-        f"CASE WHEN `ip_version` = 4 THEN REGEXP(`{name}`, '{IPV4_RE}') ELSE REGEXP(`{name}`, '{IPV6_RE}') END",
+        _JOB_READ_AN_ADDRESS.format(name=name),
         f"if(ip_version = 4, isIPv4String({name}), {_ch_ipv6(name)})",
         f"if(ip_version = 4, isIPv4String({name}), {clickhouse_ipv6_sql(name)})",
     )
@@ -194,7 +177,7 @@ def _optional_address_rule(name: str) -> RecordRule:
         lambda d, _latest: d[name] == "" or ip_ok(d[name], 4) or ip_ok(d[name], 6),
         f"{value} = '' OR isIPv4String({value}) OR isIPv6String({value})",
         f"{name} is neither empty nor an address",
-        f"`{name}` IS NULL OR `{name}` = '' OR REGEXP(`{name}`, '{IPV4_RE}') OR REGEXP(`{name}`, '{IPV6_RE}')",
+        _JOB_READ_AN_ADDRESS.format(name=name),
         f"{value} = '' OR isIPv4String({value}) OR {_ch_ipv6(value)}",
         f"{value} = '' OR isIPv4String({value}) OR {clickhouse_ipv6_sql(value)}",
     )
@@ -433,6 +416,7 @@ def flink_format_options() -> dict[str, str]:
         "reasons": ",".join(FORMAT_REASONS),
         "version-field": "schema_version",
         "version": str(FLOW_SCHEMA_VERSION),
+        "addresses": flink_address_spec(),
     }
 
 

@@ -59,7 +59,7 @@ FLOW_RECORD_FIELDS: Final[tuple[FieldSpec, ...]] = (
     FieldSpec("agent_id", "STRING", "LowCardinality(String)", "agent that metered the flow"),
     FieldSpec("seq", "BIGINT", "UInt64", "per-agent record sequence number (delivery accounting)"),
     FieldSpec("link_id", "STRING", "LowCardinality(String)", "interconnect link the agent watches"),
-    FieldSpec("sampling_rate", "INT", "UInt32", "1:N packet sampling rate (1 = every packet)"),
+    FieldSpec("sampling_rate", "BIGINT", "UInt32", "1:N packet sampling rate (1 = every packet)"),
     # flow key
     FieldSpec("ip_version", "INT", "UInt8", "4 or 6"),
     FieldSpec("src_ip", "STRING", "IPv6", "initiator address"),

@@ -34,7 +34,7 @@ import org.apache.flink.util.UserCodeClassLoader;
  * job's side path made over every value before (RecordProblem: one more parse, nothing built).
  *
  * <p>Arguments: the values file (int length + bytes each), rounds, the table's columns (name:TYPE,...), then
- * the gwtel-flow options: fields, bins, reasons, version-field, version. Prints one line per round and reader:
+ * the gwtel-flow options: fields, bins, reasons, version-field, version, addresses. Prints one line per round and reader:
  * {@code round reader cpu_ns rows}.
  */
 public final class FlowFormatBench {
@@ -73,9 +73,15 @@ public final class FlowFormatBench {
         withProblem.add(DataTypes.FIELD(problem[3], DataTypes.STRING()));
         DataType flowType = DataTypes.ROW(withProblem.toArray(new DataTypes.Field[0]));
 
-        FlowRecordReader reader = new FlowRecordReader(args[3], args[4], args[5], args[6], Long.parseLong(args[7]));
+        FlowRecordReader reader = new FlowRecordReader(args[3], args[4], args[5], args[6], Long.parseLong(args[7]),
+                args[8]);
         DeserializationSchema<RowData> strict = FlowRecordFormatFactory.deserializer(reader, false, problem,
                 flowType, InternalTypeInfo.of((RowType) flowType.getLogicalType()));
+        // The same reader handing the addresses on as they came (the reader before canonical addresses).
+        FlowRecordReader asWritten = new FlowRecordReader(args[3], args[4], args[5], args[6], Long.parseLong(args[7]),
+                "");
+        DeserializationSchema<RowData> strictAsWritten = FlowRecordFormatFactory.deserializer(asWritten, false,
+                problem, flowType, InternalTypeInfo.of((RowType) flowType.getLogicalType()));
         // The json format as the job configured it: missing fields are null, parse errors skipped.
         DeserializationSchema<RowData> tree = open(new JsonRowDataDeserializationSchema(recordType,
                 InternalTypeInfo.of(recordType), false, true, TimestampFormat.SQL));
@@ -92,9 +98,11 @@ public final class FlowFormatBench {
             @Override
             public void close() {}
         };
-        String[] names = {"gwtel_flow", "json_tree", "json_streaming", "record_problem_pass"};
+        String[] names = {"gwtel_flow", "gwtel_flow_addresses_as_written", "json_tree", "json_streaming",
+            "record_problem_pass"};
         Reader[] readers = {
             v -> { strict.deserialize(v, count); return 0; },
+            v -> { strictAsWritten.deserialize(v, count); return 0; },
             v -> { tree.deserialize(v, count); return 0; },
             v -> { streaming.deserialize(v, count); return 0; },
             v -> tokenPass(json, v),

@@ -58,6 +58,8 @@ def test_malformed_records_are_dead_lettered_by_job_and_loader(
     # Valid as both stages read them: an IPv6 flow with a mapped IPv4 address, export fields of either family.
     valid[3].update(ip_version=6, src_ip="2001:db8::7", dst_ip="::ffff:203.0.113.9")
     valid[4].update(exporter="::ffff:192.0.2.1", next_hop="2001:db8::fe", in_if=3)
+    # The largest rate the loader stores (UInt32): the job reads rates as BIGINT, so it aggregates this one too.
+    valid[8].update(sampling_rate=2**32 - 1)
     future = base + YEAR
     missing = _value(agent_id=agent, seq=103)
     del missing["bytes_rev"]
@@ -113,6 +115,7 @@ def test_malformed_records_are_dead_lettered_by_job_and_loader(
         ("text_after", sample + b" x", "not_json", ""),
         ("two_objects", sample + sample, "not_json", ""),
         ("duplicate_last_bad", spliced(129, '"bytes_fwd": 5, "bytes_fwd": "x"', "bytes_fwd"), "bad_type", "bytes_fwd"),
+        ("rate_2_32", bad_value(130, sampling_rate=2**32), "out_of_range", "sampling_rate"),
     ]  # fmt: skip
     # Kept by the codec, so by both stages: an integer in quotes, nested junk in an unknown field, a repeated key
     # whose last value is good.
@@ -168,7 +171,7 @@ def test_malformed_records_are_dead_lettered_by_job_and_loader(
         assert loader_reasons == Counter(reason for _, _, reason, _ in bad)
         for reason, n in loader_reasons.items():
             assert registry.get_sample_value("gwtel_loader_dead_lettered_total", {"reason": reason}) == n
-        expected_bytes = sum(int(v["bytes_fwd"]) + v["bytes_rev"] for v in valid)
+        expected_bytes = sum((int(v["bytes_fwd"]) + v["bytes_rev"]) * v["sampling_rate"] for v in valid)
         assert s.query(cfg, "SELECT sum(bytes_scaled), sum(flows) FROM DB.bandwidth_window WHERE window_s = 10") == [
             (expected_bytes, len(valid))
         ]

@@ -123,6 +123,18 @@ def sampled() -> list[FlowRecord]:
     ]
 
 
+def spellings() -> list[FlowRecord]:
+    """One remote host per link, written three ways: the job counts addresses, not their text."""
+    p = "t_spell"
+    v6 = ("2001:db8::1", "2001:DB8:0:0::1", "2001:db8:0:0:0:0:0:1")
+    v4 = [(4, "192.0.2.7"), (6, "::ffff:192.0.2.7"), (6, "::FFFF:c000:0207")]
+    return [
+        *(flow(partner=p, link_id="v6", ip_version=6, src_ip="2001:db8:ff::2", dst_ip=d, bytes_fwd=1) for d in v6),
+        *(flow(partner=p, link_id="v4", ip_version=v, src_ip="10.0.0.1" if v == 4 else "::ffff:10.0.0.1", dst_ip=d,
+               bytes_fwd=1) for v, d in v4),
+    ]  # fmt: skip
+
+
 def links() -> list[FlowRecord]:
     p = "t_links"
     return [
@@ -186,7 +198,8 @@ def random_flows() -> list[FlowRecord]:
 
 PCT_RECORDS, PCT_HS, PCT_TS = percentile_flows()
 ALL_RECORDS = [
-    *two_directions(), *window_edges(), *spanning_flow(), *sampled(), *links(), *classes(), *latency_flows(),
+    *two_directions(), *window_edges(), *spanning_flow(), *sampled(), *spellings(), *links(), *classes(),
+    *latency_flows(),
     *PCT_RECORDS, *random_flows(),
 ]  # fmt: skip
 
@@ -311,6 +324,13 @@ def test_flow_spanning_windows_sums_to_its_total(results: list[Row]) -> None:
     minute = bw(results, "t_span", 60)
     assert (minute[(T0_MS, "egress")]["bytes"], minute[(T0_MS, "ingress")]["bytes"]) == (650, 65)
     assert (minute[(T0_MS, "egress")]["flows"], minute[(T0_MS, "egress")]["flows_ended"]) == (4, 1)
+
+
+def test_one_remote_host_in_three_spellings_counts_once(results: list[Row]) -> None:
+    rows = bw(results, "t_spell", key=("link_id", "direction"))
+    assert set(rows) == {("v6", "egress"), ("v4", "egress")}
+    for link in ("v6", "v4"):
+        assert (rows[(link, "egress")]["flows"], rows[(link, "egress")]["remote_hosts"]) == (3, 1), link
 
 
 def test_sampling_rate_keeps_raw_and_scaled(results: list[Row]) -> None:

@@ -9,6 +9,7 @@ reason and field, and read the same values from the others. The record rules acr
 from __future__ import annotations
 
 import base64
+import ipaddress
 import random
 import subprocess
 from pathlib import Path
@@ -16,11 +17,15 @@ from typing import Any
 
 import orjson
 import pytest
+from chdb import session as chdb_session
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from processors import udf
-from schemas import checks, codec
+from schemas import addresses, checks, codec
 from schemas.flow_record import FLOW_RECORD_FIELDS
 from tests.records import sample_flow
+from tests.unit.test_address_checks import BY_HAND, address_like, ipv4_like, noise
 
 Verdict = tuple[str, str, tuple[str, ...] | None]  # reason ("" accepted), field, the record's values as text
 
@@ -34,7 +39,8 @@ def format_rows(jar: Path, values: list[bytes], *, lines: bool = False) -> list[
     """(value number, line index, verdict) per row the format makes of `values`."""
     o = checks.flink_format_options()
     ints = ",".join(f.name for f in FLOW_RECORD_FIELDS if f.flink == "INT")
-    args = [o["fields"], o["bins"], o["reasons"], o["version-field"], o["version"], str(lines).lower(), ints]
+    args = [o["fields"], o["bins"], o["reasons"], o["version-field"], o["version"], str(lines).lower(), ints,
+            o["addresses"]]  # fmt: skip
     done = subprocess.run(
         ["java", "-cp", f"{jar}:{udf._flink_lib()}/*", "gwtel.format.Verdicts", *args],
         input="".join(base64.b64encode(v).decode() + "\n" for v in values),
@@ -57,8 +63,30 @@ def _text(kind: str, v: Any) -> str:
     return str(v)
 
 
+def canonical(text: str, version: int | None) -> str | None:
+    """An address field's text as the job must get it: the text of the stored value (schemas.addresses, Python's
+    ipaddress), or None when it is not an address: for `version` 4 an IPv4 one, any other an IPv6 one, None
+    either family or "" (an exporter or next hop, whose `::` the store prints as "")."""
+    if version is None:
+        if text == "":
+            return ""
+        ok = checks.ip_ok(text, 4) or checks.ip_ok(text, 6)
+    else:
+        ok = checks.ip_ok(text, 4 if version == 4 else 6)
+    if not ok:
+        return None
+    shown = addresses.text(addresses.stored(text))
+    return "" if version is None and shown == "::" else shown
+
+
+def _canonical_fields(out: dict[str, Any]) -> dict[str, Any]:
+    return {**out, **{n: canonical(out[n], None if n in addresses.OPTIONAL_ADDRESS_FIELDS else out["ip_version"])
+                      for n in addresses.ADDRESS_FIELDS}}  # fmt: skip
+
+
 def oracle(value: bytes, monkeypatch: pytest.MonkeyPatch) -> Verdict:
-    """The codec's verdict on one value, without the record rules (the job's SQL applies those)."""
+    """The codec's verdict on one value, without the record rules (the job's SQL applies those); the addresses as
+    `canonical` reads them (the job's rule then refuses a null one)."""
     try:
         d = orjson.loads(value)
     except orjson.JSONDecodeError:
@@ -66,7 +94,7 @@ def oracle(value: bytes, monkeypatch: pytest.MonkeyPatch) -> Verdict:
     with monkeypatch.context() as m:
         m.setattr(checks, "RECORD_RULES", ())
         try:
-            out = checks.checked(d)
+            out = _canonical_fields(checks.checked(d))
         except checks.CheckError as exc:
             return (exc.reason, exc.field, None)
     return ("", "", tuple(_text(kind, out[name]) for name, kind in checks.FIELD_KINDS))
@@ -183,8 +211,6 @@ def fuzzed(n: int, seed: int = 21) -> list[bytes]:
                 d.pop(name, None)
             else:
                 d[name] = rnd.choice(pool)
-                if name == "sampling_rate" and type(d[name]) is int and d[name] >= 2**31:
-                    d[name] = 2**31 - 1  # beyond the job's INT column: test_a_value_beyond_the_jobs_int_column
         out.append(orjson.dumps(d))
     return out
 
@@ -218,9 +244,18 @@ def test_the_format_refuses_what_the_codec_refuses_and_reads_the_same_values(
     assert sum(1 for v in got.values() if v[0] == "") > 20  # the fuzzing leaves accepted records too
 
 
-def test_a_value_beyond_the_jobs_int_column_is_out_of_range(jar: Path) -> None:
-    [(_, _, verdict)] = format_rows(jar, [rec(sampling_rate=2**31)])
-    assert verdict[:2] == ("out_of_range", "sampling_rate")
+def test_a_sampling_rate_has_the_loaders_range(jar: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The job reads the rate as BIGINT: every rate the loader stores (UInt32) is read, the next one is out of range.
+    values = [rec(sampling_rate=r) for r in (2**31 - 1, 2**31, 2**32 - 1, 2**32)]
+    got = [verdict for _, _, verdict in format_rows(jar, values)]
+    assert got == [oracle(v, monkeypatch) for v in values]
+    rate = [name for name, _ in checks.FIELD_KINDS].index("sampling_rate")
+    assert [v[2][rate] if v[2] else v[:2] for v in got] == [
+        str(2**31 - 1),
+        str(2**31),
+        str(2**32 - 1),
+        ("out_of_range", "sampling_rate"),
+    ]
 
 
 def test_json_lines_give_one_row_per_line_each_judged_alone(jar: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -234,3 +269,113 @@ def test_json_lines_give_one_row_per_line_each_judged_alone(jar: Path, monkeypat
                                               ("not_json", ""), ("", "")]  # fmt: skip
     # A final '\n' ends the last line; an empty line before it is a line of its own, and no record.
     assert [v[0] for _, _, v in rows[6:]] == ["", "", "not_json", "", "not_json"]
+
+
+# ---- addresses: one text per address ------------------------------------------------------------------------
+
+
+_Session: Any = chdb_session.Session
+
+
+def spell(rng: random.Random, value: int) -> str:
+    """One of the many ways to write the IPv6 address `value`: either case, leading zeros, any run of zero groups
+    (or part of one) as `::`, the last 32 bits as a dotted tail (leading zeros up to four digits)."""
+    groups = [(value >> (16 * (7 - i))) & 0xFFFF for i in range(8)]
+    tail = rng.random() < 0.3
+    parts = [format(g, "X" if rng.random() < 0.3 else "x").zfill(rng.randint(len(f"{g:x}"), 4))
+             for g in groups[: 6 if tail else 8]]  # fmt: skip
+    dotted = [".".join(str(o).zfill(rng.randint(len(str(o)), 4)) for o in (value & 0xFFFFFFFF).to_bytes(4, "big"))]
+    zeros = [i for i, g in enumerate(groups[: len(parts)]) if g == 0]
+    if zeros and rng.random() < 0.8:
+        a = rng.choice(zeros)
+        b = a + 1
+        while b < len(parts) and groups[b] == 0 and rng.random() < 0.8:
+            b += 1
+        return ":".join(parts[:a]) + "::" + ":".join(parts[b:] + (dotted if tail else []))
+    return ":".join(parts + (dotted if tail else []))
+
+
+def drawn_values(rng: random.Random, n: int) -> list[int]:
+    """IPv6 values with many zero groups, IPv4-mapped and IPv4-compatible ones, and the smallest."""
+    out = [0, 1, 0xFFFF << 32, (0xFFFF << 32) | 0xC0000207, 0x01020304, 0x00010000, 0xFFFF0000]
+    while len(out) < n:
+        kind = rng.random()
+        if kind < 0.2:
+            out.append((0xFFFF << 32) | rng.getrandbits(32))
+        elif kind < 0.3:
+            out.append(rng.getrandbits(32))
+        else:
+            out.append(sum((0 if rng.random() < 0.5 else rng.getrandbits(16)) << (16 * i) for i in range(8)))
+    return out
+
+
+HAND_SPELLINGS = {
+    # the issue's three, and the text ClickHouse prints for each
+    "2001:db8::1": "2001:db8::1", "2001:DB8:0:0::1": "2001:db8::1", "2001:db8:0:0:0:0:0:1": "2001:db8::1",
+    "::ffff:192.0.2.1": "192.0.2.1", "::FFFF:C000:0201": "192.0.2.1", "0:0:0:0:0:ffff:192.000.2.01": "192.0.2.1",
+    "::1.2.3.4": "::1.2.3.4", "::0.0.1.0": "::100", "::ffff:0": "::255.255.0.0", "1:0:0:1:0:0:0:1": "1:0:0:1::1",
+    "1:0:0:1:0:0:1:1": "1::1:0:0:1:1", "1:0:1:0:1:0:1:0": "1:0:1:0:1:0:1:0", "0:0:0:0:0:1:0:0": "::1:0:0",
+    "FE80:0000::0001": "fe80::1", "::": "::", "0::0": "::", "1::": "1::", "::ffff:0.0.0.0": "0.0.0.0",
+    "64:ff9b::1.2.3.4": "64:ff9b::102:304",
+}  # fmt: skip
+
+
+def address_rows(jar: Path, texts: list[str]) -> dict[tuple[int, str], list[str | None]]:
+    """(ip_version, text) -> the four address columns the format hands on, from records with the text in each."""
+    values = [rec(ip_version=v, src_ip=t, dst_ip=t, exporter=t, next_hop=t) for t in texts for v in (4, 6)]
+    rows = format_rows(jar, values)
+    assert [n for n, _, _ in rows] == list(range(len(values)))
+    index = {name: i for i, (name, _) in enumerate(checks.FIELD_KINDS)}
+    out: dict[tuple[int, str], list[str | None]] = {}
+    for (n, _, (reason, field, cols)), v in zip(rows, [v for _ in texts for v in (4, 6)], strict=True):
+        assert (reason, field) == ("", ""), texts[n // 2]
+        assert cols is not None
+        got = [None if cols[index[f]] == "null" else base64.b64decode(cols[index[f]]).decode()
+               for f in addresses.ADDRESS_FIELDS]  # fmt: skip
+        out[(v, texts[n // 2])] = got
+    return out
+
+
+def _want(text: str, version: int) -> list[str | None]:
+    return [
+        canonical(text, None if f in addresses.OPTIONAL_ADDRESS_FIELDS else version) for f in addresses.ADDRESS_FIELDS
+    ]
+
+
+def test_the_format_hands_on_each_address_in_the_text_clickhouse_prints(jar: Path) -> None:
+    rng = random.Random(5952)
+    drawn = {spell(rng, v): v for v in drawn_values(rng, 2500)}
+    texts = [*HAND_SPELLINGS, *drawn, *(t for t, _, _ in BY_HAND), "", "1.2.3.4", "10.0.0.1", "0.0.0.0", "x"]
+    got = address_rows(jar, texts)
+    want = {(v, t): _want(t, v) for t in texts for v in (4, 6)}
+    assert {k: (got[k], want[k]) for k in want if got[k] != want[k]} == {}
+    # the oracle itself: the value each drawn spelling was made from, and the issue's spellings by hand
+    for text, value in drawn.items():
+        assert canonical(text, 6) == addresses.text(ipaddress.IPv6Address(value)), text
+    assert {t: got[(6, t)][0] for t in HAND_SPELLINGS} == HAND_SPELLINGS
+    assert got[(6, "::")] == ["::", "::", "", ""]  # an unknown exporter, as the store prints it
+    assert got[(4, "::ffff:192.0.2.1")] == [None, None, "192.0.2.1", "192.0.2.1"]  # not IPv4 text: the rule refuses it
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(address_like() | ipv4_like | noise, min_size=100, max_size=100))
+def test_the_formats_reading_of_an_address_is_the_codecs(jar: Path, texts: list[str]) -> None:
+    # Anything that looks like an address: the format takes exactly what the codec (and so ClickHouse) takes.
+    got = address_rows(jar, texts)
+    assert {(v, t): got[(v, t)] for t in texts for v in (4, 6) if got[(v, t)] != _want(t, v)} == {}
+
+
+def test_the_text_is_clickhouses_own(tmp_path: Path) -> None:
+    # ClickHouse's printing of the stored IPv6 value (schemas.addresses.text_sql) over the same spellings.
+    rng = random.Random(6)
+    drawn = {spell(rng, v): v for v in drawn_values(rng, 2000)}
+    texts = [*HAND_SPELLINGS, *drawn]
+    session = _Session(str(tmp_path / "chdb"))
+    try:
+        arr = "[" + ", ".join(f"'{t}'" for t in texts) + "]"
+        out = session.query(f"SELECT arrayMap(t -> {addresses.text_sql('toIPv6(t)')}, {arr})", "JSONCompact")
+    finally:
+        session.close()
+    printed = dict(zip(texts, orjson.loads(out.bytes())["data"][0][0], strict=True))
+    assert {t: printed[t] for t in texts if printed[t] != canonical(t, 6)} == {}
+    assert {t: printed[t] for t in HAND_SPELLINGS} == HAND_SPELLINGS

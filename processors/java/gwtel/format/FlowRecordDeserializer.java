@@ -102,7 +102,7 @@ public final class FlowRecordDeserializer implements DeserializationSchema<RowDa
                 case COL_INT:
                     long x = (Long) v;
                     if (x < Integer.MIN_VALUE || x > Integer.MAX_VALUE) {
-                        // Within the loader's bound but beyond the job's INT column (sampling_rate above 2^31-1).
+                        // A guard only: every field the job reads as INT has a bound below 2^31 (wider ones are BIGINT).
                         return refused(FlowRecordReader.OUT_OF_RANGE, reader.fields[i].name, line,
                                 new String(data, off, len, StandardCharsets.UTF_8));
                     }

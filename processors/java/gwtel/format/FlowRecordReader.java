@@ -116,6 +116,9 @@ public final class FlowRecordReader implements Serializable {
     private final int versionField;
     private final long version;
     private final Map<String, Integer> index = new HashMap<>();
+    /** Address fields: the field, and the field naming its IP version (-1: either family, or "" not known). */
+    private final int[] addressField;
+    private final int[] addressVersion;
 
     private transient JsonFactory json;
     private transient CharsetDecoder utf8;
@@ -130,8 +133,11 @@ public final class FlowRecordReader implements Serializable {
      * @param binSpec the bounds of a histogram bin's {@code b} and {@code c}: {@code lo|hi|above;lo|hi|above}
      * @param reasonList the reason names, ','-separated, in the order of the constants above
      * @param versionName the field naming the schema version, and {@code version} the one this reader takes
+     * @param addressSpec {@code name|ip-version-field} per address field, ';'-separated, the version field empty for
+     *     a field of either family that may be "" (not known); "" for none
      */
-    public FlowRecordReader(String fieldSpec, String binSpec, String reasonList, String versionName, long version) {
+    public FlowRecordReader(String fieldSpec, String binSpec, String reasonList, String versionName, long version,
+            String addressSpec) {
         this.reasons = reasonList.split(",", -1);
         if (reasons.length != REASON_COUNT) {
             throw new IllegalArgumentException("expected " + REASON_COUNT + " reasons, got " + reasonList);
@@ -159,6 +165,22 @@ public final class FlowRecordReader implements Serializable {
         }
         this.versionField = v;
         this.version = version;
+        String[] specs = addressSpec.isEmpty() ? new String[0] : addressSpec.split(";");
+        this.addressField = new int[specs.length];
+        this.addressVersion = new int[specs.length];
+        for (int k = 0; k < specs.length; k++) {
+            String[] p = specs[k].split("\\|", -1);
+            addressField[k] = fieldIndex(p[0]);
+            addressVersion[k] = p[1].isEmpty() ? -1 : fieldIndex(p[1]);
+        }
+    }
+
+    private int fieldIndex(String name) {
+        Integer i = index.get(name);
+        if (i == null) {
+            throw new IllegalArgumentException("no field " + name);
+        }
+        return i;
     }
 
     private Bound bound(String lo, String hi, String above) {
@@ -215,7 +237,25 @@ public final class FlowRecordReader implements Serializable {
                 return new Problem(r, fields[i].name);
             }
         }
+        canonicalAddresses(out);
         return null;
+    }
+
+    /**
+     * Every address field as its one canonical text ({@link Addresses#canonical}), or null when it is not an
+     * address the loader takes: the job's record rule refuses a null address, so its verdict stays the loader's,
+     * and one host has one text in the windows' distinct counts. An address of a version other than 4 is read as
+     * IPv6, as the loader reads it.
+     */
+    private void canonicalAddresses(Object[] out) {
+        for (int k = 0; k < addressField.length; k++) {
+            int i = addressField[k];
+            if (out[i] == null) {
+                continue;
+            }
+            int family = addressVersion[k] < 0 ? 0 : Long.valueOf(4).equals(out[addressVersion[k]]) ? 4 : 6;
+            out[i] = Addresses.canonical((String) out[i], family);
+        }
     }
 
     private static final class NotJson extends Exception {

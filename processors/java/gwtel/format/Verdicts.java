@@ -17,7 +17,7 @@ import org.apache.flink.util.Collector;
  * The format's rows for values given on standard input, for tests that compare them with the codec's verdicts.
  *
  * <p>Arguments: fields, bins, reasons, version-field, version, lines (true/false), the integer fields the table
- * reads as INT (','-separated; the others are BIGINT). Input: one value per line,
+ * reads as INT (','-separated; the others are BIGINT), addresses (the format's option). Input: one value per line,
  * base64. Output per produced row, tab-separated: value number, line index, reason (empty when accepted), field,
  * then the record's columns as text ("null" for a null one, bins as b:c,...).
  */
@@ -26,9 +26,10 @@ public final class Verdicts {
     private Verdicts() {}
 
     public static void main(String[] args) throws Exception {
-        FlowRecordReader reader = new FlowRecordReader(args[0], args[1], args[2], args[3], Long.parseLong(args[4]));
+        FlowRecordReader reader = new FlowRecordReader(args[0], args[1], args[2], args[3], Long.parseLong(args[4]),
+                args[7]);
         boolean lines = Boolean.parseBoolean(args[5]);
-        List<String> ints = List.of(args.length > 6 ? args[6].split(",") : new String[0]);
+        List<String> ints = List.of(args[6].split(","));
         DataType[] cols = new DataType[reader.fields.length + 4];
         String[] names = new String[cols.length];
         DataType bins = DataTypes.ARRAY(DataTypes.ROW(DataTypes.FIELD("b", DataTypes.INT()),
