@@ -221,14 +221,11 @@ class PartnerClassifier:
             return None
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
-        return self._side_of(int(ip), ip.version == 4)
-
-    def _side_of(self, n: int, v4: bool) -> Side:
-        """Resolve the address `n` (IPv4 when `v4`, IPv4-mapped IPv6 already unmapped)."""
-        return Side(*self._side_tuple(n, v4))
+        return Side(*self._side_tuple(int(ip), ip.version == 4))
 
     def _side_tuple(self, n: int, v4: bool) -> SideTuple:
-        """`_side_of` as a tuple (the engine's answer; no dataclass built per address)."""
+        """The side of address `n` (IPv4 when `v4`, IPv4-mapped IPv6 already unmapped) as a tuple: the engine's
+        answer, no dataclass built per address."""
         owner = (self._v4 if v4 else self._v6).lookup(n)
         if owner is not None:
             is_domestic = owner.group == DOMESTIC
