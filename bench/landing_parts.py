@@ -65,6 +65,11 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def minor_faults(pid: int) -> int:
+    """Minor page faults of process `pid` so far (fresh memory touched: the kernel maps and zeroes a page)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+
+
 def ping(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as resp:
@@ -86,9 +91,11 @@ class HttpBench:
         import clickhouse_connect
 
         self.port = free_port()
-        env = {**os.environ, "PYTHONPATH": str(src or Path(__file__).resolve().parents[1])}
+        root = src or Path(__file__).resolve().parents[1]
+        env = {**os.environ, "PYTHONPATH": str(root)}
         argv = ["-m", "gwtel.chserver", "--data", str(data), "--port", str(self.port), "--log-level", "WARNING"]
-        self.proc = subprocess.Popen([sys.executable, *argv], env=env)
+        # cwd: `python -m` puts the working directory first on the path, before PYTHONPATH
+        self.proc = subprocess.Popen([sys.executable, *argv], env=env, cwd=root)
         deadline = time.monotonic() + 60
         while not ping(self.port):
             if time.monotonic() > deadline or self.proc.poll() is not None:
@@ -98,16 +105,20 @@ class HttpBench:
         migrate_db(self.client.command, DB)
         self.client.command("SYSTEM STOP MERGES")  # merges are measured apart (`merge`)
         self.parts, self.size, self.tokens = json_parts, size, 0
+        self.faults: list[int] = []
 
     def run(self) -> tuple[float, float, float]:
-        """(wall s, server CPU s, client CPU s) of one pass over the batches."""
+        """(wall s, server CPU s, client CPU s) of one pass over the batches; page faults in `self.faults`."""
+        f0 = minor_faults(self.proc.pid)
         s0, c0, w0 = cpu_s(self.proc.pid), time.process_time(), time.perf_counter()
         for i, part in enumerate(self.parts):
             self.tokens += 1
             token = raw_token(f"h{self.tokens}", 0, i * self.size, (i + 1) * self.size - 1, 0)
             settings = {**INSERT_SETTINGS_FIXED, **INPUT_SETTINGS, "insert_deduplication_token": token}
             self.client.raw_insert(f"{DB}.{LANDING}", insert_block=part, fmt="JSONEachRow", settings=settings)
-        return time.perf_counter() - w0, cpu_s(self.proc.pid) - s0, time.process_time() - c0
+        out = time.perf_counter() - w0, cpu_s(self.proc.pid) - s0, time.process_time() - c0
+        self.faults.append(minor_faults(self.proc.pid) - f0)
+        return out
 
     def close(self) -> None:
         self.client.close()
@@ -282,6 +293,7 @@ def main() -> int:
     ap.add_argument("--ipv6-share", type=float, default=0.25, help="share of IPv6 records (default 0.25)")
     ap.add_argument("--baseline-src", type=Path, default=None,
                     help="also serve the inserts from the embedded server of this checkout (e.g. main)")  # fmt: skip
+    ap.add_argument("--http-only", action="store_true", help="only the embedded server variants (and the client)")
     args = ap.parse_args()
     job.T0_S = int(time.time()) - 3600  # inside every TTL
     values = with_ipv6(job.records(args.records, job.TARGET_EVENT_RATE), args.ipv6_share)
@@ -304,16 +316,20 @@ def main() -> int:
             if stored != args.records:
                 raise RuntimeError(f"flows_raw holds {stored} rows for {args.records}")
             bench.prepare_typed()
-            variants: dict[str, Callable[[], float]] = {
-                "landing": bench.landing,
-                "landing_text": bench.landing_text,
-                "parse": bench.parse,
-                "check": bench.check,
-                "typed_parse": bench.typed_parse,
-                "raw_write": bench.raw_write,
-                "compact": bench.compact_fmt,
-                "rowbinary": bench.rowbinary_fmt,
-            }
+            variants: dict[str, Callable[[], float]] = (
+                {}
+                if args.http_only
+                else {
+                    "landing": bench.landing,
+                    "landing_text": bench.landing_text,
+                    "parse": bench.parse,
+                    "check": bench.check,
+                    "typed_parse": bench.typed_parse,
+                    "raw_write": bench.raw_write,
+                    "compact": bench.compact_fmt,
+                    "rowbinary": bench.rowbinary_fmt,
+                }
+            )
             servers["http_server"] = HttpBench(Path(tmp) / "http", bench.json, args.batch)
             if args.baseline_src:
                 servers["http_baseline"] = HttpBench(Path(tmp) / "base", bench.json, args.batch, args.baseline_src)
@@ -321,7 +337,7 @@ def main() -> int:
             walls: dict[str, list[float]] = {}
             for i in range(args.runs):
                 order = list(variants)
-                if i % 2:  # the two schemas compared alternate, so that neither always runs first
+                if i % 2 and order:  # the two schemas compared alternate, so that neither always runs first
                     order[:2] = order[1::-1]
                 for name in order:
                     times[name].append(variants[name]())
@@ -333,6 +349,13 @@ def main() -> int:
                 times["http_client"].append(client)
                 print(f"  run {i + 1}: " + ", ".join(f"{v} {1e6 * t[-1] / args.records:.2f} us"
                                                      for v, t in times.items()), flush=True)  # fmt: skip
+            faults = {name: statistics.median(s.faults) / args.records for name, s in servers.items()}
+            if args.http_only:
+                for name, samples in walls.items():
+                    print(f"{name}: {1e6 * statistics.median(times[name]) / args.records:.2f} us/row server CPU, "
+                          f"{faults[name]:.2f} page faults/row, wall clock "
+                          f"{args.records / statistics.median(samples):,.0f} rows/s (medians)")  # fmt: skip
+                return 0
             merge_us = bench.merge_pass()
             sizes = [bench.bytes_per_row("size_ipv6", None), bench.bytes_per_row("size_text", TEXT_VERSION)]
             retype_cpu, retype_wall = bench.retype("size_text")
@@ -357,7 +380,8 @@ def main() -> int:
     )
     for name, samples in walls.items():
         rate = args.records / statistics.median(samples)
-        print(f"{name}: wall clock {rate:,.0f} rows/s (median; the machine is shared)")
+        print(f"{name}: wall clock {rate:,.0f} rows/s (median; the machine is shared), "
+              f"{faults[name]:.2f} page faults per row")  # fmt: skip
     return 0
 
 

@@ -14,23 +14,24 @@ from collections.abc import Iterator
 import lz4.frame  # type: ignore[import-untyped]
 import zstandard
 
+from gwtel.chserver.body import PIECE, Body
 from gwtel.chserver.errors import ChError, Codes
 
 SUPPORTED = ("lz4", "zstd", "gzip", "deflate")
-_PIECE = 8 << 20
 
 
-def _pieces(data: bytes) -> Iterator[bytes]:
-    for i in range(0, len(data), _PIECE):
-        yield data[i : i + _PIECE]
+def is_identity(encoding: str | None) -> bool:
+    return (encoding or "").strip().lower() in ("", "identity")
 
 
-def decode_body(data: bytes, encoding: str | None) -> Iterator[bytes]:
-    """Decompressed pieces of `data`; raises ChError on an unknown method or corrupt input."""
-    enc = (encoding or "").strip().lower()
-    if enc in ("", "identity"):
-        yield from _pieces(data)
+def decode_body(body: Body, encoding: str | None) -> Iterator[bytes]:
+    """Decompressed pieces of `body` (its pieces as read when not compressed); raises ChError on an unknown
+    method or corrupt input."""
+    if is_identity(encoding):
+        yield from body.tail(0)
         return
+    enc = (encoding or "").strip().lower()
+    data = body.whole()
     try:
         if enc == "lz4":
             rest = data
@@ -42,11 +43,11 @@ def decode_body(data: bytes, encoding: str | None) -> Iterator[bytes]:
                 rest = d.unused_data
         elif enc == "zstd":
             reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True)
-            while piece := reader.read(_PIECE):
+            while piece := reader.read(PIECE):
                 yield piece
         elif enc in ("gzip", "x-gzip"):
             with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
-                while piece := gz.read(_PIECE):
+                while piece := gz.read(PIECE):
                     yield piece
         elif enc == "deflate":
             rest = data

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
-from gwtel.chserver.encoding import decode_body
+from gwtel.chserver.body import Body
+from gwtel.chserver.encoding import decode_body, is_identity
 from gwtel.chserver.engine import Engine, Result
 from gwtel.chserver.errors import ChError, Codes
 from gwtel.chserver.params import RequestParams, settings_clause
@@ -40,12 +41,36 @@ def _concat(*parts: Iterator[bytes] | bytes) -> Iterator[bytes]:
             yield from part
 
 
+# An insert whose statement is in the body has it in the first bytes; only these are decoded and lexed, and
+# the data after them (often tens of MB) goes to the engine in the pieces it was read in (body.py says why).
+_HEAD_BYTES = 64 << 10
+
+
+def _split_insert(body: Body) -> tuple[str, int, str] | None:
+    """(header text, data offset, format) of a large `INSERT ... FORMAT f` (or `VALUES`) body whose statement
+    lies in its first `_HEAD_BYTES`; None for anything else, which the general path judges whole."""
+    if len(body) <= _HEAD_BYTES:
+        return None  # small: a whole copy costs nothing worth saving
+    head = body.head(_HEAD_BYTES).decode("latin-1")  # latin-1: string offsets are byte offsets
+    try:
+        kind, _ = classify(head)
+        if kind != Kind.INSERT:
+            return None
+        located = plan_insert(head, "")
+    except ChError:
+        return None  # e.g. a comment or a literal cut at the prefix's end
+    # The format name must end inside the prefix, with the data's first byte after it, or its start is unknown.
+    if located.fmt is None or located.data_start >= len(head):
+        return None
+    return body.head(located.data_start).decode("utf-8"), located.data_start, located.fmt
+
+
 class Executor:
     def __init__(self, engine: Engine, sessions: Sessions) -> None:
         self.engine = engine
         self.sessions = sessions
 
-    def execute(self, rp: RequestParams, body: bytes, content_encoding: str | None, method: str) -> Reply:
+    def execute(self, rp: RequestParams, body: Body, content_encoding: str | None, method: str) -> Reply:
         if rp.compress or rp.decompress:
             raise ChError(
                 Codes.NOT_IMPLEMENTED,
@@ -58,7 +83,7 @@ class Executor:
         with ctx as sess:
             return self._run(rp, body, content_encoding, method, sess)
 
-    def _run(self, rp: RequestParams, body: bytes, encoding: str | None, method: str, sess: Session | None) -> Reply:
+    def _run(self, rp: RequestParams, body: Body, encoding: str | None, method: str, sess: Session | None) -> Reply:
         settings: dict[str, str] = dict(sess.settings) if sess else {}
         settings.update(rp.settings)
         database = rp.database or (sess.database if sess else None)
@@ -75,6 +100,12 @@ class Executor:
                 )
             text = rp.query + b"".join(decode_body(body, encoding)).decode("utf-8", errors="strict")
         else:
+            split = _split_insert(body) if is_identity(encoding) else None
+            if split is not None:
+                header_text, data_start, fmt = split
+                self._check_method(method, "INSERT", rp)
+                plan = plan_insert(header_text, clause)
+                return self._insert(plan.header, fmt, plan.statement, body.tail(data_start), database, rp)
             raw = b"".join(decode_body(body, encoding))
             if not raw.strip():
                 raise ChError(Codes.SYNTAX_ERROR, "Empty query")

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from gwtel.chserver.auth import Users, credentials
+from gwtel.chserver.body import PIECE, Body
 from gwtel.chserver.encoding import choose_encoding, encode
 from gwtel.chserver.engine import Engine, Result
 from gwtel.chserver.errors import ChError, Codes
@@ -83,10 +84,10 @@ class ChRequestHandler(BaseHTTPRequestHandler):
         log.debug("%s " + format, self.address_string(), *args)
 
     # -- body ---------------------------------------------------------------------------------------
-    def _read_body(self) -> bytes:
+    def _read_body(self) -> Body:
         te = (self.headers.get("Transfer-Encoding") or "").lower()
+        body = Body()
         if "chunked" in te:
-            parts: list[bytes] = []
             total = 0
             while True:
                 line = self.rfile.readline(65537)
@@ -96,16 +97,22 @@ class ChRequestHandler(BaseHTTPRequestHandler):
                 if size == 0:
                     while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
                         pass  # trailers
-                    return b"".join(parts)
+                    return body
                 total += size
                 if total > self.server.max_body_bytes:
                     raise _BodyTooLargeError
-                parts.append(self.rfile.read(size))
+                body.pieces.append(self.rfile.read(size))
                 self.rfile.readline(3)
         length = int(self.headers.get("Content-Length") or 0)
         if length > self.server.max_body_bytes:
             raise _BodyTooLargeError
-        return self.rfile.read(length) if length > 0 else b""
+        while length > 0:
+            piece = self.rfile.read(min(length, PIECE))
+            if not piece:
+                raise ConnectionError("client closed during the body")
+            body.pieces.append(piece)
+            length -= len(piece)
+        return body
 
     def _form_fields(self, body: bytes) -> dict[str, str]:
         """Fields of a multipart/form-data body (clickhouse-connect sends long bind parameters this way)."""
@@ -204,8 +211,8 @@ class ChRequestHandler(BaseHTTPRequestHandler):
                 return
             ctype = self.headers.get("Content-Type", "")
             if method == "POST" and ctype.startswith("multipart/form-data"):
-                raw.update(self._form_fields(body))
-                body = b""
+                raw.update(self._form_fields(body.whole()))
+                body = Body()
             rp = parse_params(raw)
             if user is not None:
                 rp.user, rp.readonly = user.name, user.readonly

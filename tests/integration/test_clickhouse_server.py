@@ -112,6 +112,63 @@ def test_other_insert_compressions(clickhouse_service: ClickHouseService, clickh
         client.close()
 
 
+def _post(svc: ClickHouseService, body: bytes | Iterator[bytes], headers: dict[str, str]) -> tuple[int, bytes]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", svc.port, timeout=120)
+    try:
+        conn.request("POST", "/", body=body, headers=headers, encode_chunked=not isinstance(body, bytes))
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_large_insert_with_its_statement_in_the_body(
+    clickhouse_service: ClickHouseService, clickhouse_db: str, chunked: bool
+) -> None:
+    """A body of ~20 MB (read in 8 MiB pieces, the statement found in its first bytes): every row stored once,
+    multi-byte text cut by a piece's end included."""
+    client = clickhouse_service.client()
+    try:
+        client.command(f"CREATE TABLE {clickhouse_db}.big (id UInt64, partner String) ENGINE = MergeTree ORDER BY id")
+        names = ("japan", "korea", "日本", "한국", "belt_and_road")
+        rows = [(i, names[i % 5] * (1 + i % 7)) for i in range(1_000_000)]
+        data = "".join(f"{i}\t{p}\n" for i, p in rows).encode()
+        head = f"INSERT INTO {clickhouse_db}.big FORMAT TabSeparated\n".encode()
+        whole = head + data
+        assert len(whole) > 2 * (8 << 20)  # three pieces at least
+        body: bytes | Iterator[bytes] = (
+            iter([whole[i : i + 3_000_001] for i in range(0, len(whole), 3_000_001)]) if chunked else whole
+        )
+        status, reply = _post(clickhouse_service, body, {})
+        assert status == 200, reply[:500]
+        sql = "SELECT count(), sum(id), sum(lengthUTF8(partner)), countIf(partner LIKE '%日本%') FROM {}.big"
+        got = client.query(sql.format(clickhouse_db)).result_rows[0]
+        assert got == (
+            len(rows),
+            sum(i for i, _ in rows),
+            sum(len(p) for _, p in rows),
+            sum("日本" in p for _, p in rows),
+        )
+    finally:
+        client.close()
+
+
+def test_server_runs_with_its_allocator_settings(clickhouse_service: ClickHouseService) -> None:
+    from gwtel.chserver.allocator import ALLOCATOR_ENV
+
+    pid = clickhouse_service.pid()
+    assert pid is not None
+    environ = dict(item.split("=", 1) for item in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in item)
+    # the server's own settings, except any the environment that started it had set; glibc rewrites
+    # GLIBC_TUNABLES in place as it reads it at start, so only that it was there is visible
+    expected = {**ALLOCATOR_ENV, **{k: os.environ[k] for k in ALLOCATOR_ENV if k in os.environ}}
+    assert environ.get("JE_MALLOC_CONF") == expected["JE_MALLOC_CONF"]
+    assert environ.get("GLIBC_TUNABLES", "").split(":")[0] == expected["GLIBC_TUNABLES"].split(":")[0]
+
+
 def test_dedup_token_retry_stored_once_other_token_twice(clickhouse_client: Any) -> None:
     client = clickhouse_client
     client.command(TABLE_DDL.format(name="agg"))

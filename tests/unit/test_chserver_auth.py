@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from gwtel.chserver.auth import Users, credentials, password_sha256_hex
+from gwtel.chserver.body import Body
 from gwtel.chserver.engine import Result
 from gwtel.chserver.errors import ChError, Codes
 from gwtel.chserver.executor import Executor
@@ -160,7 +161,7 @@ def test_executor_readonly_applies_to_inserts_in_the_query_string() -> None:
     ex = Executor(FakeEngine(), Sessions())  # type: ignore[arg-type]
     rp = RequestParams(query="INSERT INTO t FORMAT TSV", user="grafana", readonly=True)
     with pytest.raises(ChError) as err:
-        ex.execute(rp, b"1\n", None, "POST")
+        ex.execute(rp, Body.of(b"1\n"), None, "POST")
     assert err.value.code == Codes.READONLY
 
 
