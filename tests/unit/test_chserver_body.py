@@ -3,6 +3,7 @@ an insert's statement is found in its first bytes only when that is safe."""
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -16,7 +17,7 @@ from gwtel.chserver.sqltext import plan_insert
 def split(data: bytes, rng: random.Random) -> Body:
     cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randint(0, 6)))) if len(data) > 1 else []
     bounds = [0, *cuts, len(data)]
-    return Body([data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)] if data else [])
+    return Body([data[a:b] for a, b in itertools.pairwise(bounds)] if data else [])
 
 
 def test_head_tail_whole_equal_slices_of_the_whole() -> None:
