@@ -20,8 +20,12 @@ from gwtel.chserver.errors import ChError, Codes
 SUPPORTED = ("lz4", "zstd", "gzip", "deflate")
 
 
+def _method(encoding: str | None) -> str:
+    return (encoding or "").strip().lower()
+
+
 def is_identity(encoding: str | None) -> bool:
-    return (encoding or "").strip().lower() in ("", "identity")
+    return _method(encoding) in ("", "identity")
 
 
 def decode_body(body: Body, encoding: str | None) -> Iterator[bytes]:
@@ -30,7 +34,7 @@ def decode_body(body: Body, encoding: str | None) -> Iterator[bytes]:
     if is_identity(encoding):
         yield from body.tail(0)
         return
-    enc = (encoding or "").strip().lower()
+    enc = _method(encoding)
     data = body.whole()
     try:
         if enc == "lz4":

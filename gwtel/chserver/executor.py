@@ -47,22 +47,31 @@ _HEAD_BYTES = 64 << 10
 
 
 def _split_insert(body: Body) -> tuple[str, int, str] | None:
-    """(header text, data offset, format) of a large `INSERT ... FORMAT f` (or `VALUES`) body whose statement
-    lies in its first `_HEAD_BYTES`; None for anything else, which the general path judges whole."""
-    if len(body) <= _HEAD_BYTES:
-        return None  # small: a whole copy costs nothing worth saving
-    head = body.head(_HEAD_BYTES).decode("latin-1")  # latin-1: string offsets are byte offsets
-    try:
-        kind, _ = classify(head)
-        if kind != Kind.INSERT:
+    """(header text, data offset, format) of a body holding `INSERT ... FORMAT f` (or `VALUES`) and its data;
+    None for any other statement (`INSERT ... SELECT` too), which runs as text.
+
+    The statement is looked for in the first `_HEAD_BYTES`; only when it does not end there (a long comment
+    before it, say) is the whole body decoded.
+    """
+    size = len(body)
+    for limit in (_HEAD_BYTES, size) if size > _HEAD_BYTES else (size,):
+        text = body.head(limit).decode("latin-1")  # latin-1: string offsets are byte offsets
+        whole = limit == size
+        try:
+            kind, _ = classify(text)
+            if kind != Kind.INSERT:
+                return None
+            located = plan_insert(text, "")
+        except ChError:
+            if whole:
+                raise
+            continue  # e.g. a comment or a literal cut at the prefix's end
+        if located.fmt is None:
             return None
-        located = plan_insert(head, "")
-    except ChError:
-        return None  # e.g. a comment or a literal cut at the prefix's end
-    # The format name must end inside the prefix, with the data's first byte after it, or its start is unknown.
-    if located.fmt is None or located.data_start >= len(head):
-        return None
-    return body.head(located.data_start).decode("utf-8"), located.data_start, located.fmt
+        # In a prefix the data's first byte must follow the format name, or where the data starts is not known.
+        if whole or located.data_start < len(text):
+            return body.head(located.data_start).decode("utf-8"), located.data_start, located.fmt
+    raise AssertionError("the whole body is always judged")
 
 
 class Executor:
@@ -100,31 +109,16 @@ class Executor:
                 )
             text = rp.query + b"".join(decode_body(body, encoding)).decode("utf-8", errors="strict")
         else:
-            split = _split_insert(body) if is_identity(encoding) else None
+            if not is_identity(encoding):
+                body = Body.of(b"".join(decode_body(body, encoding)))
+            split = _split_insert(body)
             if split is not None:
                 header_text, data_start, fmt = split
                 self._check_method(method, "INSERT", rp)
                 plan = plan_insert(header_text, clause)
                 return self._insert(plan.header, fmt, plan.statement, body.tail(data_start), database, rp)
-            raw = b"".join(decode_body(body, encoding))
-            if not raw.strip():
-                raise ChError(Codes.SYNTAX_ERROR, "Empty query")
-            # Lex as latin-1 so string offsets are byte offsets: INSERT data after the header may be binary.
-            kind, head = classify(raw.decode("latin-1"))
-            if kind == Kind.INSERT:
-                self._check_method(method, head, rp)
-                located = plan_insert(raw.decode("latin-1"), "")
-                if located.fmt is None:
-                    text = raw.decode("utf-8")
-                else:
-                    header_text = raw[: located.data_start].decode("utf-8")
-                    plan = plan_insert(header_text, clause)
-                    return self._insert(
-                        plan.header, plan.fmt, plan.statement, _concat(raw[located.data_start :]), database, rp
-                    )
-                kind, head = classify(text)
-            else:
-                text = raw.decode("utf-8")
+            text = body.whole().decode("utf-8")
+            kind, head = classify(text)
         self._check_method(method, head, rp)
         return self._statement(text, kind, head, clause, database, rp, sess)
 

@@ -11,6 +11,7 @@ import pytest
 from gwtel.chserver import executor
 from gwtel.chserver.allocator import ALLOCATOR_ENV, missing_settings
 from gwtel.chserver.body import Body
+from gwtel.chserver.errors import ChError
 from gwtel.chserver.sqltext import plan_insert
 
 
@@ -55,18 +56,28 @@ def test_split_insert_agrees_with_the_whole_text() -> None:
 @pytest.mark.parametrize(
     "head",
     [
-        "SELECT 1 FORMAT TSV\n",  # not an insert
-        "INSERT INTO t SELECT * FROM s\n",  # no data after the statement
         "/*" + "x" * (70 << 10) + "*/ INSERT INTO t FORMAT TSV\n",  # the statement beyond the first bytes
-        "INSERT INTO t FORMAT " + " " * ((64 << 10) - 21),  # the format name cut at the prefix's end
+        "INSERT INTO t FORMAT" + " " * (64 << 10) + "TSV\n",  # the format name after them
+        "INSERT INTO t FORMAT TSV\n",  # a small body: the first bytes are the whole
     ],
 )
-def test_split_insert_leaves_the_rest_to_the_general_path(head: str) -> None:
+def test_a_statement_not_in_the_first_bytes_is_found_in_the_whole(head: str) -> None:
+    body = big(head, rows=10) if len(head) < 100 else big(head)
+    assert executor._split_insert(body) == (head, len(head), "TSV")
+
+
+@pytest.mark.parametrize("head", ["SELECT 1 FORMAT TSV\n", "INSERT INTO t SELECT * FROM s\n"])
+def test_other_statements_run_as_text(head: str) -> None:
     assert executor._split_insert(big(head)) is None
 
 
-def test_small_bodies_take_the_general_path() -> None:
-    assert executor._split_insert(Body.of(b"INSERT INTO t FORMAT TSV\n1\n")) is None
+def test_an_insert_without_data_has_its_data_at_the_end() -> None:
+    assert executor._split_insert(Body.of(b"INSERT INTO t FORMAT TSV")) == ("INSERT INTO t FORMAT TSV", 24, "TSV")
+
+
+def test_an_empty_body_is_an_empty_query() -> None:
+    with pytest.raises(ChError, match="Empty query"):
+        executor._split_insert(Body.of(b"  \n"))
 
 
 def test_allocator_settings_left_as_the_operator_set_them() -> None:
