@@ -285,6 +285,8 @@ def test_records_and_metrics_equal_the_traffic_sent(
         send(pair, tr.frames, tmp_path)
         poll(lambda: cap.total("gwtel_agent_packets_seen_total"), lambda n: n >= len(tr.frames), "all packets read")
         poll(lambda: cap.total("gwtel_agent_flows_exported_total"), lambda n: n >= len(tr.flows), "all flows exported")
+        # The ring's kernel counters are read once a second, apart from the packets: wait for that read too.
+        poll(lambda: cap.total("gwtel_agent_kernel_packets_total"), lambda n: n >= len(tr.frames), "kernel count read")
         got = cap.metrics()
         body = cap.raw_scrape()
         # The local Prometheus found the capture through its file_sd target and scraped the partner series.
