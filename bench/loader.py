@@ -54,7 +54,7 @@ from gwtel.pipeline import discard, drop_database, isolated, prepare
 from processors.chclient import make_client
 from processors.landing import INPUT_SETTINGS, LANDING, raw_token
 from processors.loader import INSERT_SETTINGS_FIXED, Route
-from processors.loader_setup import build_loader, migrate, tune_gc
+from processors.loader_setup import build_loader, migrate, tune_memory
 from processors.rows import flow_rows
 
 # No new row for this long means records were lost (or a loader hangs): fail instead of waiting forever.
@@ -80,7 +80,7 @@ def one_run(base: GwtelConfig, n: int, raw: bool, cpu: list[float] | None = None
     """
     cfg = own(base)
     migrate(cfg)
-    tune_gc()
+    tune_memory()
     c0 = time.process_time()
     t0 = time.perf_counter()
     registry = CollectorRegistry()

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from gwtel.chserver.allocator import reexec_with_settings
+from gwtel.allocator import reexec_with_settings
 from gwtel.chserver.engine import DEFAULT_CONNECTIONS
 from gwtel.chserver.handler import MAX_BODY_BYTES
 from gwtel.chserver.server import serve
@@ -63,5 +63,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    reexec_with_settings(sys.argv[1:])  # the allocator's settings (allocator.py); the same pid
+    reexec_with_settings("gwtel.chserver", sys.argv[1:])  # the allocator settings (gwtel/allocator.py); same pid
     sys.exit(main())

@@ -56,7 +56,7 @@ def _load(args: argparse.Namespace) -> int:
 
     from gwtel.metrics_http import serve_metrics
     from processors import faults
-    from processors.loader_setup import build_loader, migrate, tune_gc
+    from processors.loader_setup import build_loader, migrate, tune_memory
 
     fault = faults.configured()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -75,7 +75,7 @@ def _load(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     loader = build_loader(cfg, REGISTRY, after_insert=faults.loader_after_insert(fault))
-    tune_gc()
+    tune_memory()
     endpoint = None
     try:
         port = cfg.loader.metrics_port if args.metrics_port is None else args.metrics_port

@@ -157,7 +157,7 @@ def test_large_insert_with_its_statement_in_the_body(
 
 
 def test_server_runs_with_its_allocator_settings(clickhouse_service: ClickHouseService) -> None:
-    from gwtel.chserver.allocator import ALLOCATOR_ENV
+    from gwtel.allocator import ALLOCATOR_ENV
 
     pid = clickhouse_service.pid()
     assert pid is not None

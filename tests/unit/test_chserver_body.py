@@ -8,8 +8,8 @@ import random
 
 import pytest
 
+from gwtel.allocator import ALLOCATOR_ENV, missing_settings
 from gwtel.chserver import executor
-from gwtel.chserver.allocator import ALLOCATOR_ENV, missing_settings
 from gwtel.chserver.body import Body
 from gwtel.chserver.errors import ChError
 from gwtel.chserver.sqltext import plan_insert

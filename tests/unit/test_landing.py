@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 
 from processors.config import LoaderConfig
 from processors.landing import INPUT_SETTINGS, MIGRATION, MIGRATIONS, migration_sql, raw_token
-from processors.loader import landing_block, refused_data
+from processors.loader import PIECE_RECORDS, landing_block, refused_data
 from processors.migrate import MIGRATIONS_DIR, discover, params_from, render
 from schemas import codec
 from schemas.checks import FIELD_KINDS, CheckError, checked
@@ -96,9 +97,25 @@ def test_the_landing_migration_runs_again_and_keeps_the_quarantine(ch: Session) 
 
 
 def test_landing_block_numbers_rows_only_when_each_value_is_one_line() -> None:
-    assert landing_block([b'{"a":1}', b'{"a":2}']) == b'{"a":1}\n{"a":2}'
+    body = landing_block([b'{"a":1}', b'{"a":2}'])
+    assert body is not None and body.pieces == (b'{"a":1}\n{"a":2}\n',) and body.size == 16
     for values in ([b'{"a":1}', b""], [b'{"a":1}', b"[]"], [b'{"a":\n1}'], [b" {}"], [b'{"a":1}', None], []):
         assert landing_block(values) is None, values
+
+
+def test_a_landing_body_in_pieces_is_the_values_line_by_line() -> None:
+    # Values of random lengths, more than two pieces' worth: the pieces, put together, are each value and a
+    # newline in order; no piece holds more than PIECE_RECORDS lines.
+    rnd = random.Random(5)
+    values = [
+        b"{" + bytes(rnd.choice(b"abc ,:0123") for _ in range(rnd.randrange(0, 40)))
+        for _ in range(2 * PIECE_RECORDS + 7)
+    ]
+    body = landing_block(values)
+    assert body is not None
+    whole = b"".join(body.pieces)
+    assert whole == b"".join(v + b"\n" for v in values) and body.size == len(whole)
+    assert [p.count(b"\n") for p in body.pieces] == [PIECE_RECORDS, PIECE_RECORDS, 7]
 
 
 def _mut(**changes: Any) -> Callable[[dict[str, Any]], None]:
