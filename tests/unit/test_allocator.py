@@ -6,9 +6,9 @@ import os
 import subprocess
 import sys
 
-# A child holds 40 blocks of 1 MiB at once and frees them, ten times over after two rounds of warm-up (as the loader holds a batch's pieces),
-# and prints its minor page faults: memory the kernel hands out again costs a fault per 4 KiB page (it maps and
-# zeroes each), memory kept by the allocator none.
+# A child holds 40 blocks of 1 MiB at once and frees them (as the loader holds a batch's pieces), ten times over
+# after two rounds of warm-up, and prints its minor page faults: memory the kernel hands out again costs a fault
+# per 4 KiB page (it maps and zeroes each), memory kept by the allocator none.
 _CHILD = """
 import resource, sys
 from gwtel.allocator import keep_freed_memory
