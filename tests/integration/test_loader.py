@@ -27,7 +27,7 @@ from processors.batcher import Batch
 from processors.chclient import make_client
 from processors.intent import parse_pending
 from processors.landing import INPUT_SETTINGS, MAX_BATCH_ROWS
-from processors.loader import Decoded, Loader
+from processors.loader import PIECE_RECORDS, Decoded, Loader
 from processors.loader_setup import build_loader, migrate
 from schemas import codec
 from tests.ports import free_port
@@ -455,6 +455,24 @@ def test_clickhouse_checks_the_batch_and_its_quarantine_is_dead_lettered(setup: 
         assert value == faults[offset][0]  # the original bytes
         assert (headers["reason"], headers["stage"]) == (faults[offset][1], "loader")
         assert faults[offset][2] in headers["detail"]
+
+
+def test_a_batch_of_several_pieces_lands_each_record_at_its_offset(setup: Callable[..., GwtelConfig]) -> None:
+    # 2,600 records in one batch go out as three pieces of one HTTP body (1,024, 1,024 and 552 lines); the record
+    # made bad at offset 2,100, in the third piece, must be the one quarantined and every other row must carry
+    # its own offset: a piece lost, doubled or out of order would move them.
+    n, bad = 2 * PIECE_RECORDS + 552, 2_100
+    cfg = setup(partitions=1, batch_rows=n, batch_seconds=60)  # one batch: it closes when full
+    migrate(cfg)
+    wrong = orjson.dumps({**orjson.loads(flow_value(bad)), "src_ip": "999.1.2.3"})
+    registry = load_flows(cfg, [wrong if i == bad else flow_value(i) for i in range(n)])
+    rows = q(cfg, "SELECT kafka_offset, bytes_fwd, seq FROM DB.flows_raw ORDER BY kafka_offset")
+    assert rows == [(i, 100 * i, i) for i in range(n) if i != bad]
+    assert q(cfg, "SELECT kafka_offset, reason FROM DB.flows_quarantine") == [(bad, "bad_value")]
+    assert metric(registry, "gwtel_loader_slow_batches_total", topic=cfg.kafka.topics.flows) == 0
+    assert metric(registry, "gwtel_loader_batches_total", topic=cfg.kafka.topics.flows) == 1
+    [(value, headers)] = read_dead_letters(cfg, 1)
+    assert (value, headers["source_offset"]) == (wrong, str(bad))
 
 
 def test_a_batch_clickhouse_refuses_stores_the_others_once(setup: Callable[..., GwtelConfig]) -> None:
