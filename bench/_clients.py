@@ -15,16 +15,18 @@ from confluent_kafka import Consumer
 from gwtel.config import GwtelConfig
 from gwtel.services.kafka import KafkaService
 from ingest.producer import FlowProducer
+from processors.loader_setup import FETCH_SETTINGS
 
 _CHUNK = 10_000
 _WINDOW = 50_000
 
 
 def librdkafka_consume_rate(bootstrap: str, topic: str, expected: int) -> float:
-    """A plain read_committed consume with confluent-kafka (librdkafka, the loader's client): records/s."""
+    """A plain read_committed consume with confluent-kafka (librdkafka, the loader's client, fetching as the
+    loader does): records/s."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex[:8]}",
                          "isolation.level": "read_committed", "enable.auto.commit": False,
-                         "auto.offset.reset": "earliest"})  # fmt: skip
+                         "auto.offset.reset": "earliest", **FETCH_SETTINGS})  # fmt: skip
     consumer.subscribe([topic])
     n = 0
     t0 = None

@@ -39,6 +39,7 @@ from job import TARGET_EVENT_RATE, load_topic, records
 from gwtel.config import load_config
 from gwtel.pipeline import discard, isolated, prepare
 from gwtel.services.kafka import KafkaService
+from processors.loader_setup import FETCH_SETTINGS
 
 
 def envelopes(values: list[bytes], per_message: int) -> list[bytes]:
@@ -50,8 +51,7 @@ def consume(bootstrap: str, topic: str, records: int, lines_per_message: int) ->
     """(records/s, CPU us per record) of a loader-style read of the whole topic: batches joined into bodies."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex[:8]}",
                          "isolation.level": "read_committed", "enable.auto.commit": False,
-                         "auto.offset.reset": "earliest", "fetch.max.bytes": 64 << 20,
-                         "max.partition.fetch.bytes": 8 << 20})  # fmt: skip
+                         "auto.offset.reset": "earliest", **FETCH_SETTINGS})  # fmt: skip
     consumer.subscribe([topic])
     expected = -(-records // lines_per_message)
     n = body = 0
