@@ -79,6 +79,8 @@ class ChRequestHandler(BaseHTTPRequestHandler):
     server_version = "ClickHouse-gwtel"
     timeout = 600  # idle keep-alive connections are dropped after this
     server: ChHTTPServer
+    # The request being served was counted in the metrics (`_observe`).
+    _observed = False
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
@@ -181,6 +183,7 @@ class ChRequestHandler(BaseHTTPRequestHandler):
         raw = dict(parse_qsl(url.query, keep_blank_values=True))
         query_id = raw.get("query_id") or str(uuid.uuid4())
         kind = "invalid"
+        self._observed = False
         try:
             is_ping = url.path == "/ping" or (url.path == "/" and method == "GET" and "query" not in raw)
             user = None
@@ -202,12 +205,12 @@ class ChRequestHandler(BaseHTTPRequestHandler):
                 raise ChError(Codes.BAD_ARGUMENTS, "Malformed chunked request body") from None
             if is_ping:
                 kind = "ping"
-                self._text(200, "Ok.\n")
                 self._observe(kind, 200, start)
+                self._text(200, "Ok.\n")
                 return
             if url.path not in ("/", ""):
-                self._text(404, f"There is no handle {url.path}\n\nUse / or /ping for health checks.\n")
                 self._observe(kind, 404, start)
+                self._text(404, f"There is no handle {url.path}\n\nUse / or /ping for health checks.\n")
                 return
             ctype = self.headers.get("Content-Type", "")
             if method == "POST" and ctype.startswith("multipart/form-data"):
@@ -221,18 +224,18 @@ class ChRequestHandler(BaseHTTPRequestHandler):
             if reply.kind == "insert":
                 metrics.inserted_rows.inc(reply.result.written_rows)
                 metrics.inserted_bytes.inc(len(body))
-            self._reply(reply, rp.http_compression, query_id)
-            self._observe(kind, 200, start)
+            self._reply(reply, rp.http_compression, query_id, start)
         except ChError as exc:
             self._error(exc, query_id, kind, start)
         except (ConnectionError, TimeoutError):
             self.close_connection = True
-            metrics.requests.labels(kind=kind, status="499").inc()
+            if not self._observed:  # the client left before its response was ready
+                metrics.requests.labels(kind=kind, status="499").inc()
         except Exception as exc:
             log.error("internal error serving %s: %s", self.path[:200], traceback.format_exc())
             self._error(ChError(Codes.UNKNOWN_EXCEPTION, f"Internal server error: {exc}"), query_id, kind, start)
 
-    def _reply(self, reply: Reply, http_compression: bool, query_id: str) -> None:
+    def _reply(self, reply: Reply, http_compression: bool, query_id: str, start: float) -> None:
         headers = {
             "X-ClickHouse-Query-Id": query_id,
             "X-ClickHouse-Timezone": self.server.engine.timezone,
@@ -248,12 +251,15 @@ class ChRequestHandler(BaseHTTPRequestHandler):
         if enc and len(body) >= _MIN_COMPRESS:
             body = encode(body, enc)
             headers["Content-Encoding"] = enc
+        self._observe(reply.kind, 200, start)
         self._send(200, body, headers)
 
     def _error(self, exc: ChError, query_id: str, kind: str, start: float) -> None:
         status = exc.http_status()
         self.server.metrics.errors.labels(code=str(exc.code)).inc()
         log.info("query %s failed: Code %s %s", query_id, exc.code, exc.message[:300])
+        if not self._observed:  # not when a reply already counted failed to go out
+            self._observe(kind, status, start)
         try:
             self._send(
                 status,
@@ -267,9 +273,11 @@ class ChRequestHandler(BaseHTTPRequestHandler):
             )
         except (ConnectionError, TimeoutError):
             self.close_connection = True
-        self._observe(kind, status, start)
 
     def _observe(self, kind: str, status: int, start: float) -> None:
+        """Count a request once its response is ready, before it is sent: a client that reads the metrics right
+        after its response sees its request counted."""
+        self._observed = True
         m = self.server.metrics
         m.requests.labels(kind=kind, status=str(status)).inc()
         m.duration.labels(kind=kind).observe(time.monotonic() - start)
