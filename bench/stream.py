@@ -50,7 +50,7 @@ import orjson
 from _clients import librdkafka_consume_rate, producer_rate
 from _processes import start_pipeline, stop_pipeline
 from _results import Row, table, write
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from job import TARGET_EVENT_RATE, SourceProgress, consume_rate, load_topic, records
 
@@ -98,10 +98,8 @@ def hold_backlog(cfg: GwtelConfig, values: list[bytes]) -> tuple[Producer, float
 def _group_stable(admin: AdminClient, group: str) -> bool:
     try:
         desc = admin.describe_consumer_groups([group])[group].result(timeout=5)
-    except Exception as exc:  # not known yet
-        if isinstance(exc.args[0] if exc.args else None, KafkaError):
-            return False
-        raise
+    except KafkaException:  # not known yet
+        return False
     return bool(desc.members) and str(desc.state).endswith("STABLE")
 
 
@@ -122,18 +120,13 @@ def drain(
         t0 = time.perf_counter()
         procs, logs = start_pipeline(cfg, tmp, "bench-stream")
         progress.start("", cfg.job.metrics_port)
-        admin = AdminClient(cfg.kafka.librdkafka()) if release is not None else None
+        admin = AdminClient(cfg.kafka.librdkafka())
         while True:
             now = time.perf_counter() - t0
-            if (
-                admin is not None
-                and release is not None
-                and progress.samples
-                and _group_stable(admin, cfg.loader.group_id)
-            ):
+            if release is not None and progress.samples and _group_stable(admin, cfg.loader.group_id):
                 release()
                 marks["released"] = time.perf_counter() - t0
-                admin = None
+                release = None  # once
             if now > timeout_s:
                 raise SystemExit(f"stream: the ledger did not balance in {timeout_s:.0f} s ({marks}); logs in {logs}")
             for p in procs:
@@ -187,17 +180,20 @@ def one_run(n: int, event_rate: int, timeout_s: float, held: bool) -> tuple[floa
             loaded_s = load_topic(cfg.kafka.bootstrap, flows, backlog)
         produced = producer_rate(cfg, values)
         del values, backlog
+
+        def baselines() -> tuple[float, float]:
+            boot = cfg.kafka.bootstrap
+            return consume_rate(boot, flows, n + 2), librdkafka_consume_rate(boot, flows, n + 2)
+
         if not held:
-            baseline = consume_rate(cfg.kafka.bootstrap, flows, n + 2)
-            librdkafka = librdkafka_consume_rate(cfg.kafka.bootstrap, flows, n + 2)
+            baseline, librdkafka = baselines()
         how = "the held transaction" if held else "kafka-python"
         print(f"producers: {how} {(n + 2) / loaded_s:,.0f}/s, FlowProducer.send_batch {produced:,.0f}/s; "
               "draining with gwtel aggregate + gwtel load", flush=True)  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
             m = drain(cfg, n, Path(tmp), timeout_s, release=(lambda: holder.commit_transaction(60)) if held else None)
-        if held:
-            baseline = consume_rate(cfg.kafka.bootstrap, flows, n + 2)
-            librdkafka = librdkafka_consume_rate(cfg.kafka.bootstrap, flows, n + 2)
+        if held:  # the records were hidden until the drain released them
+            baseline, librdkafka = baselines()
         print(f"baseline consume {baseline:,.0f} records/s (librdkafka {librdkafka:,.0f})", flush=True)
         m.update(librdkafka_consume=librdkafka, backlog_produce=(n + 2) / loaded_s, flow_producer=produced)
     finally:
