@@ -14,6 +14,9 @@ acknowledged N rows. Variants, alternating, medians over `--runs`:
 - `clickhouse_threads`: the same inserts from `--insert-threads` clients at once (batch i from client
   i mod threads), as the loader sends the batches of different partitions (`loader.insert_threads`, which the
   `loader` variant sets to the same number);
+- `loader_no_merges`: `loader` with the background merges of `flows_raw` stopped in its database: what
+  ClickHouse's merges of the parts the run writes cost it (merges are not optional in production: a row is merged a
+  few times over its life; this only says where the server's time goes);
 - `gwtel load` as processes, one and then `--processes` in one consumer group (a partition each), start-up
   included (`--processes 0` skips both).
 
@@ -23,7 +26,8 @@ time, as before) and `clickhouse` against it in the same runs. `--per-record-rec
 
 Baseline, same runs: a plain kafka-python read_committed consume of the same topic (records/s; its inverse is
 kafka-python's cost per message, printed in us). The loader's own CPU per record is printed too (its process,
-librdkafka's threads included); ClickHouse's share is measured by bench/landing_parts.py.
+librdkafka's threads included), and the embedded ClickHouse server's CPU per record during the `loader` runs,
+its merge threads apart from the rest (bench/landing_parts.py splits the rest further).
 Writes bench/results/loader.json.
 Usage: `python bench/loader.py [--records 2000000] [--runs 3] [--processes 2] [--baseline-url URL]`.
 """
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -51,6 +56,7 @@ from prometheus_client import CollectorRegistry
 
 from gwtel.config import GwtelConfig, load_config
 from gwtel.pipeline import discard, drop_database, isolated, prepare
+from gwtel.services.clickhouse import ClickHouseService
 from processors.chclient import make_client
 from processors.landing import INPUT_SETTINGS, LANDING, raw_token
 from processors.loader import INSERT_SETTINGS_FIXED, Route
@@ -72,15 +78,46 @@ def own(base: GwtelConfig) -> GwtelConfig:
     )
 
 
-def one_run(base: GwtelConfig, n: int, raw: bool, cpu: list[float] | None = None) -> float:
+_TICK = os.sysconf("SC_CLK_TCK")
+# ClickHouse names the threads of its background merges and mutations so.
+_MERGE_THREADS = "MergeMutate"
+
+
+def thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of process `pid` so far: its merge threads (`merges`) and every other thread."""
+    out = {"merges": 0.0, "other": 0.0}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended
+            continue
+        out["merges" if name.startswith(_MERGE_THREADS) else "other"] += (int(fields[11]) + int(fields[12])) / _TICK
+    return out
+
+
+def one_run(
+    base: GwtelConfig,
+    n: int,
+    raw: bool,
+    cpu: list[float] | None = None,
+    merges: bool = True,
+    server: dict[str, list[float]] | None = None,
+) -> float:
     """Records/s of one loader over the whole topic, in a database and consumer group of its own.
 
     `cpu` receives the loader's own CPU per record in us (this process, librdkafka's threads included;
-    ClickHouse's parse runs in the server's process).
+    ClickHouse's parse runs in the server's process); `server` the embedded server's, per thread group (when the
+    server is the local one). `merges=False` stops the background merges of the run's `flows_raw`.
     """
     cfg = own(base)
     migrate(cfg)
+    if not merges:
+        with make_client(cfg.clickhouse) as client:
+            client.command("SYSTEM STOP MERGES flows_raw")
     tune_memory()
+    pid = ClickHouseService(cfg, cfg.local.home_path()).pid() if server is not None else None
+    s0 = thread_cpu_s(pid) if pid is not None else {}
     c0 = time.process_time()
     t0 = time.perf_counter()
     registry = CollectorRegistry()
@@ -94,6 +131,9 @@ def one_run(base: GwtelConfig, n: int, raw: bool, cpu: list[float] | None = None
         seconds = time.perf_counter() - t0
         if cpu is not None:
             cpu.append(1e6 * (time.process_time() - c0) / n)
+        if pid is not None and server is not None:
+            for group, s1 in thread_cpu_s(pid).items():
+                server.setdefault(group, []).append(1e6 * (s1 - s0[group]) / n)
     finally:
         loader.close()
         drop_database(cfg)
@@ -206,7 +246,7 @@ def main() -> int:
     prepare(cfg)
     threads = args.insert_threads
     cfg = at_url(cfg, cfg.clickhouse.url, threads)
-    variants = ["baseline", "librdkafka", "loader", "clickhouse", "clickhouse_threads"]
+    variants = ["baseline", "librdkafka", "loader", "loader_no_merges", "clickhouse", "clickhouse_threads"]
     if args.per_record_records:
         variants.append("per_record")
     before = at_url(cfg, args.baseline_url, 1) if args.baseline_url else None
@@ -217,6 +257,7 @@ def main() -> int:
         variants += ["processes1", f"processes{args.processes}"]
     rates: dict[str, list[float]] = {v: [] for v in variants}
     loader_cpu: list[float] = []
+    server_cpu: dict[str, list[float]] = {}
     slow_n = min(n, args.per_record_records)
     try:
         values = records(n, args.event_rate)
@@ -228,7 +269,8 @@ def main() -> int:
             # Which server goes first alternates, so that neither always follows the other's merges.
             for name in sorted(("new", "baseline") if before is not None else ("new",), reverse=bool(i % 2)):
                 if name == "new":
-                    rates["loader"].append(one_run(cfg, n, raw=True, cpu=loader_cpu))
+                    rates["loader"].append(one_run(cfg, n, raw=True, cpu=loader_cpu, server=server_cpu))
+                    rates["loader_no_merges"].append(one_run(cfg, n, raw=True, merges=False))
                     rates["clickhouse"].append(clickhouse_run(cfg, values))
                     rates["clickhouse_threads"].append(clickhouse_run(cfg, values, threads))
                 elif before is not None:
@@ -250,6 +292,13 @@ def main() -> int:
         Row("  confluent-kafka (librdkafka, the loader's client) plain consume", med["librdkafka"], "records/s", base),
         Row("loader records/s into flows_raw (median)", med["loader"], "records/s", base, ">= 150,000"),
         Row("  the loader process's own CPU per record", statistics.median(loader_cpu), "us"),
+    ]
+    rows += [
+        Row(f"  the ClickHouse server's CPU per record, {group} threads", statistics.median(us), "us")
+        for group, us in server_cpu.items()
+    ]
+    rows += [
+        Row("  the loader with flows_raw's merges stopped", med["loader_no_merges"], "records/s", med["loader"]),
         Row("  ClickHouse landing inserts alone (no Kafka), one at a time", med["clickhouse"], "records/s", base),
         Row(f"  the same from {threads} clients at once", med["clickhouse_threads"], "records/s", med["clickhouse"]),
     ]
@@ -268,7 +317,10 @@ def main() -> int:
             Row(f"gwtel load, {args.processes} processes, one group", med[f"processes{args.processes}"],
                 "records/s", med["processes1"]),
         ]  # fmt: skip
-    path = write("loader", rows, records=n, event_rate=args.event_rate, runs=rates, loader_cpu_us=loader_cpu)
+    path = write(
+        "loader", rows, records=n, event_rate=args.event_rate, runs=rates, loader_cpu_us=loader_cpu,
+        server_cpu_us=server_cpu,
+    )  # fmt: skip
     print(table([{"benchmark": "loader", **r} for r in json.loads(path.read_text())["rows"]]))
     return 0
 

@@ -131,7 +131,8 @@ class LoaderConfig(BaseModel):
     batch_seconds: float = Field(default=2.0, gt=0)
     # Landing inserts of different partitions sent at once (one batch per partition in flight), each thread
     # with its own client: a ClickHouse server (the embedded one too) parses them on as many cores as it has
-    # free. 1 by default: on the shared 2-core test machine 2 measured 0.75-1.40x (docs/clickhouse.md).
+    # free. 1 by default: on the 2-core test machine 2 stores 1.35x the rows with the loader alone, but end to end
+    # the Flink job shares those cores and the pipeline measured no faster (docs/clickhouse.md, "Throughput").
     insert_threads: int = Field(default=1, ge=1, le=32)
     group_id: str = Field(default="gwtel-loader", min_length=1)
     retry_initial_s: float = Field(default=0.5, gt=0)
