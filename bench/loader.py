@@ -96,6 +96,13 @@ def thread_cpu_s(pid: int) -> dict[str, float]:
     return out
 
 
+def local_server_pid(cfg: GwtelConfig) -> int | None:
+    """The pid of the embedded server `gwtel up` runs, when `cfg` loads into it (another server's CPU is not
+    this machine's to read)."""
+    svc = ClickHouseService(cfg, cfg.local.home_path())
+    return svc.pid() if cfg.clickhouse.url.rstrip("/") == svc.endpoint() else None
+
+
 def one_run(
     base: GwtelConfig,
     n: int,
@@ -108,7 +115,7 @@ def one_run(
 
     `cpu` receives the loader's own CPU per record in us (this process, librdkafka's threads included;
     ClickHouse's parse runs in the server's process); `server` the embedded server's, per thread group (when the
-    server is the local one). `merges=False` stops the background merges of the run's `flows_raw`.
+    loader writes to the local one, else nothing). `merges=False` stops the background merges of the run's `flows_raw`.
     """
     cfg = own(base)
     migrate(cfg)
@@ -116,7 +123,7 @@ def one_run(
         with make_client(cfg.clickhouse) as client:
             client.command("SYSTEM STOP MERGES flows_raw")
     tune_memory()
-    pid = ClickHouseService(cfg, cfg.local.home_path()).pid() if server is not None else None
+    pid = local_server_pid(cfg) if server is not None else None
     s0 = thread_cpu_s(pid) if pid is not None else {}
     c0 = time.process_time()
     t0 = time.perf_counter()
