@@ -29,6 +29,11 @@ const PACKET_OUTGOING: u8 = 4;
 const ETH_P_ALL: u16 = 0x0003;
 const ETH_P_8021Q: u16 = 0x8100;
 const SO_ATTACH_FILTER: libc::c_int = 26;
+/// `ret #0` (BPF_RET | BPF_K, k = 0): a classic BPF program of one encoded `struct sock_filter` that accepts no frame.
+static DROP_ALL: [u8; 8] = {
+    let code = 0x06u16.to_ne_bytes();
+    [code[0], code[1], 0, 0, 0, 0, 0, 0]
+};
 
 pub const TP_STATUS_KERNEL: u32 = 0;
 pub const TP_STATUS_USER: u32 = 1;
@@ -339,7 +344,8 @@ const FRAME_SIZE: u32 = 2048; // required by the kernel's geometry checks; V3 fr
 
 impl Ring {
     /// Socket, filter, ring, bind, fanout, in the order that keeps other interfaces' and filtered-out packets
-    /// out of the ring: the socket starts with protocol 0 (receives nothing) until bound to the interface.
+    /// out of the ring: the socket starts with protocol 0 (receives nothing) until bound to the interface. A ring
+    /// that joins a fanout group is bound with a filter that drops every frame (see `setup`).
     pub fn open(cfg: &RingConfig) -> RingResult<Ring> {
         let page = 4096u32;
         if cfg.block_size < page || cfg.block_size % page != 0 || !cfg.block_size.is_power_of_two()
@@ -363,16 +369,31 @@ impl Ring {
         Ok(ring)
     }
 
+    /// The kernel accepts PACKET_FANOUT only from a socket bound to the interface with the group's protocol, and
+    /// a bound socket receives every frame of the interface by itself until it joins, while the group's other
+    /// rings receive the same frames: a frame arriving in between would be counted twice. So a ring that joins a
+    /// group is bound with a filter that accepts nothing and gets its own filter once it is a member (the frames
+    /// the group hands it between the two system calls are not captured, which a ring that joins later would
+    /// not have captured either).
     fn setup(&mut self, cfg: &RingConfig) -> RingResult<()> {
         let prog = SockFprog {
             len: (cfg.filter.len() / 8) as libc::c_ushort,
             filter: cfg.filter.as_ptr(),
         };
+        let drop_all = SockFprog {
+            len: 1,
+            filter: DROP_ALL.as_ptr(),
+        };
+        let first = if cfg.fanout_group.is_some() {
+            &drop_all
+        } else {
+            &prog
+        };
         let sock = &mut self.sock;
         sock.setopt(
             libc::SOL_SOCKET,
             SO_ATTACH_FILTER,
-            &prog,
+            first,
             "SO_ATTACH_FILTER",
         )?;
         sock.setopt(SOL_PACKET, PACKET_VERSION, &TPACKET_V3, "PACKET_VERSION")?;
@@ -409,6 +430,12 @@ impl Ring {
             let arg: u32 = group as u32 | (kind << 16);
             self.sock
                 .setopt(SOL_PACKET, PACKET_FANOUT, &arg, "PACKET_FANOUT")?;
+            self.sock.setopt(
+                libc::SOL_SOCKET,
+                SO_ATTACH_FILTER,
+                &prog,
+                "SO_ATTACH_FILTER",
+            )?;
             self.fanout_group = Some(self.fanout_id()?);
         }
         if cfg.promisc {

@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -660,6 +661,68 @@ def test_fanout_group_ids_are_unique_in_the_namespace_and_joined_by_id(pair: Vet
     finally:
         for e in engines:
             e.close_ring()
+
+
+def test_rings_joining_a_fanout_group_while_frames_arrive_count_no_frame_twice(pair: VethPair, tmp_path: Path) -> None:
+    # A ring must be bound to the interface before the kernel lets it join the group, and a bound ring receives
+    # every frame by itself until it joins: frames arriving then also reach the group's other rings. Rings join
+    # one after the other while a stream of frames arrives; the kernel's count of frames accepted, over every ring,
+    # must not exceed the frames the interface received.
+    joins = 150
+    frames = [
+        Ether(src=SENDER_MAC, dst=PEER_MAC) / IP(src="10.77.0.5", dst="198.18.1.77") / UDP(sport=20000 + i, dport=7000)
+        for i in range(1000)
+    ]
+    pcap = tmp_path / "flows.pcap"
+    wrpcap(str(pcap), frames)
+    binary = sender_binary()
+    agent = NativeAgent(AgentConfig(), PartnerClassifier(PartnersConfig()), lambda _r: None)
+    lt = interface_linktype(pair.host_if)
+    prog = filter_program(LiveOptions(pair.host_if, promisc=False), lt)
+    idx = interface_index(pair.host_if)
+    assert idx is not None
+
+    def open_ring(engine: Any, group: int) -> int | None:
+        got: int | None = engine.open_ring(
+            ifindex=idx,
+            linktype=lt,
+            filter=prog,
+            block_size=1 << 16,
+            block_count=2,  # nothing reads the rings: the frames they have no room for count as kernel drops
+            block_timeout_ms=10,
+            fanout_group=group,
+            promisc=False,
+        )
+        return got
+
+    rx = Path("/sys/class/net") / pair.host_if / "statistics" / "rx_packets"
+    engines = [agent.new_engine() for _ in range(joins + 1)]
+    sent: dict[str, Any] = {}
+    try:
+        before = int(rx.read_text())
+        group = open_ring(engines[0], 0)
+        assert group is not None
+        sender = threading.Thread(
+            target=lambda: sent.update(offer(binary, pair.netns, pair.ns_if, pcap, loops=2000, pps=300_000))
+        )
+        sender.start()
+        try:
+            poll(lambda: int(rx.read_text()) - before, lambda n: n > 10_000, "frames arriving")
+            for e in engines[1:]:
+                assert open_ring(e, group) == group
+                time.sleep(0.002)
+            joined_while_sending = sender.is_alive()
+        finally:
+            sender.join(timeout=WAIT_S)
+        time.sleep(0.5)
+        counted = sum(e.ring_stats()[0] for e in engines)
+        arrived = int(rx.read_text()) - before
+    finally:
+        for e in engines:
+            e.close_ring()
+    assert joined_while_sending and sent["sent"] == 2000 * len(frames)
+    assert counted <= arrived, f"{counted - arrived} frames counted twice"
+    assert counted >= 0.99 * arrived
 
 
 def test_two_agents_with_fanout_workers_on_one_interface_each_see_every_frame(pair: VethPair, tmp_path: Path) -> None:
