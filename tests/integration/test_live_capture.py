@@ -632,14 +632,15 @@ def test_the_ring_sender_offers_every_frame_in_order_and_skips_what_the_mtu_refu
     assert Counter(arrived) == Counter(frames * loops)
 
 
-def test_fanout_group_ids_are_unique_in_the_namespace_and_joined_by_id(pair: VethPair) -> None:
-    # 0 asks the kernel for a new group with an id no other group has; giving an id joins that group.
+def _small_ring_opener(pair: VethPair) -> tuple[NativeAgent, Callable[[Any, int], int | None]]:
+    """A native agent, and a function that opens a small ring of one of its engines on the pair's capture side
+    in fanout group `group` (0: a new one) and returns the group's id. Nothing reads the rings: the frames they
+    have no room for count as kernel drops."""
     agent = NativeAgent(AgentConfig(), PartnerClassifier(PartnersConfig()), lambda _r: None)
     lt = interface_linktype(pair.host_if)
     prog = filter_program(LiveOptions(pair.host_if, promisc=False), lt)
     idx = interface_index(pair.host_if)
     assert idx is not None
-    engines = [agent.new_engine() for _ in range(3)]
 
     def open_ring(engine: Any, group: int) -> int | None:
         got: int | None = engine.open_ring(
@@ -653,6 +654,14 @@ def test_fanout_group_ids_are_unique_in_the_namespace_and_joined_by_id(pair: Vet
             promisc=False,
         )
         return got
+
+    return agent, open_ring
+
+
+def test_fanout_group_ids_are_unique_in_the_namespace_and_joined_by_id(pair: VethPair) -> None:
+    # 0 asks the kernel for a new group with an id no other group has; giving an id joins that group.
+    agent, open_ring = _small_ring_opener(pair)
+    engines = [agent.new_engine() for _ in range(3)]
 
     try:
         first, second = open_ring(engines[0], 0), open_ring(engines[1], 0)
@@ -676,24 +685,7 @@ def test_rings_joining_a_fanout_group_while_frames_arrive_count_no_frame_twice(p
     pcap = tmp_path / "flows.pcap"
     wrpcap(str(pcap), frames)
     binary = sender_binary()
-    agent = NativeAgent(AgentConfig(), PartnerClassifier(PartnersConfig()), lambda _r: None)
-    lt = interface_linktype(pair.host_if)
-    prog = filter_program(LiveOptions(pair.host_if, promisc=False), lt)
-    idx = interface_index(pair.host_if)
-    assert idx is not None
-
-    def open_ring(engine: Any, group: int) -> int | None:
-        got: int | None = engine.open_ring(
-            ifindex=idx,
-            linktype=lt,
-            filter=prog,
-            block_size=1 << 16,
-            block_count=2,  # nothing reads the rings: the frames they have no room for count as kernel drops
-            block_timeout_ms=10,
-            fanout_group=group,
-            promisc=False,
-        )
-        return got
+    agent, open_ring = _small_ring_opener(pair)
 
     rx = Path("/sys/class/net") / pair.host_if / "statistics" / "rx_packets"
     engines = [agent.new_engine() for _ in range(joins + 1)]
