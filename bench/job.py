@@ -205,9 +205,10 @@ _SOURCE_OUT = re.compile(
 
 
 class SourceProgress:
-    """Samples (seconds, records read by the FlowRecord source) from the job's metrics every 0.25 s."""
+    """Samples (seconds, records read by the FlowRecord source) from the job's metrics every `interval_s`."""
 
-    def __init__(self) -> None:
+    def __init__(self, interval_s: float = 0.25) -> None:
+        self.interval_s = interval_s
         self.samples: list[tuple[float, float]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -217,7 +218,7 @@ class SourceProgress:
         self._thread.start()
 
     def _poll(self, port: int) -> None:
-        while not self._stop.wait(0.25):
+        while not self._stop.wait(self.interval_s):
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
                     text = resp.read().decode()
