@@ -40,6 +40,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _proc import cpu_s
 
 from ingest.classify import PartnerClassifier
 from ingest.config import AgentConfig
@@ -70,12 +73,6 @@ def headers_only(src: Path, dst: Path, keep: int) -> int:
             out.write(data)
             n += 1
     return n
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a running process, all its threads (/proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def sh(*argv: str) -> None:

@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import job
 import orjson
+from _proc import cpu_s, minor_faults
 
 from gwtel.chserver.engine import Engine
 from processors.config import LoaderConfig
@@ -56,18 +57,6 @@ from processors.loader import INSERT_SETTINGS_FIXED
 from processors.migrate import discover, params_from, render
 
 DB = "bench"
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process `pid` so far (every thread)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def minor_faults(pid: int) -> int:
-    """Minor page faults of process `pid` so far (fresh memory touched: the kernel maps and zeroes a page)."""
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
 
 
 def ping(port: int) -> bool:

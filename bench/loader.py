@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -49,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _clients import librdkafka_consume_rate
+from _proc import thread_cpu_s
 from _processes import start_loaders, stop_pipeline
 from _results import Row, table, write
 from job import TARGET_EVENT_RATE, consume_rate, load_topic, records
@@ -78,22 +78,14 @@ def own(base: GwtelConfig) -> GwtelConfig:
     )
 
 
-_TICK = os.sysconf("SC_CLK_TCK")
 # ClickHouse names the threads of its background merges and mutations so.
 _MERGE_THREADS = "MergeMutate"
 
 
-def thread_cpu_s(pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) of process `pid` so far: its merge threads (`merges`) and every other thread."""
-    out = {"merges": 0.0, "other": 0.0}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            name = (task / "comm").read_text()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the thread ended
-            continue
-        out["merges" if name.startswith(_MERGE_THREADS) else "other"] += (int(fields[11]) + int(fields[12])) / _TICK
-    return out
+def server_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds of the server `pid` so far: its merge threads (`merges`) and every other thread."""
+    split = thread_cpu_s(pid, _MERGE_THREADS)
+    return {"merges": split["named"], "other": split["other"]}
 
 
 def local_server_pid(cfg: GwtelConfig) -> int | None:
@@ -124,7 +116,7 @@ def one_run(
             client.command("SYSTEM STOP MERGES flows_raw")
     tune_memory()
     pid = local_server_pid(cfg) if server is not None else None
-    s0 = thread_cpu_s(pid) if pid is not None else {}
+    s0 = server_cpu_s(pid) if pid is not None else {}
     c0 = time.process_time()
     t0 = time.perf_counter()
     registry = CollectorRegistry()
@@ -139,7 +131,7 @@ def one_run(
         if cpu is not None:
             cpu.append(1e6 * (time.process_time() - c0) / n)
         if pid is not None and server is not None:
-            for group, s1 in thread_cpu_s(pid).items():
+            for group, s1 in server_cpu_s(pid).items():
                 server.setdefault(group, []).append(1e6 * (s1 - s0[group]) / n)
     finally:
         loader.close()
