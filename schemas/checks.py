@@ -297,8 +297,9 @@ def checked(d: Any, latest_ns: int | None = None) -> dict[str, Any]:
 
 # -- the same checks in ClickHouse SQL, over the landing table's columns ---------------------------------------
 # The landing tables' layout: 7 as migration 0007 created it, 9 (0009) with nullable histogram bin elements,
-# 10 (0010) with the application class fields, 13 (0013) storing addresses as IPv6 (schemas/addresses.py).
-LANDING_VERSIONS: Final = (7, 9, 10, 13)
+# 10 (0010) with the application class fields, 13 (0013) storing addresses as IPv6 (schemas/addresses.py), 14
+# (0014) refusing a block whose row count is not its token's (processors/landing.py).
+LANDING_VERSIONS: Final = (7, 9, 10, 13, 14)
 LANDING_VERSION: Final = LANDING_VERSIONS[-1]
 # Record fields added after the landing path's first version, with the version that lands them: an earlier
 # version's tables, views and checks (its released migration, rendered again by the tests) do not name them.

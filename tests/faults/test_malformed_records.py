@@ -5,7 +5,8 @@ One record lies a year ahead and comes first: if it moved the watermark, every v
 be late and the aggregates empty. The mix is what a malicious producer might send: bad addresses of both
 families, ports and counts out of range, null and out-of-range histogram bins, other versions, cut JSON, and
 the values a lenient JSON reader converts (a float in an integer field, a number in a string field, text after
-the object, repeated keys); both stages must keep the same records and name the codec's reason.
+the object, repeated keys), and a value left open inside a string before another; both stages must keep the
+same records and name the codec's reason.
 """
 
 from __future__ import annotations
@@ -116,6 +117,11 @@ def test_malformed_records_are_dead_lettered_by_job_and_loader(
         ("two_objects", sample + sample, "not_json", ""),
         ("duplicate_last_bad", spliced(129, '"bytes_fwd": 5, "bytes_fwd": "x"', "bytes_fwd"), "bad_type", "bytes_fwd"),
         ("rate_2_32", bad_value(130, sampling_rate=2**32), "out_of_range", "sampling_rate"),
+        # A value ending inside a string, then the value it would swallow (ClickHouse read them as one row), and
+        # a repeated key after every field (ClickHouse's reader kept the first value): refused as the codec says.
+        ("string_left_open", bad_value(131)[:-1] + b',"x":"a', "not_json", ""),
+        ("swallowed", b'{","zz":3}', "not_json", ""),
+        ("repeat_after_every_field", bad_value(132)[:-1] + b',"src_port":70000}', "out_of_range", "src_port"),
     ]  # fmt: skip
     # Kept by the codec, so by both stages: an integer in quotes, nested junk in an unknown field, a repeated key
     # whose last value is good.

@@ -497,6 +497,23 @@ def test_a_batch_clickhouse_refuses_stores_the_others_once(setup: Callable[..., 
     ]
 
 
+def test_values_clickhouse_would_misnumber_take_the_slow_path(setup: Callable[..., GwtelConfig]) -> None:
+    # A value ending inside a string swallows the next one (one row for two records: every later row would take
+    # the next record's offset), and a repeated key whose last value is out of range (ClickHouse's reader kept
+    # the first): ClickHouse refuses the batch, the codec reads each record, as the job does.
+    cfg = setup(partitions=1, batch_rows=100, batch_seconds=0.2)
+    migrate(cfg)
+    opened, closing = flow_value(1)[:-1] + b',"x":"a', b'{","zz":3}'
+    repeated = flow_value(4)[:-1] + b',"src_port":70000}'
+    registry = load_flows(cfg, [flow_value(0), opened, closing, flow_value(3), repeated, flow_value(5)])
+    assert q(cfg, "SELECT kafka_offset, seq FROM DB.flows_raw ORDER BY kafka_offset") == [(0, 0), (3, 3), (5, 5)]
+    assert metric(registry, "gwtel_loader_slow_batches_total", topic=cfg.kafka.topics.flows) >= 1
+    letters = read_dead_letters(cfg, 3)
+    assert sorted((h["source_offset"], h["reason"]) for _, h in letters) == [
+        ("1", "not_json"), ("2", "not_json"), ("4", "out_of_range")
+    ]  # fmt: skip
+
+
 def test_landing_settings_keep_a_batch_in_one_block(clickhouse_client: Any) -> None:
     # The landing views number a batch's rows within a block (rowNumberInBlock), and ClickHouse cuts an HTTP
     # insert's parsed rows every max_insert_block_size rows (1,048,449 by default). Shown with a batch above

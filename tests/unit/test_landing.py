@@ -354,6 +354,36 @@ def test_a_value_holding_two_records_refuses_the_batch(ch: Session) -> None:
     assert refused_data(_DatabaseError(395))
 
 
+def test_a_block_with_fewer_rows_than_records_stores_nothing(ch: Session) -> None:
+    # A value that ends inside a string swallows the next value's line (JSONEachRow takes the newline into the
+    # string): one row for two records, and every later row would take the next record's offset (landing 13
+    # stored record 3 at offset 2). The codec calls both values not JSON; the batch takes the slow path.
+    ok, last = orjson.dumps(fresh(seq=1)), orjson.dumps(fresh(seq=4))
+    opened, closing = orjson.dumps(fresh(seq=2))[:-1] + b',"x":"a', b'{","zz":3}'
+    assert landing_block([ok, opened, closing, last]) is not None
+    with pytest.raises(Exception, match=r"Code: 395\b.*does not hold the records"):
+        land(ch, [ok, opened, closing, last], raw_token("t.fewer", 0, 0, 3, 0))
+    assert rows(ch, f"SELECT count() FROM {DB}.flows_raw WHERE kafka_topic = 't.fewer'") == [[0]]
+    assert rows(ch, f"SELECT count() FROM {DB}.flows_batches WHERE token LIKE 't.fewer:%'") == [[0]]
+    for value in (opened, closing):
+        with pytest.raises(codec.RecordError) as info:
+            codec.decode(value)
+        assert info.value.reason == "not_json"
+
+
+def test_a_repeated_key_refuses_the_batch_so_the_last_one_counts_as_in_the_job(ch: Session) -> None:
+    # Every field, then src_port again out of range: ClickHouse's reader skipped the rest of an object once every
+    # column was seen and stored the first port (landing 13). The job and the codec take the last: out_of_range.
+    record = orjson.dumps(fresh(seq=1))[:-1] + b',"src_port":70000}'
+    with pytest.raises(Exception, match=r"Code: 117\b.*Duplicate field"):
+        land(ch, [record], raw_token("t.repeat", 0, 0, 0, 0))
+    assert rows(ch, f"SELECT count() FROM {DB}.flows_raw WHERE kafka_topic = 't.repeat'") == [[0]]
+    assert refused_data(_DatabaseError(117))
+    with pytest.raises(codec.RecordError) as info:
+        codec.decode(record)
+    assert info.value.reason == "out_of_range"
+
+
 class _DatabaseError(Exception):
     """The shape of clickhouse-connect's error that `refused_data` reads: its class name and code."""
 
