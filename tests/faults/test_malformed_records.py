@@ -117,11 +117,13 @@ def test_malformed_records_are_dead_lettered_by_job_and_loader(
         ("two_objects", sample + sample, "not_json", ""),
         ("duplicate_last_bad", spliced(129, '"bytes_fwd": 5, "bytes_fwd": "x"', "bytes_fwd"), "bad_type", "bytes_fwd"),
         ("rate_2_32", bad_value(130, sampling_rate=2**32), "out_of_range", "sampling_rate"),
-        # A value ending inside a string, then the value it would swallow (ClickHouse read them as one row), and
-        # a repeated key after every field (ClickHouse's reader kept the first value): refused as the codec says.
+        # A value ending inside a string, then the value it would swallow (ClickHouse read them as one row), a
+        # repeated key after every field (ClickHouse's reader kept the first value), a raw control byte in a string
+        # (ClickHouse's reader takes it): refused as the codec says.
         ("string_left_open", bad_value(131)[:-1] + b',"x":"a', "not_json", ""),
         ("swallowed", b'{","zz":3}', "not_json", ""),
         ("repeat_after_every_field", bad_value(132)[:-1] + b',"src_port":70000}', "out_of_range", "src_port"),
+        ("raw_tab_in_string", bad_value(133).replace(b'"link_id":"', b'"link_id":"\t', 1), "not_json", ""),
     ]  # fmt: skip
     # Kept by the codec, so by both stages: an integer in quotes, nested junk in an unknown field, a repeated key
     # whose last value is good.

@@ -499,18 +499,23 @@ def test_a_batch_clickhouse_refuses_stores_the_others_once(setup: Callable[..., 
 
 def test_values_clickhouse_would_misnumber_take_the_slow_path(setup: Callable[..., GwtelConfig]) -> None:
     # A value ending inside a string swallows the next one (one row for two records: every later row would take
-    # the next record's offset), and a repeated key whose last value is out of range (ClickHouse's reader kept
-    # the first): ClickHouse refuses the batch, the codec reads each record, as the job does.
+    # the next record's offset), a repeated key whose last value is out of range (ClickHouse's reader kept the
+    # first), a raw tab inside a string (ClickHouse's reader takes it): ClickHouse refuses the batch, or the
+    # loader does not send it, and the codec reads each record, as the job does.
     cfg = setup(partitions=1, batch_rows=100, batch_seconds=0.2)
     migrate(cfg)
     opened, closing = flow_value(1)[:-1] + b',"x":"a', b'{","zz":3}'
     repeated = flow_value(4)[:-1] + b',"src_port":70000}'
-    registry = load_flows(cfg, [flow_value(0), opened, closing, flow_value(3), repeated, flow_value(5)])
-    assert q(cfg, "SELECT kafka_offset, seq FROM DB.flows_raw ORDER BY kafka_offset") == [(0, 0), (3, 3), (5, 5)]
+    tab = flow_value(6).replace(b'"agent_id":"', b'"agent_id":"\t', 1)  # ClickHouse stored it with the tab
+    values = [flow_value(0), opened, closing, flow_value(3), repeated, flow_value(5), tab, flow_value(7)]
+    registry = load_flows(cfg, values)
+    assert q(cfg, "SELECT kafka_offset, seq FROM DB.flows_raw ORDER BY kafka_offset") == [
+        (0, 0), (3, 3), (5, 5), (7, 7)
+    ]  # fmt: skip
     assert metric(registry, "gwtel_loader_slow_batches_total", topic=cfg.kafka.topics.flows) >= 1
-    letters = read_dead_letters(cfg, 3)
+    letters = read_dead_letters(cfg, 4)
     assert sorted((h["source_offset"], h["reason"]) for _, h in letters) == [
-        ("1", "not_json"), ("2", "not_json"), ("4", "out_of_range")
+        ("1", "not_json"), ("2", "not_json"), ("4", "out_of_range"), ("6", "not_json")
     ]  # fmt: skip
 
 

@@ -103,6 +103,26 @@ def test_landing_block_numbers_rows_only_when_each_value_is_one_line() -> None:
         assert landing_block(values) is None, values
 
 
+def test_a_value_with_a_raw_control_byte_is_left_to_the_codec(ch: Session) -> None:
+    # ClickHouse's reader takes a raw tab inside a string (and stores it), where the codec and the Flink job
+    # refuse the value as not JSON; whitespace between tokens is JSON to all three. Either way the batch goes to
+    # the slow path, whose codec decides as the job does.
+    ok = orjson.dumps(fresh(seq=1))
+    tab_in_string = ok.replace(b'"agent_id":"', b'"agent_id":"\t', 1)
+    tab_between = ok.replace(b'"seq":1', b'"seq":\t1', 1)
+    land(ch, [tab_in_string], raw_token("t.tab", 0, 0, 0, 0))  # what the check would keep from the fast path
+    assert rows(ch, f"SELECT count() FROM {DB}.flows_raw WHERE kafka_topic = 't.tab'") == [[1]]
+    with pytest.raises(codec.RecordError) as info:
+        codec.decode(tab_in_string)
+    assert info.value.reason == "not_json"
+    assert codec.decode(tab_between).seq == 1
+    for value in (tab_in_string, tab_between, ok.replace(b'"seq":1', b'"seq":\r1', 1)):
+        assert landing_block([ok, value, ok]) is None
+    # one control byte in the third piece is found too
+    assert landing_block([ok] * (2 * PIECE_RECORDS + 3)) is not None
+    assert landing_block([ok] * (2 * PIECE_RECORDS + 2) + [tab_in_string]) is None
+
+
 def test_a_landing_body_in_pieces_is_the_values_line_by_line() -> None:
     # Values of random lengths, more than two pieces' worth: the pieces, put together, are each value and a
     # newline in order; no piece holds more than PIECE_RECORDS lines.
