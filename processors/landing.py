@@ -98,14 +98,14 @@ _ROWS_MATCH = (
 )
 
 
-# From version 14 the check view also counts the block's rows (a window over the block, before any view stores a
-# row): a value ending inside a string swallows the next line, so JSONEachRow reads one row for two records and
-# every later row would take the next record's offset (`_ROWS_MATCH` catches only more rows than records).
+# From version 14 the check view counts the block's rows instead (a window over the block, before any view stores
+# a row): a value ending inside a string swallows the next line, so JSONEachRow reads one row for two records and
+# every later row would take the next record's offset. `_ROWS_MATCH` caught only more rows than records.
 _COUNT_MATCH = (
     f"count() OVER () + throwIf(getSetting('insert_deduplication_token') != '' AND count() OVER () != "
     f"{_LAST} - {_FIRST} + 1, 'the block does not hold the records of its token')"
 )
-COUNT_SINCE: Final = 14
+_COUNT_SINCE: Final = 14
 
 
 def raw_token(topic: str, partition: int, first: int, last: int, latest_ns: int) -> str:
@@ -176,7 +176,8 @@ def migration_sql(db: str = "${db}", version: int = LANDING_VERSION) -> str:
     )
     coords = "_topic AS kafka_topic, _partition AS kafka_partition, _offset AS kafka_offset"
     kafka_cols = ",\n".join(f"    `{n}` {t}" for n, t in KAFKA_COLUMNS)
-    counted = version >= COUNT_SINCE
+    counted = version >= _COUNT_SINCE
+    row_check = "" if version < 9 or counted else " + " + _ROWS_MATCH
     rows_col = ",\n    `_rows` UInt64" if counted else ""
     rows_expr = f",\n    {_COUNT_MATCH} AS _rows" if counted else ""
     # `$$`: migrations are string.Template text, and a regular expression of the checks may end in `$`
@@ -234,7 +235,7 @@ SELECT *,
     {problem} AS _problem,
     {_TOKEN}[1] AS _topic,
     toUInt32OrZero({_TOKEN}[2]) AS _partition,
-    {_FIRST} + rowNumberInBlock(){"" if version < 9 else " + " + _ROWS_MATCH} AS _offset{rows_expr}
+    {_FIRST} + rowNumberInBlock(){row_check} AS _offset{rows_expr}
 FROM {db}.{LANDING};
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.flows_checked_raw_mv TO {db}.flows_raw AS

@@ -317,7 +317,7 @@ SELECT *,
             ('', '')) AS _problem,
     splitByChar(':', getSetting('insert_deduplication_token'))[1] AS _topic,
     toUInt32OrZero(splitByChar(':', getSetting('insert_deduplication_token'))[2]) AS _partition,
-    toUInt64OrZero(splitByChar('-', splitByChar(':', getSetting('insert_deduplication_token'))[3])[1]) + rowNumberInBlock() + throwIf(getSetting('insert_deduplication_token') != '' AND rowNumberInBlock() > toUInt64OrZero(splitByChar('-', splitByChar(':', getSetting('insert_deduplication_token'))[3])[2]) - toUInt64OrZero(splitByChar('-', splitByChar(':', getSetting('insert_deduplication_token'))[3])[1]), 'the block has more rows than the offsets of its token') AS _offset,
+    toUInt64OrZero(splitByChar('-', splitByChar(':', getSetting('insert_deduplication_token'))[3])[1]) + rowNumberInBlock() AS _offset,
     count() OVER () + throwIf(getSetting('insert_deduplication_token') != '' AND count() OVER () != toUInt64OrZero(splitByChar('-', splitByChar(':', getSetting('insert_deduplication_token'))[3])[2]) - toUInt64OrZero(splitByChar('-', splitByChar(':', getSetting('insert_deduplication_token'))[3])[1]) + 1, 'the block does not hold the records of its token') AS _rows
 FROM ${db}.flows_in;
 
