@@ -233,10 +233,11 @@ class SourceProgress:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
-    def steady_rate(self, total: int, lo: float = 0.3, hi: float = 0.9) -> float | None:
-        """Records/s between the first samples at or past ``lo`` and ``hi`` of ``total`` (None: too few)."""
-        first = next(((t, n) for t, n in self.samples if n >= lo * total), None)
-        last = next(((t, n) for t, n in self.samples if n >= hi * total), None)
+    def steady_rate(self, total: int, lo: float = 0.3, hi: float = 0.9, base: int = 0) -> float | None:
+        """Records/s between the first samples at or past ``lo`` and ``hi`` of ``total`` records read after the
+        first ``base`` (None: too few)."""
+        first = next(((t, n) for t, n in self.samples if n >= base + lo * total), None)
+        last = next(((t, n) for t, n in self.samples if n >= base + hi * total), None)
         if first is None or last is None or last[0] - first[0] < 1.5:
             return None
         return (last[1] - first[1]) / (last[0] - first[0])
