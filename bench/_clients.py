@@ -5,6 +5,8 @@ Each is measured beside kafka-python's (bench/job.py: `consume_rate`, `load_topi
 
 from __future__ import annotations
 
+import atexit
+import sys
 import tempfile
 import time
 import uuid
@@ -19,6 +21,23 @@ from processors.loader_setup import FETCH_SETTINGS
 
 _CHUNK = 10_000
 _WINDOW = 50_000
+
+
+def delete_at_exit(svc: KafkaService, topics: Sequence[str]) -> None:
+    """Delete `topics` when the benchmark's process exits, however it exits short of a kill: a benchmark's topic
+    holds up to gigabytes of the broker's disk (a development home had 14 GB of them)."""
+    names = list(topics)
+
+    def delete() -> None:
+        try:
+            with svc.admin() as admin:
+                gone = [t for t in names if t in set(admin.list_topics())]
+                if gone:
+                    admin.delete_topics(gone)
+        except Exception as exc:  # the broker may be down by then: say so, and keep the benchmark's own outcome
+            print(f"bench: could not delete the topics {names}: {exc}", file=sys.stderr)
+
+    atexit.register(delete)
 
 
 def librdkafka_consume_rate(bootstrap: str, topic: str, expected: int) -> float:

@@ -49,6 +49,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _clients import delete_at_exit
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from gwtel.config import GwtelConfig, load_config
@@ -305,6 +306,7 @@ def child(variant: str, parallelism: int, flows: str, cfg_path: Path) -> None:
     tag = uuid.uuid4().hex[:10]
     sinks = {k: f"bench.{k}.{tag}" for k in ("aggregates", "late", "dead_letter")}
     svc.ensure_topics(list(sinks.values()), partitions=1)
+    delete_at_exit(svc, list(sinks.values()))
     data = base.model_dump(mode="json")
     data["kafka"]["topics"] = {"flows": flows, **sinks}
     data["job"].update(
@@ -356,6 +358,7 @@ def main() -> int:
     tag = uuid.uuid4().hex[:10]
     flows, empty = f"bench.flows.{tag}", f"bench.empty.{tag}"
     svc.ensure_topics([flows, empty], partitions=2)
+    delete_at_exit(svc, [flows, empty])
     values = records(args.records, args.event_rate)
     mb = sum(map(len, values)) / 1e6
     load_s = load_topic(cfg.kafka.bootstrap, flows, values)

@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import yaml
+from _clients import delete_at_exit
 
 from gwtel.config import GwtelConfig, load_config
 from gwtel.services.clickhouse import ClickHouseService
@@ -117,6 +118,7 @@ def main() -> int:
             print(f"{svc.name} is not up: run `gwtel up` first", file=sys.stderr)
             return 2
     kafka.ensure_topics(list(cfg.kafka.topics.model_dump().values()))
+    delete_at_exit(kafka, list(cfg.kafka.topics.model_dump().values()))
     migrate(cfg)
 
     work = Path(tempfile.mkdtemp(prefix="gwtel-soak-"))

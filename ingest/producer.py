@@ -344,7 +344,6 @@ class FlowProducer:
             self._enter_spooling(f"{self._direct_records} records waiting for Kafka")
 
     def _enter_spooling(self, why: str) -> None:
-        self._spooling = True
         self._rlog.warning("spool", "Kafka at %s: %s; spooling to %s", self.bootstrap, why, self._spool.dir)
         for p in self._direct:
             spilled = False
@@ -363,6 +362,9 @@ class FlowProducer:
                 self._head.append(p)
         self._direct.clear()
         self._direct_records = 0
+        # Set last: `spooling` is read without the lock (metrics, callers), and must not say so before the
+        # records in hand are in the spool (a reader saw spooling with nothing pending).
+        self._spooling = True
 
     def _to_spool(self, key: bytes, value: bytes) -> None:
         pos = self._spool.append(key, value)

@@ -82,6 +82,7 @@ def check_exactly_once_in_order(got: dict[int, list[FlowRecord]], agent: str, n:
 
 
 def new_topic(broker: KafkaService) -> str:
+    broker.start()  # a no-op when up; a test that failed with the broker killed must not fail the next one too
     topic = f"test.producer.{uuid.uuid4().hex[:12]}"
     broker.ensure_topics([topic], partitions=2)
     return topic

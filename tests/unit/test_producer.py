@@ -144,6 +144,29 @@ def test_stalled_broker_spills_then_replays_in_order_exactly_once(tmp_path: Path
     assert (p.produced, p.acked, p.spooled, p.replayed, p.dropped) == (51, 51, 40, 40, 0)
 
 
+def test_spooling_is_reported_once_the_records_in_hand_are_in_the_spool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `spooling` is read without the producer's lock (metrics, callers, the broker-kill test): it must not say so
+    # while the records in hand are still being written to the spool (a reader saw spooling, nothing pending).
+    fake = FakeKafka(auto=False)
+    p = make(tmp_path, fake)
+    seen: list[bool] = []
+    append = p._spool.append
+
+    def watched(key: bytes, value: bytes) -> Any:
+        seen.append(p.spooling)
+        return append(key, value)
+
+    monkeypatch.setattr(p._spool, "append", watched)
+    for i in range(20):
+        p.send(record(i))
+    wait_for(lambda: p.spooling)
+    assert p.spool_pending == 20
+    assert seen == [False] * 20
+    p.close(1)
+
+
 def test_failed_sends_are_replayed_from_the_spool_in_order(tmp_path: Path) -> None:
     fake = FakeKafka(auto=False)
     p = make(tmp_path, fake, spill_after_s=60)
