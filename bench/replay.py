@@ -56,6 +56,8 @@ def main() -> int:
     ap.add_argument("--flows", type=int, default=42_000, help="flows in the generated capture (~24 packets each)")
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
+    if args.runs < 1:
+        ap.error("--runs must be at least 1")
     kafka: list[float] = []
     devnull: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:

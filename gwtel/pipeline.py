@@ -232,11 +232,7 @@ def discard(cfg: GwtelConfig) -> None:
     home = cfg.local.home_path()
     drop_database(cfg)
     svc = KafkaService(cfg, home)
-    with svc.admin() as admin:
-        existing = set(admin.list_topics())
-        gone = [t for t in svc.configured_topics() if t in existing]
-        if gone:
-            admin.delete_topics(gone)
+    svc.delete_topics(svc.configured_topics())
     run_dir = home / Path(cfg.agent.spool_dir).parent  # runs/<tag>: the spool and the checkpoints
     if run_dir.parent == home / "runs":
         shutil.rmtree(run_dir, ignore_errors=True)

@@ -261,6 +261,15 @@ class KafkaService(ProcessService):
         t = self.cfg.kafka.topics
         return [t.flows, t.aggregates, t.late, t.counters, t.dead_letter]
 
+    def delete_topics(self, topics: list[str]) -> list[str]:
+        """Delete those of `topics` that exist; return them."""
+        with self.admin() as admin:
+            existing = set(admin.list_topics())
+            gone = [t for t in topics if t in existing]
+            if gone:
+                admin.delete_topics(gone)
+        return gone
+
     def ensure_topics(self, topics: list[str] | None = None, partitions: int | None = None) -> dict[str, int]:
         """Create missing topics (default: the configured ones); return each topic's partition count.
 
